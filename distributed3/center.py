@@ -1,0 +1,226 @@
+"""The center: which worker holds which key, and which workers are alive.
+
+Metadata only, never user data::
+
+    worker --register(address, ncores, keys)---> center   the connection stays open;
+    worker --add_keys / remove_keys -----------> center   when it closes, the worker is gone
+    client --who_has / has_what / ncores ------> center
+    client --subscribe ------------------------> center --add_worker / remove_worker--> client
+
+Its state is soft: a restarted center is rebuilt by workers registering again
+with the keys they hold.
+
+>>> import asyncio
+>>> from distributed3.core import rpc
+>>> async def demo():
+...     center = await Center().start(port=0)
+...     async with rpc(center.address) as c:
+...         await c.register(address=("127.0.0.1", 9001), ncores=2)
+...         await c.add_keys(address=("127.0.0.1", 9001), keys=["x"], nbytes={"x": 8})
+...         who = await c.who_has(keys=["x"])
+...     await center.close()
+...     return who
+>>> asyncio.run(demo())
+{'x': {('127.0.0.1', 9001)}}
+"""
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+from .core import Server
+from .utils import format_address, parse_address, wait_for
+
+logger = logging.getLogger(__name__)
+
+
+class Center(Server):
+    """The metadata server: ``who_has``, ``has_what``, ``nbytes``, ``ncores``.
+
+    Start it in a coroutine and stop it the same way::
+
+        center = await Center(secret=b"...").start(host="127.0.0.1", port=8787)
+        ...
+        await center.close()
+
+    or from the command line with ``dcenter``.
+    """
+
+    def __init__(self, **kwargs):
+        handlers = {
+            "register": self.register,
+            "unregister": self.unregister,
+            "add_keys": self.add_keys,
+            "remove_keys": self.remove_keys,
+            "who_has": self.get_who_has,
+            "has_what": self.get_has_what,
+            "ncores": self.get_ncores,
+            "nbytes": self.get_nbytes,
+            "workers": self.get_workers,
+            "subscribe": self.subscribe,
+            "heartbeat": self.heartbeat,
+        }
+        super().__init__(handlers, **kwargs)
+        self.who_has = defaultdict(set)
+        self.has_what = defaultdict(set)
+        self.nbytes = {}
+        self.ncores = {}
+        self.names = {}
+        self.last_seen = {}
+        self.worker_comms = {}
+        self.subscribers = set()
+        self.started = time.time()
+
+    async def start(self, host="127.0.0.1", port=0, sockets=None):
+        await super().start(host, port, sockets)
+        logger.info("Started center at %s", format_address(self.address))
+        return self
+
+    async def close(self):
+        for comm in list(self.subscribers):
+            comm.close()
+        await super().close()
+        logger.info("Center at %s closed", format_address(self.address))
+
+    # -- worker membership ---------------------------------------------------
+
+    def register(self, comm, address, ncores, keys=(), nbytes=None, name=None):
+        """A worker joins (or rejoins) with the keys it already holds."""
+        address = parse_address(address)
+        if address in self.ncores:
+            self._remove_worker(address, "it registered again")
+        self.ncores[address] = int(ncores)
+        self.names[address] = name
+        self.last_seen[address] = time.monotonic()
+        self.worker_comms[comm] = address
+        self.add_keys(comm, address, keys, nbytes)
+        logger.info("Register worker %s with %d cores", format_address(address), ncores)
+        self._publish({"op": "add_worker", "address": address, "ncores": int(ncores)})
+        return {"center": self.address}
+
+    def unregister(self, comm, address):
+        """A worker leaves on purpose; its keys are forgotten."""
+        address = parse_address(address)
+        if self.worker_comms.get(comm) == address:
+            del self.worker_comms[comm]
+        self._remove_worker(address, "it left")
+
+    def connection_closed(self, comm):
+        self.subscribers.discard(comm)
+        address = self.worker_comms.pop(comm, None)
+        if address is not None and address in self.ncores:
+            self._remove_worker(address, "its connection closed")
+
+    def _remove_worker(self, address, why):
+        if address not in self.ncores:
+            return
+        for key in self.has_what.pop(address, ()):
+            holders = self.who_has.get(key)
+            if holders is not None:
+                holders.discard(address)
+                if not holders:
+                    del self.who_has[key]
+                    self.nbytes.pop(key, None)
+        del self.ncores[address]
+        self.names.pop(address, None)
+        self.last_seen.pop(address, None)
+        for comm, addr in list(self.worker_comms.items()):
+            if addr == address:
+                del self.worker_comms[comm]
+        logger.info("Remove worker %s: %s", format_address(address), why)
+        self._publish({"op": "remove_worker", "address": address})
+
+    def heartbeat(self, comm, address):
+        """A worker says it is alive."""
+        address = parse_address(address)
+        if address not in self.ncores:
+            raise ValueError(f"{format_address(address)} is not a registered worker")
+        self.last_seen[address] = time.monotonic()
+
+    # -- keys ----------------------------------------------------------------
+
+    def add_keys(self, comm, address, keys, nbytes=None):
+        """``address`` now holds ``keys`` (sizes in ``nbytes``)."""
+        address = parse_address(address)
+        if address not in self.ncores:
+            raise ValueError(f"{format_address(address)} is not a registered worker")
+        held = self.has_what[address]
+        for key in keys:
+            self.who_has[key].add(address)
+            held.add(key)
+        if nbytes:
+            self.nbytes.update(nbytes)
+
+    def remove_keys(self, comm, address, keys):
+        """``address`` no longer holds ``keys``."""
+        address = parse_address(address)
+        held = self.has_what.get(address, set())
+        for key in keys:
+            held.discard(key)
+            holders = self.who_has.get(key)
+            if holders is not None:
+                holders.discard(address)
+                if not holders:
+                    del self.who_has[key]
+                    self.nbytes.pop(key, None)
+
+    def get_who_has(self, comm, keys=None):
+        """``{key: {worker}}`` for ``keys`` (all keys when ``None``)."""
+        if keys is None:
+            return {k: set(v) for k, v in self.who_has.items()}
+        return {k: set(self.who_has.get(k, ())) for k in keys}
+
+    def get_has_what(self, comm, workers=None):
+        """``{worker: {key}}`` for ``workers`` (all workers when ``None``)."""
+        if workers is None:
+            workers = self.ncores
+        return {w: set(self.has_what.get(w, ())) for w in map(parse_address, workers)}
+
+    def get_ncores(self, comm):
+        """``{worker: cores}`` of every live worker."""
+        return dict(self.ncores)
+
+    def get_nbytes(self, comm, keys=None):
+        """``{key: bytes}`` for ``keys`` (all keys when ``None``)."""
+        if keys is None:
+            return dict(self.nbytes)
+        return {k: self.nbytes[k] for k in keys if k in self.nbytes}
+
+    def get_workers(self, comm):
+        """``{worker: {"ncores", "nkeys", "nbytes", "name"}}`` as the center sees it."""
+        return {
+            w: {
+                "ncores": n,
+                "name": self.names.get(w),
+                "nkeys": len(self.has_what.get(w, ())),
+                "nbytes": sum(self.nbytes.get(k, 0) for k in self.has_what.get(w, ())),
+            }
+            for w, n in self.ncores.items()
+        }
+
+    # -- membership events ---------------------------------------------------
+
+    def subscribe(self, comm):
+        """Push ``add_worker`` / ``remove_worker`` events on this connection from now on."""
+        self.subscribers.add(comm)
+        return {"workers": dict(self.ncores)}
+
+    def _publish(self, event):
+        for comm in list(self.subscribers):
+            asyncio.ensure_future(self._push(comm, event))
+
+    async def _push(self, comm, event):
+        try:
+            await comm.write(event)
+        except Exception as e:
+            logger.debug("dropping subscriber %s: %s", comm, e)
+            self.subscribers.discard(comm)
+            comm.close()
+
+    async def wait_for_workers(self, n, timeout=10):
+        """Wait until at least ``n`` workers are registered."""
+        await wait_for(
+            lambda: len(self.ncores) >= n,
+            timeout,
+            f"center {format_address(self.address)} has {len(self.ncores)} of {n} workers",
+        )

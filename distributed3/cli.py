@@ -1,0 +1,179 @@
+"""The ``dcenter`` and ``dworker`` executables: parse arguments, set up logging, run.
+
+::
+
+    $ dcenter                         # Started center at 127.0.0.1:8787
+    $ dworker 127.0.0.1:8787          # Start worker at 127.0.0.1:<port>
+                                      # Register with center at 127.0.0.1:8787
+
+Both read the cluster's secret from ``--secret-file PATH`` or the
+``DISTRIBUTED3_SECRET`` environment variable, and refuse to listen on a
+non-loopback address without one unless given ``--insecure``.
+``python -m distributed3.cli center|worker ...`` runs the same code.
+"""
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import signal
+import sys
+
+from .center import Center
+from .exceptions import DistributedError
+from .utils import is_loopback, local_ip_for, parse_address
+from .worker import Worker
+
+logger = logging.getLogger("distributed3.cli")
+
+DEFAULT_CENTER_PORT = 8787
+
+
+def _common(parser):
+    parser.add_argument("--host", default=None, help="address to listen on (default: loopback)")
+    parser.add_argument("--secret-file", metavar="PATH",
+                        help="file holding the cluster's shared secret "
+                             "(default: $DISTRIBUTED3_SECRET)")  # fmt: skip
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow listening beyond loopback without a secret (dangerous)")  # fmt: skip
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])  # fmt: skip
+
+
+def read_secret(args):
+    """The secret from ``--secret-file`` or ``$DISTRIBUTED3_SECRET``, as bytes, or None."""
+    if args.secret_file:
+        try:
+            with open(args.secret_file, "rb") as f:
+                secret = f.read().strip()
+        except OSError as e:
+            sys.exit(f"error: cannot read secret file {args.secret_file}: {e.strerror}")
+        if not secret:
+            sys.exit(f"error: secret file {args.secret_file} is empty")
+        return secret
+    env = os.environ.get("DISTRIBUTED3_SECRET")
+    return env.encode() if env else None
+
+
+def check_exposure(host, secret, insecure):
+    """Refuse a non-loopback listener without a secret unless ``--insecure``."""
+    if is_loopback(host) or secret:
+        return
+    if not insecure:
+        sys.exit(
+            f"error: refusing to listen on {host} without a secret: anyone who can reach "
+            "it could run code here. Give --secret-file PATH (or DISTRIBUTED3_SECRET), "
+            "or --insecure to accept that risk."
+        )
+    logger.warning("INSECURE: listening on %s without a secret; anyone who can reach "
+                   "this port can run code on this machine", host)  # fmt: skip
+
+
+def _setup_logging(level):
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(name)s - %(levelname)s - %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _serve(server, host, port, fallback_port, parent_pid=None):
+    """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it."""
+    try:
+        await server.start(host=host, port=port)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE or not fallback_port:
+            raise
+        logger.info("Port %d is in use; picking a free one", port)
+        await server.start(host=host, port=0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watchers = [asyncio.ensure_future(stop.wait())]
+    if isinstance(server, Worker):
+        watchers.append(asyncio.ensure_future(server.finished.wait()))
+    if parent_pid:
+        watchers.append(asyncio.ensure_future(_watch_parent(parent_pid)))
+    await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+    for w in watchers:
+        w.cancel()
+    await server.close()
+
+
+async def _watch_parent(pid):
+    while os.getppid() == pid:
+        await asyncio.sleep(0.5)
+    logger.warning("Parent process %d is gone; shutting down", pid)
+
+
+def dcenter(argv=None):
+    """Entry point of ``dcenter``: run a center until interrupted."""
+    parser = argparse.ArgumentParser(prog="dcenter", description="Run a distributed3 center.")
+    parser.add_argument("--port", type=int, default=None,
+                        help=f"port to listen on (default {DEFAULT_CENTER_PORT}, "
+                             "or a free one if that is taken; 0 for any free port)")  # fmt: skip
+    _common(parser)
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    host = args.host or "127.0.0.1"
+    secret = read_secret(args)
+    check_exposure(host, secret, args.insecure)
+    port = DEFAULT_CENTER_PORT if args.port is None else args.port
+    center = None
+
+    async def main():
+        nonlocal center
+        center = Center(secret=secret)
+        await _serve(center, host, port, fallback_port=args.port is None)
+
+    _run(main)
+
+
+def dworker(argv=None):
+    """Entry point of ``dworker CENTER``: run a worker until interrupted."""
+    parser = argparse.ArgumentParser(prog="dworker", description="Run a distributed3 worker.")
+    parser.add_argument("center", help="address of the center, host:port")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: any)")
+    parser.add_argument("--ncores", type=int, default=None,
+                        help="tasks run at once (default: cores on this machine)")  # fmt: skip
+    parser.add_argument("--name", default=None, help="a name for this worker")
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    _common(parser)
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        center = parse_address(args.center)
+    except ValueError as e:
+        parser.error(str(e))
+    host = args.host or local_ip_for(center[0])
+    secret = read_secret(args)
+    check_exposure(host, secret, args.insecure)
+
+    async def main():
+        worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret)
+        await _serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
+
+    _run(main)
+
+
+def _run(main):
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except (OSError, TimeoutError, DistributedError) as e:
+        logger.error("%s", e)
+        sys.exit(1)
+
+
+def main(argv=None):
+    """``python -m distributed3.cli center|worker ARGS``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("center", "worker"):
+        sys.exit("usage: python -m distributed3.cli {center,worker} [options]")
+    (dcenter if argv[0] == "center" else dworker)(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

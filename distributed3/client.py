@@ -1,0 +1,136 @@
+"""The sync facade and the ``RemoteData`` handle.
+
+Every operation is a coroutine first.  Sync callers -- scripts, IPython,
+Jupyter, where a loop may already run in the main thread -- submit those
+coroutines to one event loop that runs in a daemon thread (``LoopThread``)
+and block on the result; ``await``-ing callers on any loop get the same
+coroutine through :func:`asyncio.wrap_future`.
+
+>>> lt = loop_thread()
+>>> async def add(x, y):
+...     return x + y
+>>> lt.run_sync(add(1, 2))
+3
+"""
+import asyncio
+import os
+import threading
+
+from .core import raise_remote
+from .utils import format_address
+
+_lock = threading.Lock()
+_instance = None
+
+
+class LoopThread:
+    """An asyncio event loop running forever in a daemon thread."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(ready.set)
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True, name="distributed3-loop")
+        self.thread.start()
+        ready.wait()
+
+    def run_sync(self, coro, timeout=None):
+        """Run ``coro`` on this loop and block until it finishes (or ``timeout``)."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError(
+                "a blocking distributed3 call was made from its own event loop; "
+                "use the async form (e.g. `await pool.amap(...)`)"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except BaseException:  # KeyboardInterrupt, timeout: stop the coroutine too
+            future.cancel()
+            raise
+
+
+def loop_thread():
+    """The process-wide :class:`LoopThread`, started on first use (and again after fork)."""
+    global _instance
+    with _lock:
+        if _instance is None or _instance.pid != os.getpid():
+            _instance = LoopThread()
+        return _instance
+
+
+async def run_in_loop(coro, loop):
+    """Await ``coro`` on ``loop`` from a coroutine running on any loop."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+class RemoteData:
+    """A handle to a value that lives on the workers; ``get()`` brings it here.
+
+    Made by ``Pool.map``, ``apply``, ``scatter``.  Pass handles back into
+    ``map``/``apply`` to compute where the data already is.
+
+    ``status`` is ``"finished"``, ``"error"`` (``get()`` re-raises the task's
+    exception, with the remote traceback as its cause) or ``"deleted"``.
+    ``workers`` is where the pool last knew it to live, ``nbytes`` its size.
+    """
+
+    __slots__ = ("key", "pool", "workers", "nbytes", "status", "exception", "traceback",
+                 "__weakref__")  # fmt: skip
+
+    def __init__(self, key, pool, workers=(), nbytes=None, status="finished"):
+        self.key = key
+        self.pool = pool
+        self.workers = set(workers)
+        self.nbytes = nbytes
+        self.status = status
+        self.exception = None
+        self.traceback = None
+
+    def __repr__(self):
+        center = format_address(self.pool.center_address) if self.pool else "?"
+        extra = "" if self.status == "finished" else f", status={self.status}"
+        return f"RemoteData<center={center}, key={self.key}{extra}>"
+
+    def set_error(self, exception, traceback, worker=None):
+        self.status = "error"
+        self.exception = exception
+        self.traceback = traceback
+        if worker is not None:
+            self.workers = {worker}
+
+    def raise_error(self):
+        """Re-raise the task's exception with its remote traceback as ``__cause__``."""
+        worker = next(iter(self.workers), None)
+        raise_remote(self.exception, self.traceback or "", worker or "a worker")
+
+    def get(self, timeout=None):
+        """The value, gathered from the worker that holds it.
+
+        >>> from distributed3 import Pool
+        >>> with Pool(n_workers=1) as pool:            # doctest: +SKIP
+        ...     pool.apply(sum, ([1, 2, 3],)).get()
+        6
+        """
+        return self.pool._sync(self.pool._gather([self]), timeout)[0]
+
+    async def aget(self):
+        """Async form of :meth:`get`."""
+        return (await self.pool.agather([self]))[0]
+
+    def __reduce__(self):
+        raise TypeError(
+            f"{self!r} cannot be pickled: pass it to pool.map/apply, which send its key"
+        )

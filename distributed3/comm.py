@@ -1,0 +1,328 @@
+"""Framing and authentication on a tornado IOStream: ``connect``, ``Comm.read``, ``Comm.write``.
+
+Wire format (everything little-endian)::
+
+    handshake, raw bytes, nothing unpickled:
+      server -> client   b"D3" version:u8 mode:u8 nonce_s:32        mode 1 = secret required
+      client -> server   b"D3" version:u8 mode:u8 nonce_c:32 mac_c:32
+      server -> client   status:u8 mac_s:32                          0 OK, 1 bad secret, 2 no secret
+        mac_c = HMAC-SHA256(secret, b"distributed3 client" + nonce_s + nonce_c)
+        mac_s = HMAC-SHA256(secret, b"distributed3 server" + nonce_c + nonce_s)
+      Each side checks the other's MAC, so both prove the secret (mutual).  With no
+      secret on either side the MACs are zeros and nothing is proven.
+
+    then messages, each a list of frames:
+      nframes:u64  length:u64 * nframes  frame bytes...
+      frame 0 is a pickled header (the op and its arguments), the others are
+      out-of-band buffers (see ``protocol.py``).
+
+The reader checks the frame count, each length and their sum against ``Limits``
+before it allocates anything, then reads the whole payload into one
+preallocated ``bytearray`` (arrays built over it are writable, not copies).
+
+>>> import asyncio
+>>> from tornado.tcpserver import TCPServer
+>>> class Echo(TCPServer):
+...     async def handle_stream(self, stream, address):
+...         comm = await accept(stream, address, secret=b"s3cret")
+...         await comm.write(await comm.read())
+>>> async def demo():
+...     server = Echo(); sock = server.listen(0, "127.0.0.1")
+...     port = list(server._sockets.values())[0].getsockname()[1]
+...     comm = await connect(("127.0.0.1", port), secret=b"s3cret")
+...     await comm.write({"op": "echo", "x": 1})
+...     reply = await comm.read()
+...     comm.close(); server.stop()
+...     return reply
+>>> asyncio.run(demo())
+{'op': 'echo', 'x': 1}
+"""
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from tornado.iostream import StreamClosedError
+from tornado.tcpclient import TCPClient
+
+from .exceptions import (
+    AuthenticationError,
+    CommClosedError,
+    ConnectionBrokenError,
+    ProtocolError,
+    SerializationError,
+)
+from .protocol import dumps, loads
+from .utils import format_address, parse_address
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+MAGIC = b"D3"
+NONCE = 32
+_SERVER_HELLO = struct.Struct("<2sBB32s")
+_CLIENT_HELLO = struct.Struct("<2sBB32s32s")
+_SERVER_REPLY = struct.Struct("<B32s")
+_U64 = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds checked on every incoming message before any allocation.
+
+    >>> Limits().max_frames
+    100000
+    """
+
+    max_frames: int = 100_000
+    max_frame_bytes: int = 2**34  # 16 GiB: one array
+    max_message_bytes: int = 2**35  # 32 GiB: one message
+    handshake_timeout: float = 10.0
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def normalize_secret(secret):
+    """Bytes of a secret given as str or bytes; ``None`` for no secret.
+
+    >>> normalize_secret("abc"), normalize_secret(""), normalize_secret(None)
+    (b'abc', None, None)
+    """
+    if not secret:
+        return None
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return bytes(secret)
+
+
+def _mac(secret, role, a, b):
+    return hmac.new(secret, b"distributed3 " + role + a + b, hashlib.sha256).digest()
+
+
+class Comm:
+    """One authenticated connection: ``await comm.write(msg)``, ``msg = await comm.read()``.
+
+    Made by :func:`connect` (client side) or :func:`accept` (server side).
+    ``peer`` is the other side's address, used in every error message.
+    """
+
+    def __init__(self, stream, peer, limits=DEFAULT_LIMITS):
+        self.stream = stream
+        self.peer = peer
+        self.limits = limits
+        self._closed_by_us = False
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        return f"<Comm to {format_address(self.peer)} {state}>"
+
+    @property
+    def closed(self):
+        return self._closed_by_us or self.stream.closed()
+
+    def close(self):
+        """Close the connection; later reads and writes raise ``CommClosedError``."""
+        self._closed_by_us = True
+        self.stream.close()
+
+    def _broken(self, exc=None):
+        if self._closed_by_us:
+            return CommClosedError(f"connection to {format_address(self.peer)} was closed by us")
+        why = f": {exc}" if exc and str(exc) else ""
+        return ConnectionBrokenError(
+            f"connection to {format_address(self.peer)} was closed by the peer{why}"
+        )
+
+    async def write(self, msg):
+        """Serialize ``msg`` and send it; returns the number of payload bytes."""
+        if self.closed:
+            raise self._broken()
+        try:
+            frames = dumps(msg)
+        except Exception as e:
+            raise SerializationError(
+                f"could not serialize a message for {format_address(self.peer)}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        lengths = [memoryview(f).nbytes for f in frames]
+        head = struct.pack(f"<Q{len(frames)}Q", len(frames), *lengths)
+        try:
+            self.stream.write(head)
+            for frame in frames[:-1]:
+                self.stream.write(frame)
+            await self.stream.write(frames[-1])
+        except StreamClosedError as e:
+            raise self._broken(e.real_error) from None
+        return sum(lengths)
+
+    async def read(self):
+        """Receive one message; checks its sizes against ``limits`` before allocating."""
+        peer = format_address(self.peer)
+        limits = self.limits
+        try:
+            (n,) = _U64.unpack(await self.stream.read_bytes(8))
+            if not 0 < n <= limits.max_frames:
+                raise ProtocolError(f"{peer} announced {n} frames (limit {limits.max_frames})")
+            lengths = struct.unpack(f"<{n}Q", await self.stream.read_bytes(8 * n))
+            total = sum(lengths)
+            big = max(lengths)
+            if big > limits.max_frame_bytes:
+                raise ProtocolError(
+                    f"{peer} announced a frame of {big} bytes (limit {limits.max_frame_bytes})"
+                )
+            if total > limits.max_message_bytes:
+                raise ProtocolError(
+                    f"{peer} announced a message of {total} bytes "
+                    f"(limit {limits.max_message_bytes})"
+                )
+            buf = bytearray(total)
+            if total:
+                await self.stream.read_into(buf)
+        except StreamClosedError as e:
+            raise self._broken(e.real_error) from None
+        except ProtocolError:
+            self.close()
+            raise
+        view = memoryview(buf)
+        frames, start = [], 0
+        for length in lengths:
+            frames.append(view[start : start + length])
+            start += length
+        try:
+            return loads(frames)
+        except Exception as e:
+            raise SerializationError(
+                f"could not deserialize a message from {peer}: {type(e).__name__}: {e}"
+            ) from e
+
+
+def _tune(stream):
+    sock = stream.socket
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+async def _with_deadline(awaitable, timeout, what, peer):
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(
+            f"{what} with {format_address(peer)} did not finish within {timeout} s"
+        ) from None
+
+
+async def accept(stream, address, secret=None, limits=DEFAULT_LIMITS):
+    """Server side of the handshake on a freshly accepted stream; returns a ``Comm``.
+
+    Raises ``AuthenticationError`` (after telling the peer) when the peer does not
+    prove the secret, ``ProtocolError`` for a peer that does not speak our protocol,
+    ``TimeoutError`` when it is too slow.  The caller closes the stream on error.
+    """
+    secret = normalize_secret(secret)
+    peer = address if isinstance(address, tuple) else ("?", 0)
+    peer = (peer[0], peer[1])
+    _tune(stream)
+    nonce_s = os.urandom(NONCE)
+    mode = 1 if secret else 0
+
+    async def handshake():
+        await stream.write(_SERVER_HELLO.pack(MAGIC, VERSION, mode, nonce_s))
+        data = await stream.read_bytes(_CLIENT_HELLO.size)
+        magic, version, cmode, nonce_c, mac_c = _CLIENT_HELLO.unpack(data)
+        if magic != MAGIC:
+            raise ProtocolError(f"{format_address(peer)} does not speak distributed3")
+        if version != VERSION:
+            raise ProtocolError(
+                f"{format_address(peer)} speaks protocol version {version}, we speak {VERSION}"
+            )
+        if secret:
+            if cmode != 1:
+                await stream.write(_SERVER_REPLY.pack(2, bytes(32)))
+                raise AuthenticationError(
+                    f"{format_address(peer)} connected without a secret; this server requires one"
+                )
+            if not hmac.compare_digest(mac_c, _mac(secret, b"client", nonce_s, nonce_c)):
+                await stream.write(_SERVER_REPLY.pack(1, bytes(32)))
+                raise AuthenticationError(f"{format_address(peer)} presented a wrong secret")
+            await stream.write(_SERVER_REPLY.pack(0, _mac(secret, b"server", nonce_c, nonce_s)))
+        else:
+            await stream.write(_SERVER_REPLY.pack(0, bytes(32)))
+
+    try:
+        await _with_deadline(handshake(), limits.handshake_timeout, "handshake", peer)
+    except StreamClosedError:
+        raise ConnectionBrokenError(
+            f"{format_address(peer)} closed the connection during the handshake"
+        ) from None
+    return Comm(stream, peer, limits)
+
+
+async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS):
+    """Open an authenticated connection to a distributed3 server; returns a ``Comm``.
+
+    Raises ``ConnectionBrokenError`` when nothing listens there, ``TimeoutError``
+    when it does not answer in ``timeout`` seconds and ``AuthenticationError``
+    when either side fails to prove the secret.
+    """
+    secret = normalize_secret(secret)
+    peer = parse_address(address)
+    name = format_address(peer)
+    try:
+        stream = await _with_deadline(
+            TCPClient().connect(peer[0], peer[1]), timeout, "connecting", peer
+        )
+    except (StreamClosedError, OSError) as e:
+        why = e.real_error if isinstance(e, StreamClosedError) and e.real_error else e
+        raise ConnectionBrokenError(f"could not connect to {name}: {why}") from None
+    _tune(stream)
+
+    async def handshake():
+        magic, version, mode, nonce_s = _SERVER_HELLO.unpack(
+            await stream.read_bytes(_SERVER_HELLO.size)
+        )
+        if magic != MAGIC:
+            raise ProtocolError(f"{name} is not a distributed3 server")
+        if version != VERSION:
+            raise ProtocolError(f"{name} speaks protocol version {version}, we speak {VERSION}")
+        if mode == 1 and not secret:
+            raise AuthenticationError(f"{name} requires a secret and we have none")
+        if mode == 0 and secret:
+            raise AuthenticationError(
+                f"{name} does not know the cluster's secret; refusing to trust it"
+            )
+        nonce_c = os.urandom(NONCE)
+        mac_c = _mac(secret, b"client", nonce_s, nonce_c) if secret else bytes(32)
+        await stream.write(_CLIENT_HELLO.pack(MAGIC, VERSION, mode, nonce_c, mac_c))
+        status, mac_s = _SERVER_REPLY.unpack(await stream.read_bytes(_SERVER_REPLY.size))
+        if status == 1:
+            raise AuthenticationError(f"{name} rejected our secret")
+        if status != 0:
+            raise AuthenticationError(f"{name} rejected the connection (status {status})")
+        if secret and not hmac.compare_digest(mac_s, _mac(secret, b"server", nonce_c, nonce_s)):
+            raise AuthenticationError(f"{name} failed to prove it holds the secret")
+
+    try:
+        await _with_deadline(handshake(), timeout, "handshake", peer)
+    except StreamClosedError:
+        stream.close()
+        raise ConnectionBrokenError(f"{name} closed the connection during the handshake") from None
+    except BaseException:
+        stream.close()
+        raise
+    return Comm(stream, peer, limits)
+
+
+async def read(comm):
+    """Receive one message from ``comm`` (same as ``comm.read()``)."""
+    return await comm.read()
+
+
+async def write(comm, msg):
+    """Send one message on ``comm`` (same as ``comm.write(msg)``)."""
+    return await comm.write(msg)

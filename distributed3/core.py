@@ -1,0 +1,387 @@
+"""The substrate every role is built on: ``Server``, ``rpc``, ``ConnectionPool``.
+
+A ``Server`` is a tornado ``TCPServer`` that authenticates each connection,
+then reads messages ``{"op": name, **kwargs}`` and answers each with
+``{"status": "OK", "result": ...}`` or ``{"status": "error", "exception": e,
+"traceback": text}``.  A role declares its whole surface as one dict of
+``{op: handler}``; a handler is ``handler(comm, **kwargs)``, plain or ``async``.
+``rpc(addr).op(**kwargs)`` sends such a message and returns the result, or
+re-raises the remote exception with its original type and the remote
+traceback as ``__cause__``.
+
+>>> import asyncio
+>>> class Adder(Server):
+...     def __init__(self, **kwargs):
+...         super().__init__({"add": self.add}, **kwargs)
+...     def add(self, comm, x, y):
+...         return x + y
+>>> async def demo():
+...     server = Adder(secret="s3cret")
+...     await server.start(port=0)
+...     async with rpc(server.address, secret="s3cret") as adder:
+...         total = await adder.add(x=1, y=2)
+...         try:
+...             await adder.add(x=1, y="two")
+...         except TypeError as e:
+...             error = type(e).__name__
+...     await server.close()
+...     return total, error
+>>> asyncio.run(demo())
+(3, 'TypeError')
+
+``connect``, ``read`` and ``write`` come from ``comm.py`` and are re-exported here.
+"""
+import asyncio
+import inspect
+import logging
+import traceback
+import uuid
+from collections import Counter, defaultdict
+
+from tornado.tcpserver import TCPServer
+
+from .comm import DEFAULT_LIMITS, Comm, Limits, accept, connect, normalize_secret, read, write
+from .exceptions import (
+    AuthenticationError,
+    CommClosedError,
+    ConnectionBrokenError,
+    ProtocolError,
+    RemoteTraceback,
+    SerializationError,
+    TaskError,
+)
+from .utils import format_address, parse_address
+
+__all__ = [
+    "Server", "rpc", "ConnectionPool", "connect", "read", "write", "Comm", "Limits",
+    "error_message", "raise_remote",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+__version__ = "0.1.0"
+
+
+def error_message(exc, tb=None):
+    """The structured reply for an exception raised while handling a message.
+
+    >>> try:
+    ...     1 / 0
+    ... except ZeroDivisionError as e:
+    ...     msg = error_message(e)
+    >>> msg["status"], type(msg["exception"]).__name__, "1 / 0" in msg["traceback"]
+    ('error', 'ZeroDivisionError', True)
+    """
+    if tb is None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"status": "error", "exception": exc, "traceback": tb}
+
+
+def raise_remote(exception, tb_text, peer):
+    """Re-raise an exception from ``peer`` with its remote traceback as ``__cause__``.
+
+    >>> try:
+    ...     raise_remote(ValueError("bad"), "Traceback ...", ("127.0.0.1", 9000))
+    ... except ValueError as e:
+    ...     print(e, "|", e.__cause__.peer)
+    bad | 127.0.0.1:9000
+    """
+    if not isinstance(exception, BaseException):
+        exception = TaskError(f"{peer}: {exception!r}")
+    if isinstance(peer, tuple):
+        peer = format_address(peer)
+    exception.__cause__ = RemoteTraceback(tb_text, peer)
+    raise exception
+
+
+def _unpicklable_error(response):
+    exc = response.get("exception")
+    return {
+        "status": "error",
+        "exception": TaskError(f"{type(exc).__name__}: {exc}"),
+        "traceback": response.get("traceback", ""),
+    }
+
+
+class Server(TCPServer):
+    """A TCP server that dispatches authenticated ``{"op": ...}`` messages to handlers.
+
+    Subclasses pass their ``{op: handler}`` dict and may override
+    :meth:`connection_closed`.  Every server answers ``identity`` and keeps
+    ``counters`` (messages per op) for introspection.
+
+    >>> async def demo():
+    ...     server = Server({"ping": lambda comm: "pong"})
+    ...     await server.start(port=0)
+    ...     async with rpc(server.address) as r:
+    ...         reply = await r.ping(), (await r.identity())["type"]
+    ...     await server.close()
+    ...     return reply
+    >>> asyncio.run(demo())
+    ('pong', 'Server')
+    """
+
+    def __init__(self, handlers, *, secret=None, limits=DEFAULT_LIMITS, name=None):
+        super().__init__(max_buffer_size=limits.max_message_bytes)
+        self.handlers = {"identity": self.identity, **handlers}
+        self.secret = normalize_secret(secret)
+        self.limits = limits
+        self.name = name
+        self.id = f"{type(self).__name__.lower()}-{uuid.uuid4().hex[:12]}"
+        self.address = None
+        self.counters = Counter()
+        self.comms = set()
+        self._closing = False
+
+    def __repr__(self):
+        where = format_address(self.address) if self.address else "not started"
+        return f"<{type(self).__name__} {where}>"
+
+    def identity(self, comm=None):
+        """Type, address, version and name of this server."""
+        return {
+            "type": type(self).__name__,
+            "id": self.id,
+            "address": self.address,
+            "name": self.name,
+            "version": __version__,
+        }
+
+    async def start(self, host="127.0.0.1", port=0, sockets=None):
+        """Start listening on ``host:port`` (``port=0``: any free port); sets ``address``."""
+        if sockets is not None:
+            self.add_sockets(sockets)
+        else:
+            self.listen(port, host)
+        sock = next(iter(self._sockets.values()))
+        bound = sock.getsockname()
+        self.address = (host if host not in ("", "0.0.0.0", "::") else bound[0], bound[1])
+        return self
+
+    async def close(self):
+        """Stop listening and close every open connection."""
+        self._closing = True
+        self.stop()
+        for comm in list(self.comms):
+            comm.close()
+        await asyncio.sleep(0)
+
+    def connection_closed(self, comm):
+        """Hook called once when a connection ends, however it ended."""
+
+    async def handle_stream(self, stream, address):
+        try:
+            comm = await accept(stream, address, self.secret, self.limits)
+        except (AuthenticationError, ProtocolError, ConnectionBrokenError, TimeoutError) as e:
+            logger.warning("%s refused a connection from %s: %s", self, address, e)
+            stream.close()
+            return
+        except Exception as e:  # never let one peer crash the server
+            logger.warning("%s: handshake with %s failed: %r", self, address, e)
+            stream.close()
+            return
+        self.comms.add(comm)
+        try:
+            await self._serve(comm)
+        finally:
+            self.comms.discard(comm)
+            comm.close()
+            try:
+                self.connection_closed(comm)
+            except Exception:
+                logger.exception("%s: connection_closed hook failed", self)
+
+    async def _serve(self, comm):
+        peer = format_address(comm.peer)
+        while not self._closing:
+            try:
+                msg = await comm.read()
+            except SerializationError as e:
+                logger.info("%s: unreadable message from %s: %s", self, peer, e)
+                await self._reply(comm, error_message(e))
+                continue
+            except (CommClosedError, ConnectionBrokenError) as e:
+                if isinstance(e, ProtocolError):
+                    logger.warning("%s: closing connection from %s: %s", self, peer, e)
+                return
+            if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+                err = ProtocolError(f"malformed message from {peer}: expected a dict with an 'op'")
+                await self._reply(comm, error_message(err, ""))
+                continue
+            op = msg.pop("op")
+            want_reply = msg.pop("reply", True)
+            self.counters[op] += 1
+            handler = self.handlers.get(op)
+            if handler is None:
+                err = ValueError(f"{self} has no operation {op!r} (asked by {peer})")
+                response = error_message(err, "")
+            else:
+                try:
+                    result = handler(comm, **msg)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    response = {"status": "OK", "result": result}
+                except Exception as e:
+                    logger.debug("%s: op %r from %s failed", self, op, peer, exc_info=True)
+                    response = error_message(e)
+            if want_reply and not await self._reply(comm, response):
+                return
+
+    async def _reply(self, comm, response):
+        try:
+            await comm.write(response)
+        except SerializationError as e:
+            if response.get("status") == "error":
+                response = _unpicklable_error(response)
+            else:
+                response = error_message(e)
+            try:
+                await comm.write(response)
+            except (CommClosedError, ConnectionBrokenError):
+                return False
+        except (CommClosedError, ConnectionBrokenError):
+            return False
+        return True
+
+
+class ConnectionPool:
+    """Reusable authenticated connections, keyed by address.
+
+    ``await pool.call(addr, {"op": ...})`` borrows an idle connection (or opens
+    one), sends the message, reads the reply and puts the connection back.
+    ``pool(addr)`` is an :class:`rpc` proxy that uses this pool.
+
+    >>> pool = ConnectionPool(secret="s3cret")
+    >>> pool(("127.0.0.1", 8787))
+    <rpc 127.0.0.1:8787>
+    """
+
+    def __init__(self, secret=None, timeout=10, limits=DEFAULT_LIMITS):
+        self.secret = normalize_secret(secret)
+        self.timeout = timeout
+        self.limits = limits
+        self.idle = defaultdict(list)
+        self.busy = set()
+        self.closed = False
+
+    def __call__(self, address):
+        return rpc(address, connection_pool=self)
+
+    def __repr__(self):
+        nidle = sum(map(len, self.idle.values()))
+        return f"<ConnectionPool idle={nidle} busy={len(self.busy)}>"
+
+    async def connect(self, address):
+        """An open connection to ``address``, reused when one is idle."""
+        if self.closed:
+            raise CommClosedError("connection pool is closed")
+        address = parse_address(address)
+        idle = self.idle.get(address)
+        while idle:
+            comm = idle.pop()
+            if not comm.closed:
+                self.busy.add(comm)
+                return comm
+        comm = await connect(address, self.secret, self.timeout, self.limits)
+        if self.closed:
+            comm.close()
+            raise CommClosedError("connection pool is closed")
+        self.busy.add(comm)
+        return comm
+
+    def reuse(self, address, comm):
+        """Give back a connection after a complete request/reply."""
+        self.busy.discard(comm)
+        if self.closed or comm.closed:
+            comm.close()
+        else:
+            self.idle[parse_address(address)].append(comm)
+
+    async def call(self, address, msg, timeout=None):
+        """Send ``msg`` to ``address`` and return the ``result`` of its reply.
+
+        A reused connection that turns out to be dead is retried once on a
+        fresh one; an error reply is re-raised by :func:`raise_remote`.
+        """
+        address = parse_address(address)
+        for attempt in (0, 1):
+            reused = bool(self.idle.get(address))
+            comm = await self.connect(address)
+            try:
+                await comm.write(msg)
+                if timeout is None:
+                    response = await comm.read()
+                else:
+                    response = await asyncio.wait_for(comm.read(), timeout)
+            except ConnectionBrokenError:
+                self.busy.discard(comm)
+                comm.close()
+                if reused and attempt == 0:
+                    continue
+                raise
+            except asyncio.TimeoutError:
+                self.busy.discard(comm)
+                comm.close()
+                raise TimeoutError(
+                    f"{format_address(address)} did not answer {msg.get('op')!r} "
+                    f"within {timeout} s"
+                ) from None
+            except BaseException:
+                self.busy.discard(comm)
+                comm.close()
+                raise
+            self.reuse(address, comm)
+            break
+        if response.get("status") == "OK":
+            return response.get("result")
+        raise_remote(response.get("exception"), response.get("traceback", ""), address)
+
+    async def close(self):
+        """Close every connection, idle or busy."""
+        self.closed = True
+        for comms in self.idle.values():
+            for comm in comms:
+                comm.close()
+        self.idle.clear()
+        for comm in list(self.busy):
+            comm.close()
+        self.busy.clear()
+
+
+class rpc:
+    """Call a server's ops as coroutine methods: ``await rpc(addr).who_has(keys=[...])``.
+
+    Without a ``connection_pool`` it makes a private one, closed by ``close()``
+    or ``async with``.  ``timeout`` bounds each call's wait for its reply.
+    """
+
+    def __init__(self, address, *, secret=None, timeout=None, connection_pool=None):
+        self.address = parse_address(address)
+        self.timeout = timeout
+        self._own = connection_pool is None
+        self.connection_pool = connection_pool or ConnectionPool(secret=secret)
+
+    def __repr__(self):
+        return f"<rpc {format_address(self.address)}>"
+
+    def __getattr__(self, op):
+        if op.startswith("_"):
+            raise AttributeError(op)
+
+        async def send(**kwargs):
+            return await self.connection_pool.call(
+                self.address, {"op": op, **kwargs}, timeout=self.timeout
+            )
+
+        send.__name__ = op
+        return send
+
+    async def close(self):
+        if self._own:
+            await self.connection_pool.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()

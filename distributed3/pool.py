@@ -1,0 +1,626 @@
+"""The Pool: sends each task to where its inputs live and keeps results there.
+
+::
+
+    pool --subscribe----------------------------> center   (membership pushed to us)
+    pool --compute(key, f, args, who_has)-------> worker holding the inputs
+    pool <--{"key", "nbytes"}-------------------- worker   (the value stays there)
+    pool --get_data(keys)-----------------------> worker   (only on gather / get)
+
+>>> from distributed3 import Pool
+>>> with Pool(n_workers=2) as pool:                   # doctest: +SKIP
+...     A = pool.map(lambda x: x ** 2, range(10))     # results stay on the workers
+...     B = pool.map(lambda x: -x, A)                 # each runs where its input is
+...     pool.apply(sum, [B]).get()
+-285
+"""
+import asyncio
+import itertools
+import logging
+import uuid
+from collections import defaultdict, deque
+
+from .client import RemoteData, loop_thread, run_in_loop
+from .comm import connect, normalize_secret
+from .core import ConnectionPool
+from .exceptions import (
+    CommClosedError,
+    ConnectionBrokenError,
+    DistributedError,
+    SerializationError,
+    WorkerLostError,
+)
+from .protocol import dumps_function
+from .scheduling import decide_worker, least_loaded, split_by_worker, spread
+from .task import extract_keys
+from .utils import format_address, parse_address, wait_for
+
+logger = logging.getLogger(__name__)
+
+
+def _funcname(func):
+    return getattr(func, "__name__", type(func).__name__).replace("<lambda>", "lambda")
+
+
+class _Task:
+    __slots__ = ("handle", "msg", "inputs", "index")
+
+    def __init__(self, handle, msg, inputs, index):
+        self.handle = handle
+        self.msg = msg
+        self.inputs = inputs
+        self.index = index
+
+
+class Pool:
+    """A client of a distributed3 cluster, used like ``multiprocessing.Pool``.
+
+    ``Pool("127.0.0.1:8787")`` connects to a running center; ``Pool()``
+    starts an embedded local cluster (a center and one worker process per
+    core, on loopback, with a random secret) and stops it on ``close()``.
+
+    >>> with Pool(n_workers=2) as pool:                              # doctest: +SKIP
+    ...     pool.available_cores
+    {('127.0.0.1', 40123): 1, ('127.0.0.1', 40125): 1}
+
+    Every blocking method has an ``a``-prefixed coroutine twin (``amap``,
+    ``aapply``, ``agather``, ...) usable from any running event loop.  With
+    ``asynchronous=True`` the pool lives on the caller's loop; start it with
+    ``await pool`` or ``async with``.
+    """
+
+    def __init__(self, address=None, *, secret=None, n_workers=None, timeout=10,
+                 asynchronous=False):  # fmt: skip
+        self.secret = normalize_secret(secret)
+        self.timeout = timeout
+        self.cluster = None
+        if address is None:
+            from .local import LocalCluster
+
+            self.cluster = LocalCluster(n_workers=n_workers, secret=self.secret)
+            self.secret = self.cluster.secret
+            self.center_address = None
+        else:
+            if n_workers is not None:
+                raise ValueError("n_workers starts a local cluster; give no address with it")
+            self.center_address = parse_address(address)
+        self.available_cores = {}
+        self.occupancy = defaultdict(int)
+        self.id = uuid.uuid4().hex[:8]
+        self._counter = itertools.count()
+        self._batches = set()
+        self._subscription = None
+        self._watcher = None
+        self.connection_pool = None
+        self.status = "created"
+        self.asynchronous = asynchronous
+        if asynchronous:
+            self.loop = None
+        else:
+            self._loop_thread = loop_thread()
+            self.loop = self._loop_thread.loop
+            self._sync(self._start())
+
+    def __repr__(self):
+        where = format_address(self.center_address) if self.center_address else "not started"
+        return f"<Pool center={where} workers={len(self.available_cores)} status={self.status}>"
+
+    # -- sync / async plumbing ------------------------------------------------
+
+    def _sync(self, coro, timeout=None):
+        if self.asynchronous:
+            coro.close()
+            raise RuntimeError("this Pool is asynchronous: use the a* methods with await")
+        return self._loop_thread.run_sync(coro, timeout)
+
+    async def _run(self, coro):
+        if self.loop is None:
+            coro.close()
+            raise RuntimeError("start the Pool first: `await pool` or `async with pool`")
+        return await run_in_loop(coro, self.loop)
+
+    def __await__(self):
+        return self._astart().__await__()
+
+    async def _astart(self):
+        if self.status == "created":
+            self.loop = asyncio.get_running_loop()
+            await self._start()
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    async def __aenter__(self):
+        return await self._astart()
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def _start(self):
+        self.status = "starting"
+        try:
+            if self.cluster is not None:
+                await self.cluster.start()
+                self.center_address = self.cluster.center_address
+            self.connection_pool = ConnectionPool(secret=self.secret, timeout=self.timeout)
+            comm = await connect(self.center_address, self.secret, self.timeout)
+            await comm.write({"op": "subscribe"})
+            reply = await asyncio.wait_for(comm.read(), self.timeout)
+        except BaseException:
+            await self._close()
+            raise
+        self._subscription = comm
+        self.available_cores = dict(reply["result"]["workers"])
+        self._watcher = asyncio.ensure_future(self._watch_membership(comm))
+        self.status = "running"
+        logger.info("Pool connected to center %s with %d workers",
+                    format_address(self.center_address), len(self.available_cores))  # fmt: skip
+
+    async def _watch_membership(self, comm):
+        """Apply the center's pushed ``add_worker`` / ``remove_worker`` events."""
+        while True:
+            try:
+                event = await comm.read()
+            except (CommClosedError, ConnectionBrokenError) as e:
+                if self.status == "running":
+                    logger.warning("Lost the center %s: %s", format_address(self.center_address), e)
+                return
+            op = event.get("op")
+            address = event.get("address")
+            if op == "add_worker":
+                self.available_cores[address] = event["ncores"]
+                for batch in list(self._batches):
+                    batch.add_worker(address)
+            elif op == "remove_worker":
+                self.available_cores.pop(address, None)
+
+    def close(self):
+        """Disconnect, and stop the local cluster if this pool started one. Idempotent."""
+        if self.status in ("closed", "created") and not self.asynchronous and self.cluster is None:
+            self.status = "closed"
+            return
+        if self.asynchronous:
+            raise RuntimeError("this Pool is asynchronous: use `await pool.aclose()`")
+        self._sync(self._close())
+
+    async def aclose(self):
+        """Async form of :meth:`close`."""
+        if self.loop is None:
+            self.status = "closed"
+            return
+        await self._run(self._close())
+
+    async def _close(self):
+        if self.status == "closed":
+            return
+        self.status = "closing"
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._subscription is not None:
+            self._subscription.close()
+        if self.connection_pool is not None:
+            await self.connection_pool.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+        self.status = "closed"
+
+    def __del__(self):
+        if getattr(self, "status", "closed") == "running" and getattr(self, "cluster", None):
+            try:
+                self.cluster.kill()
+            except Exception:
+                pass
+
+    # -- membership -----------------------------------------------------------
+
+    @property
+    def nworkers(self):
+        """How many workers the pool currently sees."""
+        return len(self.available_cores)
+
+    def sync_center(self):
+        """Refresh ``available_cores`` from the center (it is also kept current by events)."""
+        return self._sync(self._sync_center())
+
+    async def _sync_center(self):
+        self.available_cores = await self.connection_pool(self.center_address).ncores()
+
+    def wait_for_workers(self, n, timeout=None):
+        """Block until the pool sees at least ``n`` workers, or raise ``TimeoutError``."""
+        return self._sync(self._wait_for_workers(n, timeout))
+
+    async def _wait_for_workers(self, n, timeout=None):
+        await wait_for(lambda: len(self.available_cores) >= n, timeout or self.timeout,
+                       f"pool saw fewer than {n} workers")  # fmt: skip
+
+    # -- map / apply ----------------------------------------------------------
+
+    def map(self, func, *iterables, **kwargs):
+        """Apply ``func`` to every item of the iterables, on the workers; list of ``RemoteData``.
+
+        Items (and ``kwargs``) may be ``RemoteData``, or lists, tuples and dicts
+        holding some: each task runs on the worker that holds its inputs, and
+        the worker substitutes their values.  Tasks without remote inputs are
+        balanced over the workers by free cores.  Returns when every task has
+        finished; the results stay on the workers.
+
+        >>> squares = pool.map(lambda x: x ** 2, range(4))    # doctest: +SKIP
+        >>> pool.gather(squares)                               # doctest: +SKIP
+        [0, 1, 4, 9]
+        """
+        return self._sync(self._map(func, *iterables, **kwargs))
+
+    async def amap(self, func, *iterables, **kwargs):
+        """Async form of :meth:`map`."""
+        return await self._run(self._map(func, *iterables, **kwargs))
+
+    def apply(self, func, args=(), kwargs=None):
+        """Run ``func(*args, **kwargs)`` where most bytes of its remote inputs live.
+
+        >>> pool.apply(sum, [pool.scatter([1, 2, 3])]).get()     # doctest: +SKIP
+        6
+        """
+        return self._sync(self._apply(func, args, kwargs))
+
+    async def aapply(self, func, args=(), kwargs=None):
+        """Async form of :meth:`apply`."""
+        return await self._run(self._apply(func, args, kwargs))
+
+    async def _apply(self, func, args=(), kwargs=None):
+        if not isinstance(args, (tuple, list)):
+            args = (args,)
+        (handle,) = await self._submit(func, [tuple(args)], kwargs or {})
+        return handle
+
+    async def _map(self, func, *iterables, **kwargs):
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        return await self._submit(func, list(zip(*iterables)), kwargs)
+
+    def _new_key(self, name):
+        return f"{name}-{self.id}-{next(self._counter)}"
+
+    async def _submit(self, func, arglists, kwargs):
+        if self.status != "running":
+            raise CommClosedError(f"{self!r} is not running")
+        if not callable(func):
+            raise TypeError(f"{func!r} is not callable")
+        name = _funcname(func)
+        try:
+            fbytes = dumps_function(func)
+        except Exception as e:
+            raise SerializationError(f"could not serialize function {name}: "
+                                     f"{type(e).__name__}: {e}") from e  # fmt: skip
+        kwargs, kw_handles = extract_keys(kwargs, RemoteData)
+        results, tasks = [], []
+        for i, args in enumerate(arglists):
+            args, handles = extract_keys(args, RemoteData)
+            handles.update(kw_handles)
+            handle = RemoteData(self._new_key(name), self)
+            results.append(handle)
+            failed = next((h for h in handles.values() if h.status != "finished"), None)
+            if failed is not None:  # an input failed or was deleted: so does this task
+                handle.set_error(*self._input_error(failed), next(iter(failed.workers), None))
+                continue
+            msg = {"op": "compute", "key": handle.key, "function": fbytes, "args": args}
+            if kwargs:
+                msg["kwargs"] = kwargs
+            if handles:
+                msg["who_has"] = {k: list(h.workers) for k, h in handles.items()}
+            tasks.append(_Task(handle, msg, handles, i))
+            handle.status = "pending"
+        if tasks:
+            try:
+                await _Batch(self, tasks, name).run()
+            except BaseException:
+                done = [t.handle for t in tasks if t.handle.status == "finished"]
+                if done and self.status == "running":
+                    await self._delete(done)
+                raise
+        return results
+
+    @staticmethod
+    def _input_error(handle):
+        if handle.status == "error":
+            return handle.exception, handle.traceback
+        err = DistributedError(f"input {handle.key!r} was {handle.status}")
+        return err, ""
+
+    # -- data movement --------------------------------------------------------
+
+    def scatter(self, seq):
+        """Send local values to the workers, spread by cores; list of ``RemoteData``.
+
+        >>> data = pool.scatter([1, 2, 3])               # doctest: +SKIP
+        >>> pool.gather(data)                             # doctest: +SKIP
+        [1, 2, 3]
+        """
+        return self._sync(self._scatter(seq))
+
+    async def ascatter(self, seq):
+        """Async form of :meth:`scatter`."""
+        return await self._run(self._scatter(seq))
+
+    async def _scatter(self, seq):
+        seq = list(seq)
+        if not self.available_cores:
+            await self._wait_for_workers(1)
+        handles = [RemoteData(self._new_key("data"), self) for _ in seq]
+        groups = defaultdict(dict)
+        for handle, value, worker in zip(handles, seq, spread(len(seq), self.available_cores)):
+            groups[worker][handle.key] = value
+            handle.workers = {worker}
+        pool = self.connection_pool
+        replies = await asyncio.gather(
+            *[pool(w).update_data(data=data) for w, data in groups.items()]
+        )
+        nbytes = {}
+        for reply in replies:
+            nbytes.update(reply["nbytes"])
+        for handle in handles:
+            handle.nbytes = nbytes.get(handle.key)
+        return handles
+
+    def gather(self, seq):
+        """The values behind a list of ``RemoteData``, one request per worker.
+
+        Non-handle items pass through unchanged.  A handle whose task failed
+        re-raises that task's exception.
+
+        >>> pool.gather(pool.map(str, [1, 2]))            # doctest: +SKIP
+        ['1', '2']
+        """
+        return self._sync(self._gather(seq))
+
+    async def agather(self, seq):
+        """Async form of :meth:`gather`."""
+        return await self._run(self._gather(seq))
+
+    async def _gather(self, seq):
+        seq = list(seq)
+        handles = {x.key: x for x in seq if isinstance(x, RemoteData)}
+        for h in handles.values():
+            if h.status == "error":
+                h.raise_error()
+            if h.status == "deleted":
+                raise KeyError(f"{h!r} was deleted")
+        values = await self._fetch(handles)
+        return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
+
+    async def _fetch(self, handles):
+        """``{key: value}`` for handles, asking the center where any copy went."""
+        values = {}
+        who_has = {k: set(h.workers) & set(self.available_cores) for k, h in handles.items()}
+        for attempt in range(2):
+            unknown = [k for k in handles if k not in values and not who_has.get(k)]
+            if unknown:
+                found = await self.connection_pool(self.center_address).who_has(keys=unknown)
+                who_has.update({k: set(v) for k, v in found.items()})
+            todo = [k for k in handles if k not in values]
+            lost = [k for k in todo if not who_has.get(k)]
+            if lost:
+                raise WorkerLostError(
+                    f"no live worker holds {', '.join(map(repr, lost[:5]))}"
+                    + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+                )
+            groups = split_by_worker(todo, who_has)
+            results = await asyncio.gather(
+                *[self.connection_pool(w).get_data(keys=keys) for w, keys in groups.items()],
+                return_exceptions=True,
+            )
+            failed = None
+            for (worker, keys), result in zip(groups.items(), results):
+                if isinstance(result, (ConnectionBrokenError, CommClosedError, WorkerLostError)):
+                    failed = result
+                    for k in keys:
+                        who_has[k] = set()
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                values.update(result)
+            if failed is None:
+                return values
+        raise failed
+
+    def delete(self, seq):
+        """Remove the data behind these handles from every worker that holds it.
+
+        >>> pool.delete(pool.scatter([1, 2]))             # doctest: +SKIP
+        """
+        return self._sync(self._delete(seq))
+
+    async def adelete(self, seq):
+        """Async form of :meth:`delete`."""
+        return await self._run(self._delete(seq))
+
+    async def _delete(self, seq):
+        handles = [h for h in seq if isinstance(h, RemoteData)]
+        keys = [h.key for h in handles]
+        who_has = await self.connection_pool(self.center_address).who_has(keys=keys)
+        by_worker = defaultdict(list)
+        for key, workers in who_has.items():
+            for w in workers:
+                by_worker[w].append(key)
+        await asyncio.gather(
+            *[self.connection_pool(w).delete_data(keys=ks) for w, ks in by_worker.items()],
+            return_exceptions=True,
+        )
+        for h in handles:
+            h.status = "deleted"
+            h.workers = set()
+
+    # -- introspection --------------------------------------------------------
+
+    def who_has(self, seq=None):
+        """``{key: {worker address}}`` from the center, for ``seq`` or every key.
+
+        >>> pool.who_has(pool.scatter([1]))                 # doctest: +SKIP
+        {'data-9f2c-0': {('127.0.0.1', 40123)}}
+        """
+        return self._sync(self._who_has(seq))
+
+    async def awho_has(self, seq=None):
+        """Async form of :meth:`who_has`."""
+        return await self._run(self._who_has(seq))
+
+    async def _who_has(self, seq=None):
+        keys = None if seq is None else [h.key if isinstance(h, RemoteData) else h for h in seq]
+        return await self.connection_pool(self.center_address).who_has(keys=keys)
+
+    def has_what(self):
+        """``{worker address: {key}}`` from the center."""
+        return self._sync(self._has_what())
+
+    async def ahas_what(self):
+        """Async form of :meth:`has_what`."""
+        return await self._run(self._has_what())
+
+    async def _has_what(self):
+        return await self.connection_pool(self.center_address).has_what()
+
+    def worker_info(self):
+        """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in"}}``.
+
+        ``peer_bytes_in`` counts the input bytes a worker fetched from its peers,
+        which is how locality is checked: it stays 0 when tasks ran where their
+        inputs were.
+        """
+        return self._sync(self._worker_info())
+
+    async def aworker_info(self):
+        """Async form of :meth:`worker_info`."""
+        return await self._run(self._worker_info())
+
+    async def _worker_info(self):
+        workers = list(self.available_cores)
+        infos = await asyncio.gather(*[self.connection_pool(w).info() for w in workers])
+        return dict(zip(workers, infos))
+
+
+class _Batch:
+    """The tasks of one map or apply, fed to the workers as their slots free up.
+
+    A task with remote inputs is pinned to the worker :func:`decide_worker`
+    picks; the rest go to a shared queue that every worker pulls from, so free
+    cores take work first.  Workers that join mid-batch start pulling at once;
+    a task whose worker dies goes back to the shared queue.
+    """
+
+    slots_per_core = 2
+
+    def __init__(self, pool, tasks, name):
+        self.pool = pool
+        self.name = name
+        self.pinned = defaultdict(deque)
+        self.free = deque()
+        self.remaining = len(tasks)
+        self.runners = defaultdict(int)
+        self.done = asyncio.get_running_loop().create_future()
+        self.error = None
+        self.lost = set()
+        cores = pool.available_cores
+        for task in tasks:
+            if task.inputs and cores:
+                who_has = {k: h.workers for k, h in task.inputs.items()}
+                nbytes = {k: h.nbytes or 0 for k, h in task.inputs.items()}
+                worker = decide_worker(list(who_has), who_has, nbytes, cores, pool.occupancy)
+                if any(worker in ws for ws in who_has.values()):
+                    self.pinned[worker].append(task)
+                    continue
+            self.free.append(task)
+
+    async def run(self):
+        pool = self.pool
+        pool._batches.add(self)
+        try:
+            while self.remaining:
+                if not pool.available_cores.keys() - self.lost:
+                    self.lost.clear()  # give reconnecting workers another chance
+                    try:
+                        await pool._wait_for_workers(1)
+                    except TimeoutError:
+                        raise WorkerLostError(
+                            f"no workers left to run {self.remaining} tasks of {self.name}"
+                        ) from None
+                workers = sorted(pool.available_cores,
+                                 key=lambda w: pool.occupancy[w] / pool.available_cores[w])  # fmt: skip
+                for worker in workers:
+                    self.add_worker(worker)
+                await asyncio.shield(self.done)
+                self.done = asyncio.get_running_loop().create_future()
+                if self.error is not None:
+                    raise self.error
+        finally:
+            pool._batches.discard(self)
+
+    def add_worker(self, worker):
+        ncores = self.pool.available_cores.get(worker)
+        if not ncores or worker in self.lost:
+            return
+        # tasks pinned to a worker that is gone are free for anyone
+        alive = self.pool.available_cores.keys() - self.lost
+        for w in [w for w in self.pinned if w not in alive]:
+            self.free.extend(self.pinned.pop(w))
+        want = min(ncores * self.slots_per_core, len(self.free) + len(self.pinned.get(worker, ())))
+        for _ in range(want - self.runners[worker]):
+            self.runners[worker] += 1
+            asyncio.ensure_future(self._runner(worker))
+
+    def _next(self, worker):
+        mine = self.pinned.get(worker)
+        if mine:
+            return mine.popleft()
+        if self.free:
+            return self.free.popleft()
+        return None
+
+    async def _runner(self, worker):
+        pool = self.pool
+        try:
+            while self.error is None and worker in pool.available_cores and worker not in self.lost:
+                task = self._next(worker)
+                if task is None:
+                    return
+                pool.occupancy[worker] += 1
+                try:
+                    reply = await pool.connection_pool.call(worker, task.msg)
+                except SerializationError as e:
+                    self._fail(SerializationError(
+                        f"could not send task {task.index} of {self.name} to "
+                        f"{format_address(worker)}: {e}"))  # fmt: skip
+                    return
+                except (ConnectionBrokenError, CommClosedError) as e:
+                    logger.info("Worker %s lost while running %s: %s",
+                                format_address(worker), task.handle.key, e)  # fmt: skip
+                    self.lost.add(worker)
+                    self.free.append(task)
+                    return
+                except Exception as e:  # the worker could not run it (e.g. inputs lost)
+                    task.handle.set_error(e, getattr(e.__cause__, "text", ""), worker)
+                else:
+                    handle = task.handle
+                    if "exception" in reply:
+                        handle.set_error(reply["exception"], reply["traceback"], worker)
+                    else:
+                        handle.status = "finished"
+                        handle.workers = {worker}
+                        handle.nbytes = reply["nbytes"]
+                finally:
+                    pool.occupancy[worker] -= 1
+                self.remaining -= 1
+                if not self.remaining and not self.done.done():
+                    self.done.set_result(None)
+        finally:
+            self.runners[worker] -= 1
+            if not any(self.runners.values()) and not self.done.done():
+                self.done.set_result(None)
+
+    def _fail(self, error):
+        if self.error is None:
+            self.error = error

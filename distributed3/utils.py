@@ -1,0 +1,111 @@
+"""Small helpers shared by every layer: addresses, loopback checks, waiting."""
+import asyncio
+import ipaddress
+import socket
+import time
+
+
+def parse_address(addr, default_port=None):
+    """Normalise ``"host:port"``, ``"[::1]:port"`` or ``(host, port)`` to a tuple.
+
+    >>> parse_address("127.0.0.1:8787")
+    ('127.0.0.1', 8787)
+    >>> parse_address(("localhost", "9000"))
+    ('localhost', 9000)
+    >>> parse_address("[::1]:8787")
+    ('::1', 8787)
+    >>> parse_address("127.0.0.1", default_port=8787)
+    ('127.0.0.1', 8787)
+    """
+    if isinstance(addr, (tuple, list)):
+        host, port = addr
+        return (str(host), int(port))
+    if not isinstance(addr, str):
+        raise TypeError(f"expected an address like 'host:port', got {addr!r}")
+    if addr.startswith("["):  # [ipv6]:port
+        host, _, rest = addr[1:].partition("]")
+        port = rest.lstrip(":") or default_port
+    elif addr.count(":") == 1:
+        host, port = addr.split(":")
+    elif addr.count(":") > 1:  # bare IPv6
+        host, port = addr, default_port
+    else:
+        host, port = addr, default_port
+    if port is None:
+        raise ValueError(f"address {addr!r} has no port")
+    return (host, int(port))
+
+
+def format_address(addr):
+    """The ``host:port`` text of an address tuple.
+
+    >>> format_address(('127.0.0.1', 8787))
+    '127.0.0.1:8787'
+    >>> format_address(('::1', 8787))
+    '[::1]:8787'
+    """
+    host, port = parse_address(addr)
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def is_loopback(host):
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost).
+
+    >>> is_loopback("127.0.0.2"), is_loopback("::1"), is_loopback("localhost")
+    (True, True, True)
+    >>> is_loopback("0.0.0.0"), is_loopback("10.0.0.1")
+    (False, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def local_ip_for(host):
+    """The address of this machine's interface that routes to ``host``.
+
+    Uses a UDP socket's ``connect``, which picks a route but sends no packet.
+
+    >>> local_ip_for("127.0.0.1")
+    '127.0.0.1'
+    """
+    if is_loopback(host):
+        return "::1" if ":" in host else "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, 9))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+async def wait_for(predicate, timeout, message, interval=0.005):
+    """Wait until ``predicate()`` is true, or raise ``TimeoutError(message)``.
+
+    >>> asyncio.run(wait_for(lambda: True, 1, "never"))
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{message} (waited {timeout} s)")
+        await asyncio.sleep(interval)
+        interval = min(interval * 1.5, 0.1)
+
+
+def wait_for_sync(predicate, timeout, message, interval=0.005):
+    """Blocking twin of :func:`wait_for`, for code outside any event loop.
+
+    >>> wait_for_sync(lambda: True, 1, "never")
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{message} (waited {timeout} s)")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.1)

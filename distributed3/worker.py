@@ -1,0 +1,335 @@
+"""The worker: holds data, computes on it, and serves it to peers.
+
+::
+
+    client --compute(key, function, args, who_has)--> worker
+                                                        |  inputs it lacks:
+                                                        |--get_data(keys)--> peer worker
+                                                        |  runs function in its thread pool
+                                                        |--add_keys([key])--> center
+    client <--{"key", "nbytes"} or {"exception", "traceback"}--
+
+    client or peer --get_data / update_data / delete_data--> worker
+
+Tasks run in a thread pool of ``ncores`` threads, so the event loop stays free
+to serve peers, the center and new requests while user code runs.  Key reports
+to the center are batched: one message carries every key finished since the
+last one went out, and a task's reply waits for the center's acknowledgement,
+so ``who_has`` is never behind what a client was told.
+
+>>> import asyncio
+>>> from distributed3.center import Center
+>>> from distributed3.core import rpc
+>>> async def demo():
+...     center = await Center().start(port=0)
+...     worker = await Worker(center.address, ncores=1).start(port=0)
+...     async with rpc(worker.address) as w:
+...         await w.update_data(data={"x": 20})
+...         values = await w.get_data(keys=["x"])
+...     await worker.close(); await center.close()
+...     return values
+>>> asyncio.run(demo())
+{'x': 20}
+"""
+import asyncio
+import logging
+import os
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+from .comm import connect
+from .core import ConnectionPool, Server
+from .exceptions import CommClosedError, ConnectionBrokenError, DistributedError, WorkerLostError
+from .protocol import loads_function, sizeof
+from .scheduling import split_by_worker
+from .task import substitute
+from .utils import format_address, parse_address
+
+logger = logging.getLogger(__name__)
+
+
+class MissingDataError(WorkerLostError, KeyError):
+    """An input of a task is held by no reachable worker."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+class Worker(Server):
+    """A data-holding compute server that registers with a center.
+
+    ::
+
+        worker = await Worker("127.0.0.1:8787", ncores=4, secret=b"...").start(port=0)
+        worker.data              # {key: value} held here
+        await worker.close()     # tells the center it is leaving
+
+    or from the command line: ``dworker 127.0.0.1:8787``.
+    """
+
+    def __init__(self, center, *, ncores=None, name=None, heartbeat_interval=1.0, **kwargs):
+        handlers = {
+            "compute": self.compute,
+            "get_data": self.get_data,
+            "update_data": self.update_data,
+            "delete_data": self.delete_data,
+            "keys": self.get_keys,
+            "info": self.info,
+            "terminate": self.terminate,
+        }
+        super().__init__(handlers, name=name, **kwargs)
+        self.center_address = parse_address(center)
+        self.ncores = int(ncores or os.cpu_count() or 1)
+        self.heartbeat_interval = heartbeat_interval
+        self.data = {}
+        self.nbytes = {}
+        self.tasks_done = 0
+        self.peer_bytes_in = 0
+        self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="distributed3-task")
+        self.peers = ConnectionPool(secret=self.secret, limits=self.limits)
+        self._center_comm = None
+        self._pending_add = {}
+        self._pending_remove = set()
+        self._waiters = []
+        self._wake = asyncio.Event()
+        self._center_task = None
+        self._registered = asyncio.Event()
+        self.finished = asyncio.Event()
+
+    async def start(self, host="127.0.0.1", port=0, sockets=None):
+        await super().start(host, port, sockets)
+        logger.info("Start worker at %s", format_address(self.address))
+        await self._register()
+        logger.info("Register with center at %s", format_address(self.center_address))
+        self._center_task = asyncio.ensure_future(self._center_loop())
+        return self
+
+    async def close(self, report=True):
+        """Leave the cluster: tell the center (when ``report``), stop serving, stop threads."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._center_task is not None:
+            self._center_task.cancel()
+        comm, self._center_comm = self._center_comm, None
+        if comm is not None and report and not comm.closed:
+            try:
+                await asyncio.wait_for(self._call_center(comm, "unregister"), 2)
+            except Exception as e:
+                logger.info("Could not tell center we are leaving: %s", e)
+        if comm is not None:
+            comm.close()
+        await super().close()
+        await self.peers.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        logger.info("Worker at %s closed", format_address(self.address))
+        self.finished.set()
+
+    # -- talking to the center -------------------------------------------------
+
+    async def _call_center(self, comm, op, **kwargs):
+        await comm.write({"op": op, "address": self.address, **kwargs})
+        response = await comm.read()
+        if response.get("status") != "OK":
+            raise response.get("exception") or DistributedError(str(response))
+        return response.get("result")
+
+    async def _register(self):
+        comm = await connect(self.center_address, self.secret, limits=self.limits)
+        try:
+            await self._call_center(
+                comm, "register", ncores=self.ncores, keys=list(self.data),
+                nbytes=dict(self.nbytes), name=self.name,
+            )  # fmt: skip
+        except BaseException:
+            comm.close()
+            raise
+        self._center_comm = comm
+
+    async def _report(self, add=None, remove=()):
+        """Tell the center about new and dropped keys; returns once it acknowledged."""
+        for key in remove:
+            self._pending_add.pop(key, None)
+            self._pending_remove.add(key)
+        if add:
+            for key, n in add.items():
+                self._pending_remove.discard(key)
+                self._pending_add[key] = n
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append(done)
+        self._wake.set()
+        await done
+
+    async def _center_loop(self):
+        """Send batched key reports and heartbeats; re-register if the center is lost."""
+        delay = 0.05
+        while not self._closing:
+            try:
+                if self._center_comm is None:
+                    await self._register()
+                    logger.info("Registered again with %s", format_address(self.center_address))
+                    self._release_waiters()  # registering sends every key we hold
+                    delay = 0.05
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+                add, self._pending_add = self._pending_add, {}
+                remove, self._pending_remove = self._pending_remove, set()
+                waiters, self._waiters = self._waiters, []
+                comm = self._center_comm
+                try:
+                    if add:
+                        await self._call_center(comm, "add_keys", keys=list(add), nbytes=add)
+                    if remove:
+                        await self._call_center(comm, "remove_keys", keys=list(remove))
+                    if not add and not remove:
+                        await self._call_center(comm, "heartbeat")
+                finally:
+                    self._waiters = waiters + self._waiters
+                self._release_waiters()
+            except asyncio.CancelledError:
+                raise
+            except (ConnectionBrokenError, CommClosedError, OSError, TimeoutError) as e:
+                if self._closing:
+                    return
+                if self._center_comm is not None:
+                    logger.warning("Lost center %s: %s", format_address(self.center_address), e)
+                    self._center_comm.close()
+                    self._center_comm = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                logger.exception("Unexpected error talking to the center")
+                await asyncio.sleep(delay)
+
+    def _release_waiters(self):
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- handlers --------------------------------------------------------------
+
+    async def compute(self, comm, key, function, args=(), kwargs=None, who_has=None):
+        """Run ``function(*args, **kwargs)`` with remote inputs filled in; keep the result as ``key``."""
+        if who_has:
+            values = await self._gather_inputs(who_has)
+            args = substitute(args, values)
+            kwargs = substitute(kwargs, values) if kwargs else kwargs
+            del values
+        loop = asyncio.get_running_loop()
+        start = time.time()
+        try:
+            result = await loop.run_in_executor(self.executor, _run_task, function, args, kwargs)
+        except Exception as e:
+            self.tasks_done += 1
+            return {"key": key, "exception": e, "traceback": _format_task_traceback(e)}
+        self.tasks_done += 1
+        n = sizeof(result)
+        self.data[key] = result
+        self.nbytes[key] = n
+        await self._report(add={key: n})
+        return {"key": key, "nbytes": n, "type": type(result).__name__,
+                "duration": time.time() - start}  # fmt: skip
+
+    async def _gather_inputs(self, who_has):
+        """Values of the keys in ``who_has``: local ones, then fetched from peers."""
+        data = self.data
+        values = {k: data[k] for k in who_has if k in data}
+        missing = {k: {parse_address(w) for w in ws} for k, ws in who_has.items() if k not in data}
+        for attempt in range(2):
+            if not missing:
+                break
+            unknown = [k for k, ws in missing.items() if not ws]
+            if unknown or attempt:
+                found = await self.peers(self.center_address).who_has(keys=list(missing))
+                for k in missing:
+                    missing[k] = set(found.get(k, ())) - {self.address}
+            holders = {k: ws for k, ws in missing.items() if ws}
+            if not holders:
+                break
+            groups = split_by_worker(list(holders), holders)
+            results = await asyncio.gather(
+                *[self.peers(w).get_data(keys=keys) for w, keys in groups.items()],
+                return_exceptions=True,
+            )
+            for (worker, keys), result in zip(groups.items(), results):
+                if isinstance(result, Exception):
+                    logger.info("Could not fetch %d keys from %s: %s",
+                                len(keys), format_address(worker), result)  # fmt: skip
+                    continue
+                for k, v in result.items():
+                    values[k] = v
+                    self.peer_bytes_in += sizeof(v)
+                    missing.pop(k, None)
+        if missing:
+            keys = ", ".join(map(repr, sorted(missing)))
+            raise MissingDataError(f"worker {format_address(self.address)} could not find "
+                                   f"inputs {keys} on any live worker")  # fmt: skip
+        return values
+
+    def get_data(self, comm, keys):
+        """``{key: value}`` for ``keys``; a missing key is an error naming this worker."""
+        try:
+            return {k: self.data[k] for k in keys}
+        except KeyError as e:
+            raise MissingDataError(
+                f"worker {format_address(self.address)} does not hold key {e.args[0]!r}"
+            ) from None
+
+    async def update_data(self, comm, data, report=True):
+        """Store ``data`` (``{key: value}``); returns ``{"nbytes": {key: bytes}}``."""
+        nbytes = {k: sizeof(v) for k, v in data.items()}
+        self.data.update(data)
+        self.nbytes.update(nbytes)
+        if report:
+            await self._report(add=nbytes)
+        return {"nbytes": nbytes}
+
+    async def delete_data(self, comm, keys, report=True):
+        """Forget ``keys``; returns how many were held here."""
+        held = [k for k in keys if k in self.data]
+        for k in held:
+            del self.data[k]
+            self.nbytes.pop(k, None)
+        if report and held:
+            await self._report(remove=held)
+        return len(held)
+
+    def get_keys(self, comm):
+        """The keys held here."""
+        return list(self.data)
+
+    def info(self, comm=None):
+        """Counters: ``ncores``, ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``."""
+        return {
+            "ncores": self.ncores,
+            "nkeys": len(self.data),
+            "nbytes": sum(self.nbytes.values()),
+            "tasks_done": self.tasks_done,
+            "peer_bytes_in": self.peer_bytes_in,
+            "name": self.name,
+        }
+
+    def terminate(self, comm):
+        """Shut this worker down after replying."""
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.close()))
+        return "OK"
+
+
+def _run_task(function, args, kwargs):
+    func = loads_function(function)
+    return func(*args, **(kwargs or {}))
+
+
+def _format_task_traceback(exc):
+    """The traceback of a failed task without the worker's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return "".join(lines)
+

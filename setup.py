@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+with open("README.md") as f:
+    long_description = f.read()
+
+setup(
+    name="distributed3",
+    version="0.1.0",
+    description="Distributed computing with data locality: a center, peer workers and a Pool",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["distributed3", "distributed3.*"]),
+    python_requires=">=3.11",
+    install_requires=["tornado>=6.2", "cloudpickle>=3.0", "numpy>=1.24", "toolz>=0.12"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "psutil>=5.9"],
+    },
+    entry_points={
+        "console_scripts": [
+            "dcenter=distributed3.cli:dcenter",
+            "dworker=distributed3.cli:dworker",
+        ]
+    },
+    scripts=[],
+    license="BSD-3-Clause",
+)
