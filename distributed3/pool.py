@@ -591,9 +591,10 @@ class _Batch:
                 try:
                     reply = await pool.connection_pool.call(worker, task.msg)
                 except SerializationError as e:
+                    why = e.__cause__ if e.__cause__ is not None else e
                     self._fail(SerializationError(
-                        f"could not send task {task.index} of {self.name} to "
-                        f"{format_address(worker)}: {e}"))  # fmt: skip
+                        f"could not serialize the arguments of task {task.index} of "
+                        f"{self.name}: {type(why).__name__}: {why}"))  # fmt: skip
                     return
                 except (ConnectionBrokenError, CommClosedError) as e:
                     logger.info("Worker %s lost while running %s: %s",

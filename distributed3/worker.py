@@ -328,8 +328,12 @@ def _run_task(function, args, kwargs):
 def _format_task_traceback(exc):
     """The traceback of a failed task without the worker's own frames."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    frames = []
+    while tb is not None:
+        frames.append(tb)
         tb = tb.tb_next
+    start = next((i + 1 for i, t in enumerate(frames) if t.tb_frame.f_code is _run_task.__code__), 0)
+    tb = frames[start] if start < len(frames) else exc.__traceback__
     lines = traceback.format_exception(type(exc), exc, tb)
     return "".join(lines)
 

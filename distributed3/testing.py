@@ -1,0 +1,184 @@
+"""Test helpers, written once: an in-process cluster and real processes through ``bin/``.
+
+* :func:`gen_test` runs an ``async def`` test in a fresh event loop with a deadline.
+* :func:`cluster` starts a center and N workers on port 0 in the running loop and
+  tears them down in ``finally``.
+* :class:`Proc` starts a real process (``bin/dcenter``, ``bin/dworker``), keeps its
+  output, waits for a line with a deadline and kills it on exit;
+  :func:`process_cluster` starts a whole cluster that way.
+
+>>> @gen_test(timeout=10)
+... async def test_two_workers():
+...     async with cluster(nworkers=2) as (center, workers):
+...         return len(center.ncores)
+>>> test_two_workers()
+2
+"""
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from .center import Center
+from .worker import Worker
+
+BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
+
+
+def gen_test(timeout=30):
+    """Run the decorated coroutine function in a new event loop, failing after ``timeout`` s."""
+
+    def decorator(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            async def bounded():
+                try:
+                    return await asyncio.wait_for(func(*args, **kwargs), timeout)
+                except asyncio.TimeoutError:
+                    raise TimeoutError(f"{func.__name__} did not finish within {timeout} s")
+
+            return asyncio.run(bounded())
+
+        return wrapper
+
+    return decorator
+
+
+@contextlib.asynccontextmanager
+async def cluster(nworkers=2, ncores=1, secret=None, **worker_kwargs):
+    """A center and ``nworkers`` workers on loopback, port 0, in the running loop.
+
+    Yields ``(center, [workers])``; everything is closed on exit, even on error.
+    """
+    center = Center(secret=secret)
+    workers = []
+    try:
+        await center.start(port=0)
+        for i in range(nworkers):
+            worker = Worker(center.address, ncores=ncores, secret=secret, name=f"w{i}",
+                            **worker_kwargs)  # fmt: skip
+            workers.append(worker)
+            await worker.start(port=0)
+        yield center, workers
+    finally:
+        for worker in workers:
+            await worker.close()
+        await center.close()
+
+
+async def wait_for_workers(center, n, timeout=10):
+    """Wait until ``center`` has exactly ``n`` workers registered."""
+    deadline = time.monotonic() + timeout
+    while len(center.ncores) != n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"center has {len(center.ncores)} workers, expected {n}")
+        await asyncio.sleep(0.005)
+
+
+class Proc:
+    """A real subprocess whose merged output is collected line by line.
+
+    ::
+
+        with Proc([BIN + "/dcenter", "--port", "0"]) as center:
+            line = center.wait_for_line(r"Started center at (\\S+)")
+    """
+
+    def __init__(self, args, env=None):
+        self.args = [sys.executable, *args] if args[0].startswith(BIN) else list(args)
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=full_env, text=True,
+        )  # fmt: skip
+        self.lines = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def output(self):
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern, timeout=15):
+        """The first match of regex ``pattern`` in the output; waits up to ``timeout`` s."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    m = regex.search(line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise TimeoutError(
+                        f"{os.path.basename(self.args[1] if len(self.args) > 1 else self.args[0])}"
+                        f" printed no line matching {pattern!r} within {timeout} s "
+                        f"(exit code {self.proc.poll()}); output:\n{self.output}"
+                    )
+                self._cond.wait(min(left, 0.1))
+
+    def wait(self, timeout=15):
+        """Wait for exit; returns the exit code or raises ``TimeoutError``."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"{self.args} still running after {timeout} s") from None
+
+    def signal(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._reader.join(5)
+
+
+@contextlib.contextmanager
+def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20):
+    """A center and workers as real processes through ``bin/``; yields ``(address, center, workers)``.
+
+    ``address`` is the center's ``"host:port"``; ``center`` and ``workers`` are :class:`Proc`.
+    """
+    env = {"DISTRIBUTED3_SECRET": secret} if secret else {}
+    with contextlib.ExitStack() as stack:
+        center = stack.enter_context(Proc([os.path.join(BIN, "dcenter"), "--port", "0"], env))
+        address = center.wait_for_line(r"Started center at (\S+)", timeout).group(1)
+        workers = [
+            stack.enter_context(
+                Proc([os.path.join(BIN, "dworker"), address, "--ncores", str(ncores)], env)
+            )
+            for _ in range(nworkers)
+        ]
+        for w in workers:
+            w.wait_for_line(r"Register with center", timeout)
+        yield address, center, workers
