@@ -77,15 +77,34 @@ def _setup_logging(level):
     )
 
 
-async def _serve(server, host, port, fallback_port, parent_pid=None):
-    """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it."""
+async def start_server(server, host, port, fallback_port):
+    """Start ``server`` on ``port``; if that is taken and ``fallback_port``, on a free one.
+
+    >>> import asyncio, socket
+    >>> from distributed3.center import Center
+    >>> async def demo():
+    ...     with socket.socket() as taken:
+    ...         taken.bind(("127.0.0.1", 0)); taken.listen()
+    ...         port = taken.getsockname()[1]
+    ...         center = await start_server(Center(), "127.0.0.1", port, fallback_port=True)
+    ...         moved = center.address[1] != port
+    ...         await center.close()
+    ...         return moved
+    >>> asyncio.run(demo())
+    True
+    """
     try:
-        await server.start(host=host, port=port)
+        return await server.start(host=host, port=port)
     except OSError as e:
         if e.errno != errno.EADDRINUSE or not fallback_port:
             raise
         logger.info("Port %d is in use; picking a free one", port)
-        await server.start(host=host, port=0)
+        return await server.start(host=host, port=0)
+
+
+async def _serve(server, host, port, fallback_port, parent_pid=None):
+    """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it."""
+    await start_server(server, host, port, fallback_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,8 @@
 
 * :func:`gen_test` runs an ``async def`` test in a fresh event loop with a deadline.
 * :func:`cluster` starts a center and N workers on port 0 in the running loop and
-  tears them down in ``finally``.
+  tears them down in ``finally``; :func:`cluster_in_thread` does the same on the
+  background loop that sync ``Pool`` objects use, for plain (non-async) tests.
 * :class:`Proc` starts a real process (``bin/dcenter``, ``bin/dworker``), keeps its
   output, waits for a line with a deadline and kills it on exit;
   :func:`process_cluster` starts a whole cluster that way.
@@ -26,6 +27,7 @@ import threading
 import time
 
 from .center import Center
+from .client import loop_thread
 from .worker import Worker
 
 BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
@@ -70,6 +72,32 @@ async def cluster(nworkers=2, ncores=1, secret=None, **worker_kwargs):
         for worker in workers:
             await worker.close()
         await center.close()
+
+
+@contextlib.contextmanager
+def cluster_in_thread(nworkers=2, **kwargs):
+    """:func:`cluster` run on the process-wide background loop; yields ``(center, workers)``.
+
+    >>> with cluster_in_thread(1) as (center, workers):
+    ...     len(center.ncores)
+    1
+    """
+    lt = loop_thread()
+    stack = contextlib.AsyncExitStack()
+
+    async def enter():
+        return await stack.enter_async_context(cluster(nworkers, **kwargs))
+
+    center, workers = lt.run_sync(enter())
+    try:
+        yield center, workers
+    finally:
+        lt.run_sync(stack.aclose())
+
+
+def run_in_cluster_loop(coro):
+    """Run ``coro`` on the loop that :func:`cluster_in_thread` servers live on."""
+    return loop_thread().run_sync(coro)
 
 
 async def wait_for_workers(center, n, timeout=10):

@@ -1,0 +1,95 @@
+"""End to end through real ``bin/dcenter`` and ``bin/dworker`` processes."""
+import os
+import signal
+
+import pytest
+
+from distributed3 import Pool
+from distributed3.testing import BIN, Proc, process_cluster
+from distributed3.utils import wait_for_sync
+
+pytestmark = pytest.mark.slow
+
+DCENTER = os.path.join(BIN, "dcenter")
+DWORKER = os.path.join(BIN, "dworker")
+
+
+def test_issue_example_with_real_processes():
+    with process_cluster(nworkers=2, ncores=2) as (address, center, workers):
+        pool = Pool(address)
+        try:
+            pool.sync_center()
+            workers_seen = {f"{h}:{p}" for h, p in pool.available_cores}
+            assert len(pool.available_cores) == 2
+            assert set(pool.available_cores.values()) == {2}
+            A = pool.map(lambda x: x**2, range(10))
+            B = pool.map(lambda x: -x, A)
+            total = pool.apply(sum, [B])
+            assert total.get() == -285
+            assert pool.gather(A) == [x**2 for x in range(10)]
+            assert repr(A[0]).startswith(f"RemoteData<center={address}, key=")
+            info = pool.worker_info()
+            assert sum(i["tasks_done"] for i in info.values()) == 21
+            # the maps moved nothing; only the final sum pulled the remote half of B
+            assert sorted(i["peer_bytes_in"] for i in info.values())[0] == 0
+        finally:
+            pool.close()
+        printed = {w.wait_for_line(r"Start worker at (\S+)").group(1) for w in workers}
+        assert printed == workers_seen
+
+
+def test_startup_messages_and_clean_shutdown():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (127\.0\.0\.1:\d+)").group(1)
+        with Proc([DWORKER, address, "--name", "alice", "--ncores", "3"]) as worker:
+            waddr = worker.wait_for_line(r"Start worker at (127\.0\.0\.1:\d+)").group(1)
+            worker.wait_for_line(rf"Register with center at {address}")
+            center.wait_for_line(rf"Register worker {waddr} with 3 cores")
+            with Pool(address) as pool:
+                assert list(pool.available_cores.values()) == [3]
+                worker.signal(signal.SIGTERM)
+                assert worker.wait() == 0
+                center.wait_for_line(rf"Remove worker {waddr}: it left")
+                wait_for_sync(lambda: pool.nworkers == 0, 10, "pool still sees the worker")
+        center.signal(signal.SIGINT)
+        assert center.wait() == 0
+
+
+def test_help():
+    for exe, options in [(DCENTER, ["--host", "--port", "--secret-file"]),
+                         (DWORKER, ["--host", "--port", "--ncores", "--name"])]:  # fmt: skip
+        with Proc([exe, "--help"]) as proc:
+            assert proc.wait() == 0
+            for option in options:
+                assert option in proc.output
+
+
+def test_refuses_public_address_without_secret():
+    with Proc([DCENTER, "--host", "0.0.0.0", "--port", "0"]) as proc:
+        assert proc.wait() != 0
+        assert "refusing to listen on 0.0.0.0 without a secret" in proc.output
+        assert "Started center" not in proc.output
+
+
+def test_secret_file_and_wrong_secret(tmp_path):
+    good = tmp_path / "secret"
+    good.write_text("correct horse battery staple\n")
+    with Proc([DCENTER, "--port", "0", "--secret-file", str(good)]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address], env={"DISTRIBUTED3_SECRET": "wrong"}) as bad:
+            assert bad.wait() != 0
+            assert "rejected our secret" in bad.output
+        center.wait_for_line(r"refused a connection from .*wrong secret")
+        with Proc([DWORKER, address, "--secret-file", str(good)]) as worker:
+            worker.wait_for_line("Register with center")
+            with Pool(address, secret="correct horse battery staple") as pool:
+                assert pool.apply(lambda: "ok").get() == "ok"
+
+
+def test_worker_without_center_fails_clearly():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+    # the center is gone now: nothing listens on that port
+    with Proc([DWORKER, address]) as worker:
+        assert worker.wait() != 0
+        assert f"could not connect to {address}" in worker.output
