@@ -512,7 +512,7 @@ class _Batch:
     a task whose worker dies goes back to the shared queue.
     """
 
-    slots_per_core = 2
+    slots_per_core = 4
 
     def __init__(self, pool, tasks, name):
         self.pool = pool

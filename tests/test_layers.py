@@ -1,0 +1,54 @@
+"""Layers point one way: the substrate imports nothing from the roles or the client."""
+import ast
+import os
+
+import pytest
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "distributed3")
+
+# module -> the distributed3 modules it may import
+ALLOWED = {
+    "exceptions": set(),
+    "utils": set(),
+    "protocol": set(),
+    "scheduling": set(),
+    "task": set(),
+    "comm": {"exceptions", "protocol", "utils"},
+    "core": {"comm", "exceptions", "utils"},
+    "center": {"core", "utils"},
+    "worker": {"comm", "core", "exceptions", "protocol", "scheduling", "task", "utils"},
+    "client": {"core", "utils"},
+    "pool": {"client", "comm", "core", "exceptions", "local", "protocol", "scheduling",
+             "task", "utils"},
+}  # fmt: skip
+
+
+def imported_modules(name):
+    with open(os.path.join(PACKAGE, name + ".py")) as f:
+        tree = ast.parse(f.read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.module and node.module.startswith("distributed3."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("distributed3."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_import_direction(module):
+    extra = imported_modules(module) - ALLOWED[module]
+    assert not extra, f"distributed3.{module} must not import {sorted(extra)}"
+
+
+def test_every_module_opens_with_a_docstring():
+    for name in sorted(os.listdir(PACKAGE)):
+        if name.endswith(".py"):
+            with open(os.path.join(PACKAGE, name)) as f:
+                doc = ast.get_docstring(ast.parse(f.read()))
+            assert doc and doc.strip(), f"{name} has no module docstring"

@@ -1,0 +1,55 @@
+"""The README's examples run, and print what the README says they print."""
+import doctest
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from distributed3.testing import process_cluster
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+
+
+def python_blocks():
+    with open(README) as f:
+        text = f.read()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def run_doctest(source, name, replace=None):
+    if replace:
+        for old, new in replace.items():
+            source = source.replace(old, new)
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(source, {}, name, README, 0)
+    assert test.examples, f"{name} has no examples"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=lambda s: sys.stderr.write(s))
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} README example(s) in {name} failed"
+
+
+@pytest.mark.slow
+def test_readme_cluster_example_against_real_processes():
+    block = next(b for b in python_blocks() if "Pool('127.0.0.1:8787')" in b)
+    with process_cluster(nworkers=2) as (address, _, _):
+        run_doctest(block, "README cluster example", {"127.0.0.1:8787": address})
+
+
+@pytest.mark.parametrize("index", range(1, 4))
+def test_readme_other_examples(index):
+    blocks = [b for b in python_blocks() if "127.0.0.1:8787" not in b]
+    assert len(blocks) == 3, "update this test when README examples are added"
+    run_doctest(blocks[index - 1], f"README example {index}")
+
+
+@pytest.mark.slow
+def test_quickstart_script():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "quickstart.py")],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "sum: -285" in out.stdout
+    assert "A: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in out.stdout
