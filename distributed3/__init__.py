@@ -1,7 +1,7 @@
 """distributed3: distributed computing with data locality, on tornado.
 
 >>> from distributed3 import Pool
->>> with Pool(n_workers=2) as pool:                       # doctest: +SKIP
+>>> with Pool(n_workers=2) as pool:
 ...     A = pool.map(lambda x: x ** 2, range(10))
 ...     pool.apply(sum, [A]).get()
 285

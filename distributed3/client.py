@@ -119,9 +119,7 @@ class RemoteData:
     def get(self, timeout=None):
         """The value, gathered from the worker that holds it.
 
-        >>> from distributed3 import Pool
-        >>> with Pool(n_workers=1) as pool:            # doctest: +SKIP
-        ...     pool.apply(sum, ([1, 2, 3],)).get()
+        >>> pool.apply(sum, ([1, 2, 3],)).get()
         6
         """
         return self.pool._sync(self.pool._gather([self]), timeout)[0]

@@ -18,8 +18,9 @@ ALLOWED = {
     "center": {"core", "utils"},
     "worker": {"comm", "core", "exceptions", "protocol", "scheduling", "task", "utils"},
     "client": {"core", "utils"},
-    "pool": {"client", "comm", "core", "exceptions", "local", "protocol", "scheduling",
-             "task", "utils"},
+    "dispatch": {"exceptions", "scheduling", "utils"},
+    "pool": {"client", "comm", "core", "dispatch", "exceptions", "local", "protocol",
+             "scheduling", "task", "utils"},
 }  # fmt: skip
 
 
