@@ -115,12 +115,7 @@ class Center(Server):
         if address not in self.ncores:
             return
         for key in self.has_what.pop(address, ()):
-            holders = self.who_has.get(key)
-            if holders is not None:
-                holders.discard(address)
-                if not holders:
-                    del self.who_has[key]
-                    self.nbytes.pop(key, None)
+            self._drop_holder(key, address)
         del self.ncores[address]
         self.names.pop(address, None)
         self.last_seen.pop(address, None)
@@ -157,12 +152,16 @@ class Center(Server):
         held = self.has_what.get(address, set())
         for key in keys:
             held.discard(key)
-            holders = self.who_has.get(key)
-            if holders is not None:
-                holders.discard(address)
-                if not holders:
-                    del self.who_has[key]
-                    self.nbytes.pop(key, None)
+            self._drop_holder(key, address)
+
+    def _drop_holder(self, key, address):
+        """``address`` no longer holds ``key``; a key nobody holds is forgotten."""
+        holders = self.who_has.get(key)
+        if holders is not None:
+            holders.discard(address)
+            if not holders:
+                del self.who_has[key]
+                self.nbytes.pop(key, None)
 
     def get_who_has(self, comm, keys=None):
         """``{key: {worker}}`` for ``keys`` (all keys when ``None``)."""

@@ -388,7 +388,7 @@ class Pool:
         """``{key: value}`` for handles, asking the center where any copy went."""
         values = {}
         who_has = {k: set(h.workers) & set(self.available_cores) for k, h in handles.items()}
-        for attempt in range(2):
+        for _attempt in range(2):
             unknown = [k for k in handles if k not in values and not who_has.get(k)]
             if unknown:
                 found = await self.connection_pool(self.center_address).who_has(keys=unknown)
@@ -406,7 +406,7 @@ class Pool:
                 return_exceptions=True,
             )
             failed = None
-            for (worker, keys), result in zip(groups.items(), results):
+            for (_worker, keys), result in zip(groups.items(), results):
                 if isinstance(result, (ConnectionBrokenError, CommClosedError, WorkerLostError)):
                     failed = result
                     for k in keys:

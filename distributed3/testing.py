@@ -43,7 +43,7 @@ def gen_test(timeout=30):
                 try:
                     return await asyncio.wait_for(func(*args, **kwargs), timeout)
                 except asyncio.TimeoutError:
-                    raise TimeoutError(f"{func.__name__} did not finish within {timeout} s")
+                    raise TimeoutError(f"{func.__name__} did not finish within {timeout} s") from None
 
             return asyncio.run(bounded())
 
