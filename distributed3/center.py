@@ -87,9 +87,12 @@ class Center(Server):
     def register(self, comm, address, ncores, keys=(), nbytes=None, name=None):
         """A worker joins (or rejoins) with the keys it already holds."""
         address = parse_address(address)
+        ncores = int(ncores)
+        if ncores < 1:
+            raise ValueError(f"worker {format_address(address)} announced {ncores} cores")
         if address in self.ncores:
             self._remove_worker(address, "it registered again")
-        self.ncores[address] = int(ncores)
+        self.ncores[address] = ncores
         self.names[address] = name
         self.last_seen[address] = time.monotonic()
         self.worker_comms[comm] = address
@@ -100,10 +103,19 @@ class Center(Server):
 
     def unregister(self, comm, address):
         """A worker leaves on purpose; its keys are forgotten."""
-        address = parse_address(address)
-        if self.worker_comms.get(comm) == address:
-            del self.worker_comms[comm]
+        address = self._speaks_for(comm, address)
+        del self.worker_comms[comm]
         self._remove_worker(address, "it left")
+
+    def _speaks_for(self, comm, address):
+        """``address`` if ``comm`` is the connection that worker registered on, else an error."""
+        address = parse_address(address)
+        if self.worker_comms.get(comm) != address:
+            raise ValueError(
+                f"{format_address(comm.peer)} may only speak for the worker it registered "
+                f"on this connection, not for {format_address(address)}"
+            )
+        return address
 
     def connection_closed(self, comm):
         self.subscribers.discard(comm)
@@ -127,18 +139,14 @@ class Center(Server):
 
     def heartbeat(self, comm, address):
         """A worker says it is alive."""
-        address = parse_address(address)
-        if address not in self.ncores:
-            raise ValueError(f"{format_address(address)} is not a registered worker")
+        address = self._speaks_for(comm, address)
         self.last_seen[address] = time.monotonic()
 
     # -- keys ----------------------------------------------------------------
 
     def add_keys(self, comm, address, keys, nbytes=None):
         """``address`` now holds ``keys`` (sizes in ``nbytes``)."""
-        address = parse_address(address)
-        if address not in self.ncores:
-            raise ValueError(f"{format_address(address)} is not a registered worker")
+        address = self._speaks_for(comm, address)
         held = self.has_what[address]
         for key in keys:
             self.who_has[key].add(address)
@@ -148,7 +156,7 @@ class Center(Server):
 
     def remove_keys(self, comm, address, keys):
         """``address`` no longer holds ``keys``."""
-        address = parse_address(address)
+        address = self._speaks_for(comm, address)
         held = self.has_what.get(address, set())
         for key in keys:
             held.discard(key)

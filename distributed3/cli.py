@@ -21,6 +21,7 @@ import sys
 
 from .center import Center
 from .exceptions import DistributedError
+from .security import TLS, new_secret_file, read_secret_file
 from .utils import is_loopback, local_ip_for, parse_address
 from .worker import Worker
 
@@ -36,21 +37,38 @@ def _common(parser):
                              "(default: $DISTRIBUTED3_SECRET)")  # fmt: skip
     parser.add_argument("--insecure", action="store_true",
                         help="allow listening beyond loopback without a secret (dangerous)")  # fmt: skip
+    parser.add_argument("--tls-cert", metavar="PATH", help="this process's TLS certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="PATH", help="its private key (PEM)")
+    parser.add_argument("--tls-ca", metavar="PATH",
+                        help="CA that peers' certificates must be signed by (mutual TLS)")  # fmt: skip
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])  # fmt: skip
+
+
+def read_tls(args, server=True):
+    """A :class:`TLS` from ``--tls-cert/--tls-key/--tls-ca``, or None when none is given."""
+    if not (args.tls_cert or args.tls_key or args.tls_ca):
+        return None
+    if server and not args.tls_cert:
+        sys.exit("error: --tls-cert (and --tls-key) are needed to serve TLS")
+    tls = TLS(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
+    try:
+        tls.server_context()
+        tls.client_context()
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        sys.exit(f"error: cannot load TLS files: {e}")
+    return tls
 
 
 def read_secret(args):
     """The secret from ``--secret-file`` or ``$DISTRIBUTED3_SECRET``, as bytes, or None."""
     if args.secret_file:
         try:
-            with open(args.secret_file, "rb") as f:
-                secret = f.read().strip()
+            return read_secret_file(args.secret_file)
         except OSError as e:
             sys.exit(f"error: cannot read secret file {args.secret_file}: {e.strerror}")
-        if not secret:
-            sys.exit(f"error: secret file {args.secret_file} is empty")
-        return secret
+        except ValueError as e:
+            sys.exit(f"error: {e}")
     env = os.environ.get("DISTRIBUTED3_SECRET")
     return env.encode() if env else None
 
@@ -132,18 +150,32 @@ def dcenter(argv=None):
     parser.add_argument("--port", type=int, default=None,
                         help=f"port to listen on (default {DEFAULT_CENTER_PORT}, "
                              "or a free one if that is taken; 0 for any free port)")  # fmt: skip
+    parser.add_argument("--new-secret", metavar="PATH",
+                        help="write a fresh random secret to PATH (mode 0600), "
+                             "print how to start workers with it, and use it")  # fmt: skip
     _common(parser)
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     host = args.host or "127.0.0.1"
+    if args.new_secret:
+        if args.secret_file:
+            parser.error("give either --new-secret or --secret-file, not both")
+        try:
+            new_secret_file(args.new_secret)
+        except OSError as e:
+            sys.exit(f"error: cannot create secret file {args.new_secret}: {e.strerror}")
+        args.secret_file = os.path.abspath(args.new_secret)
+        logger.info("Wrote a new secret to %s (readable by you only). Start workers with:\n"
+                    "    dworker HOST:PORT --secret-file %s\n"
+                    "and connect with Pool('HOST:PORT', secret=open(%r).read().strip())",
+                    args.secret_file, args.secret_file, args.secret_file)  # fmt: skip
     secret = read_secret(args)
+    tls = read_tls(args)
     check_exposure(host, secret, args.insecure)
     port = DEFAULT_CENTER_PORT if args.port is None else args.port
-    center = None
 
     async def main():
-        nonlocal center
-        center = Center(secret=secret)
+        center = Center(secret=secret, tls=tls)
         await _serve(center, host, port, fallback_port=args.port is None)
 
     _run(main)
@@ -167,10 +199,11 @@ def dworker(argv=None):
         parser.error(str(e))
     host = args.host or local_ip_for(center[0])
     secret = read_secret(args)
+    tls = read_tls(args)
     check_exposure(host, secret, args.insecure)
 
     async def main():
-        worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret)
+        worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret, tls=tls)
         await _serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
 
     _run(main)

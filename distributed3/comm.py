@@ -43,6 +43,7 @@ import hmac
 import logging
 import os
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ from .exceptions import (
     SerializationError,
 )
 from .protocol import dumps, loads
+from .security import TLS, normalize_secret
 from .utils import format_address, parse_address
 
 logger = logging.getLogger(__name__)
@@ -82,22 +84,10 @@ class Limits:
     max_frame_bytes: int = 2**34  # 16 GiB: one array
     max_message_bytes: int = 2**35  # 32 GiB: one message
     handshake_timeout: float = 10.0
+    max_connections_per_peer: int = 1024  # open or handshaking, per peer host
 
 
 DEFAULT_LIMITS = Limits()
-
-
-def normalize_secret(secret):
-    """Bytes of a secret given as str or bytes; ``None`` for no secret.
-
-    >>> normalize_secret("abc"), normalize_secret(""), normalize_secret(None)
-    (b'abc', None, None)
-    """
-    if not secret:
-        return None
-    if isinstance(secret, str):
-        secret = secret.encode()
-    return bytes(secret)
 
 
 def _mac(secret, role, a, b):
@@ -263,22 +253,29 @@ async def accept(stream, address, secret=None, limits=DEFAULT_LIMITS):
     return Comm(stream, peer, limits)
 
 
-async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS):
+async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=None):
     """Open an authenticated connection to a distributed3 server; returns a ``Comm``.
 
-    Raises ``ConnectionBrokenError`` when nothing listens there, ``TimeoutError``
-    when it does not answer in ``timeout`` seconds and ``AuthenticationError``
-    when either side fails to prove the secret.
+    Raises ``ConnectionBrokenError`` when nothing listens there or TLS fails,
+    ``TimeoutError`` when it does not answer in ``timeout`` seconds and
+    ``AuthenticationError`` when either side fails to prove the secret.
+    ``tls`` (a :class:`~distributed3.security.TLS`) encrypts the connection.
     """
     secret = normalize_secret(secret)
+    tls = TLS.coerce(tls)
     peer = parse_address(address)
     name = format_address(peer)
+    ssl_options = tls.client_context() if tls else None
     try:
         stream = await _with_deadline(
-            TCPClient().connect(peer[0], peer[1]), timeout, "connecting", peer
+            TCPClient().connect(peer[0], peer[1], ssl_options=ssl_options,
+                                max_buffer_size=limits.max_message_bytes),  # fmt: skip
+            timeout, "connecting", peer,
         )
     except (StreamClosedError, OSError) as e:
         why = e.real_error if isinstance(e, StreamClosedError) and e.real_error else e
+        if isinstance(why, ssl.SSLError):
+            raise ConnectionBrokenError(f"TLS handshake with {name} failed: {why}") from None
         raise ConnectionBrokenError(f"could not connect to {name}: {why}") from None
     _tune(stream)
 
@@ -311,7 +308,13 @@ async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS):
         await _with_deadline(handshake(), timeout, "handshake", peer)
     except StreamClosedError:
         stream.close()
-        raise ConnectionBrokenError(f"{name} closed the connection during the handshake") from None
+        raise ConnectionBrokenError(
+            f"{name} closed the connection during the handshake"
+            + ("" if tls else " (does it require TLS?)")
+        ) from None
+    except TimeoutError as e:
+        stream.close()
+        raise TimeoutError(f"{e} (does it require TLS?)" if not tls else str(e)) from None
     except BaseException:
         stream.close()
         raise

@@ -40,7 +40,7 @@ from collections import Counter, defaultdict
 
 from tornado.tcpserver import TCPServer
 
-from .comm import DEFAULT_LIMITS, Comm, Limits, accept, connect, normalize_secret, read, write
+from .comm import DEFAULT_LIMITS, Comm, Limits, accept, connect, read, write
 from .exceptions import (
     AuthenticationError,
     CommClosedError,
@@ -50,6 +50,7 @@ from .exceptions import (
     SerializationError,
     TaskError,
 )
+from .security import TLS, normalize_secret
 from .utils import format_address, parse_address
 
 __all__ = [
@@ -121,10 +122,15 @@ class Server(TCPServer):
     ('pong', 'Server')
     """
 
-    def __init__(self, handlers, *, secret=None, limits=DEFAULT_LIMITS, name=None):
-        super().__init__(max_buffer_size=limits.max_message_bytes)
+    def __init__(self, handlers, *, secret=None, tls=None, limits=DEFAULT_LIMITS, name=None):
+        self.tls = TLS.coerce(tls)
+        super().__init__(
+            ssl_options=self.tls.server_context() if self.tls else None,
+            max_buffer_size=limits.max_message_bytes,
+        )
         self.handlers = {"identity": self.identity, **handlers}
         self.secret = normalize_secret(secret)
+        self.peer_connections = Counter()
         self.limits = limits
         self.name = name
         self.id = f"{type(self).__name__.lower()}-{uuid.uuid4().hex[:12]}"
@@ -170,6 +176,21 @@ class Server(TCPServer):
         """Hook called once when a connection ends, however it ended."""
 
     async def handle_stream(self, stream, address):
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.peer_connections[host] >= self.limits.max_connections_per_peer:
+            logger.warning("%s refused a connection from %s: it already has %d open",
+                           self, host, self.peer_connections[host])  # fmt: skip
+            stream.close()
+            return
+        self.peer_connections[host] += 1
+        try:
+            await self._handle_stream(stream, address)
+        finally:
+            self.peer_connections[host] -= 1
+            if not self.peer_connections[host]:
+                del self.peer_connections[host]
+
+    async def _handle_stream(self, stream, address):
         try:
             comm = await accept(stream, address, self.secret, self.limits)
         except (AuthenticationError, ProtocolError, ConnectionBrokenError, TimeoutError) as e:
@@ -256,8 +277,9 @@ class ConnectionPool:
     <rpc 127.0.0.1:8787>
     """
 
-    def __init__(self, secret=None, timeout=10, limits=DEFAULT_LIMITS):
+    def __init__(self, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=None):
         self.secret = normalize_secret(secret)
+        self.tls = TLS.coerce(tls)
         self.timeout = timeout
         self.limits = limits
         self.idle = defaultdict(list)
@@ -282,7 +304,7 @@ class ConnectionPool:
             if not comm.closed:
                 self.busy.add(comm)
                 return comm
-        comm = await connect(address, self.secret, self.timeout, self.limits)
+        comm = await connect(address, self.secret, self.timeout, self.limits, self.tls)
         if self.closed:
             comm.close()
             raise CommClosedError("connection pool is closed")
@@ -355,11 +377,11 @@ class rpc:
     or ``async with``.  ``timeout`` bounds each call's wait for its reply.
     """
 
-    def __init__(self, address, *, secret=None, timeout=None, connection_pool=None):
+    def __init__(self, address, *, secret=None, tls=None, timeout=None, connection_pool=None):
         self.address = parse_address(address)
         self.timeout = timeout
         self._own = connection_pool is None
-        self.connection_pool = connection_pool or ConnectionPool(secret=secret)
+        self.connection_pool = connection_pool or ConnectionPool(secret=secret, tls=tls)
 
     def __repr__(self):
         return f"<rpc {format_address(self.address)}>"

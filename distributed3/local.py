@@ -27,7 +27,7 @@ import time
 import weakref
 
 from .center import Center
-from .comm import normalize_secret
+from .security import normalize_secret
 from .utils import format_address
 
 logger = logging.getLogger(__name__)

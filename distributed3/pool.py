@@ -21,7 +21,7 @@ import uuid
 from collections import defaultdict
 
 from .client import RemoteData, loop_thread, run_in_loop
-from .comm import connect, normalize_secret
+from .comm import connect
 from .core import ConnectionPool
 from .exceptions import (
     CommClosedError,
@@ -32,6 +32,7 @@ from .exceptions import (
 )
 from .dispatch import Batch, Task
 from .protocol import dumps_function
+from .security import TLS, normalize_secret
 from .scheduling import split_by_worker, spread
 from .task import extract_keys
 from .utils import format_address, parse_address, wait_for
@@ -60,9 +61,10 @@ class Pool:
     ``await pool`` or ``async with``.
     """
 
-    def __init__(self, address=None, *, secret=None, n_workers=None, timeout=10,
+    def __init__(self, address=None, *, secret=None, tls=None, n_workers=None, timeout=10,
                  asynchronous=False):  # fmt: skip
         self.secret = normalize_secret(secret)
+        self.tls = TLS.coerce(tls)
         self.timeout = timeout
         self.cluster = None
         if address is None:
@@ -139,8 +141,10 @@ class Pool:
             if self.cluster is not None:
                 await self.cluster.start()
                 self.center_address = self.cluster.center_address
-            self.connection_pool = ConnectionPool(secret=self.secret, timeout=self.timeout)
-            comm = await connect(self.center_address, self.secret, self.timeout)
+            self.connection_pool = ConnectionPool(
+                secret=self.secret, timeout=self.timeout, tls=self.tls
+            )
+            comm = await connect(self.center_address, self.secret, self.timeout, tls=self.tls)
             await comm.write({"op": "subscribe"})
             reply = await asyncio.wait_for(comm.read(), self.timeout)
         except BaseException:

@@ -53,18 +53,18 @@ def gen_test(timeout=30):
 
 
 @contextlib.asynccontextmanager
-async def cluster(nworkers=2, ncores=1, secret=None, **worker_kwargs):
+async def cluster(nworkers=2, ncores=1, secret=None, tls=None, **worker_kwargs):
     """A center and ``nworkers`` workers on loopback, port 0, in the running loop.
 
     Yields ``(center, [workers])``; everything is closed on exit, even on error.
     """
-    center = Center(secret=secret)
+    center = Center(secret=secret, tls=tls)
     workers = []
     try:
         await center.start(port=0)
         for i in range(nworkers):
-            worker = Worker(center.address, ncores=ncores, secret=secret, name=f"w{i}",
-                            **worker_kwargs)  # fmt: skip
+            worker = Worker(center.address, ncores=ncores, secret=secret, tls=tls,
+                            name=f"w{i}", **worker_kwargs)  # fmt: skip
             workers.append(worker)
             await worker.start(port=0)
         yield center, workers

@@ -87,7 +87,7 @@ class Worker(Server):
         self.tasks_done = 0
         self.peer_bytes_in = 0
         self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="distributed3-task")
-        self.peers = ConnectionPool(secret=self.secret, limits=self.limits)
+        self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
         self._center_comm = None
         self._pending_add = {}
         self._pending_remove = set()
@@ -136,7 +136,7 @@ class Worker(Server):
         return response.get("result")
 
     async def _register(self):
-        comm = await connect(self.center_address, self.secret, limits=self.limits)
+        comm = await connect(self.center_address, self.secret, limits=self.limits, tls=self.tls)
         try:
             await self._call_center(
                 comm, "register", ncores=self.ncores, keys=list(self.data),

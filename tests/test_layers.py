@@ -13,14 +13,15 @@ ALLOWED = {
     "protocol": set(),
     "scheduling": set(),
     "task": set(),
-    "comm": {"exceptions", "protocol", "utils"},
-    "core": {"comm", "exceptions", "utils"},
+    "security": set(),
+    "comm": {"exceptions", "protocol", "security", "utils"},
+    "core": {"comm", "exceptions", "security", "utils"},
     "center": {"core", "utils"},
     "worker": {"comm", "core", "exceptions", "protocol", "scheduling", "task", "utils"},
     "client": {"core", "utils"},
     "dispatch": {"exceptions", "scheduling", "utils"},
     "pool": {"client", "comm", "core", "dispatch", "exceptions", "local", "protocol",
-             "scheduling", "task", "utils"},
+             "scheduling", "security", "task", "utils"},
 }  # fmt: skip
 
 
