@@ -18,7 +18,8 @@ Wire format (everything little-endian)::
 
 The reader checks the frame count, each length and their sum against ``Limits``
 before it allocates anything, then reads the whole payload into one
-preallocated ``bytearray`` (arrays built over it are writable, not copies).
+preallocated writable buffer (arrays built over it are writable, not copies);
+a large one is an anonymous memory map, committed only as bytes arrive.
 
 >>> import asyncio
 >>> from tornado.tcpserver import TCPServer
@@ -41,6 +42,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import mmap
 import os
 import socket
 import ssl
@@ -170,7 +172,7 @@ class Comm:
                     f"{peer} announced a message of {total} bytes "
                     f"(limit {limits.max_message_bytes})"
                 )
-            buf = bytearray(total)
+            buf = _allocate(total)
             if total:
                 await self.stream.read_into(buf)
         except StreamClosedError as e:
@@ -191,6 +193,21 @@ class Comm:
             ) from e
 
 
+_LAZY_ALLOCATION = 1 << 20
+
+
+def _allocate(nbytes):
+    """A writable buffer of ``nbytes``; big ones are anonymous memory maps.
+
+    A map's pages are committed by the kernel only as bytes arrive, so a peer
+    that announces a huge message and sends little of it costs little memory
+    or time; ``bytearray(n)`` would zero-fill every page up front.
+    """
+    if nbytes < _LAZY_ALLOCATION:
+        return bytearray(nbytes)
+    return mmap.mmap(-1, nbytes)
+
+
 def _tune(stream):
     sock = stream.socket
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -205,6 +222,15 @@ async def _with_deadline(awaitable, timeout, what, peer):
         raise TimeoutError(
             f"{what} with {format_address(peer)} did not finish within {timeout} s"
         ) from None
+
+
+def _closed_in_handshake(peer, error, hint=""):
+    why = error.real_error
+    if isinstance(why, ssl.SSLError):
+        return ConnectionBrokenError(f"TLS handshake with {format_address(peer)} failed: {why}")
+    return ConnectionBrokenError(
+        f"{format_address(peer)} closed the connection during the handshake{hint}"
+    )
 
 
 async def accept(stream, address, secret=None, limits=DEFAULT_LIMITS):
@@ -246,10 +272,8 @@ async def accept(stream, address, secret=None, limits=DEFAULT_LIMITS):
 
     try:
         await _with_deadline(handshake(), limits.handshake_timeout, "handshake", peer)
-    except StreamClosedError:
-        raise ConnectionBrokenError(
-            f"{format_address(peer)} closed the connection during the handshake"
-        ) from None
+    except StreamClosedError as e:
+        raise _closed_in_handshake(peer, e) from None
     return Comm(stream, peer, limits)
 
 
@@ -306,12 +330,9 @@ async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=N
 
     try:
         await _with_deadline(handshake(), timeout, "handshake", peer)
-    except StreamClosedError:
+    except StreamClosedError as e:
         stream.close()
-        raise ConnectionBrokenError(
-            f"{name} closed the connection during the handshake"
-            + ("" if tls else " (does it require TLS?)")
-        ) from None
+        raise _closed_in_handshake(peer, e, "" if tls else " (does it require TLS?)") from None
     except TimeoutError as e:
         stream.close()
         raise TimeoutError(f"{e} (does it require TLS?)" if not tls else str(e)) from None
