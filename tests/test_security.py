@@ -1,0 +1,285 @@
+"""Security: TLS, secrets on the command line, connection caps, slow peers, fuzzing."""
+import asyncio
+import os
+import socket
+import stat
+import struct
+import time
+
+import pytest
+import trustme
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from distributed3 import AuthenticationError, ConnectionBrokenError, Pool
+from distributed3.comm import MAGIC, VERSION, Limits, _CLIENT_HELLO, _SERVER_HELLO, connect
+from distributed3.core import Server, rpc
+from distributed3.protocol import dumps
+from distributed3.security import TLS
+from distributed3.testing import BIN, Proc, cluster, cluster_in_thread, gen_test
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """Two unrelated CAs; a certificate for 127.0.0.1 signed by each."""
+    root = tmp_path_factory.mktemp("pki")
+    files = {}
+    for name in ("good", "evil"):
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        files[name] = TLS(
+            cert=str(root / f"{name}-cert.pem"), key=str(root / f"{name}-key.pem"),
+            ca=str(root / f"{name}-ca.pem"),
+        )  # fmt: skip
+        cert.cert_chain_pems[0].write_to_path(files[name].cert)
+        cert.private_key_pem.write_to_path(files[name].key)
+        ca.cert_pem.write_to_path(files[name].ca)
+    return files
+
+
+# -- TLS --------------------------------------------------------------------------
+
+
+def test_mutual_tls_cluster_and_pool(pki):
+    with cluster_in_thread(2, secret="s", tls=pki["good"]) as (center, workers):
+        with Pool(center.address, secret="s", tls=pki["good"]) as pool:
+            A = pool.map(lambda x: x + 1, range(10))
+            assert pool.apply(sum, [A]).get() == 55  # worker-to-worker fetch over TLS too
+            assert sum(i["peer_bytes_in"] for i in pool.worker_info().values()) > 0
+            assert all(c.stream.socket.version().startswith("TLS")
+                       for c in center.comms)  # fmt: skip
+
+
+@gen_test(timeout=30)
+async def test_tls_mismatches_fail_clearly(pki):
+    good, evil = pki["good"], pki["evil"]
+    async with cluster(1, tls=good) as (center, _):
+        # a certificate from another CA is refused by the server (mutual TLS)
+        with pytest.raises(ConnectionBrokenError, match="TLS handshake with 127.0.0.1"):
+            await connect(center.address, tls=TLS(cert=evil.cert, key=evil.key, ca=good.ca))
+        # no client certificate at all is refused too
+        with pytest.raises(ConnectionBrokenError):
+            comm = await connect(center.address, tls=TLS(ca=good.ca), timeout=2)
+            await comm.read()
+        # a server whose certificate our CA did not sign is refused by us
+        with pytest.raises(ConnectionBrokenError, match="certificate verify failed"):
+            await connect(center.address, tls=evil)
+        # plain TCP to a TLS server: a clear timeout with a hint, not a hang
+        with pytest.raises(TimeoutError, match="does it require TLS"):
+            await connect(center.address, timeout=0.5)
+        # the server is still fine for honest peers
+        comm = await connect(center.address, tls=good)
+        await comm.write({"op": "ncores"})
+        assert len((await comm.read())["result"]) == 1
+        comm.close()
+    async with cluster(0) as (plain_center, _):
+        with pytest.raises(ConnectionBrokenError, match="TLS handshake"):
+            await connect(plain_center.address, tls=good, timeout=2)
+
+
+def test_tls_through_the_executables(pki, tmp_path):
+    tls = pki["good"]
+    flags = ["--tls-cert", tls.cert, "--tls-key", tls.key, "--tls-ca", tls.ca]
+    secret = tmp_path / "secret"
+    with Proc([os.path.join(BIN, "dcenter"), "--port", "0", "--new-secret", str(secret),
+               *flags]) as center:  # fmt: skip
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+        center.wait_for_line(rf"dworker HOST:PORT --secret-file {secret}")
+        with Proc([os.path.join(BIN, "dworker"), address, "--secret-file", str(secret),
+                   *flags]) as worker:  # fmt: skip
+            worker.wait_for_line("Register with center")
+            key = secret.read_text().strip()
+            with Pool(address, secret=key, tls=tls) as pool:
+                assert pool.apply(lambda: "over TLS").get() == "over TLS"
+            with pytest.raises(Exception, match="TLS handshake|does it require TLS"):
+                Pool(address, secret=key, timeout=1)
+        center.wait_for_line(r"refused a connection from")
+
+
+def test_new_secret_refuses_to_overwrite(tmp_path):
+    existing = tmp_path / "secret"
+    existing.write_text("keep me")
+    with Proc([os.path.join(BIN, "dcenter"), "--port", "0", "--new-secret", str(existing)]) as p:
+        assert p.wait() != 0
+        assert "cannot create secret file" in p.output
+    assert existing.read_text() == "keep me"
+
+
+# -- slow and greedy peers ----------------------------------------------------------
+
+
+def _raw(address, source="127.0.0.1"):
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect(address)
+    return sock
+
+
+@gen_test(timeout=30)
+async def test_slow_loris_is_dropped_and_others_are_served():
+    server = Server({"ping": lambda comm: "pong"}, secret="s",
+                    limits=Limits(handshake_timeout=0.5))  # fmt: skip
+    await server.start(port=0)
+    loop = asyncio.get_running_loop()
+    slow = [await loop.run_in_executor(None, _raw, server.address) for _ in range(20)]
+    try:
+        for sock in slow:  # each sends half a hello, then stalls
+            sock.sendall(MAGIC)
+        start = time.monotonic()
+        async with rpc(server.address, secret="s") as r:
+            assert await r.ping() == "pong"
+        assert time.monotonic() - start < 0.5  # served at once, not after the stallers
+
+        def all_dropped():
+            for sock in slow:
+                sock.settimeout(5)
+                data = sock.recv(1 << 16)
+                while data:  # the server's hello, then EOF when it gives up
+                    data = sock.recv(1 << 16)
+            return True
+
+        assert await loop.run_in_executor(None, all_dropped)
+        assert not server.peer_connections
+    finally:
+        for sock in slow:
+            sock.close()
+        await server.close()
+
+
+@gen_test(timeout=30)
+async def test_connection_cap_per_peer():
+    server = Server({"ping": lambda comm: "pong"}, limits=Limits(max_connections_per_peer=5))
+    await server.start(port=0)
+    loop = asyncio.get_running_loop()
+    greedy = []
+    try:
+        for _ in range(8):  # from 127.0.0.2: another peer as far as the server knows
+            greedy.append(await loop.run_in_executor(None, _raw, server.address, "127.0.0.2"))
+
+        def hellos():
+            got = []
+            for sock in greedy:
+                sock.settimeout(5)
+                got.append(len(sock.recv(_SERVER_HELLO.size)))
+            return got
+
+        assert sorted(await loop.run_in_executor(None, hellos)) == [0, 0, 0] + [36] * 5
+        assert server.peer_connections["127.0.0.2"] == 5
+        async with rpc(server.address) as r:  # 127.0.0.1 is unaffected
+            assert await r.ping() == "pong"
+    finally:
+        for sock in greedy:
+            sock.close()
+        await server.close()
+
+
+# -- fuzzing ------------------------------------------------------------------------
+
+SAFE_OPS = ["identity", "register", "unregister", "add_keys", "remove_keys", "who_has",
+            "has_what", "ncores", "nbytes", "workers", "heartbeat", "subscribe",
+            "compute", "get_data", "update_data", "delete_data", "keys", "info",
+            "no_such_op"]  # fmt: skip  -- every op but terminate, which a secret holder may use
+
+# addresses in fuzzed messages: loopback ports nothing listens on, so that a worker told
+# to fetch from one is refused at once and no unrelated local service is ever dialled
+loopback = st.sampled_from([("127.0.0.1", 1), ("127.0.0.1", 9), "127.0.0.1:1"])
+leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
+                   st.binary(max_size=40), loopback)  # fmt: skip
+values = st.recursive(leaves, lambda c: st.one_of(st.lists(c, max_size=4),
+                      st.dictionaries(st.text(max_size=8), c, max_size=4)), max_leaves=12)  # fmt: skip
+kwargs_names = st.sampled_from(["address", "keys", "ncores", "nbytes", "data", "key",
+                                "function", "args", "kwargs", "who_has", "workers", "x"])  # fmt: skip
+messages = st.one_of(
+    st.fixed_dictionaries({"op": st.sampled_from(SAFE_OPS)},
+                          optional={"reply": st.booleans()}).flatmap(
+        lambda m: st.dictionaries(kwargs_names, values, max_size=4).map(lambda kw: {**kw, **m})),
+    values,
+)  # fmt: skip
+
+
+def _frame(frames):
+    lengths = [len(f) for f in frames]
+    return struct.pack(f"<Q{len(frames)}Q", len(frames), *lengths) + b"".join(map(bytes, frames))
+
+
+class Target:
+    """A live center with two workers, kept for the whole fuzz run."""
+
+    def __init__(self):
+        self.cm = cluster_in_thread(2, secret="fuzz")
+        self.center, self.workers = self.cm.__enter__()
+        self.servers = [self.center.address] + [w.address for w in self.workers]
+
+    def honest_pool_works(self):
+        with Pool(self.center.address, secret="fuzz") as pool:
+            pool.wait_for_workers(2, timeout=10)
+            A = pool.map(lambda x: x * 2, range(20))
+            assert pool.apply(sum, [A]).get() == 380
+
+
+@pytest.fixture(scope="module")
+def target():
+    t = Target()
+    yield t
+    t.honest_pool_works()
+    t.cm.__exit__(None, None, None)
+
+
+def _handshake(sock, secret=b"fuzz"):
+    import hashlib
+    import hmac
+
+    magic, version, mode, nonce_s = _SERVER_HELLO.unpack(sock.recv(_SERVER_HELLO.size))
+    nonce_c = os.urandom(32)
+    mac = hmac.new(secret, b"distributed3 client" + nonce_s + nonce_c, hashlib.sha256).digest()
+    sock.sendall(_CLIENT_HELLO.pack(MAGIC, VERSION, 1, nonce_c, mac))
+    status = sock.recv(33)
+    assert status[:1] == b"\x00"
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.binary(min_size=1, max_size=200), which=st.integers(0, 2))
+def test_fuzz_unauthenticated_bytes(target, data, which):
+    sock = _raw(target.servers[which])
+    try:
+        sock.settimeout(5)
+        sock.recv(_SERVER_HELLO.size)
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+        assert len(reply) <= 33  # at most a status byte and a MAC: nothing was unpickled
+    finally:
+        sock.close()
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(msgs=st.lists(messages, min_size=1, max_size=5), which=st.integers(0, 2),
+       flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3))  # fmt: skip
+def test_fuzz_authenticated_messages(target, msgs, which, flips):
+    sock = _raw(target.servers[which])
+    try:
+        sock.settimeout(10)
+        _handshake(sock)
+        wire = bytearray(b"".join(_frame(dumps(m)) for m in msgs))
+        for pos, byte in flips:  # mutate the framed bytes: lengths, opcodes, anything
+            wire[pos % len(wire)] = byte
+        sock.sendall(wire)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(1 << 16):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the server may close on a bad frame header: that is a correct answer
+    finally:
+        sock.close()
+
+
+def test_after_fuzzing_the_servers_still_serve(target):
+    target.honest_pool_works()
+    for address in target.servers:
+        with pytest.raises(AuthenticationError):
+            asyncio.run(connect(address, secret="wrong"))
