@@ -22,10 +22,11 @@ from .exceptions import (
 )
 from .local import LocalCluster
 from .pool import Pool
+from .security import TLS
 from .worker import Worker
 
 __all__ = [
-    "Pool", "RemoteData", "Center", "Worker", "LocalCluster", "Server", "rpc",
+    "Pool", "RemoteData", "TLS", "Center", "Worker", "LocalCluster", "Server", "rpc",
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",
     "TaskError", "WorkerLostError", "__version__",
