@@ -338,7 +338,9 @@ class ConnectionPool:
             except ConnectionBrokenError:
                 self.busy.discard(comm)
                 comm.close()
-                if reused and attempt == 0:
+                if reused and attempt == 0:  # the others idle since then are suspect too
+                    for stale in self.idle.pop(address, ()):
+                        stale.close()
                     continue
                 raise
             except asyncio.TimeoutError:

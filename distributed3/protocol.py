@@ -18,6 +18,7 @@ defined in ``__main__``), so functions typed into IPython travel too.
 >>> out["x"].tolist(), out["f"](1)
 ([0, 1, 2], 2)
 """
+import itertools
 import pickle
 import sys
 
@@ -95,6 +96,9 @@ def loads_function(data):
         return func
 
 
+_SAMPLE = 100
+
+
 def sizeof(obj):
     """Approximate bytes held by ``obj``: exact for arrays and bytes, shallow otherwise.
 
@@ -103,18 +107,23 @@ def sizeof(obj):
     8000
     >>> sizeof(b"abc")
     3
+    >>> sizeof([b"x" * 100] * 10_000) > 1_000_000     # sampled, then scaled
+    True
     """
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return len(obj) if not isinstance(obj, memoryview) else obj.nbytes
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return sys.getsizeof(obj) + sum(sizeof(o) for o in list(obj)[:1000])
-    if isinstance(obj, dict):
-        return sys.getsizeof(obj) + sum(
-            sizeof(k) + sizeof(v) for k, v in list(obj.items())[:1000]
+    if isinstance(obj, (list, tuple, set, frozenset, dict)):
+        items = obj.items() if isinstance(obj, dict) else obj
+        sample = list(itertools.islice(items, _SAMPLE))
+        inner = sum(sizeof(k) + sizeof(v) for k, v in sample) if isinstance(obj, dict) else sum(
+            map(sizeof, sample)
         )
+        if len(obj) > len(sample):  # long containers: extrapolate from the first items
+            inner = inner * len(obj) // len(sample)
+        return sys.getsizeof(obj) + inner
     try:
         return sys.getsizeof(obj)
     except Exception:

@@ -1,0 +1,170 @@
+"""Framing and the handshake, over real loopback sockets."""
+import asyncio
+import os
+import pickle
+import socket
+import struct
+
+import numpy as np
+import pytest
+
+from distributed3 import AuthenticationError, ConnectionBrokenError, ProtocolError
+from distributed3.comm import _SERVER_HELLO, Limits, connect
+from distributed3.core import Server, rpc
+from distributed3.testing import gen_test
+
+
+def echo_server(**kwargs):
+    return Server({"echo": lambda comm, x=None: x}, **kwargs)
+
+
+@gen_test()
+async def test_round_trip_with_and_without_secret():
+    for secret in (None, "s3cret", b"\x00binary\xff"):
+        server = await echo_server(secret=secret).start(port=0)
+        try:
+            comm = await connect(server.address, secret=secret)
+            await comm.write({"op": "echo", "x": [1, "two", {3: 4.0}]})
+            assert await comm.read() == {"status": "OK", "result": [1, "two", {3: 4.0}]}
+            comm.close()
+        finally:
+            await server.close()
+
+
+@gen_test()
+async def test_big_array_over_loopback_arrives_equal_and_writable():
+    server = await echo_server(secret="s").start(port=0)
+    try:
+        x = np.random.default_rng(0).random(6_000_000)  # 48 MB
+        async with rpc(server.address, secret="s") as r:
+            y = await r.echo(x=x)
+        assert y.shape == x.shape and (y == x).all()
+        assert y.flags.writeable
+    finally:
+        await server.close()
+
+
+@gen_test()
+async def test_wrong_and_missing_secrets(caplog):
+    server = await echo_server(secret="right").start(port=0)
+    try:
+        with pytest.raises(AuthenticationError, match="rejected our secret"):
+            await connect(server.address, secret="wrong")
+        with pytest.raises(AuthenticationError, match="requires a secret"):
+            await connect(server.address)
+        assert "presented a wrong secret" in caplog.text
+        async with rpc(server.address, secret="right") as r:  # others still served
+            assert await r.echo(x=1) == 1
+    finally:
+        await server.close()
+    open_server = await echo_server().start(port=0)
+    try:  # a server that cannot prove the secret is not trusted by a client that has one
+        with pytest.raises(AuthenticationError, match="does not know the cluster's secret"):
+            await connect(open_server.address, secret="right")
+    finally:
+        await open_server.close()
+
+
+@gen_test()
+async def test_crafted_pickle_before_authentication_never_runs(tmp_path):
+    """The attack the handshake exists for: a pickle that would create a file."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    payload = pickle.dumps({"op": "echo", "x": Exploit()}, protocol=5)
+    assert marker.exists() is False
+    server = await echo_server(secret="s").start(port=0)
+    loop = asyncio.get_running_loop()
+
+    def attack(skip_handshake):
+        with socket.create_connection(server.address, timeout=5) as sock:
+            sock.recv(_SERVER_HELLO.size)
+            frame = struct.pack("<QQ", 1, len(payload)) + payload
+            if skip_handshake:  # message straight away, as if there were no handshake
+                sock.sendall(frame * 3)
+            else:  # a well-formed hello with a made-up MAC, then the message
+                hello = b"D3" + bytes([1, 1]) + os.urandom(64)
+                sock.sendall(hello + frame)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+
+    try:
+        for skip in (True, False):
+            await loop.run_in_executor(None, attack, skip)
+        async with rpc(server.address, secret="s") as r:
+            assert await r.echo(x="still serving") == "still serving"
+        assert not marker.exists()
+    finally:
+        await server.close()
+
+
+@gen_test()
+async def test_limits_checked_before_allocation():
+    limits = Limits(max_frames=4, max_frame_bytes=1000, max_message_bytes=1500)
+    server = await echo_server(limits=limits).start(port=0)
+    try:
+        for header in (struct.pack("<Q", 10**6),               # too many frames
+                       struct.pack("<QQ", 1, 2**60),            # one absurd frame
+                       struct.pack("<QQQ", 2, 900, 900)):      # total over the limit
+            comm = await connect(server.address)
+            comm.stream.write(header)
+            with pytest.raises(ConnectionBrokenError):  # the server closes at once
+                await asyncio.wait_for(comm.read(), 5)
+    finally:
+        await server.close()
+    # a client with small limits refuses an oversized reply, before allocating it
+    server = await echo_server().start(port=0)
+    try:
+        comm = await connect(server.address, limits=limits)
+        await comm.write({"op": "echo", "x": b"x" * 2000})
+        with pytest.raises(ProtocolError, match="limit 1000"):
+            await comm.read()
+        assert comm.closed
+    finally:
+        await server.close()
+
+
+@gen_test()
+async def test_handshake_deadline_drops_a_silent_peer():
+    server = await echo_server(secret="s", limits=Limits(handshake_timeout=0.2)).start(port=0)
+    loop = asyncio.get_running_loop()
+
+    def silent():
+        with socket.create_connection(server.address, timeout=5) as sock:
+            data = sock.recv(1024)  # the hello
+            assert data.startswith(b"D3")
+            return sock.recv(1024)  # then b"" when the server gives up on us
+
+    try:
+        assert await loop.run_in_executor(None, silent) == b""
+    finally:
+        await server.close()
+
+
+@gen_test()
+async def test_not_a_distributed3_server():
+    async def handle(reader, writer):
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b" " * 64)
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ProtocolError, match="not a distributed3 server"):
+            await connect(("127.0.0.1", port))
+    finally:
+        srv.close()
+
+
+@gen_test()
+async def test_nothing_listening():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionBrokenError, match=f"could not connect to 127.0.0.1:{port}"):
+        await connect(("127.0.0.1", port))

@@ -1,0 +1,102 @@
+"""Serialization: round trips, out-of-band arrays without copies, functions, sizes."""
+import pickle
+
+import numpy as np
+import pytest
+
+from distributed3.protocol import dumps, dumps_function, loads, loads_function, sizeof
+
+
+def as_wire(frames):
+    """Frames as a reader would get them: writable slices of one received buffer."""
+    buf = bytearray(b"".join(bytes(f) for f in frames))
+    view, out, start = memoryview(buf), [], 0
+    for f in frames:
+        n = memoryview(f).nbytes
+        out.append(view[start : start + n])
+        start += n
+    return out
+
+
+@pytest.mark.parametrize("obj", [
+    None, 1, 2.5, "text", b"bytes", [1, [2, (3, {"a": {4}})]], {"op": "x", "keys": ["a", "b"]},
+    ValueError("kept"), frozenset({1, 2}), range(5),
+])  # fmt: skip
+def test_round_trip(obj):
+    out = loads(as_wire(dumps(obj)))
+    if isinstance(obj, Exception):
+        assert type(out) is type(obj) and out.args == obj.args
+    else:
+        assert out == obj
+
+
+def test_array_travels_out_of_band_without_copy():
+    x = np.arange(1_000_000, dtype="f8")
+    frames = dumps({"x": x, "meta": "small"})
+    assert len(frames) == 2
+    header, payload = frames
+    assert len(header) < 1_000  # the array is not in the pickle
+    assert memoryview(payload).nbytes == x.nbytes
+    assert np.shares_memory(np.frombuffer(payload, dtype="f8"), x)  # no copy on the way out
+    out = loads(as_wire(frames))
+    assert (out["x"] == x).all()
+    assert out["x"].flags.writeable  # built over the received buffer, usable in place
+    out["x"][0] = -1.0
+
+
+def test_array_built_over_the_received_buffer():
+    x = np.ones(1000)
+    wire = as_wire(dumps(x))
+    out = loads(wire)
+    wire[1][:8] = np.float64(7).tobytes()
+    assert out[0] == 7  # it is a view of the frame, not a copy
+
+
+def test_many_arrays_and_odd_layouts():
+    arrays = [np.arange(12).reshape(3, 4), np.asfortranarray(np.ones((3, 5))),
+              np.arange(20)[::3], np.zeros(0), np.array(["a", "bc"])]  # fmt: skip
+    out = loads(as_wire(dumps(arrays)))
+    for a, b in zip(arrays, out):
+        assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all()
+
+
+def test_functions_lambdas_and_closures():
+    y = 10
+    frames = dumps({"f": lambda x: x + y, "g": len})
+    out = loads(as_wire(frames))
+    assert out["f"](1) == 11 and out["g"]([1, 2]) == 2
+
+
+def test_main_module_objects_go_by_value(monkeypatch):
+    import __main__
+
+    def in_main(x):
+        return x * 3
+
+    in_main.__module__ = "__main__"
+    monkeypatch.setattr(__main__, "in_main", in_main, raising=False)
+    data = dumps_function(in_main)
+    monkeypatch.delattr(__main__, "in_main")  # as on a worker, where __main__ differs
+    assert pickle.loads(data)(2) == 6
+
+
+def test_function_cache():
+    data = dumps_function(lambda x: x - 1)
+    assert loads_function(data) is loads_function(data)
+    assert loads_function(data)(1) == 0
+
+
+def test_unpicklable_raises():
+    import threading
+
+    with pytest.raises(TypeError, match="lock"):
+        dumps({"lock": threading.Lock()})
+
+
+def test_sizeof():
+    assert sizeof(np.zeros((10, 10))) == 800
+    assert sizeof(b"x" * 100) == 100
+    assert sizeof(memoryview(b"x" * 10)) == 10
+    assert sizeof([b"x" * 100] * 3) >= 300
+    assert sizeof({"a": b"x" * 50}) >= 50
+    assert sizeof(object()) > 0
