@@ -1,0 +1,149 @@
+"""Every center op, membership through connection lifetime, pushed events."""
+import asyncio
+
+import pytest
+
+from distributed3 import AuthenticationError, Center
+from distributed3.comm import connect
+from distributed3.testing import gen_test
+from distributed3.utils import wait_for
+
+ALICE, BOB = ("127.0.0.1", 9001), ("127.0.0.1", 9002)
+
+
+async def call(comm, op, **kwargs):
+    await comm.write({"op": op, **kwargs})
+    reply = await comm.read()
+    if reply["status"] != "OK":
+        raise reply["exception"]
+    return reply["result"]
+
+
+@gen_test()
+async def test_keys_and_queries():
+    center = await Center().start(port=0)
+    try:
+        alice, bob = await connect(center.address), await connect(center.address)
+        await call(alice, "register", address=ALICE, ncores=2, keys=["x"], nbytes={"x": 10},
+                   name="alice")  # fmt: skip
+        await call(bob, "register", address=BOB, ncores=1)
+        await call(bob, "add_keys", address=BOB, keys=["x", "y"], nbytes={"y": 5})
+        assert await call(alice, "who_has") == {"x": {ALICE, BOB}, "y": {BOB}}
+        assert await call(alice, "who_has", keys=["y", "zzz"]) == {"y": {BOB}, "zzz": set()}
+        assert await call(alice, "has_what") == {ALICE: {"x"}, BOB: {"x", "y"}}
+        assert await call(alice, "has_what", workers=["127.0.0.1:9001"]) == {ALICE: {"x"}}
+        assert await call(alice, "ncores") == {ALICE: 2, BOB: 1}
+        assert await call(alice, "nbytes") == {"x": 10, "y": 5}
+        assert await call(alice, "nbytes", keys=["y"]) == {"y": 5}
+        workers = await call(alice, "workers")
+        assert workers[ALICE] == {"ncores": 2, "name": "alice", "nkeys": 1, "nbytes": 10}
+        await call(bob, "remove_keys", address=BOB, keys=["x", "y"])
+        assert await call(alice, "who_has") == {"x": {ALICE}}
+        assert await call(alice, "nbytes") == {"x": 10}  # y has no holder: forgotten
+        await call(bob, "heartbeat", address=BOB)
+        await call(alice, "unregister", address=ALICE)
+        assert await call(bob, "ncores") == {BOB: 1}
+        assert await call(bob, "who_has") == {}
+        alice.close(), bob.close()
+    finally:
+        await center.close()
+
+
+@gen_test()
+async def test_a_worker_speaks_only_for_itself():
+    center = await Center().start(port=0)
+    try:
+        alice, mallory = await connect(center.address), await connect(center.address)
+        await call(alice, "register", address=ALICE, ncores=1)
+        for op, kwargs in [("unregister", {}), ("heartbeat", {}), ("add_keys", {"keys": ["k"]}),
+                           ("remove_keys", {"keys": ["k"]})]:  # fmt: skip
+            with pytest.raises(ValueError, match="may only speak for the worker it registered"):
+                await call(mallory, op, address=ALICE, **kwargs)
+        with pytest.raises(ValueError, match="announced 0 cores"):
+            await call(mallory, "register", address=BOB, ncores=0)
+        assert await call(mallory, "ncores") == {ALICE: 1}
+        alice.close(), mallory.close()
+    finally:
+        await center.close()
+
+
+@gen_test()
+async def test_closing_the_registration_connection_removes_the_worker():
+    center = await Center().start(port=0)
+    try:
+        alice = await connect(center.address)
+        await call(alice, "register", address=ALICE, ncores=1, keys=["x"], nbytes={"x": 1})
+        assert ALICE in center.ncores
+        alice.close()
+        await wait_for(lambda: ALICE not in center.ncores, 5, "worker still registered")
+        assert "x" not in center.who_has and ALICE not in center.has_what
+    finally:
+        await center.close()
+
+
+@gen_test()
+async def test_registering_again_replaces_old_state():
+    center = await Center().start(port=0)
+    try:
+        first = await connect(center.address)
+        await call(first, "register", address=ALICE, ncores=1, keys=["old"])
+        second = await connect(center.address)
+        await call(second, "register", address=ALICE, ncores=3, keys=["new"])
+        assert center.ncores == {ALICE: 3} and set(center.who_has) == {"new"}
+        first.close()  # the stale connection closing does not remove the new registration
+        await wait_for(lambda: len(center.comms) == 1, 5, "center did not see the close")
+        await call(second, "heartbeat", address=ALICE)
+        assert center.ncores == {ALICE: 3}
+        second.close()
+    finally:
+        await center.close()
+
+
+@gen_test()
+async def test_subscribers_get_membership_events_in_order():
+    center = await Center().start(port=0)
+    try:
+        alice = await connect(center.address)
+        await call(alice, "register", address=ALICE, ncores=2)
+        sub = await connect(center.address)
+        assert await call(sub, "subscribe") == {"workers": {ALICE: 2}}
+        dropped = await connect(center.address)
+        await call(dropped, "subscribe")
+        dropped.close()  # a subscriber that goes away does not disturb the others
+        bob = await connect(center.address)
+        await call(bob, "register", address=BOB, ncores=1)
+        await call(alice, "unregister", address=ALICE)
+        bob.close()
+        events = [await asyncio.wait_for(sub.read(), 5) for _ in range(3)]
+        assert events == [
+            {"op": "add_worker", "address": BOB, "ncores": 1},
+            {"op": "remove_worker", "address": ALICE},
+            {"op": "remove_worker", "address": BOB},
+        ]
+        await wait_for(lambda: len(center.subscribers) == 1, 5, "dropped subscriber kept")
+        sub.close()
+    finally:
+        await center.close()
+
+
+@gen_test()
+async def test_secret_is_required_when_configured():
+    center = await Center(secret="s").start(port=0)
+    try:
+        with pytest.raises(AuthenticationError):
+            await connect(center.address)
+        comm = await connect(center.address, secret="s")
+        assert await call(comm, "ncores") == {}
+        comm.close()
+    finally:
+        await center.close()
+
+
+@gen_test()
+async def test_wait_for_workers_times_out_with_a_message():
+    center = await Center().start(port=0)
+    try:
+        with pytest.raises(TimeoutError, match="has 0 of 1 workers"):
+            await center.wait_for_workers(1, timeout=0.1)
+    finally:
+        await center.close()

@@ -1,0 +1,79 @@
+"""Placement decisions, with made-up tables: alice has x, bob has y."""
+import pytest
+
+from distributed3.scheduling import decide_worker, least_loaded, local_bytes, split_by_worker, spread
+from distributed3.task import KeyRef, extract_keys, substitute
+
+NCORES = {"alice": 2, "bob": 2, "carol": 1}
+
+
+def test_most_local_bytes_wins():
+    who_has = {"x": {"alice"}, "y": {"bob"}, "z": {"bob"}}
+    nbytes = {"x": 100, "y": 60, "z": 60}
+    assert decide_worker(["x", "y", "z"], who_has, nbytes, NCORES, {}) == "bob"
+    assert decide_worker(["x", "y"], who_has, nbytes, NCORES, {}) == "alice"
+
+
+def test_ties_go_to_the_least_loaded_holder():
+    who_has = {"x": {"alice", "bob"}}
+    assert decide_worker(["x"], who_has, {"x": 10}, NCORES, {"alice": 3, "bob": 1}) == "bob"
+    assert decide_worker(["x"], who_has, {"x": 10}, NCORES, {"alice": 0, "bob": 1}) == "alice"
+
+
+def test_unknown_sizes_count_as_one_byte():
+    who_has = {"x": {"alice"}, "y": {"bob"}, "z": {"bob"}}
+    assert decide_worker(["x", "y", "z"], who_has, {}, NCORES, {}) == "bob"
+
+
+def test_dead_holders_are_ignored():
+    who_has = {"x": {"dave"}}  # dave is not among the live workers
+    assert decide_worker(["x"], who_has, {"x": 10**9}, NCORES, {"alice": 4, "bob": 4}) == "carol"
+
+
+def test_no_inputs_means_least_loaded_by_cores():
+    assert least_loaded(NCORES, {"alice": 2, "bob": 1, "carol": 1}) == "bob"
+    assert least_loaded(NCORES, {"alice": 0}) == "alice"  # order breaks ties
+    with pytest.raises(ValueError, match="no workers"):
+        least_loaded({}, {})
+    with pytest.raises(ValueError):
+        decide_worker([], {}, {}, {}, {})
+
+
+def test_local_bytes():
+    assert local_bytes([], {}, {}) == {}
+    assert local_bytes(["x", "x2"], {"x": {"alice"}, "x2": {"alice"}}, {"x": 3, "x2": 4}) == {
+        "alice": 7
+    }
+
+
+def test_spread_weights_by_cores():
+    out = spread(10, NCORES)
+    assert out.count("alice") == 4 and out.count("bob") == 4 and out.count("carol") == 2
+    assert spread(0, NCORES) == []
+    with pytest.raises(ValueError):
+        spread(3, {})
+
+
+def test_split_by_worker_prefers_fewest_requests():
+    who_has = {"a": {"alice", "bob"}, "b": {"bob"}, "c": {"bob", "carol"}}
+    assert split_by_worker(["b", "a", "c"], who_has) == {"bob": ["b", "a", "c"]}
+    assert split_by_worker(["a"], who_has, preferred="alice") == {"alice": ["a"]}
+    with pytest.raises(KeyError):
+        split_by_worker(["lost"], who_has)
+
+
+def test_extract_and_substitute_round_trip():
+    class H:
+        def __init__(self, key):
+            self.key = key
+
+    h1, h2 = H("k1"), H("k2")
+    args = ([h1, (1, {"deep": [h2]})], {"plain": 3})
+    packed, handles = extract_keys(args, H)
+    assert handles == {"k1": h1, "k2": h2}
+    assert packed[0][0] == KeyRef("k1")
+    assert substitute(packed, {"k1": "one", "k2": "two"}) == (
+        ["one", (1, {"deep": ["two"]})], {"plain": 3}
+    )
+    untouched = {"a": [1, 2]}
+    assert extract_keys(untouched, H)[0] is untouched

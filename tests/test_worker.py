@@ -1,0 +1,139 @@
+"""Every worker op, peer-to-peer input fetching, reports to the center, re-registration."""
+import numpy as np
+import pytest
+
+from distributed3 import Center, WorkerLostError
+from distributed3.core import ConnectionPool
+from distributed3.protocol import dumps_function
+from distributed3.task import KeyRef
+from distributed3.testing import cluster, gen_test
+from distributed3.utils import wait_for
+
+
+def compute_msg(key, func, *args, who_has=None, **kwargs):
+    msg = {"key": key, "function": dumps_function(func), "args": args}
+    if kwargs:
+        msg["kwargs"] = kwargs
+    if who_has is not None:
+        msg["who_has"] = who_has
+    return msg
+
+
+@gen_test()
+async def test_data_ops_and_reports():
+    async with cluster(1) as (center, [w]):
+        pool = ConnectionPool()
+        r = pool(w.address)
+        reply = await r.update_data(data={"x": 1, "arr": np.zeros(10)})
+        assert reply == {"nbytes": {"x": reply["nbytes"]["x"], "arr": 80}}
+        assert center.who_has["arr"] == {w.address}  # reported before the reply came
+        assert center.nbytes["arr"] == 80
+        assert (await r.get_data(keys=["x"])) == {"x": 1}
+        assert sorted(await r.keys()) == ["arr", "x"]
+        with pytest.raises(KeyError, match=f"does not hold key 'nope'"):
+            await r.get_data(keys=["x", "nope"])
+        assert await r.delete_data(keys=["x", "never-there"]) == 1
+        assert "x" not in center.who_has and "x" not in w.data
+        info = await r.info()
+        assert info["nkeys"] == 1 and info["nbytes"] == 80 and info["ncores"] == 1
+        await pool.close()
+
+
+@gen_test()
+async def test_compute_local_input_moves_nothing():
+    async with cluster(1) as (center, [w]):
+        pool = ConnectionPool()
+        r = pool(w.address)
+        await r.update_data(data={"x": np.arange(100)})
+        reply = await r.compute(**compute_msg("y", lambda a, b=0: a.sum() + b, KeyRef("x"),
+                                              who_has={"x": [w.address]}, b=1))  # fmt: skip
+        assert reply["key"] == "y" and reply["type"] == "int64"
+        assert w.data["y"] == 4951 and center.who_has["y"] == {w.address}
+        info = await r.info()
+        assert info["peer_bytes_in"] == 0 and info["tasks_done"] == 1
+        await pool.close()
+
+
+@gen_test()
+async def test_compute_fetches_missing_inputs_from_peers():
+    async with cluster(2) as (center, [a, b]):
+        pool = ConnectionPool()
+        await pool(a.address).update_data(data={"x": np.ones(1000)})
+        await pool(b.address).update_data(data={"y": np.ones(10)})
+        # with a hint of where x lives
+        await pool(b.address).compute(**compute_msg(
+            "z", lambda x, y: x.sum() + y.sum(), KeyRef("x"), KeyRef("y"),
+            who_has={"x": [a.address], "y": [b.address]}))  # fmt: skip
+        assert b.data["z"] == 1010
+        assert b.peer_bytes_in == 8000 and a.peer_bytes_in == 0
+        assert "x" not in b.data  # fetched for the task, not kept
+        # without a hint: the worker asks the center
+        await pool(b.address).compute(**compute_msg(
+            "z2", lambda d: d["x"].sum(), {"x": KeyRef("x")}, who_has={"x": []}))  # fmt: skip
+        assert b.data["z2"] == 1000 and b.peer_bytes_in == 16000
+        # a wrong hint is corrected by the center too
+        await pool(a.address).compute(**compute_msg(
+            "z3", len, [KeyRef("y")], who_has={"y": [a.address]}))  # fmt: skip
+        assert a.data["z3"] == 1 and a.peer_bytes_in == 80
+        await pool.close()
+
+
+@gen_test()
+async def test_input_held_by_nobody_is_a_clear_error():
+    async with cluster(1) as (center, [w]):
+        pool = ConnectionPool()
+        with pytest.raises(WorkerLostError, match=r"could not find inputs 'ghost'"):
+            await pool(w.address).compute(**compute_msg("k", len, KeyRef("ghost"),
+                                                        who_has={"ghost": []}))  # fmt: skip
+        assert "k" not in w.data
+        await pool.close()
+
+
+@gen_test()
+async def test_task_exception_comes_back_with_the_users_traceback():
+    def explode(x):
+        raise ValueError(f"bad input {x}")
+
+    async with cluster(1) as (center, [w]):
+        pool = ConnectionPool()
+        reply = await pool(w.address).compute(**compute_msg("k", explode, 7))
+        assert isinstance(reply["exception"], ValueError)
+        assert "bad input 7" in str(reply["exception"])
+        assert "in explode" in reply["traceback"]
+        assert "_run_task" not in reply["traceback"] and "thread.py" not in reply["traceback"]
+        assert "k" not in w.data and "k" not in center.who_has
+        assert w.tasks_done == 1
+        # a function that cannot even be loaded is a task error too, not a crash
+        reply = await pool(w.address).compute(key="k2", function=b"not a pickle", args=())
+        assert "exception" in reply
+        assert (await pool(w.address).identity())["type"] == "Worker"
+        await pool.close()
+
+
+@gen_test()
+async def test_close_unregisters_and_terminate_stops():
+    async with cluster(2) as (center, [a, b]):
+        pool = ConnectionPool()
+        await pool(a.address).update_data(data={"x": 1})
+        await a.close()
+        assert a.address not in center.ncores and "x" not in center.who_has
+        assert await pool(b.address).terminate() == "OK"
+        await wait_for(lambda: b.finished.is_set(), 5, "terminate did not stop the worker")
+        await wait_for(lambda: not center.ncores, 5, "center still lists the worker")
+        await pool.close()
+
+
+@gen_test(timeout=30)
+async def test_worker_registers_again_with_its_keys_when_the_center_restarts():
+    async with cluster(1, heartbeat_interval=0.05) as (center, [w]):
+        pool = ConnectionPool()
+        await pool(w.address).update_data(data={"kept": 42})
+        host, port = center.address
+        await center.close()
+        new = await Center().start(host, port)  # the same address, fresh state
+        try:
+            await wait_for(lambda: w.address in new.ncores, 10, "worker did not come back")
+            assert new.who_has["kept"] == {w.address}
+        finally:
+            await new.close()
+        await pool.close()
