@@ -30,7 +30,7 @@ async def test_data_ops_and_reports():
         assert center.nbytes["arr"] == 80
         assert (await r.get_data(keys=["x"])) == {"x": 1}
         assert sorted(await r.keys()) == ["arr", "x"]
-        with pytest.raises(KeyError, match=f"does not hold key 'nope'"):
+        with pytest.raises(KeyError, match="does not hold key 'nope'"):
             await r.get_data(keys=["x", "nope"])
         assert await r.delete_data(keys=["x", "never-there"]) == 1
         assert "x" not in center.who_has and "x" not in w.data
