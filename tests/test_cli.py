@@ -93,3 +93,15 @@ def test_worker_without_center_fails_clearly():
     with Proc([DWORKER, address]) as worker:
         assert worker.wait() != 0
         assert f"could not connect to {address}" in worker.output
+
+
+def test_exposure_check_refuses_or_warns(caplog):
+    from distributed3.cli import check_exposure
+
+    check_exposure("127.0.0.1", None, insecure=False)  # loopback: fine without a secret
+    check_exposure("10.1.2.3", b"secret", insecure=False)  # a secret: fine anywhere
+    with pytest.raises(SystemExit, match="refusing to listen on 10.1.2.3 without a secret"):
+        check_exposure("10.1.2.3", None, insecure=False)
+    with caplog.at_level("WARNING"):
+        check_exposure("10.1.2.3", None, insecure=True)
+    assert "INSECURE: listening on 10.1.2.3 without a secret" in caplog.text
