@@ -46,7 +46,7 @@ class Center(Server):
     or from the command line with ``dcenter``.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, heartbeat_timeout=15.0, **kwargs):
         handlers = {
             "register": self.register,
             "unregister": self.unregister,
@@ -70,13 +70,19 @@ class Center(Server):
         self.worker_comms = {}
         self.subscribers = set()
         self.started = time.time()
+        self.heartbeat_timeout = heartbeat_timeout
+        self._reaper = None
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
         await super().start(host, port, sockets)
+        if self.heartbeat_timeout:
+            self._reaper = asyncio.ensure_future(self._reap_silent_workers())
         logger.info("Started center at %s", format_address(self.address))
         return self
 
     async def close(self):
+        if self._reaper is not None:
+            self._reaper.cancel()
         for comm in list(self.subscribers):
             comm.close()
         await super().close()
@@ -142,11 +148,25 @@ class Center(Server):
         address = self._speaks_for(comm, address)
         self.last_seen[address] = time.monotonic()
 
+    async def _reap_silent_workers(self):
+        """Remove workers not heard from within ``heartbeat_timeout`` seconds."""
+        while True:
+            await asyncio.sleep(self.heartbeat_timeout / 4)
+            limit = time.monotonic() - self.heartbeat_timeout
+            for address, seen in list(self.last_seen.items()):
+                if seen < limit and address in self.ncores:
+                    silent = time.monotonic() - seen
+                    for comm, addr in list(self.worker_comms.items()):
+                        if addr == address:
+                            comm.close()  # it must register again if it ever wakes up
+                    self._remove_worker(address, f"silent for {silent:.1f} s")
+
     # -- keys ----------------------------------------------------------------
 
     def add_keys(self, comm, address, keys, nbytes=None):
         """``address`` now holds ``keys`` (sizes in ``nbytes``)."""
         address = self._speaks_for(comm, address)
+        self.last_seen[address] = time.monotonic()
         held = self.has_what[address]
         for key in keys:
             self.who_has[key].add(address)

@@ -150,6 +150,8 @@ def dcenter(argv=None):
     parser.add_argument("--port", type=int, default=None,
                         help=f"port to listen on (default {DEFAULT_CENTER_PORT}, "
                              "or a free one if that is taken; 0 for any free port)")  # fmt: skip
+    parser.add_argument("--heartbeat-timeout", type=float, default=15.0, metavar="SECONDS",
+                        help="remove a worker not heard from for this long (default 15)")  # fmt: skip
     parser.add_argument("--new-secret", metavar="PATH",
                         help="write a fresh random secret to PATH (mode 0600), "
                              "print how to start workers with it, and use it")  # fmt: skip
@@ -175,7 +177,7 @@ def dcenter(argv=None):
     port = DEFAULT_CENTER_PORT if args.port is None else args.port
 
     async def main():
-        center = Center(secret=secret, tls=tls)
+        center = Center(secret=secret, tls=tls, heartbeat_timeout=args.heartbeat_timeout)
         await _serve(center, host, port, fallback_port=args.port is None)
 
     _run(main)

@@ -15,8 +15,10 @@ coroutine through :func:`asyncio.wrap_future`.
 import asyncio
 import os
 import threading
+import weakref
 
 from .core import raise_remote
+from .protocol import sizeof
 from .utils import format_address
 
 _lock = threading.Lock()
@@ -88,7 +90,7 @@ class RemoteData:
     """
 
     __slots__ = ("key", "pool", "workers", "nbytes", "status", "exception", "traceback",
-                 "__weakref__")  # fmt: skip
+                 "recipe", "source", "__weakref__")  # fmt: skip
 
     def __init__(self, key, pool, workers=(), nbytes=None, status="finished"):
         self.key = key
@@ -98,6 +100,8 @@ class RemoteData:
         self.status = status
         self.exception = None
         self.traceback = None
+        self.recipe = None  # (compute message, {key: input handle}) to recompute it
+        self.source = None  # for scattered data: the value, or a weak reference to it
 
     def __repr__(self):
         center = format_address(self.pool.center_address) if self.pool else "?"
@@ -115,6 +119,24 @@ class RemoteData:
         """Re-raise the task's exception with its remote traceback as ``__cause__``."""
         worker = next(iter(self.workers), None)
         raise_remote(self.exception, self.traceback or "", worker or "a worker")
+
+    def keep_source(self, value, small=1 << 20):
+        """Remember a scattered value so it can be sent again if its worker dies.
+
+        A weak reference when the value allows one (the user's own copy decides
+        how long it lives); otherwise the value itself, when it is small.
+        """
+        try:
+            self.source = weakref.ref(value)
+        except TypeError:
+            self.source = (value,) if sizeof(value) < small else None
+
+    def held_source(self):
+        """``(value,)`` if the client still holds the scattered value, else ``None``."""
+        if isinstance(self.source, weakref.ref):
+            value = self.source()
+            return None if value is None else (value,)
+        return self.source
 
     def get(self, timeout=None):
         """The value, gathered from the worker that holds it.

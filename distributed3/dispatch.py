@@ -5,8 +5,11 @@
     Batch.run()
       |-- pinned[worker]: tasks whose inputs that worker holds (decide_worker)
       |-- free: everything else, pulled by whichever worker has a free slot
-      '-- per worker, up to ncores * slots_per_core runners:
-             task = pinned[worker] or free  --compute-->  worker  --reply-->  handle
+      |-- per worker, up to ncores * slots_per_core runners:
+      |      task = pinned[worker] or free  --compute-->  worker  --reply-->  handle
+      |-- a worker dies mid-task: the task goes back to `free` (at most `retries` times)
+      '-- a task's inputs were lost: it waits in `stalled` until the pool has
+             recomputed them, then runs again
 
 Used by ``Pool``; knows nothing of the wire beyond ``ConnectionPool.call``.
 """
@@ -24,13 +27,19 @@ logger = logging.getLogger(__name__)
 class Task:
     """One task of a batch: its result handle, its compute message, its input handles."""
 
-    __slots__ = ("handle", "msg", "inputs", "index")
+    __slots__ = ("handle", "msg", "inputs", "index", "deaths")
 
     def __init__(self, handle, msg, inputs, index):
         self.handle = handle
         self.msg = msg
         self.inputs = inputs
         self.index = index
+        self.deaths = 0
+
+    def refresh_hints(self):
+        """Point the message's ``who_has`` hints at where the inputs are now."""
+        if self.inputs:
+            self.msg["who_has"] = {k: list(h.workers) for k, h in self.inputs.items()}
 
 
 class Batch:
@@ -38,56 +47,84 @@ class Batch:
 
     A task with remote inputs is pinned to the worker :func:`decide_worker`
     picks; the rest go to a shared queue that every worker pulls from, so free
-    cores take work first.  Workers that join mid-batch start pulling at once;
-    a task whose worker dies goes back to the shared queue.
+    cores take work first.  Workers that join mid-batch start pulling at once.
+    A task whose worker dies goes back to the shared queue, up to ``retries``
+    times; after that it fails, since it may be what kills them.  ``timeout``
+    bounds each task's run.
     """
 
     slots_per_core = 4
+    recovery_rounds = 5
 
-    def __init__(self, pool, tasks, name):
+    def __init__(self, pool, tasks, name, timeout=None, retries=3):
         self.pool = pool
         self.name = name
+        self.timeout = timeout
+        self.retries = retries
         self.pinned = defaultdict(deque)
         self.free = deque()
+        self.stalled = []
         self.remaining = len(tasks)
         self.runners = defaultdict(int)
         self.done = asyncio.get_running_loop().create_future()
         self.error = None
         self.lost = set()
-        cores = pool.available_cores
         for task in tasks:
-            if task.inputs and cores:
-                who_has = {k: h.workers for k, h in task.inputs.items()}
-                nbytes = {k: h.nbytes or 0 for k, h in task.inputs.items()}
-                worker = decide_worker(list(who_has), who_has, nbytes, cores, pool.occupancy)
-                if any(worker in ws for ws in who_has.values()):
-                    self.pinned[worker].append(task)
-                    continue
-            self.free.append(task)
+            self._place(task)
+
+    def _place(self, task):
+        cores = self.pool.available_cores
+        if task.inputs and cores:
+            who_has = {k: h.workers for k, h in task.inputs.items()}
+            nbytes = {k: h.nbytes or 0 for k, h in task.inputs.items()}
+            worker = decide_worker(list(who_has), who_has, nbytes, cores, self.pool.occupancy)
+            if any(worker in ws for ws in who_has.values()):
+                self.pinned[worker].append(task)
+                return
+        self.free.append(task)
 
     async def run(self):
         pool = self.pool
         pool._batches.add(self)
+        rounds = 0
         try:
             while self.remaining:
+                if self.stalled and not any(self.runners.values()):
+                    rounds += 1
+                    await self._recover_inputs(rounds)
                 if not pool.available_cores.keys() - self.lost:
                     self.lost.clear()  # give reconnecting workers another chance
                     try:
                         await pool._wait_for_workers(1)
                     except TimeoutError:
                         raise WorkerLostError(
-                            f"no workers left to run {self.remaining} tasks of {self.name}"
+                            f"no workers left to run {self.remaining} tasks of {self.name}; "
+                            f"waited {pool.timeout} s for one to join"
                         ) from None
                 workers = sorted(pool.available_cores,
                                  key=lambda w: pool.occupancy[w] / pool.available_cores[w])  # fmt: skip
                 for worker in workers:
                     self.add_worker(worker)
-                await asyncio.shield(self.done)
-                self.done = asyncio.get_running_loop().create_future()
+                if any(self.runners.values()):
+                    await asyncio.shield(self.done)
+                    self.done = asyncio.get_running_loop().create_future()
                 if self.error is not None:
                     raise self.error
         finally:
             pool._batches.discard(self)
+
+    async def _recover_inputs(self, rounds):
+        stalled, self.stalled = self.stalled, []
+        if rounds > self.recovery_rounds:
+            raise WorkerLostError(
+                f"inputs of {len(stalled)} tasks of {self.name} were lost "
+                f"{self.recovery_rounds} times over; giving up"
+            )
+        inputs = {k: h for task in stalled for k, h in task.inputs.items()}
+        await self.pool._recover(list(inputs.values()))
+        for task in stalled:
+            task.refresh_hints()
+            self._place(task)
 
     def add_worker(self, worker):
         ncores = self.pool.available_cores.get(worker)
@@ -119,38 +156,67 @@ class Batch:
                     return
                 pool.occupancy[worker] += 1
                 try:
-                    reply = await pool.connection_pool.call(worker, task.msg)
-                except SerializationError as e:
-                    why = e.__cause__ if e.__cause__ is not None else e
-                    self._fail(SerializationError(
-                        f"could not serialize the arguments of task {task.index} of "
-                        f"{self.name}: {type(why).__name__}: {why}"))  # fmt: skip
-                    return
+                    reply = await pool.connection_pool.call(worker, task.msg, self.timeout)
                 except (ConnectionBrokenError, CommClosedError) as e:
-                    logger.info("Worker %s lost while running %s: %s",
-                                format_address(worker), task.handle.key, e)  # fmt: skip
-                    self.lost.add(worker)
-                    self.free.append(task)
+                    self._worker_died(worker, task, e)
                     return
-                except Exception as e:  # the worker could not run it (e.g. inputs lost)
-                    task.handle.set_error(e, getattr(e.__cause__, "text", ""), worker)
-                else:
-                    handle = task.handle
+                except WorkerLostError as e:  # the worker could not find the inputs
+                    logger.info("Inputs of %s lost: %s", task.handle.key, e)
+                    self.stalled.append(task)
+                    continue
+                except Exception as e:
+                    self._task_failed(worker, task, e)
+                    continue
+                finally:
+                    pool.occupancy[worker] -= 1
+                handle = task.handle
+                if handle.status == "pending":  # a result counts once, however often it came
                     if "exception" in reply:
                         handle.set_error(reply["exception"], reply["traceback"], worker)
                     else:
                         handle.status = "finished"
                         handle.workers = {worker}
                         handle.nbytes = reply["nbytes"]
-                finally:
-                    pool.occupancy[worker] -= 1
-                self.remaining -= 1
-                if not self.remaining and not self.done.done():
-                    self.done.set_result(None)
+                self._finished_one()
         finally:
             self.runners[worker] -= 1
             if not any(self.runners.values()) and not self.done.done():
                 self.done.set_result(None)
+
+    def _finished_one(self):
+        self.remaining -= 1
+        if not self.remaining and not self.done.done():
+            self.done.set_result(None)
+
+    def _worker_died(self, worker, task, error):
+        logger.info("Worker %s lost while running %s: %s",
+                    format_address(worker), task.handle.key, error)  # fmt: skip
+        self.lost.add(worker)
+        task.deaths += 1
+        if task.deaths > self.retries:
+            err = WorkerLostError(
+                f"task {task.index} of {self.name} (key {task.handle.key!r}) was running on "
+                f"{task.deaths} workers that died, the last {format_address(worker)}; it may "
+                f"be what killed them, so it is not retried again"
+            )
+            task.handle.set_error(err, "", worker)
+            self._finished_one()
+        else:
+            self.free.append(task)
+
+    def _task_failed(self, worker, task, error):
+        if isinstance(error, SerializationError):
+            why = error.__cause__ if error.__cause__ is not None else error
+            self._fail(SerializationError(
+                f"could not serialize the arguments of task {task.index} of "
+                f"{self.name}: {type(why).__name__}: {why}"))  # fmt: skip
+        elif isinstance(error, TimeoutError) and self.timeout is not None:
+            self._fail(TimeoutError(
+                f"task {task.index} of {self.name} (key {task.handle.key!r}) did not finish "
+                f"within {self.timeout} s on worker {format_address(worker)}"))  # fmt: skip
+        else:  # the worker could not run it at all
+            task.handle.set_error(error, getattr(error.__cause__, "text", ""), worker)
+            self._finished_one()
 
     def _fail(self, error):
         if self.error is None:

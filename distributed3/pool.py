@@ -31,6 +31,7 @@ from .exceptions import (
     WorkerLostError,
 )
 from .dispatch import Batch, Task
+from .recovery import recover
 from .protocol import dumps_function
 from .security import TLS, normalize_secret
 from .scheduling import split_by_worker, spread
@@ -236,7 +237,7 @@ class Pool:
 
     # -- map / apply ----------------------------------------------------------
 
-    def map(self, func, *iterables, **kwargs):
+    def map(self, func, *iterables, timeout=None, retries=3, **kwargs):
         """Apply ``func`` to every item of the iterables, on the workers; list of ``RemoteData``.
 
         Items (and ``kwargs``) may be ``RemoteData``, or lists, tuples and dicts
@@ -245,43 +246,52 @@ class Pool:
         balanced over the workers by free cores.  Returns when every task has
         finished; the results stay on the workers.
 
+        A task whose worker dies is sent to another, at most ``retries`` times
+        (a task that keeps killing workers then fails with ``WorkerLostError``);
+        a task that runs longer than ``timeout`` seconds makes the map raise
+        ``TimeoutError`` naming it.  Inputs lost with a worker are recomputed.
+
         >>> squares = pool.map(lambda x: x ** 2, range(4))
         >>> pool.gather(squares)
         [0, 1, 4, 9]
         """
-        return self._sync(self._map(func, *iterables, **kwargs))
+        return self._sync(self._map(func, *iterables, timeout=timeout, retries=retries, **kwargs))
 
-    async def amap(self, func, *iterables, **kwargs):
+    async def amap(self, func, *iterables, timeout=None, retries=3, **kwargs):
         """Async form of :meth:`map`."""
-        return await self._run(self._map(func, *iterables, **kwargs))
+        return await self._run(
+            self._map(func, *iterables, timeout=timeout, retries=retries, **kwargs)
+        )
 
-    def apply(self, func, args=(), kwargs=None):
+    def apply(self, func, args=(), kwargs=None, timeout=None, retries=3):
         """Run ``func(*args, **kwargs)`` where most bytes of its remote inputs live.
+
+        ``timeout`` and ``retries`` as for :meth:`map`.
 
         >>> pool.apply(sum, [pool.scatter([1, 2, 3])]).get()
         6
         """
-        return self._sync(self._apply(func, args, kwargs))
+        return self._sync(self._apply(func, args, kwargs, timeout, retries))
 
-    async def aapply(self, func, args=(), kwargs=None):
+    async def aapply(self, func, args=(), kwargs=None, timeout=None, retries=3):
         """Async form of :meth:`apply`."""
-        return await self._run(self._apply(func, args, kwargs))
+        return await self._run(self._apply(func, args, kwargs, timeout, retries))
 
-    async def _apply(self, func, args=(), kwargs=None):
+    async def _apply(self, func, args=(), kwargs=None, timeout=None, retries=3):
         if not isinstance(args, (tuple, list)):
             args = (args,)
-        (handle,) = await self._submit(func, [tuple(args)], kwargs or {})
+        (handle,) = await self._submit(func, [tuple(args)], kwargs or {}, timeout, retries)
         return handle
 
-    async def _map(self, func, *iterables, **kwargs):
+    async def _map(self, func, *iterables, timeout=None, retries=3, **kwargs):
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return await self._submit(func, list(zip(*iterables)), kwargs)
+        return await self._submit(func, list(zip(*iterables)), kwargs, timeout, retries)
 
     def _new_key(self, name):
         return f"{name}-{self.id}-{next(self._counter)}"
 
-    async def _submit(self, func, arglists, kwargs):
+    async def _submit(self, func, arglists, kwargs, timeout=None, retries=3):
         if self.status != "running":
             raise CommClosedError(f"{self!r} is not running")
         if not callable(func):
@@ -310,15 +320,20 @@ class Pool:
                 msg["who_has"] = {k: list(h.workers) for k, h in handles.items()}
             tasks.append(Task(handle, msg, handles, i))
             handle.status = "pending"
+            handle.recipe = (msg, handles)
         if tasks:
             try:
-                await Batch(self, tasks, name).run()
+                await Batch(self, tasks, name, timeout, retries).run()
             except BaseException:
                 done = [t.handle for t in tasks if t.handle.status == "finished"]
                 if done and self.status == "running":
                     await self._delete(done)
                 raise
         return results
+
+    async def _recover(self, handles):
+        """Make the data behind ``handles`` live again (see :func:`recovery.recover`)."""
+        await recover(self, handles)
 
     @staticmethod
     def _input_error(handle):
@@ -347,8 +362,15 @@ class Pool:
         if not self.available_cores:
             await self._wait_for_workers(1)
         handles = [RemoteData(self._new_key("data"), self) for _ in seq]
+        for handle, value in zip(handles, seq):
+            handle.keep_source(value)
+        await self._put(handles, seq)
+        return handles
+
+    async def _put(self, handles, values):
+        """Store ``values`` under the handles' keys, spread over the workers by cores."""
         groups = defaultdict(dict)
-        for handle, value, worker in zip(handles, seq, spread(len(seq), self.available_cores)):
+        for handle, value, worker in zip(handles, values, spread(len(handles), self.available_cores)):
             groups[worker][handle.key] = value
             handle.workers = {worker}
         pool = self.connection_pool
@@ -360,7 +382,7 @@ class Pool:
             nbytes.update(reply["nbytes"])
         for handle in handles:
             handle.nbytes = nbytes.get(handle.key)
-        return handles
+            handle.status = "finished"
 
     def gather(self, seq):
         """The values behind a list of ``RemoteData``, one request per worker.
@@ -392,18 +414,16 @@ class Pool:
         """``{key: value}`` for handles, asking the center where any copy went."""
         values = {}
         who_has = {k: set(h.workers) & set(self.available_cores) for k, h in handles.items()}
-        for _attempt in range(2):
+        for _attempt in range(3):
             unknown = [k for k in handles if k not in values and not who_has.get(k)]
             if unknown:
                 found = await self.connection_pool(self.center_address).who_has(keys=unknown)
                 who_has.update({k: set(v) for k, v in found.items()})
             todo = [k for k in handles if k not in values]
             lost = [k for k in todo if not who_has.get(k)]
-            if lost:
-                raise WorkerLostError(
-                    f"no live worker holds {', '.join(map(repr, lost[:5]))}"
-                    + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
-                )
+            if lost:  # every copy died with its worker: make them again
+                await recover(self, [handles[k] for k in lost])
+                who_has.update({k: set(handles[k].workers) for k in lost})
             groups = split_by_worker(todo, who_has)
             results = await asyncio.gather(
                 *[self.connection_pool(w).get_data(keys=keys) for w, keys in groups.items()],

@@ -18,10 +18,11 @@ ALLOWED = {
     "core": {"comm", "exceptions", "security", "utils"},
     "center": {"core", "utils"},
     "worker": {"comm", "core", "exceptions", "protocol", "scheduling", "task", "utils"},
-    "client": {"core", "utils"},
+    "client": {"core", "protocol", "utils"},
     "dispatch": {"exceptions", "scheduling", "utils"},
+    "recovery": {"dispatch", "exceptions"},
     "pool": {"client", "comm", "core", "dispatch", "exceptions", "local", "protocol",
-             "scheduling", "security", "task", "utils"},
+             "recovery", "scheduling", "security", "task", "utils"},
 }  # fmt: skip
 
 
