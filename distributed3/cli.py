@@ -192,6 +192,7 @@ def dworker(argv=None):
                         help="tasks run at once (default: cores on this machine)")  # fmt: skip
     parser.add_argument("--name", default=None, help="a name for this worker")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-handoff", action="store_true", help=argparse.SUPPRESS)
     _common(parser)
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
@@ -206,6 +207,8 @@ def dworker(argv=None):
 
     async def main():
         worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret, tls=tls)
+        if args.no_handoff:  # a local cluster stops as a whole: nobody to hand keys to
+            worker.handoff_timeout = 0
         await _serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
 
     _run(main)

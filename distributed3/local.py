@@ -83,7 +83,7 @@ class LocalCluster:
             sys.executable, "-m", "distributed3.cli", "worker",
             format_address(self.center.address), "--host", self.host, "--port", "0",
             "--ncores", str(self.ncores), "--parent-pid", str(os.getpid()),
-            "--log-level", "warning",
+            "--log-level", "warning", "--no-handoff",
         ]  # fmt: skip
         env = dict(os.environ, DISTRIBUTED3_SECRET=self.secret.decode())
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)

@@ -145,28 +145,42 @@ class Pool:
             self.connection_pool = ConnectionPool(
                 secret=self.secret, timeout=self.timeout, tls=self.tls
             )
-            comm = await connect(self.center_address, self.secret, self.timeout, tls=self.tls)
-            await comm.write({"op": "subscribe"})
-            reply = await asyncio.wait_for(comm.read(), self.timeout)
+            comm = await self._subscribe()
         except BaseException:
             await self._close()
             raise
-        self._subscription = comm
-        self.available_cores = dict(reply["result"]["workers"])
         self._watcher = asyncio.ensure_future(self._watch_membership(comm))
         self.status = "running"
         logger.info("Pool connected to center %s with %d workers",
                     format_address(self.center_address), len(self.available_cores))  # fmt: skip
 
+    async def _subscribe(self):
+        """Connect to the center for membership events; sets ``available_cores``."""
+        comm = await connect(self.center_address, self.secret, self.timeout, tls=self.tls)
+        try:
+            await comm.write({"op": "subscribe"})
+            reply = await asyncio.wait_for(comm.read(), self.timeout)
+        except BaseException:
+            comm.close()
+            raise
+        self._subscription = comm
+        self.available_cores = dict(reply["result"]["workers"])
+        for batch in list(self._batches):
+            for worker in self.available_cores:
+                batch.add_worker(worker)
+        return comm
+
     async def _watch_membership(self, comm):
-        """Apply the center's pushed ``add_worker`` / ``remove_worker`` events."""
+        """Apply the center's pushed events; reconnect, with backoff, if the center is lost."""
         while True:
             try:
                 event = await comm.read()
             except (CommClosedError, ConnectionBrokenError) as e:
-                if self.status == "running":
-                    logger.warning("Lost the center %s: %s", format_address(self.center_address), e)
-                return
+                if self.status != "running":
+                    return
+                logger.warning("Lost the center %s: %s", format_address(self.center_address), e)
+                comm = await self._resubscribe()
+                continue
             op = event.get("op")
             address = event.get("address")
             if op == "add_worker":
@@ -175,6 +189,34 @@ class Pool:
                     batch.add_worker(address)
             elif op == "remove_worker":
                 self.available_cores.pop(address, None)
+
+    async def _resubscribe(self):
+        delay = 0.05
+        while self.status == "running":
+            try:
+                comm = await self._subscribe()
+                logger.info("Reconnected to center %s", format_address(self.center_address))
+                return comm
+            except (ConnectionBrokenError, OSError, TimeoutError) as e:
+                logger.debug("Center still unreachable: %s", e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _center(self, op, **kwargs):
+        """Call the center, retrying while it restarts, for up to ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        delay = 0.05
+        while True:
+            try:
+                return await self.connection_pool.call(self.center_address, {"op": op, **kwargs})
+            except ConnectionBrokenError as e:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise ConnectionBrokenError(
+                        f"center {format_address(self.center_address)} unreachable for "
+                        f"{self.timeout} s: {e}"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def close(self):
         """Disconnect, and stop the local cluster if this pool started one. Idempotent."""
@@ -225,7 +267,7 @@ class Pool:
         return self._sync(self._sync_center())
 
     async def _sync_center(self):
-        self.available_cores = await self.connection_pool(self.center_address).ncores()
+        self.available_cores = await self._center("ncores")
 
     def wait_for_workers(self, n, timeout=None):
         """Block until the pool sees at least ``n`` workers, or raise ``TimeoutError``."""
@@ -417,7 +459,7 @@ class Pool:
         for _attempt in range(3):
             unknown = [k for k in handles if k not in values and not who_has.get(k)]
             if unknown:
-                found = await self.connection_pool(self.center_address).who_has(keys=unknown)
+                found = await self._center("who_has", keys=unknown)
                 who_has.update({k: set(v) for k, v in found.items()})
             todo = [k for k in handles if k not in values]
             lost = [k for k in todo if not who_has.get(k)]
@@ -457,7 +499,7 @@ class Pool:
     async def _delete(self, seq):
         handles = [h for h in seq if isinstance(h, RemoteData)]
         keys = [h.key for h in handles]
-        who_has = await self.connection_pool(self.center_address).who_has(keys=keys)
+        who_has = await self._center("who_has", keys=keys)
         by_worker = defaultdict(list)
         for key, workers in who_has.items():
             for w in workers:
@@ -469,6 +511,41 @@ class Pool:
         for h in handles:
             h.status = "deleted"
             h.workers = set()
+
+    def replicate(self, seq, n=2):
+        """Keep at least ``n`` copies of each handle's data, on different workers.
+
+        >>> data = pool.scatter([1, 2])
+        >>> pool.replicate(data, n=2)
+        >>> sorted(len(ws) for ws in pool.who_has(data).values())
+        [2, 2]
+        """
+        return self._sync(self._replicate(seq, n))
+
+    async def areplicate(self, seq, n=2):
+        """Async form of :meth:`replicate`."""
+        return await self._run(self._replicate(seq, n))
+
+    async def _replicate(self, seq, n=2):
+        handles = {h.key: h for h in seq if isinstance(h, RemoteData) and h.status == "finished"}
+        await recover(self, list(handles.values()))  # also refreshes handle.workers
+        workers = sorted(self.available_cores, key=lambda w: -self.available_cores[w])
+        plan = defaultdict(dict)
+        turn = itertools.count()
+        for key, handle in handles.items():
+            holders = set(handle.workers)
+            candidates = [w for w in workers if w not in holders]
+            need = max(0, min(n, len(workers)) - len(holders))
+            start = next(turn)
+            for i in range(need):
+                target = candidates[(start + i) % len(candidates)]
+                plan[target][key] = list(holders)
+        await asyncio.gather(
+            *[self.connection_pool(w).fetch_data(who_has=wh) for w, wh in plan.items()]
+        )
+        for target, wh in plan.items():
+            for key in wh:
+                handles[key].workers.add(target)
 
     # -- introspection --------------------------------------------------------
 
@@ -486,7 +563,7 @@ class Pool:
 
     async def _who_has(self, seq=None):
         keys = None if seq is None else [h.key if isinstance(h, RemoteData) else h for h in seq]
-        return await self.connection_pool(self.center_address).who_has(keys=keys)
+        return await self._center("who_has", keys=keys)
 
     def has_what(self):
         """``{worker address: {key}}`` from the center."""
@@ -497,7 +574,7 @@ class Pool:
         return await self._run(self._has_what())
 
     async def _has_what(self):
-        return await self.connection_pool(self.center_address).has_what()
+        return await self._center("has_what")
 
     def worker_info(self):
         """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in"}}``.

@@ -27,7 +27,7 @@ async def recover(pool, handles, depth=0):
     handles = {h.key: h for h in handles if h.status == "finished"}
     if not handles:
         return
-    found = await pool.connection_pool(pool.center_address).who_has(keys=list(handles))
+    found = await pool._center("who_has", keys=list(handles))
     lost = []
     for key, handle in handles.items():
         if found.get(key):

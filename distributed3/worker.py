@@ -36,13 +36,14 @@ import logging
 import os
 import time
 import traceback
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from .comm import connect
 from .core import ConnectionPool, Server
 from .exceptions import CommClosedError, ConnectionBrokenError, DistributedError, WorkerLostError
 from .protocol import loads_function, sizeof
-from .scheduling import split_by_worker
+from .scheduling import split_by_worker, spread
 from .task import substitute
 from .utils import format_address, parse_address
 
@@ -68,11 +69,13 @@ class Worker(Server):
     or from the command line: ``dworker 127.0.0.1:8787``.
     """
 
-    def __init__(self, center, *, ncores=None, name=None, heartbeat_interval=1.0, **kwargs):
+    def __init__(self, center, *, ncores=None, name=None, heartbeat_interval=1.0,
+                 handoff_timeout=30.0, **kwargs):  # fmt: skip
         handlers = {
             "compute": self.compute,
             "get_data": self.get_data,
             "update_data": self.update_data,
+            "fetch_data": self.fetch_data,
             "delete_data": self.delete_data,
             "keys": self.get_keys,
             "info": self.info,
@@ -82,6 +85,7 @@ class Worker(Server):
         self.center_address = parse_address(center)
         self.ncores = int(ncores or os.cpu_count() or 1)
         self.heartbeat_interval = heartbeat_interval
+        self.handoff_timeout = handoff_timeout
         self.data = {}
         self.nbytes = {}
         self.tasks_done = 0
@@ -105,10 +109,16 @@ class Worker(Server):
         self._center_task = asyncio.ensure_future(self._center_loop())
         return self
 
-    async def close(self, report=True):
-        """Leave the cluster: tell the center (when ``report``), stop serving, stop threads."""
+    async def close(self, report=True, handoff=True):
+        """Leave the cluster: hand the keys only we hold to peers (when ``handoff``),
+        tell the center (when ``report``), stop serving, stop threads."""
         if self._closing:
             return
+        if handoff and self.handoff_timeout and report and self.data and self._center_comm:
+            try:
+                await asyncio.wait_for(self._hand_off(), self.handoff_timeout)
+            except Exception as e:
+                logger.warning("Could not hand all keys to peers before leaving: %s", e)
         self._closing = True
         if self._center_task is not None:
             self._center_task.cancel()
@@ -125,6 +135,23 @@ class Worker(Server):
         self.executor.shutdown(wait=False, cancel_futures=True)
         logger.info("Worker at %s closed", format_address(self.address))
         self.finished.set()
+
+    async def _hand_off(self):
+        """Send every key that no other worker holds to the peers, spread by cores."""
+        center = self.peers(self.center_address)
+        who_has = await center.who_has(keys=list(self.data))
+        only_here = [k for k in self.data if set(who_has.get(k, ())) <= {self.address}]
+        peers = {w: n for w, n in (await center.ncores()).items() if w != self.address}
+        if not only_here:
+            return
+        if not peers:
+            logger.warning("Leaving with %d keys that no other worker holds", len(only_here))
+            return
+        groups = defaultdict(dict)
+        for key, worker in zip(only_here, spread(len(only_here), peers)):
+            groups[worker][key] = self.data[key]
+        await asyncio.gather(*[self.peers(w).update_data(data=d) for w, d in groups.items()])
+        logger.info("Handed %d keys to %d peers before leaving", len(only_here), len(groups))
 
     # -- talking to the center -------------------------------------------------
 
@@ -288,6 +315,11 @@ class Worker(Server):
         if report:
             await self._report(add=nbytes)
         return {"nbytes": nbytes}
+
+    async def fetch_data(self, comm, who_has):
+        """Copy keys from peers (``{key: [holders]}``) and keep them; returns their sizes."""
+        values = await self._gather_inputs(who_has)
+        return await self.update_data(comm, values)
 
     async def delete_data(self, comm, keys, report=True):
         """Forget ``keys``; returns how many were held here."""

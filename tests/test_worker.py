@@ -111,12 +111,37 @@ async def test_task_exception_comes_back_with_the_users_traceback():
 
 
 @gen_test()
-async def test_close_unregisters_and_terminate_stops():
+async def test_close_hands_keys_to_peers_and_unregisters():
+    async with cluster(3) as (center, [a, b, c]):
+        pool = ConnectionPool()
+        await pool(a.address).update_data(data={"x": 1, "y": 2})
+        await pool(b.address).update_data(data={"y": 2})
+        await a.close()  # x lives only on a: handed over; y is on b already: not sent
+        assert a.address not in center.ncores
+        assert len(center.who_has["x"]) == 1 and a.address not in center.who_has["x"]
+        assert center.who_has["y"] == {b.address}
+        holder = b if "x" in b.data else c
+        assert holder.data["x"] == 1
+        await holder.close(handoff=False)  # leaving without handing over forgets x
+        assert "x" not in center.who_has
+        await pool.close()
+
+
+@gen_test()
+async def test_fetch_data_copies_from_peers():
     async with cluster(2) as (center, [a, b]):
         pool = ConnectionPool()
-        await pool(a.address).update_data(data={"x": 1})
-        await a.close()
-        assert a.address not in center.ncores and "x" not in center.who_has
+        await pool(a.address).update_data(data={"x": b"abc"})
+        reply = await pool(b.address).fetch_data(who_has={"x": [a.address]})
+        assert reply["nbytes"] == {"x": 3} and b.data["x"] == b"abc"
+        assert center.who_has["x"] == {a.address, b.address} and b.peer_bytes_in == 3
+        await pool.close()
+
+
+@gen_test()
+async def test_terminate_stops():
+    async with cluster(1) as (center, [b]):
+        pool = ConnectionPool()
         assert await pool(b.address).terminate() == "OK"
         await wait_for(lambda: b.finished.is_set(), 5, "terminate did not stop the worker")
         await wait_for(lambda: not center.ncores, 5, "center still lists the worker")
