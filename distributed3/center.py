@@ -28,7 +28,7 @@ import logging
 import time
 from collections import defaultdict
 
-from .core import Server
+from .core import ConnectionPool, Server
 from .utils import format_address, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Center(Server):
     or from the command line with ``dcenter``.
     """
 
-    def __init__(self, *, heartbeat_timeout=15.0, **kwargs):
+    def __init__(self, *, heartbeat_timeout=15.0, client_grace=5.0, **kwargs):
         handlers = {
             "register": self.register,
             "unregister": self.unregister,
@@ -59,6 +59,8 @@ class Center(Server):
             "workers": self.get_workers,
             "subscribe": self.subscribe,
             "heartbeat": self.heartbeat,
+            "own_keys": self.own_keys,
+            "release_keys": self.release_keys,
         }
         super().__init__(handlers, **kwargs)
         self.who_has = defaultdict(set)
@@ -72,6 +74,11 @@ class Center(Server):
         self.started = time.time()
         self.heartbeat_timeout = heartbeat_timeout
         self._reaper = None
+        self.client_grace = client_grace
+        self.clients = {}  # subscription comm -> client id
+        self.owned = defaultdict(set)  # client id -> keys it created
+        self.owner = {}  # key -> client id
+        self.peers = ConnectionPool(secret=self.secret, tls=self.tls, limits=self.limits)
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
         await super().start(host, port, sockets)
@@ -85,6 +92,7 @@ class Center(Server):
             self._reaper.cancel()
         for comm in list(self.subscribers):
             comm.close()
+        await self.peers.close()
         await super().close()
         logger.info("Center at %s closed", format_address(self.address))
 
@@ -125,6 +133,9 @@ class Center(Server):
 
     def connection_closed(self, comm):
         self.subscribers.discard(comm)
+        client = self.clients.pop(comm, None)
+        if client is not None and not self._closing:
+            asyncio.get_running_loop().call_later(self.client_grace, self._client_gone, client)
         address = self.worker_comms.pop(comm, None)
         if address is not None and address in self.ncores:
             self._remove_worker(address, "its connection closed")
@@ -190,6 +201,9 @@ class Center(Server):
             if not holders:
                 del self.who_has[key]
                 self.nbytes.pop(key, None)
+                client = self.owner.pop(key, None)
+                if client is not None:
+                    self.owned[client].discard(key)
 
     def get_who_has(self, comm, keys=None):
         """``{key: {worker}}`` for ``keys`` (all keys when ``None``)."""
@@ -227,10 +241,56 @@ class Center(Server):
 
     # -- membership events ---------------------------------------------------
 
-    def subscribe(self, comm):
-        """Push ``add_worker`` / ``remove_worker`` events on this connection from now on."""
+    def subscribe(self, comm, client=None, keys=()):
+        """Push ``add_worker`` / ``remove_worker`` events on this connection from now on.
+
+        A ``client`` that subscribes owns the keys it names here or later with
+        ``own_keys``; when its connection closes and it does not subscribe again
+        within ``client_grace`` seconds, the workers drop those keys.
+        """
         self.subscribers.add(comm)
+        if client is not None:
+            self.clients[comm] = client
+            self.own_keys(comm, keys)
         return {"workers": dict(self.ncores)}
+
+    # -- ownership of keys by clients ------------------------------------------
+
+    def own_keys(self, comm, keys):
+        """The client subscribed on ``comm`` created ``keys``."""
+        client = self.clients.get(comm)
+        if client is None:
+            raise ValueError(f"{format_address(comm.peer)} has not subscribed as a client")
+        self.owned[client].update(keys)
+        for key in keys:
+            self.owner[key] = client
+
+    def release_keys(self, comm, keys):
+        """Nobody needs ``keys`` any more: the workers holding them drop them."""
+        by_worker = defaultdict(list)
+        for key in keys:
+            client = self.owner.pop(key, None)
+            if client is not None:
+                self.owned[client].discard(key)
+            for worker in self.who_has.get(key, ()):
+                by_worker[worker].append(key)
+        for worker, held in by_worker.items():
+            asyncio.ensure_future(self._delete_on(worker, held))
+        return sum(map(len, by_worker.values()))
+
+    async def _delete_on(self, worker, keys):
+        try:
+            await self.peers(worker).delete_data(keys=keys)
+        except Exception as e:
+            logger.info("Could not release %d keys on %s: %s", len(keys), format_address(worker), e)
+
+    def _client_gone(self, client):
+        if client in self.clients.values() or self._closing:
+            return  # it came back in time
+        keys = self.owned.pop(client, set())
+        if keys:
+            logger.info("Client %s is gone; releasing its %d keys", client, len(keys))
+            self.release_keys(None, list(keys))
 
     def _publish(self, event):
         for comm in list(self.subscribers):

@@ -150,6 +150,14 @@ class RemoteData:
         """Async form of :meth:`get`."""
         return (await self.pool.agather([self]))[0]
 
+    def __del__(self):
+        pool = self.pool
+        if pool is not None and self.status != "deleted":
+            try:
+                pool._release_soon(self.key)
+            except Exception:  # the pool's loop is gone: interpreter shutdown
+                pass
+
     def __reduce__(self):
         raise TypeError(
             f"{self!r} cannot be pickled: pass it to pool.map/apply, which send its key"

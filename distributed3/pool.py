@@ -15,6 +15,7 @@
 -285
 """
 import asyncio
+import collections
 import itertools
 import logging
 import uuid
@@ -84,6 +85,8 @@ class Pool:
         self._counter = itertools.count()
         self._batches = set()
         self._subscription = None
+        self._owned = set()  # keys of our live handles, which the center knows we own
+        self._to_release = collections.deque()
         self._watcher = None
         self.connection_pool = None
         self.status = "created"
@@ -158,7 +161,7 @@ class Pool:
         """Connect to the center for membership events; sets ``available_cores``."""
         comm = await connect(self.center_address, self.secret, self.timeout, tls=self.tls)
         try:
-            await comm.write({"op": "subscribe"})
+            await comm.write({"op": "subscribe", "client": self.id, "keys": list(self._owned)})
             reply = await asyncio.wait_for(comm.read(), self.timeout)
         except BaseException:
             comm.close()
@@ -202,6 +205,36 @@ class Pool:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+    async def _own(self, keys):
+        """Tell the center we created ``keys``, so they are released if we vanish."""
+        self._owned.update(keys)
+        await self._tell_center({"op": "own_keys", "keys": keys, "reply": False})
+
+    async def _tell_center(self, msg):
+        """A one-way message on the subscription; lost only if the center is (and then
+        resubscribing sends what it must)."""
+        comm = self._subscription
+        if comm is not None and not comm.closed:
+            try:
+                await comm.write(msg)
+            except (CommClosedError, ConnectionBrokenError):
+                pass
+
+    def _release_soon(self, key):
+        """Called from ``RemoteData.__del__``, in any thread: release ``key`` shortly."""
+        self._to_release.append(key)
+        if len(self._to_release) == 1:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._flush_releases()))
+
+    async def _flush_releases(self):
+        keys = []
+        while self._to_release:
+            keys.append(self._to_release.popleft())
+        keys = [k for k in keys if k in self._owned]
+        if keys and self.status == "running":
+            self._owned.difference_update(keys)
+            await self._tell_center({"op": "release_keys", "keys": keys, "reply": False})
+
     async def _center(self, op, **kwargs):
         """Call the center, retrying while it restarts, for up to ``timeout`` seconds."""
         deadline = asyncio.get_running_loop().time() + self.timeout
@@ -237,6 +270,9 @@ class Pool:
     async def _close(self):
         if self.status == "closed":
             return
+        if self.status == "running" and self._owned:
+            keys, self._owned = list(self._owned), set()
+            await self._tell_center({"op": "release_keys", "keys": keys, "reply": False})
         self.status = "closing"
         if self._watcher is not None:
             self._watcher.cancel()
@@ -363,6 +399,7 @@ class Pool:
             tasks.append(Task(handle, msg, handles, i))
             handle.status = "pending"
             handle.recipe = (msg, handles)
+        await self._own([h.key for h in results])
         if tasks:
             try:
                 await Batch(self, tasks, name, timeout, retries).run()
@@ -406,6 +443,7 @@ class Pool:
         handles = [RemoteData(self._new_key("data"), self) for _ in seq]
         for handle, value in zip(handles, seq):
             handle.keep_source(value)
+        await self._own([h.key for h in handles])
         await self._put(handles, seq)
         return handles
 
@@ -511,6 +549,7 @@ class Pool:
         for h in handles:
             h.status = "deleted"
             h.workers = set()
+        self._owned.difference_update(keys)
 
     def replicate(self, seq, n=2):
         """Keep at least ``n`` copies of each handle's data, on different workers.
