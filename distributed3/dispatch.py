@@ -49,8 +49,10 @@ class Batch:
     picks; the rest go to a shared queue that every worker pulls from, so free
     cores take work first.  Workers that join mid-batch start pulling at once.
     A task whose worker dies goes back to the shared queue, up to ``retries``
-    times; after that it fails, since it may be what kills them.  ``timeout``
-    bounds each task's run.
+    times; after that it fails, since it may be what kills them.  Once a worker
+    has died, each worker gets only one task per core at a time, so a later
+    death is blamed on the task that was really running.  ``timeout`` bounds
+    each task's run.
     """
 
     slots_per_core = 4
@@ -69,6 +71,7 @@ class Batch:
         self.done = asyncio.get_running_loop().create_future()
         self.error = None
         self.lost = set()
+        self.careful = False  # after a worker death: one task per core, so blame is exact
         for task in tasks:
             self._place(task)
 
@@ -134,7 +137,8 @@ class Batch:
         alive = self.pool.available_cores.keys() - self.lost
         for w in [w for w in self.pinned if w not in alive]:
             self.free.extend(self.pinned.pop(w))
-        want = min(ncores * self.slots_per_core, len(self.free) + len(self.pinned.get(worker, ())))
+        per_core = 1 if self.careful else self.slots_per_core
+        want = min(ncores * per_core, len(self.free) + len(self.pinned.get(worker, ())))
         for _ in range(want - self.runners[worker]):
             self.runners[worker] += 1
             asyncio.ensure_future(self._runner(worker))
@@ -151,6 +155,8 @@ class Batch:
         pool = self.pool
         try:
             while self.error is None and worker in pool.available_cores and worker not in self.lost:
+                if self.careful and self.runners[worker] > pool.available_cores[worker]:
+                    return  # fewer tasks in flight from now on
                 task = self._next(worker)
                 if task is None:
                     return
@@ -192,6 +198,7 @@ class Batch:
         logger.info("Worker %s lost while running %s: %s",
                     format_address(worker), task.handle.key, error)  # fmt: skip
         self.lost.add(worker)
+        self.careful = True
         task.deaths += 1
         if task.deaths > self.retries:
             err = WorkerLostError(

@@ -53,12 +53,13 @@ def gen_test(timeout=30):
 
 
 @contextlib.asynccontextmanager
-async def cluster(nworkers=2, ncores=1, secret=None, tls=None, **worker_kwargs):
+async def cluster(nworkers=2, ncores=1, secret=None, tls=None, center_kwargs=None,
+                  **worker_kwargs):  # fmt: skip
     """A center and ``nworkers`` workers on loopback, port 0, in the running loop.
 
     Yields ``(center, [workers])``; everything is closed on exit, even on error.
     """
-    center = Center(secret=secret, tls=tls)
+    center = Center(secret=secret, tls=tls, **(center_kwargs or {}))
     workers = []
     try:
         await center.start(port=0)
@@ -192,14 +193,16 @@ class Proc:
 
 
 @contextlib.contextmanager
-def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20):
+def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20, center_args=()):
     """A center and workers as real processes through ``bin/``; yields ``(address, center, workers)``.
 
     ``address`` is the center's ``"host:port"``; ``center`` and ``workers`` are :class:`Proc`.
     """
     env = {"DISTRIBUTED3_SECRET": secret} if secret else {}
     with contextlib.ExitStack() as stack:
-        center = stack.enter_context(Proc([os.path.join(BIN, "dcenter"), "--port", "0"], env))
+        center = stack.enter_context(
+            Proc([os.path.join(BIN, "dcenter"), "--port", "0", *center_args], env)
+        )
         address = center.wait_for_line(r"Started center at (\S+)", timeout).group(1)
         workers = [
             stack.enter_context(

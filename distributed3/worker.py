@@ -353,7 +353,13 @@ class Worker(Server):
 
 
 def _run_task(function, args, kwargs):
-    func = loads_function(function)
+    try:
+        func = loads_function(function)
+    except ImportError as e:
+        raise ImportError(
+            f"the task's function cannot be loaded here: {e}. Define it in a module the "
+            "workers can import, or in the script itself (__main__), which travels by value"
+        ) from e
     return func(*args, **(kwargs or {}))
 
 

@@ -267,3 +267,25 @@ def test_embedded_pool_with_n_workers_and_close_twice():
         pool.close()
     with pytest.raises(Exception, match="not running"):
         pool.map(len, ["a"])
+
+
+def test_function_from_a_module_workers_cannot_import():
+    import sys
+    import types
+
+    module = types.ModuleType("only_in_this_process")
+
+    def helper(x):
+        return x
+
+    helper.__module__ = module.__name__
+    helper.__qualname__ = "helper"
+    module.helper = helper
+    sys.modules[module.__name__] = module
+    try:
+        with Pool(n_workers=1) as pool:  # a real worker process, without that module
+            out = pool.apply(helper, (1,))
+            with pytest.raises(ImportError, match="only_in_this_process.*workers can import"):
+                out.get()
+    finally:
+        del sys.modules[module.__name__]

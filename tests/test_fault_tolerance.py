@@ -1,0 +1,269 @@
+"""Processes die, freeze, leave and restart: nothing is lost and nobody hangs.
+
+Real worker and center processes through ``bin/``, killed by signal at random points.
+"""
+import gc
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from distributed3 import Pool, WorkerLostError
+from distributed3.testing import BIN, Proc, cluster_in_thread, process_cluster
+from distributed3.utils import parse_address, wait_for_sync
+
+pytestmark = pytest.mark.slow
+
+
+def address_of(proc):
+    return parse_address(proc.wait_for_line(r"Start worker at (\S+)").group(1))
+
+
+def proc_holding(workers, handle):
+    holders = handle.workers
+    return next(w for w in workers if address_of(w) in holders)
+
+
+def start_worker(address, *args):
+    proc = Proc([os.path.join(BIN, "dworker"), address, "--ncores", "1", *args])
+    proc.wait_for_line("Register with center")
+    return proc
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kill_9_during_map_and_apply(seed):
+    rng = random.Random(seed)
+    with process_cluster(nworkers=3) as (address, _, workers):
+        with Pool(address) as pool:
+            def slow_double(x):  # defined here, so it travels by value
+                time.sleep(0.02)
+                return x * 2
+
+            victim = rng.choice(workers)
+            killer = threading.Timer(rng.uniform(0.05, 0.4), victim.kill)
+            killer.start()
+            try:
+                A = pool.map(slow_double, range(120))
+                B = pool.map(lambda x: x + 1, A)
+                total = pool.apply(sum, [B])
+            finally:
+                killer.join()
+            assert victim.proc.poll() is not None  # it really died mid-work
+            assert total.get() == sum(2 * x + 1 for x in range(120))
+            assert pool.gather(A) == [2 * x for x in range(120)]
+            assert pool.nworkers == 2
+
+
+def test_lost_results_are_recomputed_through_a_chain():
+    with process_cluster(nworkers=3) as (address, _, workers):
+        with Pool(address) as pool:
+            A = pool.map(lambda x: x + 1, range(30))
+            B = pool.map(lambda a: a * 10, A)
+            C = pool.map(lambda b: -b, B)
+            proc_holding(workers, C[0]).kill()  # C[0], B[0] and A[0] all lived there
+            assert pool.gather(C) == [-(x + 1) * 10 for x in range(30)]
+            assert pool.apply(sum, [C]).get() == -4650
+
+
+def test_scattered_data_is_resent_or_named_when_lost():
+    with process_cluster(nworkers=2) as (address, _, workers):
+        with Pool(address) as pool:
+            kept = np.arange(5)
+            dropped = np.arange(3)
+            handles = pool.scatter([kept, dropped])
+            assert handles[0].workers != handles[1].workers
+            lost_key = handles[1].key
+            del dropped
+            gc.collect()
+            for w in workers:
+                w.kill()
+            start_worker(address)
+            pool.wait_for_workers(1)
+            assert list(handles[0].get()) == [0, 1, 2, 3, 4]  # sent again from our copy
+            with pytest.raises(WorkerLostError, match=f"scattered data '{lost_key}'"):
+                handles[1].get()
+
+
+def test_no_workers_left_waits_then_raises_clearly():
+    with process_cluster(nworkers=1) as (address, _, workers):
+        with Pool(address, timeout=1) as pool:
+            workers[0].kill()
+            wait_for_sync(lambda: pool.nworkers == 0, 10, "pool still sees the worker")
+            start = time.monotonic()
+            with pytest.raises(WorkerLostError, match="no workers left to run 3 tasks"):
+                pool.map(abs, [1, 2, 3])
+            assert time.monotonic() - start < 5
+            # a worker that joins while a call waits gets the work
+            joiner = threading.Timer(0.3, lambda: workers.append(start_worker(address)))
+            joiner.start()
+            try:
+                with Pool(address, timeout=10) as patient:
+                    assert patient.gather(patient.map(abs, [-1, -2])) == [1, 2]
+            finally:
+                joiner.join()
+                for w in workers[1:]:
+                    w.kill()
+
+
+def test_sigterm_hands_keys_to_peers_before_exiting():
+    with process_cluster(nworkers=2) as (address, _, workers):
+        with Pool(address) as pool:
+            A = pool.map(lambda x: np.full(1000, x), range(10))
+            leaving = proc_holding(workers, A[0])
+            moved = [a for a in A if address_of(leaving) in a.workers]
+            staying = next(w for w in workers if w is not leaving)
+            before = pool.worker_info()[address_of(staying)]["tasks_done"]
+            leaving.signal(signal.SIGTERM)
+            assert leaving.wait() == 0
+            leaving.wait_for_line(r"Handed \d+ keys to 1 peers")
+            assert all(pool.who_has(moved)[a.key] == {address_of(staying)} for a in moved)
+            assert [v[0] for v in pool.gather(A)] == list(range(10))
+            assert pool.worker_info()[address_of(staying)]["tasks_done"] == before  # no recompute
+
+
+def test_replicate_survives_a_kill_without_recompute():
+    with process_cluster(nworkers=3) as (address, _, workers):
+        with Pool(address) as pool:
+            A = pool.map(lambda x: x * 3, range(12))
+            pool.replicate(A, n=2)
+            assert all(len(ws) == 2 for ws in pool.who_has(A).values())
+            victim = proc_holding(workers, A[0])
+            victim.kill()
+            wait_for_sync(lambda: pool.nworkers == 2, 10, "pool still sees the dead worker")
+            done_before = sum(i["tasks_done"] for i in pool.worker_info().values())
+            assert pool.gather(A) == [x * 3 for x in range(12)]
+            assert sum(i["tasks_done"] for i in pool.worker_info().values()) == done_before
+
+
+def test_frozen_worker_is_removed_and_comes_back():
+    with process_cluster(nworkers=2, center_args=["--heartbeat-timeout", "1"]) as (
+        address, center, workers,
+    ):  # fmt: skip
+        with Pool(address) as pool:
+            frozen = workers[0]
+            waddr = address_of(frozen)
+            os.kill(frozen.proc.pid, signal.SIGSTOP)
+            try:
+                center.wait_for_line(rf"Remove worker {waddr[0]}:{waddr[1]}: silent for")
+                wait_for_sync(lambda: pool.nworkers == 1, 10, "pool did not see it go")
+                assert pool.gather(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
+            finally:
+                os.kill(frozen.proc.pid, signal.SIGCONT)
+            frozen.wait_for_line("Registered again")
+            pool.wait_for_workers(2, timeout=10)
+
+
+def test_center_restart_loses_nothing_and_work_in_flight_completes():
+    with process_cluster(nworkers=2) as (address, center, workers):
+        with Pool(address, timeout=20) as pool:
+            A = pool.map(lambda x: x + 1, range(10))
+            result = {}
+
+            def slow_map():
+                result["B"] = pool.map(lambda x: (time.sleep(0.3), x * 2)[1], A)
+
+            runner = threading.Thread(target=slow_map)
+            runner.start()
+            time.sleep(0.1)  # let the slow map get going: this is the scenario, not a wait
+            center.kill()
+            port = address.rsplit(":", 1)[1]
+            with Proc([os.path.join(BIN, "dcenter"), "--port", port]) as again:
+                again.wait_for_line(rf"Started center at 127\.0\.0\.1:{port}")
+                runner.join(30)
+                assert not runner.is_alive()
+                pool.wait_for_workers(2, timeout=10)
+                assert pool.gather(result["B"]) == [(x + 1) * 2 for x in range(10)]
+                assert pool.gather(A) == list(range(1, 11))
+                assert set(pool.who_has(A)) == {a.key for a in A}
+
+
+def test_task_timeout_names_the_task():
+    with cluster_in_thread(1) as (center, _):
+        with Pool(center.address) as pool:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError, match=r"task 1 of sleeper .* did not finish within 0.3 s"):
+
+                def sleeper(x):
+                    time.sleep(x)
+                    return x
+
+                pool.map(sleeper, [0, 3], timeout=0.3)
+            assert time.monotonic() - start < 2.5
+
+
+def test_task_that_kills_workers_is_retried_then_fails():
+    with process_cluster(nworkers=3) as (address, _, workers):
+        with Pool(address) as pool:
+
+            def maybe_crash(x):
+                if x == 0:
+                    os._exit(3)  # takes the worker process down with it
+                return x
+
+            out = pool.map(maybe_crash, range(6), retries=1)
+            assert [o.status for o in out[1:]] == ["finished"] * 5
+            with pytest.raises(WorkerLostError, match="task 0 of maybe_crash .* 2 workers that died"):
+                out[0].get()
+            assert pool.gather(out[1:]) == [1, 2, 3, 4, 5]
+            assert sum(w.proc.poll() is not None for w in workers) == 2
+
+
+CLIENT = textwrap.dedent("""
+    import sys, time
+    from distributed3 import Pool
+    pool = Pool(sys.argv[1])
+    data = pool.scatter(list(range(20)))
+    results = pool.map(lambda x: x * 2, data)
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_keys_of_a_vanished_client_are_released():
+    with cluster_in_thread(2, center_kwargs={"client_grace": 0.2}) as (center, workers):
+        addr = f"{center.address[0]}:{center.address[1]}"
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, addr], stdout=subprocess.PIPE,
+                                  text=True)  # fmt: skip
+        try:
+            assert client.stdout.readline().strip() == "ready"
+            assert sum(len(w.data) for w in workers) == 40
+            client.kill()  # no goodbye
+            wait_for_sync(lambda: not any(w.data for w in workers), 10, "keys leaked")
+            assert not center.who_has and not center.owner
+        finally:
+            client.kill()
+            client.wait(10)
+
+
+def test_no_leak_after_many_rounds():
+    with process_cluster(nworkers=2) as (address, _, workers):
+        procs = [psutil.Process(w.proc.pid) for w in workers]
+        with Pool(address) as pool:
+
+            def one_round():
+                A = pool.map(lambda i: np.ones(10_000) * i, range(20))
+                B = pool.map(lambda a: float(a.sum()), A)
+                assert pool.gather(B)[3] == 30_000.0
+
+            def nkeys():
+                return sum(i["nkeys"] for i in pool.worker_info().values())
+
+            one_round()
+            gc.collect()
+            wait_for_sync(lambda: nkeys() == 0, 10, "keys left after the first round")
+            rss = [p.memory_info().rss for p in procs]
+            for _ in range(100):
+                one_round()
+            gc.collect()
+            wait_for_sync(lambda: nkeys() == 0, 10, "keys leaked")
+            assert sum(i["nbytes"] for i in pool.worker_info().values()) == 0
+            growth = [p.memory_info().rss - r for p, r in zip(procs, rss)]
+            assert max(growth) < 20e6, growth
