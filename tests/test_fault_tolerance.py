@@ -267,3 +267,12 @@ def test_no_leak_after_many_rounds():
             assert sum(i["nbytes"] for i in pool.worker_info().values()) == 0
             growth = [p.memory_info().rss - r for p, r in zip(procs, rss)]
             assert max(growth) < 20e6, growth
+
+
+def test_chaos_script_loses_nothing():
+    sys.path.insert(0, os.path.join(os.path.dirname(BIN), "benchmarks"))
+    try:
+        import chaos
+    finally:
+        sys.path.pop(0)
+    assert chaos.main(rounds=3, ntasks=60, nworkers=3, seed=7) == 0
