@@ -19,13 +19,13 @@ from distributed3 import Pool
 from distributed3.testing import BIN, Proc, process_cluster
 
 
-def work(x):
-    time.sleep(0.001)
-    return x * x
-
-
 def workload(pool, rounds, ntasks):
     """Maps chained over the previous round; returns how many results were wrong or lost."""
+
+    def work(x):  # local, so it travels by value even when this file is imported
+        time.sleep(0.001)
+        return x * x
+
     lost = 0
     for r in range(rounds):
         A = pool.map(work, range(ntasks))
