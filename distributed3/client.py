@@ -90,7 +90,7 @@ class RemoteData:
     """
 
     __slots__ = ("key", "pool", "workers", "nbytes", "status", "exception", "traceback",
-                 "recipe", "source", "__weakref__")  # fmt: skip
+                 "recipe", "source", "_waiters", "__weakref__")  # fmt: skip
 
     def __init__(self, key, pool, workers=(), nbytes=None, status="finished"):
         self.key = key
@@ -102,6 +102,7 @@ class RemoteData:
         self.traceback = None
         self.recipe = None  # (compute message, {key: input handle}) to recompute it
         self.source = None  # for scattered data: the value, or a weak reference to it
+        self._waiters = None
 
     def __repr__(self):
         center = format_address(self.pool.center_address) if self.pool else "?"
@@ -114,6 +115,32 @@ class RemoteData:
         self.traceback = traceback
         if worker is not None:
             self.workers = {worker}
+        self._wake()
+
+    def set_finished(self, worker, nbytes):
+        self.status = "finished"
+        self.workers = {worker}
+        self.nbytes = nbytes
+        self._wake()
+
+    def done(self):
+        """Whether the task has ended (finished or failed), as for a future."""
+        return self.status != "pending"
+
+    async def wait(self):
+        """Wait, on the pool's loop, until the task has ended."""
+        if self.status == "pending":
+            future = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(future)
+            await future
+
+    def _wake(self):
+        waiters, self._waiters = self._waiters, None
+        for future in waiters or ():
+            if not future.done():
+                future.set_result(None)
 
     def raise_error(self):
         """Re-raise the task's exception with its remote traceback as ``__cause__``."""
@@ -149,6 +176,10 @@ class RemoteData:
     async def aget(self):
         """Async form of :meth:`get`."""
         return (await self.pool.agather([self]))[0]
+
+    def result(self, timeout=None):
+        """Same as :meth:`get`, under the name ``concurrent.futures`` uses."""
+        return self.get(timeout)
 
     def __del__(self):
         pool = self.pool

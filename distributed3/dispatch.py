@@ -25,16 +25,21 @@ logger = logging.getLogger(__name__)
 
 
 class Task:
-    """One task of a batch: its result handle, its compute message, its input handles."""
+    """One message's worth of work: its result handles (one, or a chunk), its compute
+    message, its input handles, and the index of its first element."""
 
-    __slots__ = ("handle", "msg", "inputs", "index", "deaths")
+    __slots__ = ("handles", "msg", "inputs", "index", "deaths")
 
-    def __init__(self, handle, msg, inputs, index):
-        self.handle = handle
+    def __init__(self, handles, msg, inputs, index):
+        self.handles = handles
         self.msg = msg
         self.inputs = inputs
         self.index = index
         self.deaths = 0
+
+    @property
+    def handle(self):
+        return self.handles[0]
 
     def refresh_hints(self):
         """Point the message's ``who_has`` hints at where the inputs are now."""
@@ -58,7 +63,9 @@ class Batch:
     slots_per_core = 4
     recovery_rounds = 5
 
-    def __init__(self, pool, tasks, name, timeout=None, retries=3):
+    def __init__(self, pool, tasks, name, timeout=None, retries=3, on_done=None, prepare=None):
+        self.on_done = on_done  # called with the handles of each task as it ends
+        self.prepare = prepare  # awaited with a worker before its first task (stateful pools)
         self.pool = pool
         self.name = name
         self.timeout = timeout
@@ -162,6 +169,8 @@ class Batch:
                     return
                 pool.occupancy[worker] += 1
                 try:
+                    if self.prepare is not None:
+                        await self.prepare(worker)
                     reply = await pool.connection_pool.call(worker, task.msg, self.timeout)
                 except (ConnectionBrokenError, CommClosedError) as e:
                     self._worker_died(worker, task, e)
@@ -175,21 +184,24 @@ class Batch:
                     continue
                 finally:
                     pool.occupancy[worker] -= 1
-                handle = task.handle
-                if handle.status == "pending":  # a result counts once, however often it came
-                    if "exception" in reply:
-                        handle.set_error(reply["exception"], reply["traceback"], worker)
+                results = reply["results"] if "results" in reply else {task.handle.key: reply}
+                for handle in task.handles:
+                    if handle.status != "pending":
+                        continue  # a result counts once, however often it came
+                    result = results[handle.key]
+                    if "exception" in result:
+                        handle.set_error(result["exception"], result["traceback"], worker)
                     else:
-                        handle.status = "finished"
-                        handle.workers = {worker}
-                        handle.nbytes = reply["nbytes"]
-                self._finished_one()
+                        handle.set_finished(worker, result["nbytes"])
+                self._finished_one(task)
         finally:
             self.runners[worker] -= 1
             if not any(self.runners.values()) and not self.done.done():
                 self.done.set_result(None)
 
-    def _finished_one(self):
+    def _finished_one(self, task):
+        if self.on_done is not None:
+            self.on_done(task.handles)
         self.remaining -= 1
         if not self.remaining and not self.done.done():
             self.done.set_result(None)
@@ -206,8 +218,9 @@ class Batch:
                 f"{task.deaths} workers that died, the last {format_address(worker)}; it may "
                 f"be what killed them, so it is not retried again"
             )
-            task.handle.set_error(err, "", worker)
-            self._finished_one()
+            for handle in task.handles:
+                handle.set_error(err, "", worker)
+            self._finished_one(task)
         else:
             self.free.append(task)
 
@@ -222,8 +235,9 @@ class Batch:
                 f"task {task.index} of {self.name} (key {task.handle.key!r}) did not finish "
                 f"within {self.timeout} s on worker {format_address(worker)}"))  # fmt: skip
         else:  # the worker could not run it at all
-            task.handle.set_error(error, getattr(error.__cause__, "text", ""), worker)
-            self._finished_one()
+            for handle in task.handles:
+                handle.set_error(error, getattr(error.__cause__, "text", ""), worker)
+            self._finished_one(task)
 
     def _fail(self, error):
         if self.error is None:

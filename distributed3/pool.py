@@ -27,23 +27,23 @@ from .core import ConnectionPool
 from .exceptions import (
     CommClosedError,
     ConnectionBrokenError,
-    DistributedError,
-    SerializationError,
     WorkerLostError,
 )
-from .dispatch import Batch, Task
+from .progress import progress_bar
 from .recovery import recover
-from .protocol import dumps_function
 from .security import TLS, normalize_secret
 from .scheduling import split_by_worker, spread
-from .task import extract_keys
+from .submission import Options, funcname, make_batch, make_tasks
 from .utils import format_address, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
 
 
-def _funcname(func):
-    return getattr(func, "__name__", type(func).__name__).replace("<lambda>", "lambda")
+def _unwrap(outcome):
+    ok, value = outcome
+    if ok:
+        return value
+    value.raise_error()
 
 
 class Pool:
@@ -313,9 +313,10 @@ class Pool:
         await wait_for(lambda: len(self.available_cores) >= n, timeout or self.timeout,
                        f"pool saw fewer than {n} workers")  # fmt: skip
 
-    # -- map / apply ----------------------------------------------------------
+    # -- map / apply / submit -------------------------------------------------
 
-    def map(self, func, *iterables, timeout=None, retries=3, **kwargs):
+    def map(self, func, *iterables, timeout=None, retries=3, chunksize=1, seed=None,
+            progress=False, **kwargs):  # fmt: skip
         """Apply ``func`` to every item of the iterables, on the workers; list of ``RemoteData``.
 
         Items (and ``kwargs``) may be ``RemoteData``, or lists, tuples and dicts
@@ -324,22 +325,27 @@ class Pool:
         balanced over the workers by free cores.  Returns when every task has
         finished; the results stay on the workers.
 
-        A task whose worker dies is sent to another, at most ``retries`` times
-        (a task that keeps killing workers then fails with ``WorkerLostError``);
-        a task that runs longer than ``timeout`` seconds makes the map raise
-        ``TimeoutError`` naming it.  Inputs lost with a worker are recomputed.
+        * ``chunksize=k`` sends ``k`` tasks per message (each keeps its own result);
+        * a big keyword argument (a model, a table) reaches each worker once;
+        * ``seed=s`` seeds ``random`` and ``numpy.random`` per task from ``(s, index)``,
+          so results do not depend on which worker ran what;
+        * ``progress=True`` shows a progress bar;
+        * a task whose worker dies is sent to another, at most ``retries`` times;
+          ``timeout`` makes the map raise ``TimeoutError`` naming a task that runs
+          longer.  Inputs lost with a worker are recomputed.
 
         >>> squares = pool.map(lambda x: x ** 2, range(4))
         >>> pool.gather(squares)
         [0, 1, 4, 9]
         """
-        return self._sync(self._map(func, *iterables, timeout=timeout, retries=retries, **kwargs))
+        options = Options(timeout, retries, chunksize, seed, progress)
+        return self._sync(self._map(func, *iterables, options=options, **kwargs))
 
-    async def amap(self, func, *iterables, timeout=None, retries=3, **kwargs):
+    async def amap(self, func, *iterables, timeout=None, retries=3, chunksize=1, seed=None,
+                   progress=False, **kwargs):  # fmt: skip
         """Async form of :meth:`map`."""
-        return await self._run(
-            self._map(func, *iterables, timeout=timeout, retries=retries, **kwargs)
-        )
+        options = Options(timeout, retries, chunksize, seed, progress)
+        return await self._run(self._map(func, *iterables, options=options, **kwargs))
 
     def apply(self, func, args=(), kwargs=None, timeout=None, retries=3):
         """Run ``func(*args, **kwargs)`` where most bytes of its remote inputs live.
@@ -349,94 +355,181 @@ class Pool:
         >>> pool.apply(sum, [pool.scatter([1, 2, 3])]).get()
         6
         """
-        return self._sync(self._apply(func, args, kwargs, timeout, retries))
+        return self._sync(self._apply(func, args, kwargs, Options(timeout, retries)))
 
     async def aapply(self, func, args=(), kwargs=None, timeout=None, retries=3):
         """Async form of :meth:`apply`."""
-        return await self._run(self._apply(func, args, kwargs, timeout, retries))
+        return await self._run(self._apply(func, args, kwargs, Options(timeout, retries)))
 
-    async def _apply(self, func, args=(), kwargs=None, timeout=None, retries=3):
+    def submit(self, func, *args, **kwargs):
+        """Start ``func(*args, **kwargs)`` and return its ``RemoteData`` at once.
+
+        Like ``concurrent.futures``: ``done()``, ``result()`` / ``get()``, and
+        :func:`distributed3.as_completed` / :func:`distributed3.wait`.
+
+        >>> future = pool.submit(pow, 2, 8)
+        >>> future.result()
+        256
+        """
+        return self._sync(self._submit(func, [args], kwargs, Options(), wait=False))[0]
+
+    async def asubmit(self, func, *args, **kwargs):
+        """Async form of :meth:`submit`."""
+        return (await self._run(self._submit(func, [args], kwargs, Options(), wait=False)))[0]
+
+    async def _apply(self, func, args=(), kwargs=None, options=None):
         if not isinstance(args, (tuple, list)):
             args = (args,)
-        (handle,) = await self._submit(func, [tuple(args)], kwargs or {}, timeout, retries)
+        (handle,) = await self._submit(func, [tuple(args)], kwargs or {}, options or Options())
         return handle
 
-    async def _map(self, func, *iterables, timeout=None, retries=3, **kwargs):
+    async def _map(self, func, *iterables, options=None, **kwargs):
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return await self._submit(func, list(zip(*iterables)), kwargs, timeout, retries)
-
-    def _new_key(self, name):
-        return f"{name}-{self.id}-{next(self._counter)}"
-
-    async def _submit(self, func, arglists, kwargs, timeout=None, retries=3):
-        if self.status != "running":
-            raise CommClosedError(f"{self!r} is not running")
-        if not callable(func):
-            raise TypeError(f"{func!r} is not callable")
-        name = _funcname(func)
-        try:
-            fbytes = dumps_function(func)
-        except Exception as e:
-            raise SerializationError(f"could not serialize function {name}: "
-                                     f"{type(e).__name__}: {e}") from e  # fmt: skip
-        kwargs, kw_handles = extract_keys(kwargs, RemoteData)
-        results, tasks = [], []
-        for i, args in enumerate(arglists):
-            args, handles = extract_keys(args, RemoteData)
-            handles.update(kw_handles)
-            handle = RemoteData(self._new_key(name), self)
-            results.append(handle)
-            failed = next((h for h in handles.values() if h.status != "finished"), None)
-            if failed is not None:  # an input failed or was deleted: so does this task
-                handle.set_error(*self._input_error(failed), next(iter(failed.workers), None))
-                continue
-            msg = {"op": "compute", "key": handle.key, "function": fbytes, "args": args}
-            if kwargs:
-                msg["kwargs"] = kwargs
-            if handles:
-                msg["who_has"] = {k: list(h.workers) for k, h in handles.items()}
-            tasks.append(Task(handle, msg, handles, i))
-            handle.status = "pending"
-            handle.recipe = (msg, handles)
-        await self._own([h.key for h in results])
-        if tasks:
-            try:
-                await Batch(self, tasks, name, timeout, retries).run()
-            except BaseException:
-                done = [t.handle for t in tasks if t.handle.status == "finished"]
-                if done and self.status == "running":
-                    await self._delete(done)
-                raise
-        return results
+        return await self._submit(func, list(zip(*iterables)), kwargs, options or Options())
 
     async def _recover(self, handles):
         """Make the data behind ``handles`` live again (see :func:`recovery.recover`)."""
         await recover(self, handles)
 
-    @staticmethod
-    def _input_error(handle):
-        if handle.status == "error":
-            return handle.exception, handle.traceback
-        err = DistributedError(f"input {handle.key!r} was {handle.status}")
-        return err, ""
+    def _new_key(self, name):
+        return f"{name}-{self.id}-{next(self._counter)}"
+
+    async def _submit(self, func, arglists, kwargs, options, wait=True, on_done=None):
+        """Make and run the tasks; with ``wait=False`` they run in the background."""
+        if self.status != "running":
+            raise CommClosedError(f"{self!r} is not running")
+        handles, tasks = await make_tasks(self, func, arglists, kwargs, options)
+        name = funcname(func) if options.stateful is None else options.stateful["name"]
+        bar = progress_bar(len(handles), name) if options.progress else None
+        if bar is not None or on_done is not None:
+            early = [h for h in handles if h.status != "pending"]  # failed inputs
+
+            def done(finished):
+                if bar is not None:
+                    bar.update(len(finished))
+                if on_done is not None:
+                    on_done(finished)
+
+            if early:
+                done(early)
+        else:
+            done = None
+        batch = make_batch(self, tasks, name, options, done)
+        if not wait:
+            asyncio.ensure_future(self._in_background(batch, handles, bar))
+            return handles
+        try:
+            if tasks:
+                await batch.run()
+        except BaseException:
+            finished = [h for t in tasks for h in t.handles if h.status == "finished"]
+            if finished and self.status == "running":
+                await self._delete(finished)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return handles
+
+    async def _in_background(self, batch, handles, bar):
+        try:
+            if batch.remaining:
+                await batch.run()
+        except Exception as e:  # the error belongs to the handles nobody awaits here
+            for handle in handles:
+                if handle.status == "pending":
+                    handle.set_error(e, "")
+        finally:
+            if bar is not None:
+                bar.close()
+
+    # -- streaming --------------------------------------------------------------
+
+    def imap(self, func, *iterables, chunksize=1, seed=None, progress=False, **kwargs):
+        """Like :meth:`map`, but yield the *values*, in order, while later tasks still run.
+
+        >>> list(pool.imap(lambda x: x + 1, range(3)))
+        [1, 2, 3]
+        """
+        return self._iterate(func, iterables, kwargs, True, Options(None, 3, chunksize, seed,
+                                                                     progress))  # fmt: skip
+
+    def imap_unordered(self, func, *iterables, chunksize=1, seed=None, progress=False, **kwargs):
+        """Like :meth:`imap`, but yield values in the order tasks finish.
+
+        >>> sorted(pool.imap_unordered(lambda x: x * 2, range(3)))
+        [0, 2, 4]
+        """
+        return self._iterate(func, iterables, kwargs, False, Options(None, 3, chunksize, seed,
+                                                                      progress))  # fmt: skip
+
+    def _iterate(self, func, iterables, kwargs, ordered, options):
+        agen = self._stream(func, list(zip(*iterables)), kwargs, ordered, options)
+        try:
+            while True:
+                try:
+                    yield self._sync(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            try:
+                self._sync(agen.aclose())
+            except Exception:
+                pass
+
+    async def aimap(self, func, *iterables, ordered=True, chunksize=1, seed=None, **kwargs):
+        """Async iterator form of :meth:`imap` (``ordered=False``: :meth:`imap_unordered`)."""
+        options = Options(None, 3, chunksize, seed)
+        agen = self._stream(func, list(zip(*iterables)), kwargs, ordered, options)
+        while True:
+            try:
+                yield await self._run(agen.__anext__())
+            except StopAsyncIteration:
+                return
+
+    async def _stream(self, func, arglists, kwargs, ordered, options):
+        queue = asyncio.Queue()
+        handles = await self._submit(func, arglists, kwargs, options, wait=False,
+                                     on_done=queue.put_nowait)  # fmt: skip
+        position = {h.key: i for i, h in enumerate(handles)}
+        del handles  # from here on, a yielded value's handle can be collected and released
+        ready, next_index, left = {}, 0, len(position)
+        while left:
+            finished = await queue.get()
+            while not queue.empty():
+                finished = finished + queue.get_nowait()
+            good = {h.key: h for h in finished if h.status == "finished"}
+            values = await self._fetch(good) if good else {}
+            for h in finished:
+                outcome = (True, values[h.key]) if h.key in good else (False, h)
+                left -= 1
+                if not ordered:
+                    yield _unwrap(outcome)
+                else:
+                    ready[position[h.key]] = outcome
+            while next_index in ready:
+                yield _unwrap(ready.pop(next_index))
+                next_index += 1
 
     # -- data movement --------------------------------------------------------
 
-    def scatter(self, seq):
+    def scatter(self, seq, broadcast=False):
         """Send local values to the workers, spread by cores; list of ``RemoteData``.
+
+        With ``broadcast=True`` every current worker gets a copy of each value.
 
         >>> data = pool.scatter([1, 2, 3])
         >>> pool.gather(data)
         [1, 2, 3]
         """
-        return self._sync(self._scatter(seq))
+        return self._sync(self._scatter(seq, broadcast))
 
-    async def ascatter(self, seq):
+    async def ascatter(self, seq, broadcast=False):
         """Async form of :meth:`scatter`."""
-        return await self._run(self._scatter(seq))
+        return await self._run(self._scatter(seq, broadcast))
 
-    async def _scatter(self, seq):
+    async def _scatter(self, seq, broadcast=False):
         seq = list(seq)
         if not self.available_cores:
             await self._wait_for_workers(1)
@@ -444,15 +537,22 @@ class Pool:
         for handle, value in zip(handles, seq):
             handle.keep_source(value)
         await self._own([h.key for h in handles])
-        await self._put(handles, seq)
+        await self._put(handles, seq, broadcast)
         return handles
 
-    async def _put(self, handles, values):
-        """Store ``values`` under the handles' keys, spread over the workers by cores."""
+    async def _put(self, handles, values, broadcast=False):
+        """Store ``values`` under the handles' keys: spread by cores, or on every worker."""
         groups = defaultdict(dict)
-        for handle, value, worker in zip(handles, values, spread(len(handles), self.available_cores)):
-            groups[worker][handle.key] = value
-            handle.workers = {worker}
+        if broadcast:
+            for worker in self.available_cores:
+                groups[worker] = {h.key: v for h, v in zip(handles, values)}
+            for handle in handles:
+                handle.workers = set(groups)
+        else:
+            placement = spread(len(handles), self.available_cores)
+            for handle, value, worker in zip(handles, values, placement):
+                groups[worker][handle.key] = value
+                handle.workers = {worker}
         pool = self.connection_pool
         replies = await asyncio.gather(
             *[pool(w).update_data(data=data) for w, data in groups.items()]
@@ -482,6 +582,9 @@ class Pool:
     async def _gather(self, seq):
         seq = list(seq)
         handles = {x.key: x for x in seq if isinstance(x, RemoteData)}
+        pending = [h.wait() for h in handles.values() if h.status == "pending"]
+        if pending:
+            await asyncio.gather(*pending)
         for h in handles.values():
             if h.status == "error":
                 h.raise_error()

@@ -57,7 +57,7 @@ async def recover(pool, handles, depth=0):
         for index, handle in enumerate(computed):
             msg, task_inputs = handle.recipe
             handle.status = "pending"
-            task = Task(handle, msg, task_inputs, index)
+            task = Task([handle], msg, task_inputs, index)
             task.refresh_hints()
             tasks.append(task)
         try:

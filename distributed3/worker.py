@@ -34,6 +34,9 @@ so ``who_has`` is never behind what a client was told.
 import asyncio
 import logging
 import os
+import random
+import sys
+import threading
 import time
 import traceback
 from collections import defaultdict
@@ -48,6 +51,10 @@ from .task import substitute
 from .utils import format_address, parse_address
 
 logger = logging.getLogger(__name__)
+
+
+class StateMissingError(DistributedError):
+    """A stateful task reached a worker whose instance is missing or behind."""
 
 
 class MissingDataError(WorkerLostError, KeyError):
@@ -73,6 +80,10 @@ class Worker(Server):
                  handoff_timeout=30.0, **kwargs):  # fmt: skip
         handlers = {
             "compute": self.compute,
+            "compute_chunk": self.compute_chunk,
+            "stateful_init": self.stateful_init,
+            "stateful_update": self.stateful_update,
+            "stateful_close": self.stateful_close,
             "get_data": self.get_data,
             "update_data": self.update_data,
             "fetch_data": self.fetch_data,
@@ -88,6 +99,8 @@ class Worker(Server):
         self.handoff_timeout = handoff_timeout
         self.data = {}
         self.nbytes = {}
+        self.stateful = {}  # name -> instance of a user's WorkerInterface class
+        self.stateful_version = {}  # name -> updates applied
         self.tasks_done = 0
         self.peer_bytes_in = 0
         self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="distributed3-task")
@@ -240,27 +253,96 @@ class Worker(Server):
 
     # -- handlers --------------------------------------------------------------
 
-    async def compute(self, comm, key, function, args=(), kwargs=None, who_has=None):
-        """Run ``function(*args, **kwargs)`` with remote inputs filled in; keep the result as ``key``."""
+    async def compute(self, comm, key, function=None, args=(), kwargs=None, who_has=None,
+                      seed=None, keep=(), stateful=None):  # fmt: skip
+        """Run ``function(*args, **kwargs)`` with remote inputs filled in; keep the result as ``key``.
+
+        ``seed`` seeds ``random`` (and ``numpy.random``) for this task; ``keep``
+        names fetched inputs to keep here (constants shared by many tasks);
+        ``stateful`` names an instance made by ``stateful_init`` whose ``run``
+        is the function.
+        """
+        reply = await self.compute_chunk(comm, [key], function, [args], kwargs, who_has,
+                                         None if seed is None else [seed], keep, stateful)  # fmt: skip
+        return {"key": key, **reply["results"][key]}
+
+    async def compute_chunk(self, comm, keys, function=None, args_list=(), kwargs=None,
+                            who_has=None, seeds=None, keep=(), stateful=None):  # fmt: skip
+        """Run one function over many argument tuples in one message; one key per element.
+
+        Returns ``{"results": {key: {"nbytes", "type"} or {"exception", "traceback"}}}``.
+        """
+        if stateful is not None:
+            instance = self.stateful.get(stateful["name"])
+            if instance is None or self.stateful_version.get(stateful["name"]) != stateful["version"]:
+                raise StateMissingError(
+                    f"worker {format_address(self.address)} has no up-to-date instance "
+                    f"{stateful['name']!r}"
+                )
+            function = instance.run
         if who_has:
             values = await self._gather_inputs(who_has)
-            args = substitute(args, values)
+            kept = {k: values[k] for k in keep if k in values and k not in self.data}
+            if kept:
+                await self.update_data(comm, kept)
+            args_list = [substitute(args, values) for args in args_list]
             kwargs = substitute(kwargs, values) if kwargs else kwargs
             del values
         loop = asyncio.get_running_loop()
         start = time.time()
-        try:
-            result = await loop.run_in_executor(self.executor, _run_task, function, args, kwargs)
-        except Exception as e:
-            self.tasks_done += 1
-            return {"key": key, "exception": e, "traceback": _format_task_traceback(e)}
-        self.tasks_done += 1
-        n = sizeof(result)
-        self.data[key] = result
-        self.nbytes[key] = n
-        await self._report(add={key: n})
-        return {"key": key, "nbytes": n, "type": type(result).__name__,
-                "duration": time.time() - start}  # fmt: skip
+        outcomes = await loop.run_in_executor(
+            self.executor, _run_chunk, function, args_list, kwargs, seeds
+        )
+        self.tasks_done += len(keys)
+        results, report = {}, {}
+        for key, (ok, value) in zip(keys, outcomes):
+            if ok:
+                n = sizeof(value)
+                self.data[key] = value
+                self.nbytes[key] = n
+                report[key] = n
+                results[key] = {"nbytes": n, "type": type(value).__name__}
+            else:
+                results[key] = {"exception": value, "traceback": _format_task_traceback(value)}
+        if report:
+            await self._report(add=report)
+        return {"results": results, "duration": time.time() - start}
+
+    # -- stateful instances ------------------------------------------------------
+
+    async def stateful_init(self, comm, name, cls, args=(), kwargs=None, updates=()):
+        """Make ``cls(*args, **kwargs)`` once here, then replay ``updates`` in order."""
+        loop = asyncio.get_running_loop()
+
+        def make():
+            instance = loads_function(cls)(*args, **(kwargs or {}))
+            for up_args, up_kwargs in updates:
+                instance.handle_update(*up_args, **up_kwargs)
+            return instance
+
+        self.stateful[name] = await loop.run_in_executor(self.executor, make)
+        self.stateful_version[name] = len(updates)
+        return len(updates)
+
+    async def stateful_update(self, comm, name, args=(), kwargs=None, version=None):
+        """Pass an update to the instance ``name``; ``version`` is its number, counted from 1."""
+        instance = self.stateful.get(name)
+        if instance is None or self.stateful_version[name] != version - 1:
+            raise StateMissingError(f"{name!r} is not at version {version - 1} here")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self.executor, lambda: instance.handle_update(*args, **(kwargs or {}))
+        )
+        self.stateful_version[name] = version
+        return version
+
+    def stateful_close(self, comm, name):
+        """Drop the instance ``name``, calling its ``close()`` if it has one."""
+        instance = self.stateful.pop(name, None)
+        self.stateful_version.pop(name, None)
+        if instance is not None and hasattr(instance, "close"):
+            instance.close()
+        return instance is not None
 
     async def _gather_inputs(self, who_has):
         """Values of the keys in ``who_has``: local ones, then fetched from peers."""
@@ -352,15 +434,46 @@ class Worker(Server):
         return "OK"
 
 
-def _run_task(function, args, kwargs):
+_seed_lock = threading.Lock()
+
+
+def _run_chunk(function, args_list, kwargs, seeds):
+    """Run in a worker thread: ``[(True, result) or (False, exception)]`` per element."""
     try:
-        func = loads_function(function)
+        func = function if callable(function) else loads_function(function)
     except ImportError as e:
-        raise ImportError(
+        err = ImportError(
             f"the task's function cannot be loaded here: {e}. Define it in a module the "
             "workers can import, or in the script itself (__main__), which travels by value"
-        ) from e
-    return func(*args, **(kwargs or {}))
+        )
+        err.__cause__ = e
+        return [(False, err)] * len(args_list)
+    except Exception as e:
+        return [(False, e)] * len(args_list)
+    kwargs = kwargs or {}
+    out = []
+    for i, args in enumerate(args_list):
+        try:
+            if seeds is None:
+                out.append((True, _run_task(func, args, kwargs)))
+            else:
+                with _seed_lock:  # the random modules' state is per process
+                    _seed(seeds[i])
+                    out.append((True, _run_task(func, args, kwargs)))
+        except Exception as e:
+            out.append((False, e))
+    return out
+
+
+def _seed(seed):
+    random.seed(seed)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(seed % 2**32)
+
+
+def _run_task(func, args, kwargs):
+    return func(*args, **kwargs)
 
 
 def _format_task_traceback(exc):
@@ -370,7 +483,8 @@ def _format_task_traceback(exc):
     while tb is not None:
         frames.append(tb)
         tb = tb.tb_next
-    start = next((i + 1 for i, t in enumerate(frames) if t.tb_frame.f_code is _run_task.__code__), 0)
+    ours = {_run_task.__code__, _run_chunk.__code__}
+    start = max((i + 1 for i, t in enumerate(frames) if t.tb_frame.f_code in ours), default=0)
     tb = frames[start] if start < len(frames) else exc.__traceback__
     lines = traceback.format_exception(type(exc), exc, tb)
     return "".join(lines)

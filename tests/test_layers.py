@@ -21,8 +21,10 @@ ALLOWED = {
     "client": {"core", "protocol", "utils"},
     "dispatch": {"exceptions", "scheduling", "utils"},
     "recovery": {"dispatch", "exceptions"},
-    "pool": {"client", "comm", "core", "dispatch", "exceptions", "local", "protocol",
-             "recovery", "scheduling", "security", "task", "utils"},
+    "progress": set(),
+    "submission": {"client", "dispatch", "exceptions", "protocol", "task"},
+    "pool": {"client", "comm", "core", "exceptions", "local", "progress", "recovery",
+             "scheduling", "security", "submission", "utils"},
 }  # fmt: skip
 
 

@@ -1,0 +1,142 @@
+"""Turning ``map``/``apply``/``submit`` calls into tasks: chunks, seeds, constants sent once.
+
+::
+
+    pool.map(f, seq, chunksize=k, seed=s, big=model)
+      |  f pickled once; big kwargs (>= 100 kB pickled) broadcast once to every worker
+      |  and referenced by key, kept by workers that fetch them later
+      |  one RemoteData per element, each with its own recipe (for recomputing)
+      '- one compute message per chunk of k elements, seeds derived from (s, index)
+"""
+import hashlib
+from dataclasses import dataclass
+
+from toolz import partition_all
+
+from .client import RemoteData
+from .dispatch import Batch, Task
+from .exceptions import DistributedError, SerializationError
+from .protocol import dumps, dumps_function
+from .task import extract_keys
+
+BIG_CONSTANT = 100_000  # pickled bytes above which a shared keyword argument is broadcast
+
+
+@dataclass
+class Options:
+    """How to run a map: see :meth:`Pool.map`."""
+
+    timeout: float = None
+    retries: int = 3
+    chunksize: int = 1
+    seed: int = None
+    progress: bool = False
+    stateful: dict = None  # {"name", "version"} of a stateful pool's instances
+    prepare: object = None  # coroutine function(worker) awaited before a worker's first task
+
+
+def task_seed(seed, index):
+    """The seed of task ``index`` of a map seeded with ``seed``: the same on any worker.
+
+    >>> task_seed(123, 0) == task_seed(123, 0) != task_seed(123, 1)
+    True
+    """
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def funcname(func):
+    return getattr(func, "__name__", type(func).__name__).replace("<lambda>", "lambda")
+
+
+async def broadcast_constants(pool, kwargs):
+    """Replace big keyword arguments by handles to one copy on every worker."""
+    out, keep = {}, []
+    for name, value in kwargs.items():
+        if not isinstance(value, RemoteData) and _pickled_size(value) >= BIG_CONSTANT:
+            (value,) = await pool._scatter([value], broadcast=True)
+            keep.append(value.key)
+        out[name] = value
+    return out, keep
+
+
+def _pickled_size(value):
+    try:
+        return sum(memoryview(f).nbytes for f in dumps(value))
+    except Exception:
+        return 0  # it will fail, clearly, when the task is sent
+
+
+async def make_tasks(pool, func, arglists, kwargs, options):
+    """``(handles in input order, tasks to run)`` for one call."""
+    name = funcname(func) if options.stateful is None else options.stateful["name"]
+    fbytes = None
+    if options.stateful is None:
+        if not callable(func):
+            raise TypeError(f"{func!r} is not callable")
+        try:
+            fbytes = dumps_function(func)
+        except Exception as e:
+            raise SerializationError(
+                f"could not serialize function {name}: {type(e).__name__}: {e}"
+            ) from e
+    kwargs, keep = await broadcast_constants(pool, kwargs)
+    kwargs, kw_handles = extract_keys(kwargs, RemoteData)
+    handles, elements = [], []
+    for i, args in enumerate(arglists):
+        args, inputs = extract_keys(args, RemoteData)
+        inputs.update(kw_handles)
+        handle = RemoteData(pool._new_key(name), pool, status="pending")
+        handles.append(handle)
+        failed = next((h for h in inputs.values() if h.status not in ("finished", "pending")),
+                      None)  # fmt: skip
+        if failed is not None:  # an input failed or was deleted: so does this task
+            handle.set_error(*_input_error(failed), next(iter(failed.workers), None))
+            continue
+        msg = {"op": "compute", "key": handle.key, "function": fbytes, "args": args}
+        if kwargs:
+            msg["kwargs"] = kwargs
+        if options.seed is not None:
+            msg["seed"] = task_seed(options.seed, i)
+        if keep:
+            msg["keep"] = keep
+        if options.stateful is not None:
+            msg["stateful"] = options.stateful
+        handle.recipe = (msg, inputs)
+        elements.append((handle, msg, inputs, i))
+    await pool._own([h.key for h in handles])
+    # inputs still being computed must finish before tasks that need them are placed
+    pending = {k: h for _, _, inputs, _ in elements for k, h in inputs.items()
+               if h.status == "pending"}  # fmt: skip
+    for h in pending.values():
+        await h.wait()
+    tasks = []
+    for chunk in partition_all(max(1, options.chunksize), elements):
+        if len(chunk) == 1:
+            handle, msg, inputs, i = chunk[0]
+            task = Task([handle], msg, inputs, i)
+        else:
+            first = chunk[0][1]
+            inputs = {k: h for _, _, ins, _ in chunk for k, h in ins.items()}
+            msg = {"op": "compute_chunk", "keys": [e[0].key for e in chunk],
+                   "function": fbytes, "args_list": [e[1]["args"] for e in chunk]}  # fmt: skip
+            for field in ("kwargs", "keep", "stateful"):
+                if field in first:
+                    msg[field] = first[field]
+            if options.seed is not None:
+                msg["seeds"] = [e[1]["seed"] for e in chunk]
+            task = Task([e[0] for e in chunk], msg, inputs, chunk[0][3])
+        task.refresh_hints()
+        tasks.append(task)
+    return handles, tasks
+
+
+def _input_error(handle):
+    if handle.status == "error":
+        return handle.exception, handle.traceback
+    return DistributedError(f"input {handle.key!r} was {handle.status}"), ""
+
+
+def make_batch(pool, tasks, name, options, on_done=None):
+    return Batch(pool, tasks, name, options.timeout, options.retries, on_done=on_done,
+                 prepare=options.prepare)  # fmt: skip
