@@ -20,13 +20,15 @@ from .exceptions import (
     TaskError,
     WorkerLostError,
 )
+from .futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .local import LocalCluster
 from .pool import Pool
 from .security import TLS
 from .worker import Worker
 
 __all__ = [
-    "Pool", "RemoteData", "TLS", "Center", "Worker", "LocalCluster", "Server", "rpc",
+    "Pool", "RemoteData", "TLS", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
+    "FIRST_EXCEPTION", "Center", "Worker", "LocalCluster", "Server", "rpc",
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",
     "TaskError", "WorkerLostError", "__version__",

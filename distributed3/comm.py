@@ -108,6 +108,7 @@ class Comm:
         self.peer = peer
         self.limits = limits
         self._closed_by_us = False
+        self.last_nbytes = 0  # payload bytes of the last message read
 
     def __repr__(self):
         state = "closed" if self.closed else "open"
@@ -172,6 +173,7 @@ class Comm:
                     f"{peer} announced a message of {total} bytes "
                     f"(limit {limits.max_message_bytes})"
                 )
+            self.last_nbytes = total
             buf = _allocate(total)
             if total:
                 await self.stream.read_into(buf)

@@ -109,7 +109,7 @@ class Server(TCPServer):
 
     Subclasses pass their ``{op: handler}`` dict and may override
     :meth:`connection_closed`.  Every server answers ``identity`` and keeps
-    ``counters`` (messages per op) for introspection.
+    ``counters`` (messages per op, and ``bytes_in`` received) for introspection.
 
     >>> async def demo():
     ...     server = Server({"ping": lambda comm: "pong"})
@@ -225,6 +225,7 @@ class Server(TCPServer):
                 if isinstance(e, ProtocolError):
                     logger.warning("%s: closing connection from %s: %s", self, peer, e)
                 return
+            self.counters["bytes_in"] += comm.last_nbytes
             if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
                 err = ProtocolError(f"malformed message from {peer}: expected a dict with an 'op'")
                 await self._reply(comm, error_message(err, ""))

@@ -87,7 +87,9 @@ class Batch:
         if task.inputs and cores:
             who_has = {k: h.workers for k, h in task.inputs.items()}
             nbytes = {k: h.nbytes or 0 for k, h in task.inputs.items()}
-            worker = decide_worker(list(who_has), who_has, nbytes, cores, self.pool.occupancy)
+            # ties (inputs on several workers) go round by what this batch already placed
+            load = {w: self.pool.occupancy[w] + len(self.pinned.get(w, ())) for w in cores}
+            worker = decide_worker(list(who_has), who_has, nbytes, cores, load)
             if any(worker in ws for ws in who_has.values()):
                 self.pinned[worker].append(task)
                 return

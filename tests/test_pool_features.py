@@ -1,0 +1,148 @@
+"""Streaming, futures, chunks, constants sent once, seeds, progress."""
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from distributed3 import FIRST_COMPLETED, Pool, as_completed, wait
+from distributed3.testing import cluster_in_thread
+
+# in-process workers share this module: a task can block on it until the test lets go
+GATE = threading.Event()
+
+
+def gated(x):
+    if x == 0:
+        assert GATE.wait(10), "the test never opened the gate"
+    return x * 10
+
+
+@pytest.fixture
+def pool2():
+    # 4 threads each: a task blocked on GATE must not hold up the tasks queued behind it
+    with cluster_in_thread(2, ncores=4) as (center, workers):
+        with Pool(center.address) as pool:
+            yield pool, workers
+
+
+def test_imap_unordered_yields_while_others_still_run(pool2):
+    pool, _ = pool2
+    GATE.clear()
+    try:
+        it = pool.imap_unordered(gated, range(5))
+        first_four = sorted(next(it) for _ in range(4))  # task 0 is still blocked
+        assert first_four == [10, 20, 30, 40]
+        GATE.set()
+        assert next(it) == 0
+        with pytest.raises(StopIteration):
+            next(it)
+    finally:
+        GATE.set()
+
+
+def test_imap_keeps_order_and_raises_in_place(pool2):
+    pool, _ = pool2
+    assert list(pool.imap(lambda x, y: x * y, range(6), range(6), chunksize=4)) == [
+        0, 1, 4, 9, 16, 25
+    ]  # fmt: skip
+    it = pool.imap(lambda x: 10 // x, [1, 2, 0, 5])
+    assert next(it) == 10 and next(it) == 5
+    with pytest.raises(ZeroDivisionError):
+        next(it)
+
+
+def test_imap_releases_what_it_yielded(pool2):
+    pool, workers = pool2
+    assert sum(pool.imap(lambda x: np.ones(1000) * x, range(20), chunksize=3)).sum() == 190_000
+    deadline = time.monotonic() + 10
+    while any(w.data for w in workers):
+        assert time.monotonic() < deadline, "imap left its results on the workers"
+        time.sleep(0.01)
+
+
+def test_chunksize_sends_one_message_per_chunk(pool2):
+    pool, workers = pool2
+    before = sum(w.counters["compute_chunk"] + w.counters["compute"] for w in workers)
+    out = pool.map(lambda x: 100 // x, [1, 2, 0, 4, 5, 10, 20], chunksize=3)
+    after = sum(w.counters["compute_chunk"] + w.counters["compute"] for w in workers)
+    assert after - before == 3  # 3 + 3 + 1 elements
+    assert [o.status for o in out] == ["finished", "finished", "error"] + ["finished"] * 4
+    assert pool.gather([o for o in out if o.status == "finished"]) == [100, 50, 25, 20, 10, 5]
+    with pytest.raises(ZeroDivisionError):
+        out[2].get()
+    assert len({o.key for o in out}) == 7  # one handle, and one key, per element
+
+
+def test_submit_as_completed_and_wait(pool2):
+    pool, _ = pool2
+    GATE.clear()
+    try:
+        futures = [pool.submit(gated, x) for x in range(4)]
+        assert not futures[0].done()
+        order = []
+        for f in as_completed(futures[1:]):
+            order.append(f.result())
+        assert sorted(order) == [10, 20, 30]
+        done, not_done = wait(futures, timeout=0.2)
+        assert futures[0] in not_done and len(done) == 3
+        with pytest.raises(TimeoutError):
+            list(as_completed([futures[0]], timeout=0.1))
+        GATE.set()
+        done, not_done = wait(futures, return_when=FIRST_COMPLETED)
+        assert done and futures[0].result(timeout=5) == 0
+    finally:
+        GATE.set()
+    failing = pool.submit(lambda: 1 / 0)
+    (f,) = list(as_completed([failing]))
+    with pytest.raises(ZeroDivisionError):
+        f.result()
+    downstream = pool.submit(lambda a, b: a + b, pool.submit(pow, 2, 3), 1)
+    assert downstream.result() == 9  # a pending input is waited for
+
+
+def test_big_constant_reaches_each_worker_once(pool2):
+    pool, workers = pool2
+    model = np.random.default_rng(0).random(250_000)  # 2 MB
+    before = [w.counters["bytes_in"] for w in workers]
+    out = pool.map(lambda x, model: float(model[x]), range(40), model=model)
+    assert pool.gather(out) == [float(model[x]) for x in range(40)]
+    received = [w.counters["bytes_in"] - b for w, b in zip(workers, before)]
+    assert all(model.nbytes <= r < 1.5 * model.nbytes for r in received), received
+    assert all(w.tasks_done > 0 for w in workers)
+
+
+def test_scatter_broadcast_puts_a_copy_everywhere(pool2):
+    pool, workers = pool2
+    (table,) = pool.scatter([{"a": 1}], broadcast=True)
+    assert pool.who_has([table])[table.key] == {w.address for w in workers}
+    assert all(w.data[table.key] == {"a": 1} for w in workers)
+    out = pool.map(lambda i, t: t["a"] + i, range(10), t=table)
+    assert pool.worker_info() and sum(i["peer_bytes_in"] for i in pool.worker_info().values()) == 0
+    assert pool.gather(out) == list(range(1, 11))
+
+
+def draw(x):
+    return (x, random.random(), float(np.random.rand()))
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_seeded_maps_are_reproducible_across_worker_counts(chunksize):
+    results = []
+    for nworkers in (1, 3):
+        with cluster_in_thread(nworkers) as (center, _):
+            with Pool(center.address) as pool:
+                results.append(pool.gather(pool.map(draw, range(12), seed=123,
+                                                    chunksize=chunksize)))  # fmt: skip
+                other = pool.gather(pool.map(draw, range(12), seed=124))
+    assert results[0] == results[1]
+    assert len({r[1] for r in results[0]}) == 12  # different per task
+    assert other != results[0]
+
+
+def test_progress_bar(pool2, capsys):
+    pool, _ = pool2
+    pool.map(lambda x: x, range(10), progress=True)
+    err = capsys.readouterr().err
+    assert "10/10" in err and "lambda" in err
