@@ -68,6 +68,7 @@ class Center(Server):
         self.nbytes = {}
         self.ncores = {}
         self.names = {}
+        self.resources = {}  # worker -> {"GPU": 2, ...}
         self.last_seen = {}
         self.worker_comms = {}
         self.subscribers = set()
@@ -98,7 +99,7 @@ class Center(Server):
 
     # -- worker membership ---------------------------------------------------
 
-    def register(self, comm, address, ncores, keys=(), nbytes=None, name=None):
+    def register(self, comm, address, ncores, keys=(), nbytes=None, name=None, resources=None):
         """A worker joins (or rejoins) with the keys it already holds."""
         address = parse_address(address)
         ncores = int(ncores)
@@ -108,11 +109,13 @@ class Center(Server):
             self._remove_worker(address, "it registered again")
         self.ncores[address] = ncores
         self.names[address] = name
+        self.resources[address] = dict(resources or {})
         self.last_seen[address] = time.monotonic()
         self.worker_comms[comm] = address
         self.add_keys(comm, address, keys, nbytes)
         logger.info("Register worker %s with %d cores", format_address(address), ncores)
-        self._publish({"op": "add_worker", "address": address, "ncores": int(ncores)})
+        self._publish({"op": "add_worker", "address": address, "ncores": ncores,
+                       "resources": self.resources[address]})  # fmt: skip
         return {"center": self.address}
 
     def unregister(self, comm, address):
@@ -147,6 +150,7 @@ class Center(Server):
             self._drop_holder(key, address)
         del self.ncores[address]
         self.names.pop(address, None)
+        self.resources.pop(address, None)
         self.last_seen.pop(address, None)
         for comm, addr in list(self.worker_comms.items()):
             if addr == address:
@@ -233,6 +237,7 @@ class Center(Server):
             w: {
                 "ncores": n,
                 "name": self.names.get(w),
+                "resources": self.resources.get(w, {}),
                 "nkeys": len(self.has_what.get(w, ())),
                 "nbytes": sum(self.nbytes.get(k, 0) for k in self.has_what.get(w, ())),
             }
@@ -252,7 +257,7 @@ class Center(Server):
         if client is not None:
             self.clients[comm] = client
             self.own_keys(comm, keys)
-        return {"workers": dict(self.ncores)}
+        return {"workers": dict(self.ncores), "resources": dict(self.resources)}
 
     # -- ownership of keys by clients ------------------------------------------
 

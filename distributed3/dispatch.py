@@ -17,9 +17,15 @@ import asyncio
 import logging
 from collections import defaultdict, deque
 
-from .exceptions import CommClosedError, ConnectionBrokenError, SerializationError, WorkerLostError
+from .exceptions import (
+    CommClosedError,
+    ConnectionBrokenError,
+    SerializationError,
+    WorkerLostError,
+    WorkerRetiringError,
+)
 from .scheduling import decide_worker
-from .utils import format_address
+from .utils import format_address, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +69,9 @@ class Batch:
     slots_per_core = 4
     recovery_rounds = 5
 
-    def __init__(self, pool, tasks, name, timeout=None, retries=3, on_done=None, prepare=None):
+    def __init__(self, pool, tasks, name, timeout=None, retries=3, on_done=None, prepare=None,
+                 resources=None):  # fmt: skip
+        self.need = {r: float(n) for r, n in (resources or {}).items() if n}
         self.on_done = on_done  # called with the handles of each task as it ends
         self.prepare = prepare  # awaited with a worker before its first task (stateful pools)
         self.pool = pool
@@ -117,13 +125,58 @@ class Batch:
                                  key=lambda w: pool.occupancy[w] / pool.available_cores[w])  # fmt: skip
                 for worker in workers:
                     self.add_worker(worker)
+                if not self.remaining:
+                    break
                 if any(self.runners.values()):
                     await asyncio.shield(self.done)
                     self.done = asyncio.get_running_loop().create_future()
+                elif not self.stalled:  # no worker can take these tasks now
+                    await self._wait_for_a_suitable_worker()
                 if self.error is not None:
                     raise self.error
         finally:
             pool._batches.discard(self)
+
+    async def _wait_for_a_suitable_worker(self):
+        pool = self.pool
+        known = set(pool.available_cores)
+        try:
+            await wait_for(
+                lambda: set(pool.available_cores) - known
+                or not self.remaining
+                or any(self.runners.values()),
+                pool.timeout,
+                "",
+            )
+        except TimeoutError:
+            what = f"none has resources {self.need}" if self.need else "none is available"
+            raise WorkerLostError(
+                f"no worker can run {self.remaining} tasks of {self.name}: {what} "
+                f"(waited {pool.timeout} s for one to join)"
+            ) from None
+
+    def _eligible(self, worker):
+        totals = self.pool.worker_resources.get(worker, {})
+        return all(totals.get(r, 0) >= n for r, n in self.need.items())
+
+    def _fits(self, worker):
+        totals = self.pool.worker_resources.get(worker, {})
+        used = self.pool.resources_in_use[worker]
+        return all(used[r] + n <= totals.get(r, 0) for r, n in self.need.items())
+
+    async def _acquire(self, worker):
+        """Reserve this batch's resources on ``worker``, waiting while others hold them."""
+        pool = self.pool
+        while not self._fits(worker):
+            await pool._resources_freed().wait()
+        for r, n in self.need.items():
+            pool.resources_in_use[worker][r] += n
+
+    def _release(self, worker):
+        pool = self.pool
+        for r, n in self.need.items():
+            pool.resources_in_use[worker][r] -= n
+        pool._resources_freed().set()
 
     async def _recover_inputs(self, rounds):
         stalled, self.stalled = self.stalled, []
@@ -140,7 +193,7 @@ class Batch:
 
     def add_worker(self, worker):
         ncores = self.pool.available_cores.get(worker)
-        if not ncores or worker in self.lost:
+        if not ncores or worker in self.lost or (self.need and not self._eligible(worker)):
             return
         # tasks pinned to a worker that is gone are free for anyone
         alive = self.pool.available_cores.keys() - self.lost
@@ -169,6 +222,8 @@ class Batch:
                 task = self._next(worker)
                 if task is None:
                     return
+                if self.need:
+                    await self._acquire(worker)
                 pool.occupancy[worker] += 1
                 try:
                     if self.prepare is not None:
@@ -176,6 +231,10 @@ class Batch:
                     reply = await pool.connection_pool.call(worker, task.msg, self.timeout)
                 except (ConnectionBrokenError, CommClosedError) as e:
                     self._worker_died(worker, task, e)
+                    return
+                except WorkerRetiringError:  # not the task's fault: elsewhere, no blame
+                    self.lost.add(worker)
+                    self.free.append(task)
                     return
                 except WorkerLostError as e:  # the worker could not find the inputs
                     logger.info("Inputs of %s lost: %s", task.handle.key, e)
@@ -186,6 +245,8 @@ class Batch:
                     continue
                 finally:
                     pool.occupancy[worker] -= 1
+                    if self.need:
+                        self._release(worker)
                 results = reply["results"] if "results" in reply else {task.handle.key: reply}
                 for handle in task.handles:
                     if handle.status != "pending":

@@ -41,6 +41,10 @@ class WorkerLostError(DistributedError):
     """A worker holding the data or running the task went away."""
 
 
+class WorkerRetiringError(DistributedError):
+    """The worker is leaving and takes no new tasks; the pool sends them elsewhere."""
+
+
 class TaskError(DistributedError):
     """A task failed and its exception could not travel back as itself."""
 

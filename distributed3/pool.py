@@ -80,6 +80,8 @@ class Pool:
                 raise ValueError("n_workers starts a local cluster; give no address with it")
             self.center_address = parse_address(address)
         self.available_cores = {}
+        self.worker_resources = {}  # worker -> {"GPU": 2, ...} as announced
+        self.resources_in_use = defaultdict(lambda: defaultdict(float))
         self.occupancy = defaultdict(int)
         self.id = uuid.uuid4().hex[:8]
         self._counter = itertools.count()
@@ -168,6 +170,7 @@ class Pool:
             raise
         self._subscription = comm
         self.available_cores = dict(reply["result"]["workers"])
+        self.worker_resources = dict(reply["result"].get("resources", {}))
         for batch in list(self._batches):
             for worker in self.available_cores:
                 batch.add_worker(worker)
@@ -187,6 +190,7 @@ class Pool:
             op = event.get("op")
             address = event.get("address")
             if op == "add_worker":
+                self.worker_resources[address] = event.get("resources", {})
                 self.available_cores[address] = event["ncores"]
                 for batch in list(self._batches):
                     batch.add_worker(address)
@@ -204,6 +208,15 @@ class Pool:
                 logger.debug("Center still unreachable: %s", e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _resources_freed(self):
+        """An event set whenever a task gives resources back (cleared by each waiter)."""
+        event = getattr(self, "_freed_event", None)
+        if event is None:
+            event = self._freed_event = asyncio.Event()
+        else:
+            event.clear()
+        return event
 
     async def _own(self, keys):
         """Tell the center we created ``keys``, so they are released if we vanish."""
@@ -294,6 +307,20 @@ class Pool:
     # -- membership -----------------------------------------------------------
 
     @property
+    def nhosts(self):
+        """How many distinct hosts the pool's workers run on."""
+        return len({host for host, _ in self.available_cores})
+
+    def halt(self):
+        """Stop the cluster this pool started (``Pool()``, ``Pool(n_workers=...)``) and close."""
+        if self.cluster is None:
+            raise RuntimeError(
+                f"this pool connects to the cluster at {format_address(self.center_address)}, "
+                "which it did not start; stop that with its dcenter/dworker processes"
+            )
+        self.close()
+
+    @property
     def nworkers(self):
         """How many workers the pool currently sees."""
         return len(self.available_cores)
@@ -316,7 +343,7 @@ class Pool:
     # -- map / apply / submit -------------------------------------------------
 
     def map(self, func, *iterables, timeout=None, retries=3, chunksize=1, seed=None,
-            progress=False, **kwargs):  # fmt: skip
+            progress=False, resources=None, **kwargs):  # fmt: skip
         """Apply ``func`` to every item of the iterables, on the workers; list of ``RemoteData``.
 
         Items (and ``kwargs``) may be ``RemoteData``, or lists, tuples and dicts
@@ -330,6 +357,8 @@ class Pool:
         * ``seed=s`` seeds ``random`` and ``numpy.random`` per task from ``(s, index)``,
           so results do not depend on which worker ran what;
         * ``progress=True`` shows a progress bar;
+        * ``resources={"GPU": 1}`` runs each task only where that much of the
+          workers' announced resources (``dworker --resources``) is free;
         * a task whose worker dies is sent to another, at most ``retries`` times;
           ``timeout`` makes the map raise ``TimeoutError`` naming a task that runs
           longer.  Inputs lost with a worker are recomputed.
@@ -338,13 +367,13 @@ class Pool:
         >>> pool.gather(squares)
         [0, 1, 4, 9]
         """
-        options = Options(timeout, retries, chunksize, seed, progress)
+        options = Options(timeout, retries, chunksize, seed, progress, resources=resources)
         return self._sync(self._map(func, *iterables, options=options, **kwargs))
 
     async def amap(self, func, *iterables, timeout=None, retries=3, chunksize=1, seed=None,
-                   progress=False, **kwargs):  # fmt: skip
+                   progress=False, resources=None, **kwargs):  # fmt: skip
         """Async form of :meth:`map`."""
-        options = Options(timeout, retries, chunksize, seed, progress)
+        options = Options(timeout, retries, chunksize, seed, progress, resources=resources)
         return await self._run(self._map(func, *iterables, options=options, **kwargs))
 
     def apply(self, func, args=(), kwargs=None, timeout=None, retries=3):
@@ -446,23 +475,25 @@ class Pool:
 
     # -- streaming --------------------------------------------------------------
 
-    def imap(self, func, *iterables, chunksize=1, seed=None, progress=False, **kwargs):
+    def imap(self, func, *iterables, chunksize=1, seed=None, progress=False, resources=None,
+             **kwargs):  # fmt: skip
         """Like :meth:`map`, but yield the *values*, in order, while later tasks still run.
 
         >>> list(pool.imap(lambda x: x + 1, range(3)))
         [1, 2, 3]
         """
-        return self._iterate(func, iterables, kwargs, True, Options(None, 3, chunksize, seed,
-                                                                     progress))  # fmt: skip
+        options = Options(None, 3, chunksize, seed, progress, resources=resources)
+        return self._iterate(func, iterables, kwargs, True, options)
 
-    def imap_unordered(self, func, *iterables, chunksize=1, seed=None, progress=False, **kwargs):
+    def imap_unordered(self, func, *iterables, chunksize=1, seed=None, progress=False,
+                       resources=None, **kwargs):  # fmt: skip
         """Like :meth:`imap`, but yield values in the order tasks finish.
 
         >>> sorted(pool.imap_unordered(lambda x: x * 2, range(3)))
         [0, 2, 4]
         """
-        return self._iterate(func, iterables, kwargs, False, Options(None, 3, chunksize, seed,
-                                                                      progress))  # fmt: skip
+        options = Options(None, 3, chunksize, seed, progress, resources=resources)
+        return self._iterate(func, iterables, kwargs, False, options)
 
     def _iterate(self, func, iterables, kwargs, ordered, options):
         agen = self._stream(func, list(zip(*iterables)), kwargs, ordered, options)

@@ -32,6 +32,7 @@ class Options:
     seed: int = None
     progress: bool = False
     stateful: dict = None  # {"name", "version"} of a stateful pool's instances
+    resources: dict = None  # {"GPU": 1}: what each task needs free on its worker
     prepare: object = None  # coroutine function(worker) awaited before a worker's first task
 
 
@@ -139,4 +140,4 @@ def _input_error(handle):
 
 def make_batch(pool, tasks, name, options, on_done=None):
     return Batch(pool, tasks, name, options.timeout, options.retries, on_done=on_done,
-                 prepare=options.prepare)  # fmt: skip
+                 prepare=options.prepare, resources=options.resources)  # fmt: skip

@@ -44,7 +44,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .comm import connect
 from .core import ConnectionPool, Server
-from .exceptions import CommClosedError, ConnectionBrokenError, DistributedError, WorkerLostError
+from .exceptions import (
+    CommClosedError,
+    ConnectionBrokenError,
+    DistributedError,
+    WorkerLostError,
+    WorkerRetiringError,
+)
 from .protocol import loads_function, sizeof
 from .scheduling import split_by_worker, spread
 from .task import substitute
@@ -77,7 +83,8 @@ class Worker(Server):
     """
 
     def __init__(self, center, *, ncores=None, name=None, heartbeat_interval=1.0,
-                 handoff_timeout=30.0, **kwargs):  # fmt: skip
+                 handoff_timeout=30.0, lifetime=None, max_tasks=None, resources=None,
+                 **kwargs):  # fmt: skip
         handlers = {
             "compute": self.compute,
             "compute_chunk": self.compute_chunk,
@@ -97,6 +104,11 @@ class Worker(Server):
         self.ncores = int(ncores or os.cpu_count() or 1)
         self.heartbeat_interval = heartbeat_interval
         self.handoff_timeout = handoff_timeout
+        self.lifetime = lifetime
+        self.max_tasks = max_tasks
+        self.resources = dict(resources or {})
+        self.retiring = None  # why, once retiring
+        self.active = 0  # tasks running now
         self.data = {}
         self.nbytes = {}
         self.stateful = {}  # name -> instance of a user's WorkerInterface class
@@ -120,7 +132,23 @@ class Worker(Server):
         await self._register()
         logger.info("Register with center at %s", format_address(self.center_address))
         self._center_task = asyncio.ensure_future(self._center_loop())
+        if self.lifetime:
+            asyncio.get_running_loop().call_later(
+                self.lifetime, lambda: self.retire(f"its lifetime of {self.lifetime} s is over")
+            )
         return self
+
+    def retire(self, why):
+        """Leave gracefully: take no new tasks, finish running ones, hand keys to peers."""
+        if self.retiring is None and not self._closing:
+            self.retiring = why
+            logger.info("Retiring: %s", why)
+            asyncio.ensure_future(self._retire())
+
+    async def _retire(self):
+        while self.active:
+            await asyncio.sleep(0.01)
+        await self.close()
 
     async def close(self, report=True, handoff=True):
         """Leave the cluster: hand the keys only we hold to peers (when ``handoff``),
@@ -180,7 +208,7 @@ class Worker(Server):
         try:
             await self._call_center(
                 comm, "register", ncores=self.ncores, keys=list(self.data),
-                nbytes=dict(self.nbytes), name=self.name,
+                nbytes=dict(self.nbytes), name=self.name, resources=self.resources,
             )  # fmt: skip
         except BaseException:
             comm.close()
@@ -272,6 +300,21 @@ class Worker(Server):
 
         Returns ``{"results": {key: {"nbytes", "type"} or {"exception", "traceback"}}}``.
         """
+        if self.retiring is not None:
+            raise WorkerRetiringError(
+                f"worker {format_address(self.address)} is retiring ({self.retiring})"
+            )
+        self.active += 1
+        try:
+            return await self._compute_chunk(comm, keys, function, args_list, kwargs, who_has,
+                                             seeds, keep, stateful)  # fmt: skip
+        finally:
+            self.active -= 1
+            if self.max_tasks and self.tasks_done >= self.max_tasks:
+                self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
+
+    async def _compute_chunk(self, comm, keys, function, args_list, kwargs, who_has, seeds,
+                             keep, stateful):  # fmt: skip
         if stateful is not None:
             instance = self.stateful.get(stateful["name"])
             if instance is None or self.stateful_version.get(stateful["name"]) != stateful["version"]:
@@ -421,6 +464,7 @@ class Worker(Server):
         """Counters: ``ncores``, ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``."""
         return {
             "ncores": self.ncores,
+            "resources": self.resources,
             "nkeys": len(self.data),
             "nbytes": sum(self.nbytes.values()),
             "tasks_done": self.tasks_done,

@@ -36,7 +36,8 @@ async def test_keys_and_queries():
         assert await call(alice, "nbytes") == {"x": 10, "y": 5}
         assert await call(alice, "nbytes", keys=["y"]) == {"y": 5}
         workers = await call(alice, "workers")
-        assert workers[ALICE] == {"ncores": 2, "name": "alice", "nkeys": 1, "nbytes": 10}
+        assert workers[ALICE] == {"ncores": 2, "name": "alice", "nkeys": 1, "nbytes": 10,
+                                  "resources": {}}  # fmt: skip
         await call(bob, "remove_keys", address=BOB, keys=["x", "y"])
         assert await call(alice, "who_has") == {"x": {ALICE}}
         assert await call(alice, "nbytes") == {"x": 10}  # y has no holder: forgotten
@@ -104,9 +105,10 @@ async def test_subscribers_get_membership_events_in_order():
     center = await Center().start(port=0)
     try:
         alice = await connect(center.address)
-        await call(alice, "register", address=ALICE, ncores=2)
+        await call(alice, "register", address=ALICE, ncores=2, resources={"GPU": 1})
         sub = await connect(center.address)
-        assert await call(sub, "subscribe") == {"workers": {ALICE: 2}}
+        assert await call(sub, "subscribe") == {"workers": {ALICE: 2},
+                                                "resources": {ALICE: {"GPU": 1}}}  # fmt: skip
         dropped = await connect(center.address)
         await call(dropped, "subscribe")
         dropped.close()  # a subscriber that goes away does not disturb the others
@@ -116,7 +118,7 @@ async def test_subscribers_get_membership_events_in_order():
         bob.close()
         events = [await asyncio.wait_for(sub.read(), 5) for _ in range(3)]
         assert events == [
-            {"op": "add_worker", "address": BOB, "ncores": 1},
+            {"op": "add_worker", "address": BOB, "ncores": 1, "resources": {}},
             {"op": "remove_worker", "address": ALICE},
             {"op": "remove_worker", "address": BOB},
         ]
