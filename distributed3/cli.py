@@ -21,6 +21,8 @@ import sys
 
 from .center import Center
 from .exceptions import DistributedError
+from .procs import format_resources, parse_resources, spawn, stop, supervise, visible_gpus
+from .procs import worker_command
 from .security import TLS, new_secret_file, read_secret_file
 from .utils import is_loopback, local_ip_for, parse_address
 from .worker import Worker
@@ -120,9 +122,17 @@ async def start_server(server, host, port, fallback_port):
         return await server.start(host=host, port=0)
 
 
-async def _serve(server, host, port, fallback_port, parent_pid=None):
+def _tls_args(args):
+    return [arg for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
+                                    ("--tls-ca", args.tls_ca)) if value
+            for arg in (flag, value)]  # fmt: skip
+
+
+async def _serve(server, host, port, fallback_port, parent_pid=None, on_start=None):
     """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it."""
     await start_server(server, host, port, fallback_port)
+    if on_start is not None:
+        await on_start(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -150,6 +160,8 @@ def dcenter(argv=None):
     parser.add_argument("--port", type=int, default=None,
                         help=f"port to listen on (default {DEFAULT_CENTER_PORT}, "
                              "or a free one if that is taken; 0 for any free port)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="also start N local worker processes, stopped with the center")  # fmt: skip
     parser.add_argument("--heartbeat-timeout", type=float, default=15.0, metavar="SECONDS",
                         help="remove a worker not heard from for this long (default 15)")  # fmt: skip
     parser.add_argument("--new-secret", metavar="PATH",
@@ -178,7 +190,18 @@ def dcenter(argv=None):
 
     async def main():
         center = Center(secret=secret, tls=tls, heartbeat_timeout=args.heartbeat_timeout)
-        await _serve(center, host, port, fallback_port=args.port is None)
+        workers = []
+
+        async def started(center):
+            for _ in range(args.workers):
+                cmd = worker_command(center.address, "--ncores", "1", "--no-handoff",
+                                     "--parent-pid", str(os.getpid()), *_tls_args(args))  # fmt: skip
+                workers.append(spawn(cmd, secret=secret))
+
+        try:
+            await _serve(center, host, port, fallback_port=args.port is None, on_start=started)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, stop, workers)
 
     _run(main)
 
@@ -191,6 +214,16 @@ def dworker(argv=None):
     parser.add_argument("--ncores", type=int, default=None,
                         help="tasks run at once (default: cores on this machine)")  # fmt: skip
     parser.add_argument("--name", default=None, help="a name for this worker")
+    parser.add_argument("--resources", default="", metavar="NAME=N,...",
+                        help="what tasks may ask for, e.g. GPU=2,MEM=64e9")  # fmt: skip
+    parser.add_argument("--nprocs", default="1", metavar="N|gpu",
+                        help="start N worker processes, or one per visible GPU")  # fmt: skip
+    parser.add_argument("--min-gpu-memory", type=float, default=0, metavar="BYTES",
+                        help="with --nprocs gpu: skip GPUs with less free memory")  # fmt: skip
+    parser.add_argument("--lifetime", type=float, default=None, metavar="SECONDS",
+                        help="retire gracefully after this long (keys handed to peers)")  # fmt: skip
+    parser.add_argument("--max-tasks", type=int, default=None, metavar="N",
+                        help="retire gracefully after running N tasks")  # fmt: skip
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-handoff", action="store_true", help=argparse.SUPPRESS)
     _common(parser)
@@ -204,14 +237,69 @@ def dworker(argv=None):
     secret = read_secret(args)
     tls = read_tls(args)
     check_exposure(host, secret, args.insecure)
+    try:
+        resources = parse_resources(args.resources)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.nprocs != "1":
+        sys.exit(_run_many(args, argv if argv is not None else sys.argv[1:], resources))
 
     async def main():
-        worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret, tls=tls)
+        worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret, tls=tls,
+                        lifetime=args.lifetime, max_tasks=args.max_tasks,
+                        resources=resources)  # fmt: skip
         if args.no_handoff:  # a local cluster stops as a whole: nobody to hand keys to
             worker.handoff_timeout = 0
         await _serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
 
     _run(main)
+
+
+def _run_many(args, argv, resources):
+    """``--nprocs N|gpu``: this process only starts and supervises the workers."""
+    base = _without(argv, {"--nprocs": 1, "--min-gpu-memory": 1, "--name": 1, "--resources": 1})
+    children = []
+    if args.nprocs == "gpu":
+        gpus = visible_gpus(min_free_bytes=args.min_gpu_memory)
+        if not gpus:
+            sys.exit(f"error: no visible GPU has {args.min_gpu_memory:.0f} bytes free")
+        for gpu in gpus:
+            res = dict(resources, GPU=1)
+            name = f"{args.name or 'gpu'}-{gpu.index}"
+            logger.info("Starting a worker for GPU %s (%.1f GB free)", gpu.index,
+                        gpu.free_bytes / 1e9)  # fmt: skip
+            children.append(_child(base, name, res, {"CUDA_VISIBLE_DEVICES": gpu.index}))
+    else:
+        try:
+            n = int(args.nprocs)
+        except ValueError:
+            sys.exit(f"error: --nprocs takes a number or 'gpu', not {args.nprocs!r}")
+        for i in range(n):
+            name = f"{args.name}-{i}" if args.name else None
+            children.append(_child(base, name, resources, {}))
+    return supervise(children)
+
+
+def _child(base, name, resources, env):
+    cmd = [sys.executable, "-m", "distributed3.cli", "worker", *base]
+    if name:
+        cmd += ["--name", name]
+    if resources:
+        cmd += ["--resources", format_resources(resources)]
+    return spawn(cmd, env=env)
+
+
+def _without(argv, options):
+    """``argv`` without the given options and their values (``--opt v`` or ``--opt=v``)."""
+    out, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+        elif arg.split("=")[0] in options:
+            skip = 0 if "=" in arg else options[arg.split("=")[0]]
+        else:
+            out.append(arg)
+    return out
 
 
 def _run(main):

@@ -22,13 +22,12 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 import weakref
 
 from .center import Center
+from .procs import spawn, worker_command
 from .security import normalize_secret
-from .utils import format_address
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +78,12 @@ class LocalCluster:
 
     def start_worker(self):
         """Start one more worker process."""
-        cmd = [
-            sys.executable, "-m", "distributed3.cli", "worker",
-            format_address(self.center.address), "--host", self.host, "--port", "0",
+        cmd = worker_command(
+            self.center.address, "--host", self.host, "--port", "0",
             "--ncores", str(self.ncores), "--parent-pid", str(os.getpid()),
             "--log-level", "warning", "--no-handoff",
-        ]  # fmt: skip
-        env = dict(os.environ, DISTRIBUTED3_SECRET=self.secret.decode())
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        )  # fmt: skip
+        proc = spawn(cmd, secret=self.secret)
         self.procs.append(proc)
         return proc
 

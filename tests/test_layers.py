@@ -22,6 +22,7 @@ ALLOWED = {
     "dispatch": {"exceptions", "scheduling", "utils"},
     "recovery": {"dispatch", "exceptions"},
     "progress": set(),
+    "procs": {"utils"},
     "submission": {"client", "dispatch", "exceptions", "protocol", "task"},
     "pool": {"client", "comm", "core", "exceptions", "local", "progress", "recovery",
              "scheduling", "security", "submission", "utils"},

@@ -1,0 +1,115 @@
+"""Starting and supervising worker processes; finding GPUs.
+
+Used by ``dcenter --workers N``, ``dworker --nprocs N|gpu`` and ``Pool()``'s
+local cluster.  The secret travels in the environment, never on a command line.
+
+>>> parse_resources("GPU=2,MEM=64e9")
+{'GPU': 2.0, 'MEM': 64000000000.0}
+>>> [g.index for g in visible_gpus({"DISTRIBUTED3_FAKE_GPUS": "0:16e9,1:2e9"}, 4e9)]
+['0']
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from .utils import format_address
+
+
+def parse_resources(text):
+    """``"GPU=2,MEM=64e9"`` -> ``{"GPU": 2.0, "MEM": 64e9}``."""
+    out = {}
+    for part in filter(None, (text or "").split(",")):
+        name, sep, amount = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"resource {part!r} is not NAME=AMOUNT")
+        out[name.strip()] = float(amount)
+    return out
+
+
+def format_resources(resources):
+    """The inverse of :func:`parse_resources`.
+
+    >>> format_resources({"GPU": 1.0})
+    'GPU=1.0'
+    """
+    return ",".join(f"{k}={v}" for k, v in resources.items())
+
+
+@dataclass
+class GPU:
+    index: str
+    free_bytes: float
+
+
+def visible_gpus(environ=None, min_free_bytes=0):
+    """The GPUs this process may use with at least ``min_free_bytes`` free.
+
+    Read from ``nvidia-smi``, limited to ``CUDA_VISIBLE_DEVICES`` when set;
+    ``DISTRIBUTED3_FAKE_GPUS="0:16e9,1:2e9"`` stands in for it in tests.
+    """
+    environ = os.environ if environ is None else environ
+    fake = environ.get("DISTRIBUTED3_FAKE_GPUS")
+    if fake is not None:
+        gpus = [GPU(i, float(free)) for i, _, free in
+                (p.partition(":") for p in fake.split(",") if p)]  # fmt: skip
+    elif shutil.which("nvidia-smi"):
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"nvidia-smi failed: {out.stderr.strip()}")
+        gpus = [GPU(i.strip(), float(mib) * 2**20) for i, mib in
+                (line.split(",") for line in out.stdout.strip().splitlines() if line)]  # fmt: skip
+    else:
+        gpus = []
+    allowed = environ.get("CUDA_VISIBLE_DEVICES")
+    if allowed is not None:
+        keep = {d.strip() for d in allowed.split(",")}
+        gpus = [g for g in gpus if g.index in keep]
+    return [g for g in gpus if g.free_bytes >= min_free_bytes]
+
+
+def worker_command(center, *args):
+    """The command line of a worker process for ``center``."""
+    return [sys.executable, "-m", "distributed3.cli", "worker", format_address(center), *args]
+
+
+def spawn(cmd, secret=None, env=None, **kwargs):
+    """Start a process with the secret (if any) in its environment."""
+    full = dict(os.environ, **(env or {}))
+    if secret:
+        full["DISTRIBUTED3_SECRET"] = secret.decode() if isinstance(secret, bytes) else secret
+    return subprocess.Popen(cmd, env=full, stdin=subprocess.DEVNULL, **kwargs)
+
+
+def stop(procs, timeout=10, sig=signal.SIGTERM):
+    """Signal every process, wait up to ``timeout`` s, then kill what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def supervise(procs):
+    """Wait for child workers; pass SIGINT/SIGTERM on to them. Returns the worst exit code."""
+
+    def forward(signum, frame):
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [proc.wait() for proc in procs]
+    return max((abs(c) for c in codes), default=0)

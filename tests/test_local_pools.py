@@ -1,0 +1,110 @@
+"""Local pools in one command, worker recycling, resources and GPU workers (simulated)."""
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from distributed3 import Pool
+from distributed3.testing import BIN, Proc
+
+pytestmark = pytest.mark.slow
+DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
+
+
+def children_of(proc):
+    return psutil.Process(proc.proc.pid).children(recursive=True)
+
+
+def test_dcenter_workers_starts_and_stops_local_workers():
+    with Proc([DCENTER, "--port", "0", "--workers", "2"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Pool(address) as pool:
+            pool.wait_for_workers(2, timeout=20)
+            assert pool.nworkers == 2 and pool.nhosts == 1
+            assert pool.gather(pool.map(abs, [-1, -2])) == [1, 2]
+            with pytest.raises(RuntimeError, match="did not start"):
+                pool.halt()
+        kids = children_of(center)
+        assert len(kids) == 2
+        center.signal(signal.SIGTERM)
+        assert center.wait() == 0
+        psutil.wait_procs(kids, timeout=10)
+        assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kids)
+
+
+def test_halt_stops_an_embedded_cluster():
+    pool = Pool(n_workers=2)
+    procs = list(pool.cluster.procs)
+    assert pool.nworkers == 2
+    pool.halt()
+    assert pool.status == "closed" and all(p.poll() is not None for p in procs)
+
+
+def test_nprocs_starts_and_stops_several_workers():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--nprocs", "3", "--ncores", "1"]) as sup:
+            with Pool(address) as pool:
+                pool.wait_for_workers(3, timeout=20)
+                pids = set(pool.gather(pool.map(lambda _: os.getpid(), range(30))))
+                assert len(pids) == 3
+            sup.signal(signal.SIGTERM)
+            assert sup.wait() == 0
+            center.wait_for_line("it left")
+
+
+def test_nprocs_gpu_one_worker_per_gpu_with_enough_memory():
+    fake = {"DISTRIBUTED3_FAKE_GPUS": "0:16e9,1:1e9,2:8e9"}
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        args = [DWORKER, address, "--nprocs", "gpu", "--min-gpu-memory", "4e9"]
+        with Proc(args, env=fake):
+            with Pool(address) as pool:
+                pool.wait_for_workers(2, timeout=20)
+                assert sorted(pool.worker_resources.values(), key=str) == [{"GPU": 1.0}] * 2
+                seen = pool.gather(pool.map(lambda _: os.environ["CUDA_VISIBLE_DEVICES"],
+                                            range(20), resources={"GPU": 1}))  # fmt: skip
+                assert set(seen) == {"0", "2"}
+                assert pool.nworkers == 2  # GPU 1 had too little memory
+
+
+def test_resources_limit_where_and_how_many_at_once():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--ncores", "4", "--resources", "GPU=2", "--name", "gpu"]), \
+             Proc([DWORKER, address, "--ncores", "4", "--name", "cpu"]):  # fmt: skip
+            with Pool(address) as pool:
+                pool.wait_for_workers(2, timeout=20)
+
+                def span(_):
+                    start = time.time()
+                    time.sleep(0.05)
+                    return os.getpid(), start, time.time()
+
+                spans = pool.gather(pool.map(span, range(10), resources={"GPU": 1}))
+                assert len({pid for pid, _, _ in spans}) == 1  # all on the GPU worker
+                most = max(sum(s <= t < e for _, s, e in spans) for _, t, _ in spans)
+                assert most <= 2  # never more than GPU=2 at once
+                with pytest.raises(Exception, match="none has resources"):
+                    Pool(address, timeout=1).map(abs, [1], resources={"TPU": 1})
+
+
+def test_max_tasks_and_lifetime_retire_gracefully():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--ncores", "1"]), \
+             Proc([DWORKER, address, "--ncores", "1", "--max-tasks", "5"]) as short:  # fmt: skip
+            with Pool(address) as pool:
+                pool.wait_for_workers(2, timeout=20)
+                out = pool.map(lambda x: x * 2, range(40))
+                assert short.wait() == 0
+                short.wait_for_line(r"Retiring: it has run \d+ tasks")
+                assert pool.gather(out) == [x * 2 for x in range(40)]  # handed off, not lost
+                with Proc([DWORKER, address, "--lifetime", "0.5"]) as brief:
+                    brief.wait_for_line("Register with center")
+                    data = pool.scatter(list(range(10)))
+                    assert brief.wait() == 0
+                    brief.wait_for_line(r"Retiring: its lifetime of 0.5 s is over")
+                    assert pool.gather(data) == list(range(10))
