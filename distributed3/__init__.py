@@ -24,10 +24,11 @@ from .futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_complet
 from .local import LocalCluster
 from .pool import Pool
 from .security import TLS
+from .stateful import StatefulPool, WorkerInterface
 from .worker import Worker
 
 __all__ = [
-    "Pool", "RemoteData", "TLS", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
+    "Pool", "RemoteData", "TLS", "WorkerInterface", "StatefulPool", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
     "FIRST_EXCEPTION", "Center", "Worker", "LocalCluster", "Server", "rpc",
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",

@@ -33,6 +33,7 @@ from .progress import progress_bar
 from .recovery import recover
 from .security import TLS, normalize_secret
 from .scheduling import split_by_worker, spread
+from .stateful import StatefulPool
 from .submission import Options, funcname, make_batch, make_tasks
 from .utils import format_address, parse_address, wait_for
 
@@ -497,6 +498,10 @@ class Pool:
 
     def _iterate(self, func, iterables, kwargs, ordered, options):
         agen = self._stream(func, list(zip(*iterables)), kwargs, ordered, options)
+        return self._drain(agen)
+
+    def _drain(self, agen):
+        """A blocking generator over an async generator that runs on the pool's loop."""
         try:
             while True:
                 try:
@@ -542,6 +547,17 @@ class Pool:
             while next_index in ready:
                 yield _unwrap(ready.pop(next_index))
                 next_index += 1
+
+    # -- stateful workers --------------------------------------------------------
+
+    def stateful(self, cls, *args, **kwargs):
+        """Tasks for instances of ``cls`` (a :class:`WorkerInterface`), one per worker.
+
+        ``cls(*args, **kwargs)`` is made once on each worker, before its first task,
+        including workers that join later (with every update so far replayed).
+        See :mod:`distributed3.stateful` for an example.
+        """
+        return StatefulPool(self, cls, args, kwargs)
 
     # -- data movement --------------------------------------------------------
 

@@ -32,6 +32,7 @@ so ``who_has`` is never behind what a client was told.
 {'x': 20}
 """
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -317,12 +318,12 @@ class Worker(Server):
                              keep, stateful):  # fmt: skip
         if stateful is not None:
             instance = self.stateful.get(stateful["name"])
-            if instance is None or self.stateful_version.get(stateful["name"]) != stateful["version"]:
+            if instance is None or self.stateful_version[stateful["name"]] < stateful["version"]:
                 raise StateMissingError(
                     f"worker {format_address(self.address)} has no up-to-date instance "
                     f"{stateful['name']!r}"
                 )
-            function = instance.run
+            function = functools.partial(_call_stateful, instance)
         if who_has:
             values = await self._gather_inputs(who_has)
             kept = {k: values[k] for k in keep if k in values and k not in self.data}
@@ -479,6 +480,10 @@ class Worker(Server):
 
 
 _seed_lock = threading.Lock()
+
+
+def _call_stateful(instance, args, kwargs):
+    return instance.run(*args, **kwargs)
 
 
 def _run_chunk(function, args_list, kwargs, seeds):

@@ -23,9 +23,10 @@ ALLOWED = {
     "recovery": {"dispatch", "exceptions"},
     "progress": set(),
     "procs": {"utils"},
+    "stateful": {"protocol", "submission"},
     "submission": {"client", "dispatch", "exceptions", "protocol", "task"},
     "pool": {"client", "comm", "core", "exceptions", "local", "progress", "recovery",
-             "scheduling", "security", "submission", "utils"},
+             "scheduling", "security", "stateful", "submission", "utils"},
 }  # fmt: skip
 
 

@@ -1,0 +1,87 @@
+"""Stateful workers: set-up once per worker, updates in order, late joiners, deaths."""
+import os
+import threading
+
+import pytest
+
+from distributed3 import Pool, Worker, WorkerInterface
+from distributed3.testing import cluster_in_thread, process_cluster, run_in_cluster_loop
+from distributed3.utils import wait_for_sync
+
+INITS = []  # in-process workers share this module: one entry per __init__
+LOCK = threading.Lock()
+
+
+class Counter(WorkerInterface):
+    def __init__(self, start, step=1):
+        with LOCK:
+            INITS.append(start)
+        self.value, self.step, self.updates = start, step, []
+
+    def run(self, x, extra=0):
+        return self.value + self.step * x + extra
+
+    def handle_update(self, *args, **kwargs):
+        self.updates.append((args, kwargs))
+        self.step = kwargs.get("step", self.step)
+
+
+def test_init_once_per_worker_updates_in_order_and_late_joiners():
+    INITS.clear()
+    with cluster_in_thread(2) as (center, workers):
+        with Pool(center.address) as pool, pool.stateful(Counter, 100, step=2) as sp:
+            out = sp.map(range(20))
+            assert pool.gather(out) == [100 + 2 * x for x in range(20)]
+            assert INITS == [100, 100]  # two workers, two set-ups, not twenty
+            sp.update_workers(1, step=10)
+            sp.update_workers(2, step=3)
+            assert sorted(sp.imap_unordered([{"args": [1]}, {"args": [2], "kwargs": {"extra": 5}}])) == [
+                103, 111
+            ]  # fmt: skip
+            late = run_in_cluster_loop(Worker(center.address, ncores=1).start(port=0))
+            try:
+                pool.wait_for_workers(3)
+                wait_for_sync(lambda: pool.nworkers == 3, 5, "late worker not seen")
+                assert pool.gather(sp.map(range(30))) == [100 + 3 * x for x in range(30)]
+                assert late.tasks_done > 0 and len(INITS) == 3
+                instance = late.stateful[sp.name]
+                assert instance.updates == [((1,), {"step": 10}), ((2,), {"step": 3})]
+            finally:
+                run_in_cluster_loop(late.close())
+        assert not any(w.stateful for w in workers)  # closed with the stateful pool
+
+
+def test_stateful_tasks_survive_a_worker_death():
+    with process_cluster(nworkers=2) as (address, _, procs):
+        with Pool(address) as pool:
+
+            class Pid(WorkerInterface):
+                def __init__(self):
+                    self.pid = os.getpid()
+
+                def run(self, x):
+                    return self.pid, x
+
+            with pool.stateful(Pid) as sp:
+                first = pool.gather(sp.map(range(10)))
+                assert len({pid for pid, _ in first}) == 2
+                procs[0].kill()
+                wait_for_sync(lambda: pool.nworkers == 1, 10, "pool still sees the dead worker")
+                again = pool.gather(sp.map(range(10)))
+                assert [x for _, x in again] == list(range(10))
+                assert {pid for pid, _ in again} == {procs[1].proc.pid}
+
+
+def test_run_errors_come_back_per_item():
+    class Picky(WorkerInterface):
+        def run(self, x):
+            if x < 0:
+                raise ValueError(f"negative: {x}")
+            return x
+
+    with cluster_in_thread(1) as (center, _):
+        with Pool(center.address) as pool, pool.stateful(Picky) as sp:
+            out = sp.map([1, -1, 2])
+            assert [o.status for o in out] == ["finished", "error", "finished"]
+            with pytest.raises(ValueError, match="negative: -1"):
+                out[1].get()
