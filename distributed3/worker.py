@@ -470,6 +470,7 @@ class Worker(Server):
             "nbytes": sum(self.nbytes.values()),
             "tasks_done": self.tasks_done,
             "peer_bytes_in": self.peer_bytes_in,
+            "bytes_in": self.counters["bytes_in"],
             "name": self.name,
         }
 
