@@ -4,6 +4,8 @@
 holds metadata); each worker is its own interpreter started with
 ``python -m distributed3.cli worker``, bound to loopback and sharing a random
 secret passed through the environment, never on the command line.  Workers
+get the client's ``sys.path``, so functions from the client's own modules
+load there as they would in ``multiprocessing``.  Workers
 watch this process and exit if it dies, so none are left behind.
 
 >>> import asyncio
@@ -22,6 +24,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 import weakref
 
@@ -83,7 +86,9 @@ class LocalCluster:
             "--ncores", str(self.ncores), "--parent-pid", str(os.getpid()),
             "--log-level", "warning", "--no-handoff",
         )  # fmt: skip
-        proc = spawn(cmd, secret=self.secret)
+        # the client's import path, so functions from its own modules load on the workers
+        path = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        proc = spawn(cmd, secret=self.secret, env={"PYTHONPATH": path})
         self.procs.append(proc)
         return proc
 
