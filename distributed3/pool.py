@@ -27,12 +27,12 @@ from .core import ConnectionPool
 from .exceptions import (
     CommClosedError,
     ConnectionBrokenError,
-    WorkerLostError,
 )
 from .progress import progress_bar
 from .recovery import recover
 from .security import TLS, normalize_secret
-from .scheduling import split_by_worker, spread
+from .pool_data import DataMixin
+from .pool_streaming import StreamingMixin
 from .stateful import StatefulPool
 from .submission import Options, funcname, make_batch, make_tasks
 from .utils import format_address, parse_address, wait_for
@@ -40,14 +40,7 @@ from .utils import format_address, parse_address, wait_for
 logger = logging.getLogger(__name__)
 
 
-def _unwrap(outcome):
-    ok, value = outcome
-    if ok:
-        return value
-    value.raise_error()
-
-
-class Pool:
+class Pool(StreamingMixin, DataMixin):
     """A client of a distributed3 cluster, used like ``multiprocessing.Pool``.
 
     ``Pool("127.0.0.1:8787")`` connects to a running center; ``Pool()``
@@ -218,36 +211,6 @@ class Pool:
         else:
             event.clear()
         return event
-
-    async def _own(self, keys):
-        """Tell the center we created ``keys``, so they are released if we vanish."""
-        self._owned.update(keys)
-        await self._tell_center({"op": "own_keys", "keys": keys, "reply": False})
-
-    async def _tell_center(self, msg):
-        """A one-way message on the subscription; lost only if the center is (and then
-        resubscribing sends what it must)."""
-        comm = self._subscription
-        if comm is not None and not comm.closed:
-            try:
-                await comm.write(msg)
-            except (CommClosedError, ConnectionBrokenError):
-                pass
-
-    def _release_soon(self, key):
-        """Called from ``RemoteData.__del__``, in any thread: release ``key`` shortly."""
-        self._to_release.append(key)
-        if len(self._to_release) == 1:
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._flush_releases()))
-
-    async def _flush_releases(self):
-        keys = []
-        while self._to_release:
-            keys.append(self._to_release.popleft())
-        keys = [k for k in keys if k in self._owned]
-        if keys and self.status == "running":
-            self._owned.difference_update(keys)
-            await self._tell_center({"op": "release_keys", "keys": keys, "reply": False})
 
     async def _center(self, op, **kwargs):
         """Call the center, retrying while it restarts, for up to ``timeout`` seconds."""
@@ -474,80 +437,6 @@ class Pool:
             if bar is not None:
                 bar.close()
 
-    # -- streaming --------------------------------------------------------------
-
-    def imap(self, func, *iterables, chunksize=1, seed=None, progress=False, resources=None,
-             **kwargs):  # fmt: skip
-        """Like :meth:`map`, but yield the *values*, in order, while later tasks still run.
-
-        >>> list(pool.imap(lambda x: x + 1, range(3)))
-        [1, 2, 3]
-        """
-        options = Options(None, 3, chunksize, seed, progress, resources=resources)
-        return self._iterate(func, iterables, kwargs, True, options)
-
-    def imap_unordered(self, func, *iterables, chunksize=1, seed=None, progress=False,
-                       resources=None, **kwargs):  # fmt: skip
-        """Like :meth:`imap`, but yield values in the order tasks finish.
-
-        >>> sorted(pool.imap_unordered(lambda x: x * 2, range(3)))
-        [0, 2, 4]
-        """
-        options = Options(None, 3, chunksize, seed, progress, resources=resources)
-        return self._iterate(func, iterables, kwargs, False, options)
-
-    def _iterate(self, func, iterables, kwargs, ordered, options):
-        agen = self._stream(func, list(zip(*iterables)), kwargs, ordered, options)
-        return self._drain(agen)
-
-    def _drain(self, agen):
-        """A blocking generator over an async generator that runs on the pool's loop."""
-        try:
-            while True:
-                try:
-                    yield self._sync(agen.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            try:
-                self._sync(agen.aclose())
-            except Exception:
-                pass
-
-    async def aimap(self, func, *iterables, ordered=True, chunksize=1, seed=None, **kwargs):
-        """Async iterator form of :meth:`imap` (``ordered=False``: :meth:`imap_unordered`)."""
-        options = Options(None, 3, chunksize, seed)
-        agen = self._stream(func, list(zip(*iterables)), kwargs, ordered, options)
-        while True:
-            try:
-                yield await self._run(agen.__anext__())
-            except StopAsyncIteration:
-                return
-
-    async def _stream(self, func, arglists, kwargs, ordered, options):
-        queue = asyncio.Queue()
-        handles = await self._submit(func, arglists, kwargs, options, wait=False,
-                                     on_done=queue.put_nowait)  # fmt: skip
-        position = {h.key: i for i, h in enumerate(handles)}
-        del handles  # from here on, a yielded value's handle can be collected and released
-        ready, next_index, left = {}, 0, len(position)
-        while left:
-            finished = await queue.get()
-            while not queue.empty():
-                finished = finished + queue.get_nowait()
-            good = {h.key: h for h in finished if h.status == "finished"}
-            values = await self._fetch(good) if good else {}
-            for h in finished:
-                outcome = (True, values[h.key]) if h.key in good else (False, h)
-                left -= 1
-                if not ordered:
-                    yield _unwrap(outcome)
-                else:
-                    ready[position[h.key]] = outcome
-            while next_index in ready:
-                yield _unwrap(ready.pop(next_index))
-                next_index += 1
-
     # -- stateful workers --------------------------------------------------------
 
     def stateful(self, cls, *args, **kwargs):
@@ -558,183 +447,6 @@ class Pool:
         See :mod:`distributed3.stateful` for an example.
         """
         return StatefulPool(self, cls, args, kwargs)
-
-    # -- data movement --------------------------------------------------------
-
-    def scatter(self, seq, broadcast=False):
-        """Send local values to the workers, spread by cores; list of ``RemoteData``.
-
-        With ``broadcast=True`` every current worker gets a copy of each value.
-
-        >>> data = pool.scatter([1, 2, 3])
-        >>> pool.gather(data)
-        [1, 2, 3]
-        """
-        return self._sync(self._scatter(seq, broadcast))
-
-    async def ascatter(self, seq, broadcast=False):
-        """Async form of :meth:`scatter`."""
-        return await self._run(self._scatter(seq, broadcast))
-
-    async def _scatter(self, seq, broadcast=False):
-        seq = list(seq)
-        if not self.available_cores:
-            await self._wait_for_workers(1)
-        handles = [RemoteData(self._new_key("data"), self) for _ in seq]
-        for handle, value in zip(handles, seq):
-            handle.keep_source(value)
-        await self._own([h.key for h in handles])
-        await self._put(handles, seq, broadcast)
-        return handles
-
-    async def _put(self, handles, values, broadcast=False):
-        """Store ``values`` under the handles' keys: spread by cores, or on every worker."""
-        groups = defaultdict(dict)
-        if broadcast:
-            for worker in self.available_cores:
-                groups[worker] = {h.key: v for h, v in zip(handles, values)}
-            for handle in handles:
-                handle.workers = set(groups)
-        else:
-            placement = spread(len(handles), self.available_cores)
-            for handle, value, worker in zip(handles, values, placement):
-                groups[worker][handle.key] = value
-                handle.workers = {worker}
-        pool = self.connection_pool
-        replies = await asyncio.gather(
-            *[pool(w).update_data(data=data) for w, data in groups.items()]
-        )
-        nbytes = {}
-        for reply in replies:
-            nbytes.update(reply["nbytes"])
-        for handle in handles:
-            handle.nbytes = nbytes.get(handle.key)
-            handle.status = "finished"
-
-    def gather(self, seq):
-        """The values behind a list of ``RemoteData``, one request per worker.
-
-        Non-handle items pass through unchanged.  A handle whose task failed
-        re-raises that task's exception.
-
-        >>> pool.gather(pool.map(str, [1, 2]))
-        ['1', '2']
-        """
-        return self._sync(self._gather(seq))
-
-    async def agather(self, seq):
-        """Async form of :meth:`gather`."""
-        return await self._run(self._gather(seq))
-
-    async def _gather(self, seq):
-        seq = list(seq)
-        handles = {x.key: x for x in seq if isinstance(x, RemoteData)}
-        pending = [h.wait() for h in handles.values() if h.status == "pending"]
-        if pending:
-            await asyncio.gather(*pending)
-        for h in handles.values():
-            if h.status == "error":
-                h.raise_error()
-            if h.status == "deleted":
-                raise KeyError(f"{h!r} was deleted")
-        values = await self._fetch(handles)
-        return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
-
-    async def _fetch(self, handles):
-        """``{key: value}`` for handles, asking the center where any copy went."""
-        values = {}
-        who_has = {k: set(h.workers) & set(self.available_cores) for k, h in handles.items()}
-        for _attempt in range(3):
-            unknown = [k for k in handles if k not in values and not who_has.get(k)]
-            if unknown:
-                found = await self._center("who_has", keys=unknown)
-                who_has.update({k: set(v) for k, v in found.items()})
-            todo = [k for k in handles if k not in values]
-            lost = [k for k in todo if not who_has.get(k)]
-            if lost:  # every copy died with its worker: make them again
-                await recover(self, [handles[k] for k in lost])
-                who_has.update({k: set(handles[k].workers) for k in lost})
-            groups = split_by_worker(todo, who_has)
-            results = await asyncio.gather(
-                *[self.connection_pool(w).get_data(keys=keys) for w, keys in groups.items()],
-                return_exceptions=True,
-            )
-            failed = None
-            for (_worker, keys), result in zip(groups.items(), results):
-                if isinstance(result, (ConnectionBrokenError, CommClosedError, WorkerLostError)):
-                    failed = result
-                    for k in keys:
-                        who_has[k] = set()
-                    continue
-                if isinstance(result, BaseException):
-                    raise result
-                values.update(result)
-            if failed is None:
-                return values
-        raise failed
-
-    def delete(self, seq):
-        """Remove the data behind these handles from every worker that holds it.
-
-        >>> pool.delete(pool.scatter([1, 2]))
-        """
-        return self._sync(self._delete(seq))
-
-    async def adelete(self, seq):
-        """Async form of :meth:`delete`."""
-        return await self._run(self._delete(seq))
-
-    async def _delete(self, seq):
-        handles = [h for h in seq if isinstance(h, RemoteData)]
-        keys = [h.key for h in handles]
-        who_has = await self._center("who_has", keys=keys)
-        by_worker = defaultdict(list)
-        for key, workers in who_has.items():
-            for w in workers:
-                by_worker[w].append(key)
-        await asyncio.gather(
-            *[self.connection_pool(w).delete_data(keys=ks) for w, ks in by_worker.items()],
-            return_exceptions=True,
-        )
-        for h in handles:
-            h.status = "deleted"
-            h.workers = set()
-        self._owned.difference_update(keys)
-
-    def replicate(self, seq, n=2):
-        """Keep at least ``n`` copies of each handle's data, on different workers.
-
-        >>> data = pool.scatter([1, 2])
-        >>> pool.replicate(data, n=2)
-        >>> sorted(len(ws) for ws in pool.who_has(data).values())
-        [2, 2]
-        """
-        return self._sync(self._replicate(seq, n))
-
-    async def areplicate(self, seq, n=2):
-        """Async form of :meth:`replicate`."""
-        return await self._run(self._replicate(seq, n))
-
-    async def _replicate(self, seq, n=2):
-        handles = {h.key: h for h in seq if isinstance(h, RemoteData) and h.status == "finished"}
-        await recover(self, list(handles.values()))  # also refreshes handle.workers
-        workers = sorted(self.available_cores, key=lambda w: -self.available_cores[w])
-        plan = defaultdict(dict)
-        turn = itertools.count()
-        for key, handle in handles.items():
-            holders = set(handle.workers)
-            candidates = [w for w in workers if w not in holders]
-            need = max(0, min(n, len(workers)) - len(holders))
-            start = next(turn)
-            for i in range(need):
-                target = candidates[(start + i) % len(candidates)]
-                plan[target][key] = list(holders)
-        await asyncio.gather(
-            *[self.connection_pool(w).fetch_data(who_has=wh) for w, wh in plan.items()]
-        )
-        for target, wh in plan.items():
-            for key in wh:
-                handles[key].workers.add(target)
 
     # -- introspection --------------------------------------------------------
 

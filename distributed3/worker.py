@@ -35,11 +35,7 @@ import asyncio
 import functools
 import logging
 import os
-import random
-import sys
-import threading
 import time
-import traceback
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,6 +48,7 @@ from .exceptions import (
     WorkerLostError,
     WorkerRetiringError,
 )
+from .execute import format_task_traceback, run_chunk, stateful_call
 from .protocol import loads_function, sizeof
 from .scheduling import split_by_worker, spread
 from .task import substitute
@@ -323,7 +320,7 @@ class Worker(Server):
                     f"worker {format_address(self.address)} has no up-to-date instance "
                     f"{stateful['name']!r}"
                 )
-            function = functools.partial(_call_stateful, instance)
+            function = functools.partial(stateful_call, instance)
         if who_has:
             values = await self._gather_inputs(who_has)
             kept = {k: values[k] for k in keep if k in values and k not in self.data}
@@ -335,7 +332,7 @@ class Worker(Server):
         loop = asyncio.get_running_loop()
         start = time.time()
         outcomes = await loop.run_in_executor(
-            self.executor, _run_chunk, function, args_list, kwargs, seeds
+            self.executor, run_chunk, function, args_list, kwargs, seeds
         )
         self.tasks_done += len(keys)
         results, report = {}, {}
@@ -347,7 +344,7 @@ class Worker(Server):
                 report[key] = n
                 results[key] = {"nbytes": n, "type": type(value).__name__}
             else:
-                results[key] = {"exception": value, "traceback": _format_task_traceback(value)}
+                results[key] = {"exception": value, "traceback": format_task_traceback(value)}
         if report:
             await self._report(add=report)
         return {"results": results, "duration": time.time() - start}
@@ -478,64 +475,3 @@ class Worker(Server):
         """Shut this worker down after replying."""
         asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.close()))
         return "OK"
-
-
-_seed_lock = threading.Lock()
-
-
-def _call_stateful(instance, args, kwargs):
-    return instance.run(*args, **kwargs)
-
-
-def _run_chunk(function, args_list, kwargs, seeds):
-    """Run in a worker thread: ``[(True, result) or (False, exception)]`` per element."""
-    try:
-        func = function if callable(function) else loads_function(function)
-    except ImportError as e:
-        err = ImportError(
-            f"the task's function cannot be loaded here: {e}. Define it in a module the "
-            "workers can import, or in the script itself (__main__), which travels by value"
-        )
-        err.__cause__ = e
-        return [(False, err)] * len(args_list)
-    except Exception as e:
-        return [(False, e)] * len(args_list)
-    kwargs = kwargs or {}
-    out = []
-    for i, args in enumerate(args_list):
-        try:
-            if seeds is None:
-                out.append((True, _run_task(func, args, kwargs)))
-            else:
-                with _seed_lock:  # the random modules' state is per process
-                    _seed(seeds[i])
-                    out.append((True, _run_task(func, args, kwargs)))
-        except Exception as e:
-            out.append((False, e))
-    return out
-
-
-def _seed(seed):
-    random.seed(seed)
-    np = sys.modules.get("numpy")
-    if np is not None:
-        np.random.seed(seed % 2**32)
-
-
-def _run_task(func, args, kwargs):
-    return func(*args, **kwargs)
-
-
-def _format_task_traceback(exc):
-    """The traceback of a failed task without the worker's own frames."""
-    tb = exc.__traceback__
-    frames = []
-    while tb is not None:
-        frames.append(tb)
-        tb = tb.tb_next
-    ours = {_run_task.__code__, _run_chunk.__code__}
-    start = max((i + 1 for i, t in enumerate(frames) if t.tb_frame.f_code in ours), default=0)
-    tb = frames[start] if start < len(frames) else exc.__traceback__
-    lines = traceback.format_exception(type(exc), exc, tb)
-    return "".join(lines)
-

@@ -17,7 +17,9 @@ ALLOWED = {
     "comm": {"exceptions", "protocol", "security", "utils"},
     "core": {"comm", "exceptions", "security", "utils"},
     "center": {"core", "utils"},
-    "worker": {"comm", "core", "exceptions", "protocol", "scheduling", "task", "utils"},
+    "execute": {"protocol"},
+    "worker": {"comm", "core", "exceptions", "execute", "protocol", "scheduling", "task",
+               "utils"},
     "client": {"core", "protocol", "utils"},
     "dispatch": {"exceptions", "scheduling", "utils"},
     "recovery": {"dispatch", "exceptions"},
@@ -25,8 +27,11 @@ ALLOWED = {
     "procs": {"utils"},
     "stateful": {"protocol", "submission"},
     "submission": {"client", "dispatch", "exceptions", "protocol", "task"},
-    "pool": {"client", "comm", "core", "exceptions", "local", "progress", "recovery",
-             "scheduling", "security", "stateful", "submission", "utils"},
+    "pool_streaming": {"submission"},
+    "pool_data": {"client", "exceptions", "recovery", "scheduling"},
+    "pool": {"client", "comm", "core", "exceptions", "local", "pool_data", "pool_streaming",
+             "progress", "recovery", "scheduling", "security", "stateful", "submission",
+             "utils"},
 }  # fmt: skip
 
 

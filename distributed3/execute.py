@@ -1,0 +1,78 @@
+"""Running user code in a worker's threads: chunks, seeds, stateful calls, tracebacks.
+
+Everything here runs in the worker's thread pool, never on its event loop.
+A task's exception is returned, not raised, so one failing element of a chunk
+does not cost the others their results.
+
+>>> from distributed3.protocol import dumps_function
+>>> run_chunk(dumps_function(lambda x: 10 // x), [(1,), (0,)], None, None)[0]
+(True, 10)
+"""
+import random
+import sys
+import threading
+import traceback
+
+from .protocol import loads_function
+
+__all__ = ["run_chunk", "stateful_call", "format_task_traceback"]
+
+_seed_lock = threading.Lock()
+
+
+def stateful_call(instance, args, kwargs):
+    return instance.run(*args, **kwargs)
+
+
+def run_chunk(function, args_list, kwargs, seeds):
+    """Run in a worker thread: ``[(True, result) or (False, exception)]`` per element."""
+    try:
+        func = function if callable(function) else loads_function(function)
+    except ImportError as e:
+        err = ImportError(
+            f"the task's function cannot be loaded here: {e}. Define it in a module the "
+            "workers can import, or in the script itself (__main__), which travels by value"
+        )
+        err.__cause__ = e
+        return [(False, err)] * len(args_list)
+    except Exception as e:
+        return [(False, e)] * len(args_list)
+    kwargs = kwargs or {}
+    out = []
+    for i, args in enumerate(args_list):
+        try:
+            if seeds is None:
+                out.append((True, _run_task(func, args, kwargs)))
+            else:
+                with _seed_lock:  # the random modules' state is per process
+                    _seed(seeds[i])
+                    out.append((True, _run_task(func, args, kwargs)))
+        except Exception as e:
+            out.append((False, e))
+    return out
+
+
+def _seed(seed):
+    random.seed(seed)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(seed % 2**32)
+
+
+def _run_task(func, args, kwargs):
+    return func(*args, **kwargs)
+
+
+def format_task_traceback(exc):
+    """The traceback of a failed task without the worker's own frames."""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    ours = {_run_task.__code__, run_chunk.__code__}
+    start = max((i + 1 for i, t in enumerate(frames) if t.tb_frame.f_code in ours), default=0)
+    tb = frames[start] if start < len(frames) else exc.__traceback__
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return "".join(lines)
+

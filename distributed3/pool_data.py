@@ -1,0 +1,223 @@
+"""The Pool's data movement and key ownership: scatter, gather, delete, replicate.
+
+A mixin of :class:`distributed3.pool.Pool`.  Gathering asks for each worker's
+keys in one request and brings back, through :mod:`distributed3.recovery`,
+whatever died with its worker.  Every key the pool creates is announced to
+the center as owned by this client, so it is released when the client goes.
+"""
+import asyncio
+import itertools
+from collections import defaultdict
+
+from .client import RemoteData
+from .exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
+from .recovery import recover
+from .scheduling import split_by_worker, spread
+
+
+class DataMixin:
+    async def _own(self, keys):
+        """Tell the center we created ``keys``, so they are released if we vanish."""
+        self._owned.update(keys)
+        await self._tell_center({"op": "own_keys", "keys": keys, "reply": False})
+
+    async def _tell_center(self, msg):
+        """A one-way message on the subscription; lost only if the center is (and then
+        resubscribing sends what it must)."""
+        comm = self._subscription
+        if comm is not None and not comm.closed:
+            try:
+                await comm.write(msg)
+            except (CommClosedError, ConnectionBrokenError):
+                pass
+
+    def _release_soon(self, key):
+        """Called from ``RemoteData.__del__``, in any thread: release ``key`` shortly."""
+        self._to_release.append(key)
+        if len(self._to_release) == 1:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._flush_releases()))
+
+    async def _flush_releases(self):
+        keys = []
+        while self._to_release:
+            keys.append(self._to_release.popleft())
+        keys = [k for k in keys if k in self._owned]
+        if keys and self.status == "running":
+            self._owned.difference_update(keys)
+            await self._tell_center({"op": "release_keys", "keys": keys, "reply": False})
+
+
+    def scatter(self, seq, broadcast=False):
+        """Send local values to the workers, spread by cores; list of ``RemoteData``.
+
+        With ``broadcast=True`` every current worker gets a copy of each value.
+
+        >>> data = pool.scatter([1, 2, 3])
+        >>> pool.gather(data)
+        [1, 2, 3]
+        """
+        return self._sync(self._scatter(seq, broadcast))
+
+    async def ascatter(self, seq, broadcast=False):
+        """Async form of :meth:`scatter`."""
+        return await self._run(self._scatter(seq, broadcast))
+
+    async def _scatter(self, seq, broadcast=False):
+        seq = list(seq)
+        if not self.available_cores:
+            await self._wait_for_workers(1)
+        handles = [RemoteData(self._new_key("data"), self) for _ in seq]
+        for handle, value in zip(handles, seq):
+            handle.keep_source(value)
+        await self._own([h.key for h in handles])
+        await self._put(handles, seq, broadcast)
+        return handles
+
+    async def _put(self, handles, values, broadcast=False):
+        """Store ``values`` under the handles' keys: spread by cores, or on every worker."""
+        groups = defaultdict(dict)
+        if broadcast:
+            for worker in self.available_cores:
+                groups[worker] = {h.key: v for h, v in zip(handles, values)}
+            for handle in handles:
+                handle.workers = set(groups)
+        else:
+            placement = spread(len(handles), self.available_cores)
+            for handle, value, worker in zip(handles, values, placement):
+                groups[worker][handle.key] = value
+                handle.workers = {worker}
+        pool = self.connection_pool
+        replies = await asyncio.gather(
+            *[pool(w).update_data(data=data) for w, data in groups.items()]
+        )
+        nbytes = {}
+        for reply in replies:
+            nbytes.update(reply["nbytes"])
+        for handle in handles:
+            handle.nbytes = nbytes.get(handle.key)
+            handle.status = "finished"
+
+    def gather(self, seq):
+        """The values behind a list of ``RemoteData``, one request per worker.
+
+        Non-handle items pass through unchanged.  A handle whose task failed
+        re-raises that task's exception.
+
+        >>> pool.gather(pool.map(str, [1, 2]))
+        ['1', '2']
+        """
+        return self._sync(self._gather(seq))
+
+    async def agather(self, seq):
+        """Async form of :meth:`gather`."""
+        return await self._run(self._gather(seq))
+
+    async def _gather(self, seq):
+        seq = list(seq)
+        handles = {x.key: x for x in seq if isinstance(x, RemoteData)}
+        pending = [h.wait() for h in handles.values() if h.status == "pending"]
+        if pending:
+            await asyncio.gather(*pending)
+        for h in handles.values():
+            if h.status == "error":
+                h.raise_error()
+            if h.status == "deleted":
+                raise KeyError(f"{h!r} was deleted")
+        values = await self._fetch(handles)
+        return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
+
+    async def _fetch(self, handles):
+        """``{key: value}`` for handles, asking the center where any copy went."""
+        values = {}
+        who_has = {k: set(h.workers) & set(self.available_cores) for k, h in handles.items()}
+        for _attempt in range(3):
+            unknown = [k for k in handles if k not in values and not who_has.get(k)]
+            if unknown:
+                found = await self._center("who_has", keys=unknown)
+                who_has.update({k: set(v) for k, v in found.items()})
+            todo = [k for k in handles if k not in values]
+            lost = [k for k in todo if not who_has.get(k)]
+            if lost:  # every copy died with its worker: make them again
+                await recover(self, [handles[k] for k in lost])
+                who_has.update({k: set(handles[k].workers) for k in lost})
+            groups = split_by_worker(todo, who_has)
+            results = await asyncio.gather(
+                *[self.connection_pool(w).get_data(keys=keys) for w, keys in groups.items()],
+                return_exceptions=True,
+            )
+            failed = None
+            for (_worker, keys), result in zip(groups.items(), results):
+                if isinstance(result, (ConnectionBrokenError, CommClosedError, WorkerLostError)):
+                    failed = result
+                    for k in keys:
+                        who_has[k] = set()
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                values.update(result)
+            if failed is None:
+                return values
+        raise failed
+
+    def delete(self, seq):
+        """Remove the data behind these handles from every worker that holds it.
+
+        >>> pool.delete(pool.scatter([1, 2]))
+        """
+        return self._sync(self._delete(seq))
+
+    async def adelete(self, seq):
+        """Async form of :meth:`delete`."""
+        return await self._run(self._delete(seq))
+
+    async def _delete(self, seq):
+        handles = [h for h in seq if isinstance(h, RemoteData)]
+        keys = [h.key for h in handles]
+        who_has = await self._center("who_has", keys=keys)
+        by_worker = defaultdict(list)
+        for key, workers in who_has.items():
+            for w in workers:
+                by_worker[w].append(key)
+        await asyncio.gather(
+            *[self.connection_pool(w).delete_data(keys=ks) for w, ks in by_worker.items()],
+            return_exceptions=True,
+        )
+        for h in handles:
+            h.status = "deleted"
+            h.workers = set()
+        self._owned.difference_update(keys)
+
+    def replicate(self, seq, n=2):
+        """Keep at least ``n`` copies of each handle's data, on different workers.
+
+        >>> data = pool.scatter([1, 2])
+        >>> pool.replicate(data, n=2)
+        >>> sorted(len(ws) for ws in pool.who_has(data).values())
+        [2, 2]
+        """
+        return self._sync(self._replicate(seq, n))
+
+    async def areplicate(self, seq, n=2):
+        """Async form of :meth:`replicate`."""
+        return await self._run(self._replicate(seq, n))
+
+    async def _replicate(self, seq, n=2):
+        handles = {h.key: h for h in seq if isinstance(h, RemoteData) and h.status == "finished"}
+        await recover(self, list(handles.values()))  # also refreshes handle.workers
+        workers = sorted(self.available_cores, key=lambda w: -self.available_cores[w])
+        plan = defaultdict(dict)
+        turn = itertools.count()
+        for key, handle in handles.items():
+            holders = set(handle.workers)
+            candidates = [w for w in workers if w not in holders]
+            need = max(0, min(n, len(workers)) - len(holders))
+            start = next(turn)
+            for i in range(need):
+                target = candidates[(start + i) % len(candidates)]
+                plan[target][key] = list(holders)
+        await asyncio.gather(
+            *[self.connection_pool(w).fetch_data(who_has=wh) for w, wh in plan.items()]
+        )
+        for target, wh in plan.items():
+            for key in wh:
+                handles[key].workers.add(target)
