@@ -13,7 +13,9 @@ setup(
     python_requires=">=3.11",
     install_requires=["tornado>=6.2", "cloudpickle>=3.0", "numpy>=1.24", "toolz>=0.12"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "psutil>=5.9", "hypothesis>=6", "trustme>=1.0"],
+        "progress": ["tqdm>=4.60"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "psutil>=5.9", "hypothesis>=6", "trustme>=1.0",
+                 "tqdm>=4.60"],
     },
     entry_points={
         "console_scripts": [

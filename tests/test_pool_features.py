@@ -141,8 +141,21 @@ def test_seeded_maps_are_reproducible_across_worker_counts(chunksize):
     assert other != results[0]
 
 
-def test_progress_bar(pool2, capsys):
+def test_progress_bar_with_tqdm(pool2, capsys):
+    pytest.importorskip("tqdm")
     pool, _ = pool2
     pool.map(lambda x: x, range(10), progress=True)
     err = capsys.readouterr().err
-    assert "10/10" in err and "lambda" in err
+    assert "10/10" in err and "lambda" in err and "task/s" in err  # tqdm's own format
+
+
+def test_progress_bar_without_tqdm(pool2, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+    pool, _ = pool2
+    assert sorted(pool.imap_unordered(abs, range(-5, 5), progress=True)) == sorted(
+        abs(x) for x in range(-5, 5)
+    )
+    err = capsys.readouterr().err
+    assert "abs: 10/10 100%" in err and "tasks/s" in err and "ETA" in err
