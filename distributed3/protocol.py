@@ -22,7 +22,7 @@ import itertools
 import pickle
 import sys
 
-import cloudpickle
+from .codeship import cloudpickle_dumps
 
 __all__ = ["dumps", "loads", "dumps_function", "loads_function", "sizeof"]
 
@@ -41,7 +41,7 @@ def dumps(obj):
     except Exception:
         pass
     buffers = []
-    header = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    header = cloudpickle_dumps(obj, buffer_callback=buffers.append)
     return [header, *map(_raw, buffers)]
 
 
@@ -73,7 +73,7 @@ def dumps_function(func):
             return result
     except Exception:
         pass
-    return cloudpickle.dumps(func, protocol=5)
+    return cloudpickle_dumps(func)
 
 
 _function_cache = {}

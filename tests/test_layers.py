@@ -10,7 +10,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ALLOWED = {
     "exceptions": set(),
     "utils": set(),
-    "protocol": set(),
+    "codeship": set(),
+    "protocol": {"codeship"},
     "scheduling": set(),
     "task": set(),
     "security": set(),
