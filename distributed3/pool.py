@@ -306,7 +306,7 @@ class Pool(StreamingMixin, DataMixin):
 
     # -- map / apply / submit -------------------------------------------------
 
-    def map(self, func, *iterables, timeout=None, retries=3, chunksize=1, seed=None,
+    def map(self, func, *iterables, timeout=None, retries=3, chunksize=None, seed=None,
             progress=False, resources=None, **kwargs):  # fmt: skip
         """Apply ``func`` to every item of the iterables, on the workers; list of ``RemoteData``.
 
@@ -317,6 +317,8 @@ class Pool(StreamingMixin, DataMixin):
         finished; the results stay on the workers.
 
         * ``chunksize=k`` sends ``k`` tasks per message (each keeps its own result);
+          by default a large map is sent in about 8 chunks per core, a small one
+          task by task;
         * a big keyword argument (a model, a table) reaches each worker once;
         * ``seed=s`` seeds ``random`` and ``numpy.random`` per task from ``(s, index)``,
           so results do not depend on which worker ran what;
@@ -334,7 +336,7 @@ class Pool(StreamingMixin, DataMixin):
         options = Options(timeout, retries, chunksize, seed, progress, resources=resources)
         return self._sync(self._map(func, *iterables, options=options, **kwargs))
 
-    async def amap(self, func, *iterables, timeout=None, retries=3, chunksize=1, seed=None,
+    async def amap(self, func, *iterables, timeout=None, retries=3, chunksize=None, seed=None,
                    progress=False, resources=None, **kwargs):  # fmt: skip
         """Async form of :meth:`map`."""
         options = Options(timeout, retries, chunksize, seed, progress, resources=resources)

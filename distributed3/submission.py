@@ -28,7 +28,7 @@ class Options:
 
     timeout: float = None
     retries: int = 3
-    chunksize: int = 1
+    chunksize: int = 1  # None: adaptive, see adaptive_chunksize
     seed: int = None
     progress: bool = False
     stateful: dict = None  # {"name", "version"} of a stateful pool's instances
@@ -112,7 +112,8 @@ async def make_tasks(pool, func, arglists, kwargs, options):
     for h in pending.values():
         await h.wait()
     tasks = []
-    for chunk in partition_all(max(1, options.chunksize), elements):
+    size = options.chunksize or adaptive_chunksize(len(elements), sum(pool.available_cores.values()))
+    for chunk in _chunks(elements, size):
         if len(chunk) == 1:
             handle, msg, inputs, i = chunk[0]
             task = Task([handle], msg, inputs, i)
@@ -130,6 +131,30 @@ async def make_tasks(pool, func, arglists, kwargs, options):
         task.refresh_hints()
         tasks.append(task)
     return handles, tasks
+
+
+def adaptive_chunksize(ntasks, ncores):
+    """Tasks per message when the caller did not say: 1 for small maps, else about 8 per core.
+
+    >>> adaptive_chunksize(10, 2), adaptive_chunksize(10_000, 2), adaptive_chunksize(10**6, 2)
+    (1, 625, 2000)
+    """
+    ncores = max(ncores, 1)
+    if ntasks <= 32 * ncores:
+        return 1
+    return min(2000, -(-ntasks // (8 * ncores)))
+
+
+def _chunks(elements, size):
+    """Chunks of at most ``size`` elements whose inputs live on the same workers."""
+    if size <= 1:
+        return [[e] for e in elements]
+    groups = {}
+    for element in elements:
+        inputs = element[2]
+        where = frozenset().union(*(h.workers for h in inputs.values())) if inputs else None
+        groups.setdefault(where, []).append(element)
+    return [chunk for group in groups.values() for chunk in partition_all(size, group)]
 
 
 def _input_error(handle):
