@@ -72,7 +72,8 @@ def format_task_traceback(exc):
         tb = tb.tb_next
     ours = {_run_task.__code__, run_chunk.__code__}
     start = max((i + 1 for i, t in enumerate(frames) if t.tb_frame.f_code in ours), default=0)
-    tb = frames[start] if start < len(frames) else exc.__traceback__
+    # raised in our own frame (a builtin like int called as the task): no user frames
+    tb = frames[start] if start < len(frames) else None
     lines = traceback.format_exception(type(exc), exc, tb)
     return "".join(lines)
 

@@ -67,12 +67,14 @@ def spread(n, ncores):
 
     >>> spread(5, {"alice": 2, "bob": 1})
     ['alice', 'bob', 'alice', 'alice', 'bob']
+    >>> spread(2, {"alice": 0})
+    ['alice', 'alice']
     """
     if not ncores:
         raise ValueError("no workers to spread over")
+    ncores = {w: max(c, 1) for w, c in ncores.items()}  # a worker reporting 0 still counts
     slots = []
-    most = max(ncores.values())
-    for i in range(most):
+    for i in range(max(ncores.values())):
         slots.extend(w for w, c in ncores.items() if c > i)
     return [slots[i % len(slots)] for i in range(n)]
 

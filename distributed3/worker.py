@@ -258,18 +258,20 @@ class Worker(Server):
                 self._release_waiters()
             except asyncio.CancelledError:
                 raise
-            except (ConnectionBrokenError, CommClosedError, OSError, TimeoutError) as e:
+            except Exception as e:
+                # a lost connection, or a center that no longer knows us (it took us for
+                # dead): register again, which reports every key we hold
                 if self._closing:
                     return
                 if self._center_comm is not None:
-                    logger.warning("Lost center %s: %s", format_address(self.center_address), e)
+                    lost = isinstance(e, (ConnectionBrokenError, CommClosedError, OSError))
+                    logger.warning("%s center %s: %s; registering again",
+                                   "Lost" if lost else "Error from",
+                                   format_address(self.center_address), e)  # fmt: skip
                     self._center_comm.close()
                     self._center_comm = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except Exception:
-                logger.exception("Unexpected error talking to the center")
-                await asyncio.sleep(delay)
 
     def _release_waiters(self):
         waiters, self._waiters = self._waiters, []

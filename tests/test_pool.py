@@ -125,6 +125,16 @@ def test_task_error_keeps_other_results(two_workers):
     assert pool.gather([downstream[0], downstream[2]]) == [2.0, 1.25]
 
 
+def test_error_raised_by_a_builtin_task_shows_no_worker_frames(two_workers):
+    pool, _, _ = two_workers
+    [bad] = pool.map(int, ["abc"])
+    with pytest.raises(ValueError, match="invalid literal") as info:
+        bad.get()
+    text = str(info.value.__cause__)
+    assert "invalid literal for int()" in text
+    assert "execute.py" not in text and "_run_task" not in text
+
+
 def test_unpicklable_argument_is_a_clear_error(two_workers):
     pool, center, _ = two_workers
     keys_before = set(pool.who_has())

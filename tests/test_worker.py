@@ -162,3 +162,20 @@ async def test_worker_registers_again_with_its_keys_when_the_center_restarts():
         finally:
             await new.close()
         await pool.close()
+
+
+@gen_test(timeout=30)
+async def test_worker_the_center_took_for_dead_registers_again_and_releases_waiters():
+    """The center removed the worker (say, it was silent past the heartbeat timeout) but
+    the connection lives on: the center's error reply makes the worker register again,
+    with every key it holds, and a write waiting for its report is not left hanging."""
+    async with cluster(1, heartbeat_interval=0.05) as (center, [w]):
+        pool = ConnectionPool()
+        await pool(w.address).update_data(data={"kept": 42})
+        center._remove_worker(w.address, "the test says it is silent")
+        assert "kept" not in center.who_has
+        reply = await pool(w.address).update_data(data={"new": 1})  # waits for its report
+        assert reply["nbytes"]["new"] > 0
+        await wait_for(lambda: w.address in center.ncores, 10, "worker did not come back")
+        assert center.who_has["kept"] == {w.address} and center.who_has["new"] == {w.address}
+        await pool.close()
