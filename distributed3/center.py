@@ -26,12 +26,14 @@ with the keys they hold.
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 from .core import ConnectionPool, Server
 from .utils import format_address, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
+
+RELEASED_MEMORY = 120.0  # seconds a released key's late report is still dropped
 
 
 class Center(Server):
@@ -61,6 +63,7 @@ class Center(Server):
             "heartbeat": self.heartbeat,
             "own_keys": self.own_keys,
             "release_keys": self.release_keys,
+            "ownership": self.ownership,
         }
         super().__init__(handlers, **kwargs)
         self.who_has = defaultdict(set)
@@ -79,6 +82,9 @@ class Center(Server):
         self.clients = {}  # subscription comm -> client id
         self.owned = defaultdict(set)  # client id -> keys it created
         self.owner = {}  # key -> client id
+        # keys released before their worker reported them (the report is on its way):
+        # key -> when; the worker is told to drop them as soon as it reports them
+        self.released = OrderedDict()
         self.peers = ConnectionPool(secret=self.secret, tls=self.tls, limits=self.limits)
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
@@ -182,6 +188,12 @@ class Center(Server):
         """``address`` now holds ``keys`` (sizes in ``nbytes``)."""
         address = self._speaks_for(comm, address)
         self.last_seen[address] = time.monotonic()
+        if self.released:
+            dead = [k for k in keys if self.released.pop(k, None) is not None]
+            if dead:
+                asyncio.ensure_future(self._delete_on(address, dead))
+                dead = set(dead)
+                keys = [k for k in keys if k not in dead]
         held = self.has_what[address]
         for key in keys:
             self.who_has[key].add(address)
@@ -270,14 +282,26 @@ class Center(Server):
         for key in keys:
             self.owner[key] = client
 
+    def ownership(self, comm, own=(), release=()):
+        """``own_keys(own)`` then ``release_keys(release)``, in one message."""
+        if own:
+            self.own_keys(comm, own)
+        return self.release_keys(comm, release) if release else 0
+
     def release_keys(self, comm, keys):
         """Nobody needs ``keys`` any more: the workers holding them drop them."""
         by_worker = defaultdict(list)
+        now = time.monotonic()
+        while self.released and next(iter(self.released.values())) < now - RELEASED_MEMORY:
+            self.released.popitem(last=False)
         for key in keys:
             client = self.owner.pop(key, None)
             if client is not None:
                 self.owned[client].discard(key)
-            for worker in self.who_has.get(key, ()):
+            holders = self.who_has.get(key)
+            if not holders:  # its worker's report has not come yet
+                self.released[key] = now
+            for worker in holders or ():
                 by_worker[worker].append(key)
         for worker, held in by_worker.items():
             asyncio.ensure_future(self._delete_on(worker, held))

@@ -14,6 +14,7 @@ coroutine through :func:`asyncio.wrap_future`.
 """
 import asyncio
 import os
+import pickle
 import threading
 import weakref
 
@@ -90,7 +91,7 @@ class RemoteData:
     """
 
     __slots__ = ("key", "pool", "workers", "nbytes", "status", "exception", "traceback",
-                 "recipe", "source", "_waiters", "__weakref__")  # fmt: skip
+                 "recipe", "source", "inline", "_waiters", "__weakref__")  # fmt: skip
 
     def __init__(self, key, pool, workers=(), nbytes=None, status="finished"):
         self.key = key
@@ -102,6 +103,7 @@ class RemoteData:
         self.traceback = None
         self.recipe = None  # (compute message, {key: input handle}) to recompute it
         self.source = None  # for scattered data: the value, or a weak reference to it
+        self.inline = None  # a small result, pickled, as it came with the task's reply
         self._waiters = None
 
     def __repr__(self):
@@ -117,10 +119,11 @@ class RemoteData:
             self.workers = {worker}
         self._wake()
 
-    def set_finished(self, worker, nbytes):
+    def set_finished(self, worker, nbytes, inline=None):
         self.status = "finished"
         self.workers = {worker}
         self.nbytes = nbytes
+        self.inline = inline
         self._wake()
 
     def done(self):
@@ -171,6 +174,9 @@ class RemoteData:
         >>> pool.apply(sum, ([1, 2, 3],)).get()
         6
         """
+        inline = self.inline
+        if inline is not None and self.status == "finished":  # came with the reply
+            return pickle.loads(inline)
         return self.pool._sync(self.pool._gather([self]), timeout)[0]
 
     async def aget(self):

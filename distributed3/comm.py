@@ -145,10 +145,13 @@ class Comm:
         lengths = [memoryview(f).nbytes for f in frames]
         head = struct.pack(f"<Q{len(frames)}Q", len(frames), *lengths)
         try:
-            self.stream.write(head)
-            for frame in frames[:-1]:
-                self.stream.write(frame)
-            await self.stream.write(frames[-1])
+            if sum(lengths) < _COALESCE:  # one send, one segment: small messages are latency
+                await self.stream.write(b"".join([head, *frames]))
+            else:  # big frames go as they are, never copied
+                self.stream.write(head)
+                for frame in frames[:-1]:
+                    self.stream.write(frame)
+                await self.stream.write(frames[-1])
         except StreamClosedError as e:
             raise self._broken(e.real_error) from None
         return sum(lengths)
@@ -196,6 +199,7 @@ class Comm:
 
 
 _LAZY_ALLOCATION = 1 << 20
+_COALESCE = 1 << 16
 
 
 def _allocate(nbytes):

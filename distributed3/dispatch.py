@@ -202,8 +202,11 @@ class Batch:
         per_core = 1 if self.careful else self.slots_per_core
         want = min(ncores * per_core, len(self.free) + len(self.pinned.get(worker, ())))
         for _ in range(want - self.runners[worker]):
+            task = self._next(worker)  # taken now, so the next worker sees what is left
+            if task is None:
+                break
             self.runners[worker] += 1
-            asyncio.ensure_future(self._runner(worker))
+            asyncio.ensure_future(self._runner(worker, task))
 
     def _next(self, worker):
         mine = self.pinned.get(worker)
@@ -213,15 +216,18 @@ class Batch:
             return self.free.popleft()
         return None
 
-    async def _runner(self, worker):
+    async def _runner(self, worker, first):
+        """Run tasks on ``worker`` one after the other, starting with ``first``."""
         pool = self.pool
         try:
             while self.error is None and worker in pool.available_cores and worker not in self.lost:
-                if self.careful and self.runners[worker] > pool.available_cores[worker]:
-                    return  # fewer tasks in flight from now on
-                task = self._next(worker)
+                task, first = first, None
                 if task is None:
-                    return
+                    if self.careful and self.runners[worker] > pool.available_cores[worker]:
+                        return  # fewer tasks in flight from now on
+                    task = self._next(worker)
+                    if task is None:
+                        return
                 if self.need:
                     await self._acquire(worker)
                 pool.occupancy[worker] += 1
@@ -255,9 +261,11 @@ class Batch:
                     if "exception" in result:
                         handle.set_error(result["exception"], result["traceback"], worker)
                     else:
-                        handle.set_finished(worker, result["nbytes"])
+                        handle.set_finished(worker, result["nbytes"], result.get("pickled"))
                 self._finished_one(task)
         finally:
+            if first is not None:  # never started: someone else may run it
+                self.free.appendleft(first)
             self.runners[worker] -= 1
             if not any(self.runners.values()) and not self.done.done():
                 self.done.set_result(None)

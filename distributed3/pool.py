@@ -83,6 +83,7 @@ class Pool(StreamingMixin, DataMixin):
         self._subscription = None
         self._owned = set()  # keys of our live handles, which the center knows we own
         self._to_release = collections.deque()
+        self._notes = {"own": [], "release": []}  # for the center, sent together
         self._watcher = None
         self.connection_pool = None
         self.status = "created"
@@ -247,6 +248,7 @@ class Pool(StreamingMixin, DataMixin):
     async def _close(self):
         if self.status == "closed":
             return
+        self._notes = {"own": [], "release": []}  # superseded: we release all now
         if self.status == "running" and self._owned:
             keys, self._owned = list(self._owned), set()
             await self._tell_center({"op": "release_keys", "keys": keys, "reply": False})
@@ -455,6 +457,9 @@ class Pool(StreamingMixin, DataMixin):
     def who_has(self, seq=None):
         """``{key: {worker address}}`` from the center, for ``seq`` or every key.
 
+        For handles in ``seq`` it also counts the worker their task ran on, which
+        the center may learn a few milliseconds after the task's reply.
+
         >>> pool.who_has(pool.scatter([1]))                    # doctest: +ELLIPSIS
         {'data-...': {('127.0.0.1', ...)}}
         """
@@ -465,8 +470,13 @@ class Pool(StreamingMixin, DataMixin):
         return await self._run(self._who_has(seq))
 
     async def _who_has(self, seq=None):
+        seq = None if seq is None else list(seq)
         keys = None if seq is None else [h.key if isinstance(h, RemoteData) else h for h in seq]
-        return await self._center("who_has", keys=keys)
+        who_has = await self._center("who_has", keys=keys)
+        for h in seq or ():  # where a task just ran, if that worker's report is on its way
+            if isinstance(h, RemoteData) and h.status == "finished":
+                who_has[h.key] = set(who_has.get(h.key, ())) | (h.workers & set(self.available_cores))
+        return who_has
 
     def has_what(self):
         """``{worker address: {key}}`` from the center."""

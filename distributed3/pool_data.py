@@ -7,6 +7,7 @@ the center as owned by this client, so it is released when the client goes.
 """
 import asyncio
 import itertools
+import pickle
 from collections import defaultdict
 
 from .client import RemoteData
@@ -15,11 +16,29 @@ from .recovery import recover
 from .scheduling import split_by_worker, spread
 
 
+NOTE_DELAY = 0.01  # seconds ownership notes wait to go out together
+
+
 class DataMixin:
     async def _own(self, keys):
-        """Tell the center we created ``keys``, so they are released if we vanish."""
+        """Tell the center, now, that we created ``keys``, so they are released if we
+        vanish; releases waiting to go out travel in the same message."""
         self._owned.update(keys)
-        await self._tell_center({"op": "own_keys", "keys": keys, "reply": False})
+        self._notes["own"].extend(keys)
+        await self._send_notes()
+
+    def _note_release(self, keys):
+        """Queue keys to release; they go out together at most every ``NOTE_DELAY``
+        seconds (or sooner, with the next ``_own``), not a message per handle."""
+        notes = self._notes
+        if not notes["own"] and not notes["release"]:
+            self.loop.call_later(NOTE_DELAY, lambda: asyncio.ensure_future(self._send_notes()))
+        notes["release"].extend(keys)
+
+    async def _send_notes(self):
+        notes, self._notes = self._notes, {"own": [], "release": []}
+        if notes["own"] or notes["release"]:
+            await self._tell_center({"op": "ownership", **notes, "reply": False})
 
     async def _tell_center(self, msg):
         """A one-way message on the subscription; lost only if the center is (and then
@@ -44,7 +63,7 @@ class DataMixin:
         keys = [k for k in keys if k in self._owned]
         if keys and self.status == "running":
             self._owned.difference_update(keys)
-            await self._tell_center({"op": "release_keys", "keys": keys, "reply": False})
+            self._note_release(keys)
 
 
     def scatter(self, seq, broadcast=False):
@@ -123,7 +142,10 @@ class DataMixin:
                 h.raise_error()
             if h.status == "deleted":
                 raise KeyError(f"{h!r} was deleted")
-        values = await self._fetch(handles)
+        # small results came with their task's reply: unpickled here, a fresh copy each time
+        values = {k: pickle.loads(h.inline) for k, h in handles.items() if h.inline is not None}
+        if len(values) < len(handles):
+            values.update(await self._fetch({k: h for k, h in handles.items() if k not in values}))
         return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
 
     async def _fetch(self, handles):
@@ -174,6 +196,8 @@ class DataMixin:
         handles = [h for h in seq if isinstance(h, RemoteData)]
         keys = [h.key for h in handles]
         who_has = await self._center("who_has", keys=keys)
+        for h in handles:  # where it was made, even if that worker's report is still on its way
+            who_has[h.key] = set(who_has.get(h.key, ())) | (h.workers & set(self.available_cores))
         by_worker = defaultdict(list)
         for key, workers in who_has.items():
             for w in workers:

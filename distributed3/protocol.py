@@ -24,7 +24,7 @@ import sys
 
 from .codeship import cloudpickle_dumps
 
-__all__ = ["dumps", "loads", "dumps_function", "loads_function", "sizeof"]
+__all__ = ["dumps", "loads", "dumps_function", "loads_function", "sizeof", "small_pickle"]
 
 
 def dumps(obj):
@@ -74,6 +74,21 @@ def dumps_function(func):
     except Exception:
         pass
     return cloudpickle_dumps(func)
+
+
+def small_pickle(obj, limit):
+    """``obj`` pickled by plain pickle if that works in at most ``limit`` bytes, else None.
+
+    >>> small_pickle(42, 100) == pickle.dumps(42, protocol=5)
+    True
+    >>> small_pickle(b"x" * 200, 100) is None, small_pickle(lambda: 0, 100) is None
+    (True, True)
+    """
+    try:
+        data = pickle.dumps(obj, protocol=5)
+    except Exception:
+        return None
+    return data if len(data) <= limit else None
 
 
 _function_cache = {}

@@ -12,10 +12,17 @@
     client or peer --get_data / update_data / delete_data--> worker
 
 Tasks run in a thread pool of ``ncores`` threads, so the event loop stays free
-to serve peers, the center and new requests while user code runs.  Key reports
+to serve peers, the center and new requests while user code runs.  The one
+exception is a function that has always taken less than ``FAST_TASK`` seconds
+per element: when the pool is idle it runs on the loop itself, which saves
+two thread switches per task (a slow run sends it back to the pool for good).  Key reports
 to the center are batched: one message carries every key finished since the
-last one went out, and a task's reply waits for the center's acknowledgement,
-so ``who_has`` is never behind what a client was told.
+last one went out.  A task's reply does not wait for it (the client learns
+where its results are from the reply; the center catches up within a
+message), so a task costs one round trip; data sent with ``update_data``
+waits for the center's acknowledgement, so scattered keys are known at once.
+A small result (``INLINE_BYTES`` or less, pickled) also travels in the reply,
+so getting it costs nothing more; the worker keeps it all the same.
 
 >>> import asyncio
 >>> from distributed3.center import Center
@@ -48,13 +55,17 @@ from .exceptions import (
     WorkerLostError,
     WorkerRetiringError,
 )
-from .execute import format_task_traceback, run_chunk, stateful_call
-from .protocol import loads_function, sizeof
+from .execute import format_task_traceback, stateful_call, timed_run_chunk
+from .protocol import loads_function, sizeof, small_pickle
 from .scheduling import split_by_worker, spread
 from .task import substitute
 from .utils import format_address, parse_address
 
 logger = logging.getLogger(__name__)
+
+INLINE_BYTES = 4096  # results this small also travel in the task's reply
+REPORT_DELAY = 0.005  # seconds a key report waits for others to go with it
+FAST_TASK = 0.0005  # seconds per element: functions always this quick run on the event loop
 
 
 class StateMissingError(DistributedError):
@@ -114,6 +125,8 @@ class Worker(Server):
         self.tasks_done = 0
         self.peer_bytes_in = 0
         self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="distributed3-task")
+        self.in_executor = 0  # chunks running in the thread pool now
+        self.task_times = {}  # function bytes -> (runs, slowest seconds per element)
         self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
         self._center_comm = None
         self._pending_add = {}
@@ -215,6 +228,13 @@ class Worker(Server):
 
     async def _report(self, add=None, remove=()):
         """Tell the center about new and dropped keys; returns once it acknowledged."""
+        self._queue_report(add, remove)
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append(done)
+        await done
+
+    def _queue_report(self, add=None, remove=()):
+        """Tell the center about new and dropped keys with the next batch, soon."""
         for key in remove:
             self._pending_add.pop(key, None)
             self._pending_remove.add(key)
@@ -222,10 +242,7 @@ class Worker(Server):
             for key, n in add.items():
                 self._pending_remove.discard(key)
                 self._pending_add[key] = n
-        done = asyncio.get_running_loop().create_future()
-        self._waiters.append(done)
         self._wake.set()
-        await done
 
     async def _center_loop(self):
         """Send batched key reports and heartbeats; re-register if the center is lost."""
@@ -241,6 +258,8 @@ class Worker(Server):
                     await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
                 except asyncio.TimeoutError:
                     pass
+                if not self._waiters:  # nobody waits for this report: let a few more join it
+                    await asyncio.sleep(REPORT_DELAY)
                 self._wake.clear()
                 add, self._pending_add = self._pending_add, {}
                 remove, self._pending_remove = self._pending_remove, set()
@@ -331,11 +350,8 @@ class Worker(Server):
             args_list = [substitute(args, values) for args in args_list]
             kwargs = substitute(kwargs, values) if kwargs else kwargs
             del values
-        loop = asyncio.get_running_loop()
         start = time.time()
-        outcomes = await loop.run_in_executor(
-            self.executor, run_chunk, function, args_list, kwargs, seeds
-        )
+        outcomes = await self._run(function, args_list, kwargs, seeds)
         self.tasks_done += len(keys)
         results, report = {}, {}
         for key, (ok, value) in zip(keys, outcomes):
@@ -345,11 +361,42 @@ class Worker(Server):
                 self.nbytes[key] = n
                 report[key] = n
                 results[key] = {"nbytes": n, "type": type(value).__name__}
+                if n <= INLINE_BYTES:
+                    inline = small_pickle(value, INLINE_BYTES)
+                    if inline is not None:
+                        results[key]["pickled"] = inline
             else:
                 results[key] = {"exception": value, "traceback": format_task_traceback(value)}
         if report:
-            await self._report(add=report)
+            # no round trip to the center per task: the report goes with the next batch,
+            # and the client already knows where the results are
+            self._queue_report(add=report)
         return {"results": results, "duration": time.time() - start}
+
+    async def _run(self, function, args_list, kwargs, seeds):
+        """Run a chunk in the thread pool -- or right here on the event loop when its
+        function has always been quick (``FAST_TASK`` per element) and the pool is idle:
+        handing a no-op to a thread and back costs more than the task itself."""
+        times = self.task_times.get(function) if isinstance(function, bytes) else None
+        inline = (times is not None and times[0] >= 2 and self.in_executor == 0
+                  and times[1] * len(args_list) < FAST_TASK)  # fmt: skip
+        if inline:
+            outcomes, seconds = timed_run_chunk(function, args_list, kwargs, seeds)
+        else:
+            self.in_executor += 1
+            try:
+                outcomes, seconds = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, timed_run_chunk, function, args_list, kwargs, seeds
+                )
+            finally:
+                self.in_executor -= 1
+        if isinstance(function, bytes):
+            per_element = seconds / max(len(args_list), 1)
+            runs, slowest = times or (0, 0.0)
+            if len(self.task_times) > 1000:
+                self.task_times.clear()
+            self.task_times[function] = (runs + 1, max(slowest, per_element))
+        return outcomes
 
     # -- stateful instances ------------------------------------------------------
 

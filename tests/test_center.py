@@ -5,7 +5,8 @@ import pytest
 
 from distributed3 import AuthenticationError, Center
 from distributed3.comm import connect
-from distributed3.testing import gen_test
+from distributed3.core import rpc
+from distributed3.testing import cluster, gen_test
 from distributed3.utils import wait_for
 
 ALICE, BOB = ("127.0.0.1", 9001), ("127.0.0.1", 9002)
@@ -149,3 +150,18 @@ async def test_wait_for_workers_times_out_with_a_message():
             await center.wait_for_workers(1, timeout=0.1)
     finally:
         await center.close()
+
+
+@gen_test()
+async def test_key_released_before_its_worker_reported_it_is_dropped_when_reported():
+    """A task's reply does not wait for the worker's report to the center, so a client
+    may release a key the center has not heard of yet: the late report must not leak it."""
+    async with cluster(1, heartbeat_interval=0.05) as (center, [w]):
+        async with rpc(center.address) as c:
+            await c.release_keys(keys=["early"])
+        assert "early" in center.released
+        async with rpc(w.address) as r:
+            await r.update_data(data={"early": 1, "other": 2})
+        await wait_for(lambda: "early" not in w.data, 5, "released key still on the worker")
+        assert "early" not in center.who_has and center.who_has["other"] == {w.address}
+        assert "early" not in center.released  # used once, then forgotten
