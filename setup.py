@@ -14,6 +14,8 @@ setup(
     install_requires=["tornado>=6.2", "cloudpickle>=3.0", "numpy>=1.24", "toolz>=0.12"],
     extras_require={
         "progress": ["tqdm>=4.60"],
+        # the peers that `python -m distributed3.bench` compares with, when installed
+        "bench": ["dask[distributed]>=2024.1", "ray>=2.9"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "psutil>=5.9", "hypothesis>=6", "trustme>=1.0",
                  "tqdm>=4.60"],
     },

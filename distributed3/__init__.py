@@ -6,26 +6,37 @@
 ...     pool.apply(sum, [A]).get()
 285
 """
-from .center import Center
-from .client import RemoteData
-from .core import ConnectionPool, Server, __version__, rpc
-from .exceptions import (
-    AuthenticationError,
-    CommClosedError,
-    ConnectionBrokenError,
-    DistributedError,
-    ProtocolError,
-    RemoteTraceback,
-    SerializationError,
-    TaskError,
-    WorkerLostError,
-)
-from .futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
-from .local import LocalCluster
-from .pool import Pool
-from .security import TLS
-from .stateful import StatefulPool, WorkerInterface
-from .worker import Worker
+import importlib
+
+from .core import __version__
+
+# Names load on first use (PEP 562), so a worker process does not import the pool's
+# modules nor a client the worker's: each starts faster.
+_WHERE = {
+    "Pool": "pool", "RemoteData": "client", "TLS": "security", "WorkerInterface": "stateful",
+    "StatefulPool": "stateful", "as_completed": "futures", "wait": "futures",
+    "ALL_COMPLETED": "futures", "FIRST_COMPLETED": "futures", "FIRST_EXCEPTION": "futures",
+    "Center": "center", "Worker": "worker", "LocalCluster": "local", "Server": "core",
+    "rpc": "core", "ConnectionPool": "core", "AuthenticationError": "exceptions",
+    "CommClosedError": "exceptions", "ConnectionBrokenError": "exceptions",
+    "DistributedError": "exceptions", "ProtocolError": "exceptions",
+    "RemoteTraceback": "exceptions", "SerializationError": "exceptions",
+    "TaskError": "exceptions", "WorkerLostError": "exceptions",
+}  # fmt: skip
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'distributed3' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "Pool", "RemoteData", "TLS", "WorkerInterface", "StatefulPool", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",

@@ -1,0 +1,109 @@
+"""Run the workloads for one system in this (fresh) process; print one JSON line.
+
+``python -m distributed3.bench.one SYSTEM '{"map": [10000], ...}'`` -- used by
+:mod:`distributed3.bench`, which starts one such process per system so that
+nothing one system leaves behind (threads, processes, imports) touches the next.
+"""
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+from .systems import SYSTEMS
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb(pid):
+    """Resident memory of process ``pid`` in MB (0 if it is gone).
+
+    >>> rss_mb(os.getpid()) > 1
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def descendants(pid):
+    """Every process below ``pid``.
+
+    >>> import subprocess
+    >>> child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    >>> child.pid in descendants(os.getpid())
+    True
+    >>> child.kill(); child.wait()
+    -9
+    """
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def _timed(func, n, repeat):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func(n)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(name, config):
+    """``{workload: result}`` for system ``name``; see :mod:`distributed3.bench`."""
+    repeat = config.get("repeat", 3)
+    results = {}
+    system = SYSTEMS[name](config["workers"]) if "workers" in config else SYSTEMS[name]()
+    with system as s:
+        if config.get("memory"):
+            gc.collect()
+            time.sleep(0.5)  # let start-up work settle: this is the idle size
+            workers = s.worker_pids()
+            results["worker_rss_mb"] = statistics.median(rss_mb(p) for p in workers)
+            results["cluster_rss_mb"] = rss_mb(os.getpid()) + sum(
+                rss_mb(p) for p in descendants(os.getpid())
+            )
+        for key, method in (("map", "map"), ("map1", "map1")):
+            func = getattr(s, method, None)
+            if func is not None:
+                results[key] = {str(n): n / _timed(func, n, repeat) for n in config.get("map", ())}
+        if config.get("roundtrip"):
+            n = config["roundtrip"]
+            for _ in range(min(n, 100)):
+                s.roundtrip_once()
+            start = time.perf_counter()
+            for _ in range(n):
+                s.roundtrip_once()
+            results["roundtrip_us"] = (time.perf_counter() - start) / n * 1e6
+        if getattr(s, "transfer", None) is not None:
+            results["transfer"] = {str(size): s.transfer(size, repeat)
+                                   for size in config.get("transfer", ())}  # fmt: skip
+        if config.get("locality") and getattr(s, "moved_bytes", None) is not None:
+            results["moved_bytes"] = s.moved_bytes()
+        if config.get("messages") and getattr(s, "center_messages", None) is not None:
+            n = config["messages"]
+            before = s.center_messages()
+            s.map(n)
+            results["center_messages_per_task"] = (s.center_messages() - before) / n
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(sys.argv[1], json.loads(sys.argv[2]))), flush=True)

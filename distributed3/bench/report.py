@@ -1,0 +1,152 @@
+"""The benchmark's tables: medians per system, then each target's ratio from the same run.
+
+>>> rows = [("tasks/s", {"a": 1000.0, "b": None}), ("bytes", {"a": 0})]
+>>> print(table(rows, ["a", "b"]))
+workload      a  b
+tasks/s   1,000  —
+bytes         0  —
+"""
+import sys
+
+__all__ = ["print_report", "table"]
+
+
+def _fmt(value):
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def table(rows, columns):
+    """Rows of ``(label, {column: value})`` as aligned text."""
+    width = max([len("workload")] + [len(label) for label, _ in rows])
+    cells = [[_fmt(values.get(c)) for c in columns] for _, values in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["workload".ljust(width) + "".join(f"  {c:>{w}}" for c, w in zip(columns, widths))]
+    for (label, _), row in zip(rows, cells):
+        lines.append(label.ljust(width) + "".join(f"  {v:>{w}}" for v, w in zip(row, widths)))
+    return "\n".join(lines)
+
+
+def _size(n):
+    return f"{n / 1e9:g} GB" if n >= 1e9 else f"{n / 1e6:g} MB"
+
+
+def _get(result, *path):
+    for step in path:
+        if not isinstance(result, dict) or step not in result:
+            return None
+        result = result[step]
+    return result
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or not b else a / b
+
+
+def measurements(results):
+    """``[(label, {column: value})]`` of every measurement, one row per workload."""
+    systems = results["systems"]
+    config = results["config"]
+    raw = results["raw"]
+    columns = [*systems, "raw limit"]
+    rows = []
+    for n in config["map"]:
+        rows.append((f"{n:,} no-op map+gather, own chunks (tasks/s)",
+                     {s: _get(r, "map", str(n)) for s, r in systems.items()}))  # fmt: skip
+        rows.append((f"{n:,} no-op map+gather, 1 task/message (tasks/s)",
+                     {s: _get(r, "map1", str(n)) for s, r in systems.items()}))  # fmt: skip
+    rows.append(("tiny task round trip, apply+get (us)",
+                 {**{s: _get(r, "roundtrip_us") for s, r in systems.items()},
+                  "raw limit": raw.get("ping_pong_us")}))  # fmt: skip
+    for size in config["transfer"]:
+        rows.append((f"{_size(size)} array worker to worker (MB/s)",
+                     {**{s: _get(r, "transfer", str(size)) for s, r in systems.items()},
+                      "raw limit": raw.get(f"socket {size}")}))  # fmt: skip
+        rows.append((f"  raw socket into fresh memory (MB/s)",
+                     {"raw limit": raw.get(f"socket fresh {size}")}))  # fmt: skip
+    rows.append(("bytes moved, map over resident data",
+                 {s: _get(r, "moved_bytes") for s, r in systems.items()}))  # fmt: skip
+    rows.append(("local cluster up + first result (s)",
+                 {**dict(results["startup"]), "raw limit": results["startup"].get("python")}))
+    rows.append(("idle worker RSS (MB)", {s: _get(r, "worker_rss_mb") for s, r in systems.items()}))
+    rows.append(("whole local cluster RSS (MB)",
+                 {s: _get(r, "cluster_rss_mb") for s, r in systems.items()}))  # fmt: skip
+    return rows, columns
+
+
+def targets(results):
+    """``[(target, measured ratio or value, "yes"/"no"/"—")]`` for the issue's targets."""
+    systems = results["systems"]
+    d3 = systems.get("distributed3", {})
+    out = []
+
+    def check(label, value, ok):
+        out.append((label, value, "—" if value is None else ("yes" if ok(value) else "no")))
+
+    dask_rate = None
+    for n in results["config"]["map"]:
+        ours = _get(d3, "map", str(n))
+        # dask runs the smaller map only; its rate per task does not grow with n
+        dask_rate = _get(systems, "dask", "map1", str(n)) or dask_rate
+        check(f"{n:,} map: distributed3 / dask (>= 50)", _ratio(ours, dask_rate),
+              lambda r: r >= 50)  # fmt: skip
+        mp1 = _get(systems, "multiprocessing", "map1", str(n))
+        check(f"{n:,} map: / multiprocessing chunksize=1 (>= 1.5)", _ratio(ours, mp1),
+              lambda r: r >= 1.5)  # fmt: skip
+        mp = _get(systems, "multiprocessing", "map", str(n))
+        check(f"{n:,} map: / multiprocessing default chunks (stretch >= 0.25)",
+              _ratio(ours, mp), lambda r: r >= 0.25)  # fmt: skip
+    check("round trip: / raw tornado ping-pong (<= 2.5)",
+          _ratio(_get(d3, "roundtrip_us"), results["raw"].get("ping_pong_us")),
+          lambda r: r <= 2.5)  # fmt: skip
+    for size in results["config"]["transfer"]:
+        ours = _get(d3, "transfer", str(size))
+        check(f"{_size(size)} transfer: / raw socket (>= 0.70)",
+              _ratio(ours, results["raw"].get(f"socket {size}")), lambda r: r >= 0.7)
+        check(f"{_size(size)} transfer: / raw socket into fresh memory (>= 0.70)",
+              _ratio(ours, results["raw"].get(f"socket fresh {size}")), lambda r: r >= 0.7)
+    check("map over resident data: bytes moved (0)", _get(d3, "moved_bytes"), lambda b: b == 0)
+    startup = results["startup"]
+    check("start-up: / dask LocalCluster (<= 0.33)",
+          _ratio(startup.get("distributed3"), startup.get("dask")), lambda r: r <= 1 / 3)
+    for field, what in (("worker_rss_mb", "idle worker"), ("cluster_rss_mb", "whole cluster")):
+        check(f"{what} memory: / dask (<= 0.67)",
+              _ratio(_get(d3, field), _get(systems, "dask", field)), lambda r: r <= 2 / 3)
+    scaling = results.get("scaling") or {}
+    rates = {n: _get(r, "map", "10000") for n, r in scaling.items()}
+    if rates and all(rates.values()):
+        smallest = min(rates, key=int)
+        for n, rate in rates.items():
+            check(f"{n} workers: tasks/s / with {smallest} (flat or rising: >= 0.9)",
+                  _ratio(rate, rates[smallest]), lambda r: r >= 0.9)
+    return out
+
+
+def print_report(results, file=sys.stdout):
+    rows, columns = measurements(results)
+    print("\nMedians (2 workers x 1 core each; higher is better except us, s, MB and bytes)",
+          file=file)  # fmt: skip
+    print(table(rows, columns), file=file)
+    for name, why in results["skipped"].items():
+        print(f"skipped {name}: {why}", file=file)
+    for name, r in results["systems"].items():
+        if "error" in r:
+            print(f"{name} failed: {r['error']}", file=file)
+    if results.get("scaling"):
+        print("\ndistributed3, 10,000 no-op tasks over N workers on one center", file=file)
+        srows = [(f"{n} workers", {"tasks/s": _get(r, "map", "10000"),
+                                   "center msgs/task": _get(r, "center_messages_per_task")})
+                 for n, r in results["scaling"].items()]  # fmt: skip
+        print(table(srows, ["tasks/s", "center msgs/task"]), file=file)
+    print("\nTargets (ratios from this run)", file=file)
+    trows = [(label, {"ratio": value, "met": met}) for label, value, met in targets(results)]
+    print(table(trows, ["ratio", "met"]), file=file)

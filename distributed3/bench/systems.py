@@ -1,0 +1,252 @@
+"""Each system under test, behind one interface: a local cluster of 2 workers x 1 core.
+
+``with SYSTEMS[name]() as s:`` starts it; then
+
+* ``s.map(n)`` -- seconds for ``gather(map(noop, range(n)))`` (``s.map1`` with one
+  message per task, where the system has that choice),
+* ``s.roundtrip(n)`` -- microseconds per ``apply(inc, 1)`` and getting its result,
+* ``s.transfer(size)`` -- MB/s pulling a ``size``-byte array from one worker to the other,
+* ``s.worker_pids()`` -- the worker processes, for their resident memory.
+
+``STARTUP[name]`` is a script that starts the same cluster in a new interpreter and
+prints the first result.  Methods a system lacks are ``None``.
+"""
+import statistics
+import time
+
+import numpy as np
+
+from .tasks import inc, nbytes, noop, pid
+
+__all__ = ["SYSTEMS", "STARTUP", "available"]
+
+
+def _median_seconds(func, repeat):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Distributed3:
+    name = "distributed3"
+
+    def __init__(self, n_workers=2):
+        self.n_workers = n_workers
+
+    def __enter__(self):
+        from distributed3 import Pool
+
+        self.pool = Pool(n_workers=self.n_workers)
+        self.pool.gather(self.pool.map(noop, range(200)))  # connections and caches warm
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.close()
+
+    def map(self, n):
+        out = self.pool.gather(self.pool.map(noop, range(n)))
+        assert len(out) == n
+
+    def map1(self, n):
+        out = self.pool.gather(self.pool.map(noop, range(n), chunksize=1))
+        assert len(out) == n
+
+    def roundtrip_once(self):
+        assert self.pool.apply(inc, (1,)).get() == 2
+
+    def transfer(self, size, repeat):
+        pool = self.pool
+        a, b = sorted(pool.available_cores)
+        [data] = pool.scatter([np.ones(size // 8)])
+        holder = next(iter(pool.who_has([data])[data.key]))
+        target = b if holder == a else a
+
+        def pull():
+            pool._sync(pool.connection_pool(target).fetch_data(who_has={data.key: [holder]}))
+            pool._sync(pool.connection_pool(target).delete_data(keys=[data.key]))
+
+        pull()
+        return size / _median_seconds(pull, repeat) / 1e6
+
+    def moved_bytes(self, narrays=8, rounds=3):
+        """Bytes workers pulled from each other while mapping over data already there."""
+        pool = self.pool
+        data = pool.scatter([np.ones(125_000) * i for i in range(narrays)])  # 1 MB each
+        before = sum(i["peer_bytes_in"] for i in pool.worker_info().values())
+        for _ in range(rounds):
+            sums = pool.map(lambda a: float(a.sum()), data)
+            doubled = pool.map(lambda a: a * 2, data)
+            assert pool.gather(sums) == [125_000.0 * i for i in range(narrays)]
+            assert pool.gather(pool.map(nbytes, doubled)) == [1_000_000] * narrays
+        after = sum(i["peer_bytes_in"] for i in pool.worker_info().values())
+        return after - before
+
+    def worker_pids(self):
+        return sorted({self.pool.apply(pid).get() for _ in range(20)} |
+                      {p.pid for p in self.pool.cluster.procs})  # fmt: skip
+
+    def center_messages(self):
+        counters = self.pool.cluster.center.counters
+        return sum(n for op, n in counters.items() if op != "bytes_in")
+
+
+class Multiprocessing:
+    name = "multiprocessing"
+
+    def __enter__(self):
+        import multiprocessing
+
+        self.pool = multiprocessing.Pool(2)
+        self.pool.map(noop, range(200))
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.terminate()
+
+    def map(self, n):  # its default chunks
+        assert len(self.pool.map(noop, range(n))) == n
+
+    def map1(self, n):
+        assert len(self.pool.map(noop, range(n), chunksize=1)) == n
+
+    def roundtrip_once(self):
+        assert self.pool.apply(inc, (1,)) == 2
+
+    def worker_pids(self):
+        return [p.pid for p in self.pool._pool]
+
+
+class ProcessPool:
+    name = "concurrent.futures"
+
+    def __enter__(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.ex = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context())
+        list(self.ex.map(noop, range(200)))
+        return self
+
+    def __exit__(self, *exc):
+        self.ex.shutdown(cancel_futures=True)
+
+    def map1(self, n):  # chunksize=1 is its default
+        assert len(list(self.ex.map(noop, range(n)))) == n
+
+    def roundtrip_once(self):
+        assert self.ex.submit(inc, 1).result() == 2
+
+    def worker_pids(self):
+        return list(self.ex._processes)
+
+
+class Dask:
+    name = "dask"
+
+    def __enter__(self):
+        import logging
+
+        from dask.distributed import Client, LocalCluster
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        self.client = Client(self.cluster)
+        self.client.gather(self.client.map(noop, range(200), pure=False))
+        return self
+
+    def __exit__(self, *exc):
+        self.client.close()
+        self.cluster.close()
+
+    def map1(self, n):
+        out = self.client.gather(self.client.map(noop, range(n), pure=False))
+        assert len(out) == n
+
+    def roundtrip_once(self):
+        assert self.client.submit(inc, 1, pure=False).result() == 2
+
+    def transfer(self, size, repeat):
+        client = self.client
+        a, b = sorted(client.scheduler_info()["workers"])
+        times = []
+        for _ in range(repeat + 1):
+            data = client.scatter(np.ones(size // 8), workers=[a])
+            start = time.perf_counter()
+            assert client.submit(nbytes, data, workers=[b], pure=False).result() == size
+            times.append(time.perf_counter() - start)
+            del data
+        return size / statistics.median(times[1:]) / 1e6
+
+    def worker_pids(self):
+        return sorted(self.client.run(pid).values())
+
+
+class Ray:
+    name = "ray"
+
+    def __enter__(self):
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)  # fmt: skip
+        self.ray = ray
+        self.noop, self.inc, self.pid = (ray.remote(f) for f in (noop, inc, pid))
+        ray.get([self.noop.remote(i) for i in range(200)])
+        return self
+
+    def __exit__(self, *exc):
+        self.ray.shutdown()
+
+    def map1(self, n):
+        assert len(self.ray.get([self.noop.remote(i) for i in range(n)])) == n
+
+    def roundtrip_once(self):
+        assert self.ray.get(self.inc.remote(1)) == 2
+
+    def worker_pids(self):
+        return sorted(set(self.ray.get([self.pid.remote() for _ in range(20)])))
+
+
+SYSTEMS = {s.name: s for s in (Distributed3, Multiprocessing, ProcessPool, Dask, Ray)}
+
+_FIRST = "from distributed3.bench.tasks import inc\n"
+STARTUP = {
+    "python": "print(2)",
+    "distributed3": _FIRST + "from distributed3 import Pool\n"
+    "pool = Pool(n_workers=2)\nprint(pool.apply(inc, (1,)).get(), flush=True)\npool.close()",
+    "multiprocessing": _FIRST + "import multiprocessing\nif __name__ == '__main__':\n"
+    "    p = multiprocessing.Pool(2)\n"
+    "    print(p.apply(inc, (1,)), flush=True)\n    p.terminate()",
+    "concurrent.futures": _FIRST + "from concurrent.futures import ProcessPoolExecutor\n"
+    "if __name__ == '__main__':\n    with ProcessPoolExecutor(2) as ex:\n"
+    "        print(ex.submit(inc, 1).result(), flush=True)",
+    "dask": _FIRST + "from dask.distributed import Client, LocalCluster\n"
+    "if __name__ == '__main__':\n"
+    "    c = Client(LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None))\n"
+    "    print(c.submit(inc, 1).result(), flush=True)\n    c.close()",
+    "ray": _FIRST + "import ray\nray.init(num_cpus=2, include_dashboard=False)\n"
+    "print(ray.get(ray.remote(inc).remote(1)), flush=True)\nray.shutdown()",
+}
+
+
+def available(name):
+    """Whether ``name`` can run here (dask and ray are optional: the ``bench`` extra).
+
+    >>> available("distributed3"), available("no-such-system")
+    (True, False)
+    """
+    import importlib.util
+
+    modules = {"dask": "dask.distributed", "ray": "ray"}
+    if name not in SYSTEMS and name not in STARTUP:
+        return False
+    module = modules.get(name)
+    if module is None:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
