@@ -33,7 +33,7 @@ from .utils import format_address, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
 
-RELEASED_MEMORY = 120.0  # seconds a released key's late report is still dropped
+RELEASED_MEMORY = 120.0  # seconds late reports of released keys (or gone clients) are dropped
 
 
 class Center(Server):
@@ -85,6 +85,7 @@ class Center(Server):
         # keys released before their worker reported them (the report is on its way):
         # key -> when; the worker is told to drop them as soon as it reports them
         self.released = OrderedDict()
+        self.gone = OrderedDict()  # client -> when its keys were released for good
         self.peers = ConnectionPool(secret=self.secret, tls=self.tls, limits=self.limits)
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
@@ -184,10 +185,18 @@ class Center(Server):
 
     # -- keys ----------------------------------------------------------------
 
-    def add_keys(self, comm, address, keys, nbytes=None):
-        """``address`` now holds ``keys`` (sizes in ``nbytes``)."""
+    def add_keys(self, comm, address, keys, nbytes=None, owners=None):
+        """``address`` now holds ``keys`` (sizes in ``nbytes``), made for ``owners``
+        (``{key: client}``): the results of tasks that clients sent it."""
         address = self._speaks_for(comm, address)
         self.last_seen[address] = time.monotonic()
+        if owners:
+            for key, client in owners.items():
+                if client in self.gone:  # the result came after its client went
+                    self.released[key] = time.monotonic()
+                elif key not in self.released:
+                    self.owner[key] = client
+                    self.owned[client].add(key)
         if self.released:
             dead = [k for k in keys if self.released.pop(k, None) is not None]
             if dead:
@@ -268,6 +277,7 @@ class Center(Server):
         self.subscribers.add(comm)
         if client is not None:
             self.clients[comm] = client
+            self.gone.pop(client, None)
             self.own_keys(comm, keys)
         return {"workers": dict(self.ncores), "resources": dict(self.resources)}
 
@@ -292,8 +302,9 @@ class Center(Server):
         """Nobody needs ``keys`` any more: the workers holding them drop them."""
         by_worker = defaultdict(list)
         now = time.monotonic()
-        while self.released and next(iter(self.released.values())) < now - RELEASED_MEMORY:
-            self.released.popitem(last=False)
+        for memory in (self.released, self.gone):
+            while memory and next(iter(memory.values())) < now - RELEASED_MEMORY:
+                memory.popitem(last=False)
         for key in keys:
             client = self.owner.pop(key, None)
             if client is not None:
@@ -316,6 +327,7 @@ class Center(Server):
     def _client_gone(self, client):
         if client in self.clients.values() or self._closing:
             return  # it came back in time
+        self.gone[client] = time.monotonic()
         keys = self.owned.pop(client, set())
         if keys:
             logger.info("Client %s is gone; releasing its %d keys", client, len(keys))

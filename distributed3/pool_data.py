@@ -227,7 +227,12 @@ class DataMixin:
 
     async def _replicate(self, seq, n=2):
         handles = {h.key: h for h in seq if isinstance(h, RemoteData) and h.status == "finished"}
-        await recover(self, list(handles.values()))  # also refreshes handle.workers
+        alive = set(self.available_cores)
+        for h in handles.values():
+            h.workers &= alive
+        # a handle whose task ran on a live worker is there, whether or not the center
+        # has its report yet; the others are found (or made again) through the center
+        await recover(self, [h for h in handles.values() if not h.workers])
         workers = sorted(self.available_cores, key=lambda w: -self.available_cores[w])
         plan = defaultdict(dict)
         turn = itertools.count()

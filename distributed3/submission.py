@@ -94,7 +94,8 @@ async def make_tasks(pool, func, arglists, kwargs, options):
         if failed is not None:  # an input failed or was deleted: so does this task
             handle.set_error(*_input_error(failed), next(iter(failed.workers), None))
             continue
-        msg = {"op": "compute", "key": handle.key, "function": fbytes, "args": args}
+        msg = {"op": "compute", "key": handle.key, "function": fbytes, "args": args,
+               "owner": pool.id}  # fmt: skip
         if kwargs:
             msg["kwargs"] = kwargs
         if options.seed is not None:
@@ -105,7 +106,7 @@ async def make_tasks(pool, func, arglists, kwargs, options):
             msg["stateful"] = options.stateful
         handle.recipe = (msg, inputs)
         elements.append((handle, msg, inputs, i))
-    await pool._own([h.key for h in handles])
+    pool._owned.update(h.key for h in handles)  # the workers' reports tell the center
     # inputs still being computed must finish before tasks that need them are placed
     pending = {k: h for _, _, inputs, _ in elements for k, h in inputs.items()
                if h.status == "pending"}  # fmt: skip
@@ -122,7 +123,7 @@ async def make_tasks(pool, func, arglists, kwargs, options):
             inputs = {k: h for _, _, ins, _ in chunk for k, h in ins.items()}
             msg = {"op": "compute_chunk", "keys": [e[0].key for e in chunk],
                    "function": fbytes, "args_list": [e[1]["args"] for e in chunk]}  # fmt: skip
-            for field in ("kwargs", "keep", "stateful"):
+            for field in ("kwargs", "keep", "stateful", "owner"):
                 if field in first:
                     msg[field] = first[field]
             if options.seed is not None:

@@ -130,6 +130,7 @@ class Worker(Server):
         self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
         self._center_comm = None
         self._pending_add = {}
+        self._pending_owner = {}  # key -> client, for keys in _pending_add
         self._pending_remove = set()
         self._waiters = []
         self._wake = asyncio.Event()
@@ -233,15 +234,19 @@ class Worker(Server):
         self._waiters.append(done)
         await done
 
-    def _queue_report(self, add=None, remove=()):
-        """Tell the center about new and dropped keys with the next batch, soon."""
+    def _queue_report(self, add=None, remove=(), owner=None):
+        """Tell the center about new and dropped keys (and who owns new ones) with the
+        next batch, soon."""
         for key in remove:
             self._pending_add.pop(key, None)
+            self._pending_owner.pop(key, None)
             self._pending_remove.add(key)
         if add:
             for key, n in add.items():
                 self._pending_remove.discard(key)
                 self._pending_add[key] = n
+                if owner is not None:
+                    self._pending_owner[key] = owner
         self._wake.set()
 
     async def _center_loop(self):
@@ -262,12 +267,14 @@ class Worker(Server):
                     await asyncio.sleep(REPORT_DELAY)
                 self._wake.clear()
                 add, self._pending_add = self._pending_add, {}
+                owners, self._pending_owner = self._pending_owner, {}
                 remove, self._pending_remove = self._pending_remove, set()
                 waiters, self._waiters = self._waiters, []
                 comm = self._center_comm
                 try:
                     if add:
-                        await self._call_center(comm, "add_keys", keys=list(add), nbytes=add)
+                        await self._call_center(comm, "add_keys", keys=list(add), nbytes=add,
+                                                owners=owners)  # fmt: skip
                     if remove:
                         await self._call_center(comm, "remove_keys", keys=list(remove))
                     if not add and not remove:
@@ -301,20 +308,23 @@ class Worker(Server):
     # -- handlers --------------------------------------------------------------
 
     async def compute(self, comm, key, function=None, args=(), kwargs=None, who_has=None,
-                      seed=None, keep=(), stateful=None):  # fmt: skip
+                      seed=None, keep=(), stateful=None, owner=None):  # fmt: skip
         """Run ``function(*args, **kwargs)`` with remote inputs filled in; keep the result as ``key``.
 
         ``seed`` seeds ``random`` (and ``numpy.random``) for this task; ``keep``
         names fetched inputs to keep here (constants shared by many tasks);
         ``stateful`` names an instance made by ``stateful_init`` whose ``run``
-        is the function.
+        is the function; ``owner`` is the client the result belongs to, which the
+        center learns with the key's report.
         """
         reply = await self.compute_chunk(comm, [key], function, [args], kwargs, who_has,
-                                         None if seed is None else [seed], keep, stateful)  # fmt: skip
+                                         None if seed is None else [seed], keep, stateful,
+                                         owner)  # fmt: skip
         return {"key": key, **reply["results"][key]}
 
     async def compute_chunk(self, comm, keys, function=None, args_list=(), kwargs=None,
-                            who_has=None, seeds=None, keep=(), stateful=None):  # fmt: skip
+                            who_has=None, seeds=None, keep=(), stateful=None,
+                            owner=None):  # fmt: skip
         """Run one function over many argument tuples in one message; one key per element.
 
         Returns ``{"results": {key: {"nbytes", "type"} or {"exception", "traceback"}}}``.
@@ -326,14 +336,14 @@ class Worker(Server):
         self.active += 1
         try:
             return await self._compute_chunk(comm, keys, function, args_list, kwargs, who_has,
-                                             seeds, keep, stateful)  # fmt: skip
+                                             seeds, keep, stateful, owner)  # fmt: skip
         finally:
             self.active -= 1
             if self.max_tasks and self.tasks_done >= self.max_tasks:
                 self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
 
     async def _compute_chunk(self, comm, keys, function, args_list, kwargs, who_has, seeds,
-                             keep, stateful):  # fmt: skip
+                             keep, stateful, owner):  # fmt: skip
         if stateful is not None:
             instance = self.stateful.get(stateful["name"])
             if instance is None or self.stateful_version[stateful["name"]] < stateful["version"]:
@@ -370,12 +380,13 @@ class Worker(Server):
         if report:
             # no round trip to the center per task: the report goes with the next batch,
             # and the client already knows where the results are
-            self._queue_report(add=report)
+            self._queue_report(add=report, owner=owner)
         return {"results": results, "duration": time.time() - start}
 
     async def _run(self, function, args_list, kwargs, seeds):
         """Run a chunk in the thread pool -- or right here on the event loop when its
-        function has always been quick (``FAST_TASK`` per element) and the pool is idle:
+        function has always been quick (``FAST_TASK`` per element, not counting its
+        first run) and the pool is idle:
         handing a no-op to a thread and back costs more than the task itself."""
         times = self.task_times.get(function) if isinstance(function, bytes) else None
         inline = (times is not None and times[0] >= 2 and self.in_executor == 0
@@ -395,7 +406,9 @@ class Worker(Server):
             runs, slowest = times or (0, 0.0)
             if len(self.task_times) > 1000:
                 self.task_times.clear()
-            self.task_times[function] = (runs + 1, max(slowest, per_element))
+            if runs:  # the first run may pay for warming up (caches, lazy imports)
+                slowest = max(slowest, per_element)
+            self.task_times[function] = (runs + 1, slowest)
         return outcomes
 
     # -- stateful instances ------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 from distributed3 import AuthenticationError, Center
 from distributed3.comm import connect
 from distributed3.core import rpc
+from distributed3.protocol import dumps_function
 from distributed3.testing import cluster, gen_test
 from distributed3.utils import wait_for
 
@@ -165,3 +166,23 @@ async def test_key_released_before_its_worker_reported_it_is_dropped_when_report
         await wait_for(lambda: "early" not in w.data, 5, "released key still on the worker")
         assert "early" not in center.who_has and center.who_has["other"] == {w.address}
         assert "early" not in center.released  # used once, then forgotten
+
+
+@gen_test()
+async def test_owner_comes_with_the_workers_report_and_late_results_of_a_gone_client_go():
+    async with cluster(1, heartbeat_interval=0.05, center_kwargs={"client_grace": 0.05}) as (
+        center, [w]):  # fmt: skip
+        comm = await connect(center.address)
+        await comm.write({"op": "subscribe", "client": "c1"})
+        await comm.read()
+        async with rpc(w.address) as r:
+            f = dumps_function(abs)
+            await r.compute(key="mine", function=f, args=(-1,), owner="c1")
+            await wait_for(lambda: center.owner.get("mine") == "c1", 5, "owner not reported")
+            comm.close()  # the client goes; after the grace its keys are dropped
+            await wait_for(lambda: "mine" not in w.data, 5, "key of a gone client kept")
+            assert "c1" in center.gone
+            # a result of that client's that reports only now is dropped too
+            await r.compute(key="late", function=f, args=(-2,), owner="c1")
+            await wait_for(lambda: "late" not in w.data, 5, "late key of a gone client kept")
+            assert "late" not in center.who_has and "late" not in center.owner
