@@ -85,11 +85,11 @@ def test_scattered_data_is_resent_or_named_when_lost():
             gc.collect()
             for w in workers:
                 w.kill()
-            start_worker(address)
-            pool.wait_for_workers(1)
-            assert list(handles[0].get()) == [0, 1, 2, 3, 4]  # sent again from our copy
-            with pytest.raises(WorkerLostError, match=f"scattered data '{lost_key}'"):
-                handles[1].get()
+            with start_worker(address):  # stopped at the end, not left running
+                pool.wait_for_workers(1)
+                assert list(handles[0].get()) == [0, 1, 2, 3, 4]  # sent again from our copy
+                with pytest.raises(WorkerLostError, match=f"scattered data '{lost_key}'"):
+                    handles[1].get()
 
 
 def test_no_workers_left_waits_then_raises_clearly():
