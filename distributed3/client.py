@@ -51,12 +51,25 @@ class LoopThread:
                 "a blocking distributed3 call was made from its own event loop; "
                 "use the async form (e.g. `await pool.amap(...)`)"
             )
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        # lighter than run_coroutine_threadsafe (no concurrent Future, no chained
+        # callbacks): one wake-up of the loop, one lock released when the task ends
+        done = threading.Lock()
+        done.acquire()
+        box = []
+
+        def start():
+            task = self.loop.create_task(coro)
+            box.append(task)
+            task.add_done_callback(lambda _: done.release())
+
+        self.loop.call_soon_threadsafe(start)
         try:
-            return future.result(timeout)
+            if not done.acquire(timeout=-1 if timeout is None else timeout):
+                raise TimeoutError(f"the call did not finish within {timeout} s")
         except BaseException:  # KeyboardInterrupt, timeout: stop the coroutine too
-            future.cancel()
+            self.loop.call_soon_threadsafe(lambda: box and box[0].cancel())
             raise
+        return box[0].result()
 
 
 def loop_thread():
