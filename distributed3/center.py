@@ -309,10 +309,13 @@ class Center(Server):
             client = self.owner.pop(key, None)
             if client is not None:
                 self.owned[client].discard(key)
-            holders = self.who_has.get(key)
+            holders = self.who_has.pop(key, None)
             if not holders:  # its worker's report has not come yet
                 self.released[key] = now
-            for worker in holders or ():
+                continue
+            self.nbytes.pop(key, None)
+            for worker in holders:  # forgotten here now: the workers need not report it
+                self.has_what[worker].discard(key)
                 by_worker[worker].append(key)
         for worker, held in by_worker.items():
             asyncio.ensure_future(self._delete_on(worker, held))
@@ -320,7 +323,7 @@ class Center(Server):
 
     async def _delete_on(self, worker, keys):
         try:
-            await self.peers(worker).delete_data(keys=keys)
+            await self.peers(worker).delete_data(keys=keys, report=False)
         except Exception as e:
             logger.info("Could not release %d keys on %s: %s", len(keys), format_address(worker), e)
 

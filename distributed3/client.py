@@ -114,7 +114,7 @@ class RemoteData:
         self.status = status
         self.exception = None
         self.traceback = None
-        self.recipe = None  # (compute message, {key: input handle}) to recompute it
+        self.recipe = None  # how to compute it again (submission.Recipe)
         self.source = None  # for scattered data: the value, or a weak reference to it
         self.inline = None  # a small result, pickled, as it came with the task's reply
         self._waiters = None

@@ -253,15 +253,7 @@ class Batch:
                     pool.occupancy[worker] -= 1
                     if self.need:
                         self._release(worker)
-                results = reply["results"] if "results" in reply else {task.handle.key: reply}
-                for handle in task.handles:
-                    if handle.status != "pending":
-                        continue  # a result counts once, however often it came
-                    result = results[handle.key]
-                    if "exception" in result:
-                        handle.set_error(result["exception"], result["traceback"], worker)
-                    else:
-                        handle.set_finished(worker, result["nbytes"], result.get("pickled"))
+                _settle(task.handles, reply, worker)
                 self._finished_one(task)
         finally:
             if first is not None:  # never started: someone else may run it
@@ -313,3 +305,26 @@ class Batch:
     def _fail(self, error):
         if self.error is None:
             self.error = error
+
+
+def _settle(handles, reply, worker):
+    """Set each handle from a ``compute`` (one handle) or ``compute_chunk`` reply.
+
+    A result counts once, however often it came: handles no longer pending stay.
+    """
+    if "key" in reply:  # a lone task's reply
+        if handles[0].status == "pending":
+            if "exception" in reply:
+                handles[0].set_error(reply["exception"], reply["traceback"], worker)
+            else:
+                handles[0].set_finished(worker, reply["nbytes"], reply.get("pickled"))
+        return
+    errors = reply["errors"]
+    for i, (handle, nbytes, pickled) in enumerate(zip(handles, reply["nbytes"],
+                                                       reply["pickled"])):  # fmt: skip
+        if handle.status != "pending":
+            continue
+        if i in errors:
+            handle.set_error(errors[i]["exception"], errors[i]["traceback"], worker)
+        else:
+            handle.set_finished(worker, nbytes, pickled)

@@ -1,7 +1,7 @@
 """Bringing back data whose every copy died with its worker.
 
-A result of ``map``/``apply`` keeps its recipe -- the compute message and its
-input handles -- so it is recomputed, after its own lost inputs, transitively
+A result of ``map``/``apply`` keeps its recipe -- what its compute message is
+made of, and its input handles -- so it is recomputed, after its own lost inputs, transitively
 down a chain of maps.  Scattered data has no recipe: it is sent again from
 the client if the client still holds the value, else the error names the key.
 
@@ -51,13 +51,12 @@ async def recover(pool, handles, depth=0):
         await pool._put([h for h, _ in held], [value[0] for _, value in held])
     computed = [h for h in lost if h.recipe is not None]
     if computed:
-        inputs = {k: i for h in computed for k, i in h.recipe[1].items()}
+        inputs = {k: i for h in computed for k, i in h.recipe.inputs.items()}
         await recover(pool, list(inputs.values()), depth + 1)
         tasks = []
         for index, handle in enumerate(computed):
-            msg, task_inputs = handle.recipe
             handle.status = "pending"
-            task = Task([handle], msg, task_inputs, index)
+            task = Task([handle], handle.recipe.message(handle.key), handle.recipe.inputs, index)
             task.refresh_hints()
             tasks.append(task)
         try:

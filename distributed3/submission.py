@@ -83,55 +83,75 @@ async def make_tasks(pool, func, arglists, kwargs, options):
             ) from e
     kwargs, keep = await broadcast_constants(pool, kwargs)
     kwargs, kw_handles = extract_keys(kwargs, RemoteData)
-    handles, elements = [], []
+    base = {"op": "compute", "function": fbytes, "owner": pool.id}  # shared by every element
+    if kwargs:
+        base["kwargs"] = kwargs
+    if keep:
+        base["keep"] = keep
+    if options.stateful is not None:
+        base["stateful"] = options.stateful
+    handles, recipes = [], []
+    new_key = pool._new_key
     for i, args in enumerate(arglists):
         args, inputs = extract_keys(args, RemoteData)
-        inputs.update(kw_handles)
-        handle = RemoteData(pool._new_key(name), pool, status="pending")
+        if kw_handles:
+            inputs = {**inputs, **kw_handles}
+        handle = RemoteData(new_key(name), pool, status="pending")
         handles.append(handle)
-        failed = next((h for h in inputs.values() if h.status not in ("finished", "pending")),
-                      None)  # fmt: skip
-        if failed is not None:  # an input failed or was deleted: so does this task
-            handle.set_error(*_input_error(failed), next(iter(failed.workers), None))
-            continue
-        msg = {"op": "compute", "key": handle.key, "function": fbytes, "args": args,
-               "owner": pool.id}  # fmt: skip
-        if kwargs:
-            msg["kwargs"] = kwargs
-        if options.seed is not None:
-            msg["seed"] = task_seed(options.seed, i)
-        if keep:
-            msg["keep"] = keep
-        if options.stateful is not None:
-            msg["stateful"] = options.stateful
-        handle.recipe = (msg, inputs)
-        elements.append((handle, msg, inputs, i))
+        if inputs:
+            failed = next((h for h in inputs.values()
+                           if h.status not in ("finished", "pending")), None)  # fmt: skip
+            if failed is not None:  # an input failed or was deleted: so does this task
+                handle.set_error(*_input_error(failed), next(iter(failed.workers), None))
+                continue
+        handle.recipe = recipe = Recipe(base, args, i, options.seed, inputs)
+        recipes.append((handle, recipe))
     pool._owned.update(h.key for h in handles)  # the workers' reports tell the center
     # inputs still being computed must finish before tasks that need them are placed
-    pending = {k: h for _, _, inputs, _ in elements for k, h in inputs.items()
-               if h.status == "pending"}  # fmt: skip
+    pending = {k: h for _, r in recipes for k, h in r.inputs.items() if h.status == "pending"}
     for h in pending.values():
         await h.wait()
     tasks = []
-    size = options.chunksize or adaptive_chunksize(len(elements), sum(pool.available_cores.values()))
-    for chunk in _chunks(elements, size):
+    size = options.chunksize or adaptive_chunksize(len(recipes), sum(pool.available_cores.values()))
+    for chunk in _chunks(recipes, size):
         if len(chunk) == 1:
-            handle, msg, inputs, i = chunk[0]
-            task = Task([handle], msg, inputs, i)
+            handle, recipe = chunk[0]
+            task = Task([handle], recipe.message(handle.key), recipe.inputs, recipe.index)
         else:
-            first = chunk[0][1]
-            inputs = {k: h for _, _, ins, _ in chunk for k, h in ins.items()}
-            msg = {"op": "compute_chunk", "keys": [e[0].key for e in chunk],
-                   "function": fbytes, "args_list": [e[1]["args"] for e in chunk]}  # fmt: skip
-            for field in ("kwargs", "keep", "stateful", "owner"):
-                if field in first:
-                    msg[field] = first[field]
+            inputs = {k: h for _, r in chunk for k, h in r.inputs.items()}
+            msg = {**base, "op": "compute_chunk", "keys": [h.key for h, _ in chunk],
+                   "args_list": [r.args for _, r in chunk]}  # fmt: skip
             if options.seed is not None:
-                msg["seeds"] = [e[1]["seed"] for e in chunk]
-            task = Task([e[0] for e in chunk], msg, inputs, chunk[0][3])
+                msg["seeds"] = [task_seed(options.seed, r.index) for _, r in chunk]
+            task = Task([h for h, _ in chunk], msg, inputs, chunk[0][1].index)
         task.refresh_hints()
         tasks.append(task)
     return handles, tasks
+
+
+class Recipe:
+    """How one element's result is made -- its compute message is built when needed
+    (the first run of a lone task, or recomputing it), not kept per element.
+
+    >>> r = Recipe({"op": "compute", "function": b"f"}, (1, 2), 7, None, {})
+    >>> r.message("k")
+    {'op': 'compute', 'function': b'f', 'key': 'k', 'args': (1, 2)}
+    """
+
+    __slots__ = ("base", "args", "index", "seed", "inputs")
+
+    def __init__(self, base, args, index, seed, inputs):
+        self.base = base
+        self.args = args
+        self.index = index
+        self.seed = seed
+        self.inputs = inputs
+
+    def message(self, key):
+        msg = {**self.base, "key": key, "args": self.args}
+        if self.seed is not None:
+            msg["seed"] = task_seed(self.seed, self.index)
+        return msg
 
 
 def adaptive_chunksize(ntasks, ncores):
@@ -146,13 +166,13 @@ def adaptive_chunksize(ntasks, ncores):
     return min(2000, -(-ntasks // (8 * ncores)))
 
 
-def _chunks(elements, size):
-    """Chunks of at most ``size`` elements whose inputs live on the same workers."""
+def _chunks(recipes, size):
+    """Chunks of at most ``size`` ``(handle, recipe)`` whose inputs live on the same workers."""
     if size <= 1:
-        return [[e] for e in elements]
+        return [[e] for e in recipes]
     groups = {}
-    for element in elements:
-        inputs = element[2]
+    for element in recipes:
+        inputs = element[1].inputs
         where = frozenset().union(*(h.workers for h in inputs.values())) if inputs else None
         groups.setdefault(where, []).append(element)
     return [chunk for group in groups.values() for chunk in partition_all(size, group)]

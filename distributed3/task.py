@@ -50,12 +50,19 @@ def extract_keys(obj, handle_type):
     return _extract(obj, handle_type, handles), handles
 
 
+_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
 def _extract(obj, handle_type, handles):
+    typ = type(obj)
+    if typ in _PLAIN:
+        return obj
     if isinstance(obj, handle_type):
         handles[obj.key] = obj
         return KeyRef(obj.key)
-    typ = type(obj)
     if typ in (list, tuple):
+        if all(type(o) in _PLAIN for o in obj):  # the usual arguments: nothing to look at
+            return obj
         new = [_extract(o, handle_type, handles) for o in obj]
         if all(a is b for a, b in zip(new, obj)):
             return obj

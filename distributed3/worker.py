@@ -320,14 +320,22 @@ class Worker(Server):
         reply = await self.compute_chunk(comm, [key], function, [args], kwargs, who_has,
                                          None if seed is None else [seed], keep, stateful,
                                          owner)  # fmt: skip
-        return {"key": key, **reply["results"][key]}
+        if reply["errors"]:
+            return {"key": key, **reply["errors"][0]}
+        out = {"key": key, "nbytes": reply["nbytes"][0], "type": type(self.data[key]).__name__}
+        if reply["pickled"][0] is not None:
+            out["pickled"] = reply["pickled"][0]
+        return out
 
     async def compute_chunk(self, comm, keys, function=None, args_list=(), kwargs=None,
                             who_has=None, seeds=None, keep=(), stateful=None,
                             owner=None):  # fmt: skip
         """Run one function over many argument tuples in one message; one key per element.
 
-        Returns ``{"results": {key: {"nbytes", "type"} or {"exception", "traceback"}}}``.
+        Returns lists in the order of ``keys`` -- compact, a chunk may hold thousands::
+
+            {"nbytes": [bytes or None], "pickled": [small result pickled, or None],
+             "errors": {position: {"exception", "traceback"}}, "duration": seconds}
         """
         if self.retiring is not None:
             raise WorkerRetiringError(
@@ -363,25 +371,25 @@ class Worker(Server):
         start = time.time()
         outcomes = await self._run(function, args_list, kwargs, seeds)
         self.tasks_done += len(keys)
-        results, report = {}, {}
-        for key, (ok, value) in zip(keys, outcomes):
+        sizes, pickled, errors, report = [], [], {}, {}
+        for i, (key, (ok, value)) in enumerate(zip(keys, outcomes)):
             if ok:
                 n = sizeof(value)
                 self.data[key] = value
                 self.nbytes[key] = n
                 report[key] = n
-                results[key] = {"nbytes": n, "type": type(value).__name__}
-                if n <= INLINE_BYTES:
-                    inline = small_pickle(value, INLINE_BYTES)
-                    if inline is not None:
-                        results[key]["pickled"] = inline
+                sizes.append(n)
+                pickled.append(small_pickle(value, INLINE_BYTES) if n <= INLINE_BYTES else None)
             else:
-                results[key] = {"exception": value, "traceback": format_task_traceback(value)}
+                sizes.append(None)
+                pickled.append(None)
+                errors[i] = {"exception": value, "traceback": format_task_traceback(value)}
         if report:
             # no round trip to the center per task: the report goes with the next batch,
             # and the client already knows where the results are
             self._queue_report(add=report, owner=owner)
-        return {"results": results, "duration": time.time() - start}
+        return {"nbytes": sizes, "pickled": pickled, "errors": errors,
+                "duration": time.time() - start}  # fmt: skip
 
     async def _run(self, function, args_list, kwargs, seeds):
         """Run a chunk in the thread pool -- or right here on the event loop when its
@@ -507,13 +515,21 @@ class Worker(Server):
         return await self.update_data(comm, values)
 
     async def delete_data(self, comm, keys, report=True):
-        """Forget ``keys``; returns how many were held here."""
+        """Forget ``keys``; returns how many were held here.
+
+        ``report=False`` is for a caller that already forgot them (the center, when
+        it releases keys): no report goes back, and none of their additions either.
+        """
         held = [k for k in keys if k in self.data]
         for k in held:
             del self.data[k]
             self.nbytes.pop(k, None)
         if report and held:
             await self._report(remove=held)
+        elif held:
+            for k in held:
+                self._pending_add.pop(k, None)
+                self._pending_owner.pop(k, None)
         return len(held)
 
     def get_keys(self, comm):
