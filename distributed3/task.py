@@ -61,7 +61,10 @@ def _extract(obj, handle_type, handles):
         handles[obj.key] = obj
         return KeyRef(obj.key)
     if typ in (list, tuple):
-        if all(type(o) in _PLAIN for o in obj):  # the usual arguments: nothing to look at
+        for o in obj:  # the usual arguments hold plain values only: nothing to copy
+            if type(o) not in _PLAIN:
+                break
+        else:
             return obj
         new = [_extract(o, handle_type, handles) for o in obj]
         if all(a is b for a, b in zip(new, obj)):
