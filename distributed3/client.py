@@ -92,6 +92,23 @@ async def run_in_loop(coro, loop):
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
+_ONLY = {}
+
+
+def only(worker):
+    """``frozenset({worker})``, one per worker: the results of a big map share it.
+
+    >>> only(("127.0.0.1", 1)) is only(("127.0.0.1", 1))
+    True
+    """
+    found = _ONLY.get(worker)
+    if found is None:
+        if len(_ONLY) > 10_000:
+            _ONLY.clear()
+        found = _ONLY[worker] = frozenset((worker,))
+    return found
+
+
 class RemoteData:
     """A handle to a value that lives on the workers; ``get()`` brings it here.
 
@@ -100,7 +117,8 @@ class RemoteData:
 
     ``status`` is ``"finished"``, ``"error"`` (``get()`` re-raises the task's
     exception, with the remote traceback as its cause) or ``"deleted"``.
-    ``workers`` is where the pool last knew it to live, ``nbytes`` its size.
+    ``workers`` (a frozenset, replaced rather than changed) is where the pool last
+    knew it to live, ``nbytes`` its size.
     """
 
     __slots__ = ("key", "pool", "workers", "nbytes", "status", "exception", "traceback",
@@ -109,7 +127,7 @@ class RemoteData:
     def __init__(self, key, pool, workers=(), nbytes=None, status="finished"):
         self.key = key
         self.pool = pool
-        self.workers = set(workers)
+        self.workers = frozenset(workers)
         self.nbytes = nbytes
         self.status = status
         self.exception = None
@@ -129,12 +147,12 @@ class RemoteData:
         self.exception = exception
         self.traceback = traceback
         if worker is not None:
-            self.workers = {worker}
+            self.workers = only(worker)
         self._wake()
 
     def set_finished(self, worker, nbytes, inline=None):
         self.status = "finished"
-        self.workers = {worker}
+        self.workers = only(worker)
         self.nbytes = nbytes
         self.inline = inline
         self._wake()

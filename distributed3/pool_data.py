@@ -10,7 +10,7 @@ import itertools
 import pickle
 from collections import defaultdict
 
-from .client import RemoteData
+from .client import RemoteData, only
 from .exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
 from .recovery import recover
 from .scheduling import split_by_worker, spread
@@ -99,12 +99,12 @@ class DataMixin:
             for worker in self.available_cores:
                 groups[worker] = {h.key: v for h, v in zip(handles, values)}
             for handle in handles:
-                handle.workers = set(groups)
+                handle.workers = frozenset(groups)
         else:
             placement = spread(len(handles), self.available_cores)
             for handle, value, worker in zip(handles, values, placement):
                 groups[worker][handle.key] = value
-                handle.workers = {worker}
+                handle.workers = only(worker)
         pool = self.connection_pool
         replies = await asyncio.gather(
             *[pool(w).update_data(data=data) for w, data in groups.items()]
@@ -208,7 +208,7 @@ class DataMixin:
         )
         for h in handles:
             h.status = "deleted"
-            h.workers = set()
+            h.workers = frozenset()
         self._owned.difference_update(keys)
 
     def replicate(self, seq, n=2):
@@ -229,7 +229,7 @@ class DataMixin:
         handles = {h.key: h for h in seq if isinstance(h, RemoteData) and h.status == "finished"}
         alive = set(self.available_cores)
         for h in handles.values():
-            h.workers &= alive
+            h.workers = h.workers & alive
         # a handle whose task ran on a live worker is there, whether or not the center
         # has its report yet; the others are found (or made again) through the center
         await recover(self, [h for h in handles.values() if not h.workers])
@@ -249,4 +249,4 @@ class DataMixin:
         )
         for target, wh in plan.items():
             for key in wh:
-                handles[key].workers.add(target)
+                handles[key].workers = handles[key].workers | {target}

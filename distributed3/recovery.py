@@ -31,7 +31,7 @@ async def recover(pool, handles, depth=0):
     lost = []
     for key, handle in handles.items():
         if found.get(key):
-            handle.workers = set(found[key])
+            handle.workers = frozenset(found[key])
         else:
             lost.append(handle)
     if not lost:

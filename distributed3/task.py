@@ -14,6 +14,7 @@ fetched.  Lists, tuples and dicts are searched, nested to any depth.
 >>> substitute(args, {"x": 10, "y": 20})
 (1, [10, {'y': 20}])
 """
+from types import MappingProxyType
 
 
 class KeyRef:
@@ -47,7 +48,10 @@ def extract_keys(obj, handle_type):
     True
     """
     handles = {}
-    return _extract(obj, handle_type, handles), handles
+    return _extract(obj, handle_type, handles), handles or _NONE
+
+
+_NONE = MappingProxyType({})  # shared by the many argument lists without handles
 
 
 _PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})

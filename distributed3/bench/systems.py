@@ -165,7 +165,8 @@ class Dask:
         a, b = sorted(client.scheduler_info()["workers"])
         times = []
         for _ in range(repeat + 1):
-            data = client.scatter(np.ones(size // 8), workers=[a])
+            # hash=False: equal arrays would share a key, and B could still hold the last one
+            data = client.scatter(np.ones(size // 8), workers=[a], hash=False)
             start = time.perf_counter()
             assert client.submit(nbytes, data, workers=[b], pure=False).result() == size
             times.append(time.perf_counter() - start)
