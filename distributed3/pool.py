@@ -83,6 +83,7 @@ class Pool(StreamingMixin, DataMixin):
         self._subscription = None
         self._owned = set()  # keys of our live handles, which the center knows we own
         self._to_release = collections.deque()
+        self._release_due = False  # a flush of _to_release is scheduled
         self._notes = {"own": [], "release": []}  # for the center, sent together
         self._watcher = None
         self.connection_pool = None

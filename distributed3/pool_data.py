@@ -51,10 +51,17 @@ class DataMixin:
                 pass
 
     def _release_soon(self, key):
-        """Called from ``RemoteData.__del__``, in any thread: release ``key`` shortly."""
+        """Called from ``RemoteData.__del__``, in any thread: release ``key`` within
+        ``NOTE_DELAY`` seconds -- waking the loop once for all the keys dropped by then,
+        not once per handle."""
         self._to_release.append(key)
-        if len(self._to_release) == 1:
-            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._flush_releases()))
+        if not self._release_due:
+            self._release_due = True
+            self.loop.call_soon_threadsafe(self.loop.call_later, NOTE_DELAY, self._releases_due)
+
+    def _releases_due(self):
+        self._release_due = False  # before draining: a key added after this schedules again
+        asyncio.ensure_future(self._flush_releases())
 
     async def _flush_releases(self):
         keys = []
