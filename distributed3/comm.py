@@ -42,7 +42,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import mmap
 import os
 import socket
 import ssl
@@ -203,15 +202,21 @@ _COALESCE = 1 << 16
 
 
 def _allocate(nbytes):
-    """A writable buffer of ``nbytes``; big ones are anonymous memory maps.
+    """A writable buffer of ``nbytes``; big ones are left uninitialised.
 
-    A map's pages are committed by the kernel only as bytes arrive, so a peer
-    that announces a huge message and sends little of it costs little memory
-    or time; ``bytearray(n)`` would zero-fill every page up front.
+    ``bytearray(n)`` would zero-fill every page up front, so a peer announcing
+    a huge message and sending little of it would cost memory and time.  An
+    uninitialised numpy buffer is committed by the kernel only as bytes arrive,
+    and numpy asks for huge pages for it: receiving 100 MB into one ran at
+    ~2.2 GB/s here against ~1.2 GB/s into an anonymous ``mmap``.  (numpy is
+    imported on the first big message, so processes that never get one start
+    without it.)
     """
     if nbytes < _LAZY_ALLOCATION:
         return bytearray(nbytes)
-    return mmap.mmap(-1, nbytes)
+    import numpy
+
+    return numpy.empty(nbytes, dtype=numpy.uint8)
 
 
 def _tune(stream):
