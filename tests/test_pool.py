@@ -79,6 +79,23 @@ def test_locality_map_moves_no_bytes(two_workers):
     assert all(i["tasks_done"] > 0 for i in after.values())  # both workers used
 
 
+def test_big_map_is_chunked_by_where_its_inputs_are(two_workers):
+    """Past 32 tasks per core a map goes in chunks; a chunk only holds elements whose
+    inputs live on the same worker, so chunking moves no data either."""
+    pool, _, workers = two_workers
+    A = pool.map(lambda i: np.full(1_000, i, dtype="f8"), range(300))
+    assert {frozenset(a.workers) for a in A} == {frozenset({w.address}) for w in workers}
+    before = pool.worker_info()
+    messages = {w.address: w.counters["compute_chunk"] for w in workers}
+    B = pool.map(lambda a: float(a[0]), A)  # default chunksize
+    after = pool.worker_info()
+    assert pool.gather(B) == [float(i) for i in range(300)]
+    assert all(after[w]["peer_bytes_in"] == before[w]["peer_bytes_in"] for w in after)
+    assert all(b.workers == a.workers for a, b in zip(A, B))
+    chunks = sum(w.counters["compute_chunk"] - messages[w.address] for w in workers)
+    assert 2 <= chunks <= 40  # tens of messages, not 300
+
+
 def test_apply_runs_where_most_bytes_are_and_pulls_the_rest(two_workers):
     pool, _, workers = two_workers
     big, small = workers[0].address, workers[1].address
