@@ -66,7 +66,9 @@ class Center(Server):
             "ownership": self.ownership,
         }
         super().__init__(handlers, **kwargs)
-        self.who_has = defaultdict(set)
+        # key -> tuple of holders: tuples of addresses are immutable and hold no containers,
+        # so the cyclic GC stops tracking them -- a center holds one per key
+        self.who_has = {}
         self.has_what = defaultdict(set)
         self.nbytes = {}
         self.ncores = {}
@@ -204,9 +206,14 @@ class Center(Server):
                 dead = set(dead)
                 keys = [k for k in keys if k not in dead]
         held = self.has_what[address]
+        held.update(keys)
+        who_has = self.who_has
         for key in keys:
-            self.who_has[key].add(address)
-            held.add(key)
+            holders = who_has.get(key)
+            if holders is None:
+                who_has[key] = (address,)
+            elif address not in holders:
+                who_has[key] = (*holders, address)
         if nbytes:
             self.nbytes.update(nbytes)
 
@@ -221,9 +228,11 @@ class Center(Server):
     def _drop_holder(self, key, address):
         """``address`` no longer holds ``key``; a key nobody holds is forgotten."""
         holders = self.who_has.get(key)
-        if holders is not None:
-            holders.discard(address)
-            if not holders:
+        if holders is not None and address in holders:
+            rest = tuple(h for h in holders if h != address)
+            if rest:
+                self.who_has[key] = rest
+            else:
                 del self.who_has[key]
                 self.nbytes.pop(key, None)
                 client = self.owner.pop(key, None)
