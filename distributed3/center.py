@@ -108,8 +108,10 @@ class Center(Server):
 
     # -- worker membership ---------------------------------------------------
 
-    def register(self, comm, address, ncores, keys=(), nbytes=None, name=None, resources=None):
-        """A worker joins (or rejoins) with the keys it already holds."""
+    def register(self, comm, address, ncores, keys=(), nbytes=None, name=None, resources=None,
+                 owners=None):  # fmt: skip
+        """A worker joins (or rejoins) with the keys it already holds (and the owners of
+        those it had not reported yet)."""
         address = parse_address(address)
         ncores = int(ncores)
         if ncores < 1:
@@ -121,7 +123,7 @@ class Center(Server):
         self.resources[address] = dict(resources or {})
         self.last_seen[address] = time.monotonic()
         self.worker_comms[comm] = address
-        self.add_keys(comm, address, keys, nbytes)
+        self.add_keys(comm, address, keys, nbytes, owners)
         logger.info("Register worker %s with %d cores", format_address(address), ncores)
         self._publish({"op": "add_worker", "address": address, "ncores": ncores,
                        "resources": self.resources[address]})  # fmt: skip

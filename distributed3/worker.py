@@ -218,10 +218,13 @@ class Worker(Server):
     async def _register(self):
         comm = await connect(self.center_address, self.secret, limits=self.limits, tls=self.tls)
         try:
+            owners = {k: c for k, c in self._pending_owner.items() if k in self.data}
             await self._call_center(
                 comm, "register", ncores=self.ncores, keys=list(self.data),
                 nbytes=dict(self.nbytes), name=self.name, resources=self.resources,
+                owners=owners,
             )  # fmt: skip
+            self._pending_owner = {}
         except BaseException:
             comm.close()
             raise
@@ -279,6 +282,9 @@ class Worker(Server):
                         await self._call_center(comm, "remove_keys", keys=list(remove))
                     if not add and not remove:
                         await self._call_center(comm, "heartbeat")
+                except BaseException:  # registering again sends the keys; keep their owners
+                    self._pending_owner = {**owners, **self._pending_owner}
+                    raise
                 finally:
                     self._waiters = waiters + self._waiters
                 self._release_waiters()

@@ -179,7 +179,11 @@ async def test_worker_the_center_took_for_dead_registers_again_and_releases_wait
         assert "kept" not in center.who_has
         reply = await pool(w.address).update_data(data={"new": 1})  # waits for its report
         assert reply["nbytes"]["new"] > 0
+        # a result whose report is refused keeps its owner through the new registration
+        await pool(w.address).compute(key="owned", function=dumps_function(abs), args=(-1,),
+                                      owner="client-1")  # fmt: skip
         await wait_for(lambda: w.address in center.ncores, 10, "worker did not come back")
+        await wait_for(lambda: center.owner.get("owned") == "client-1", 5, "owner lost")
         assert set(center.who_has["kept"]) == set(center.who_has["new"]) == {w.address}
         await pool.close()
 
