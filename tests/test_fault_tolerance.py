@@ -220,13 +220,13 @@ def test_task_that_kills_workers_is_retried_then_fails():
 
 
 CLIENT = textwrap.dedent("""
-    import sys, time
+    import sys, threading
     from distributed3 import Pool
     pool = Pool(sys.argv[1])
     data = pool.scatter(list(range(20)))
     results = pool.map(lambda x: x * 2, data)
     print("ready", flush=True)
-    time.sleep(60)
+    threading.Event().wait()  # until the test kills it
 """)
 
 
