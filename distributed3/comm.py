@@ -19,7 +19,7 @@ Wire format (everything little-endian)::
 The reader checks the frame count, each length and their sum against ``Limits``
 before it allocates anything, then reads the whole payload into one
 preallocated writable buffer (arrays built over it are writable, not copies);
-a large one is an anonymous memory map, committed only as bytes arrive.
+a large one is left uninitialised, so the kernel commits it only as bytes arrive.
 
 >>> import asyncio
 >>> from tornado.tcpserver import TCPServer
