@@ -33,7 +33,9 @@ from .utils import format_address, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
 
-RELEASED_MEMORY = 120.0  # seconds late reports of released keys (or gone clients) are dropped
+RELEASED_MEMORY = 30.0  # seconds a released key's late reports (a copy in flight) are dropped
+RELEASED_KEYS = 500_000  # at most this many released keys remembered
+GONE_MEMORY = 10_000  # clients remembered as gone, so that their late results are dropped
 
 
 class Center(Server):
@@ -87,7 +89,7 @@ class Center(Server):
         # keys released before their worker reported them (the report is on its way):
         # key -> when; the worker is told to drop them as soon as it reports them
         self.released = OrderedDict()
-        self.gone = OrderedDict()  # client -> when its keys were released for good
+        self.gone = OrderedDict()  # client -> None: its keys were released for good
         self.peers = ConnectionPool(secret=self.secret, tls=self.tls, limits=self.limits)
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
@@ -201,8 +203,8 @@ class Center(Server):
                 elif key not in self.released:
                     self.owner[key] = client
                     self.owned[client].add(key)
-        if self.released:
-            dead = [k for k in keys if self.released.pop(k, None) is not None]
+        if self.released:  # kept until they expire: more than one copy may report late
+            dead = [k for k in keys if k in self.released]
             if dead:
                 asyncio.ensure_future(self._delete_on(address, dead))
                 dead = set(dead)
@@ -313,16 +315,18 @@ class Center(Server):
         """Nobody needs ``keys`` any more: the workers holding them drop them."""
         by_worker = defaultdict(list)
         now = time.monotonic()
-        for memory in (self.released, self.gone):
-            while memory and next(iter(memory.values())) < now - RELEASED_MEMORY:
-                memory.popitem(last=False)
+        released = self.released
+        while released and (len(released) > RELEASED_KEYS
+                            or next(iter(released.values())) < now - RELEASED_MEMORY):  # fmt: skip
+            released.popitem(last=False)
         for key in keys:
+            # a report may still come: the task's, or a copy's made before the release
+            released[key] = now
             client = self.owner.pop(key, None)
             if client is not None:
                 self.owned[client].discard(key)
             holders = self.who_has.pop(key, None)
             if not holders:  # its worker's report has not come yet
-                self.released[key] = now
                 continue
             self.nbytes.pop(key, None)
             for worker in holders:  # forgotten here now: the workers need not report it
@@ -341,7 +345,9 @@ class Center(Server):
     def _client_gone(self, client):
         if client in self.clients.values() or self._closing:
             return  # it came back in time
-        self.gone[client] = time.monotonic()
+        self.gone[client] = None  # however late its results come, they go
+        while len(self.gone) > GONE_MEMORY:
+            self.gone.popitem(last=False)
         keys = self.owned.pop(client, set())
         if keys:
             logger.info("Client %s is gone; releasing its %d keys", client, len(keys))

@@ -1,7 +1,6 @@
 """Running user code in a worker's threads: chunks, seeds, stateful calls, tracebacks.
 
-Everything here runs in the worker's thread pool (or, for functions known to
-be quick, on its event loop).
+Everything here runs in the worker's thread pool, never on its event loop.
 A task's exception is returned, not raised, so one failing element of a chunk
 does not cost the others their results.
 
@@ -12,12 +11,11 @@ does not cost the others their results.
 import random
 import sys
 import threading
-import time
 import traceback
 
 from .protocol import loads_function
 
-__all__ = ["run_chunk", "timed_run_chunk", "stateful_call", "format_task_traceback"]
+__all__ = ["run_chunk", "stateful_call", "format_task_traceback"]
 
 _seed_lock = threading.Lock()
 
@@ -52,22 +50,6 @@ def run_chunk(function, args_list, kwargs, seeds):
         except Exception as e:
             out.append((False, e))
     return out
-
-
-def timed_run_chunk(function, args_list, kwargs, seeds):
-    """:func:`run_chunk` and the seconds it took, in the thread that ran it.
-
-    >>> outcomes, seconds = timed_run_chunk(len, [("ab",)], None, None)
-    >>> outcomes, seconds < 1
-    ([(True, 2)], True)
-    """
-    try:  # loading (an import, say) is not the function's own time
-        function = function if callable(function) else loads_function(function)
-    except Exception:
-        pass  # run_chunk reports it
-    begin = time.perf_counter()
-    outcomes = run_chunk(function, args_list, kwargs, seeds)
-    return outcomes, time.perf_counter() - begin
 
 
 def _seed(seed):

@@ -12,10 +12,7 @@
     client or peer --get_data / update_data / delete_data--> worker
 
 Tasks run in a thread pool of ``ncores`` threads, so the event loop stays free
-to serve peers, the center and new requests while user code runs.  The one
-exception is a function that has always taken less than ``FAST_TASK`` seconds
-per element: when the pool is idle it runs on the loop itself, which saves
-two thread switches per task (a slow run sends it back to the pool for good).  Key reports
+to serve peers, the center and new requests while user code runs.  Key reports
 to the center are batched: one message carries every key finished since the
 last one went out.  A task's reply does not wait for it (the client learns
 where its results are from the reply; the center catches up within a
@@ -55,7 +52,7 @@ from .exceptions import (
     WorkerLostError,
     WorkerRetiringError,
 )
-from .execute import format_task_traceback, stateful_call, timed_run_chunk
+from .execute import format_task_traceback, run_chunk, stateful_call
 from .protocol import loads_function, sizeof, small_pickle
 from .scheduling import split_by_worker, spread
 from .task import substitute
@@ -65,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 INLINE_BYTES = 4096  # results this small also travel in the task's reply
 REPORT_DELAY = 0.005  # seconds a key report waits for others to go with it
-FAST_TASK = 0.0005  # seconds per element: functions always this quick run on the event loop
 
 
 class StateMissingError(DistributedError):
@@ -125,12 +121,10 @@ class Worker(Server):
         self.tasks_done = 0
         self.peer_bytes_in = 0
         self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="distributed3-task")
-        self.in_executor = 0  # chunks running in the thread pool now
-        self.task_times = {}  # function bytes -> (runs, slowest seconds per element)
         self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
         self._center_comm = None
         self._pending_add = {}
-        self._pending_owner = {}  # key -> client, for keys in _pending_add
+        self.owners = {}  # key -> the client a result was computed for (for the center)
         self._pending_remove = set()
         self._waiters = []
         self._wake = asyncio.Event()
@@ -217,14 +211,15 @@ class Worker(Server):
 
     async def _register(self):
         comm = await connect(self.center_address, self.secret, limits=self.limits, tls=self.tls)
+        # registering reports every key we hold, with its owner: reports still queued
+        # would only repeat it, late (after, say, the center told us to drop a key)
+        self._pending_add, self._pending_remove = {}, set()
         try:
-            owners = {k: c for k, c in self._pending_owner.items() if k in self.data}
             await self._call_center(
                 comm, "register", ncores=self.ncores, keys=list(self.data),
                 nbytes=dict(self.nbytes), name=self.name, resources=self.resources,
-                owners=owners,
+                owners=self.owners,
             )  # fmt: skip
-            self._pending_owner = {}
         except BaseException:
             comm.close()
             raise
@@ -242,14 +237,14 @@ class Worker(Server):
         next batch, soon."""
         for key in remove:
             self._pending_add.pop(key, None)
-            self._pending_owner.pop(key, None)
+            self.owners.pop(key, None)
             self._pending_remove.add(key)
         if add:
             for key, n in add.items():
                 self._pending_remove.discard(key)
                 self._pending_add[key] = n
                 if owner is not None:
-                    self._pending_owner[key] = owner
+                    self.owners[key] = owner
         self._wake.set()
 
     async def _center_loop(self):
@@ -270,21 +265,18 @@ class Worker(Server):
                     await asyncio.sleep(REPORT_DELAY)
                 self._wake.clear()
                 add, self._pending_add = self._pending_add, {}
-                owners, self._pending_owner = self._pending_owner, {}
                 remove, self._pending_remove = self._pending_remove, set()
                 waiters, self._waiters = self._waiters, []
                 comm = self._center_comm
                 try:
                     if add:
+                        owners = {k: self.owners[k] for k in add if k in self.owners}
                         await self._call_center(comm, "add_keys", keys=list(add), nbytes=add,
                                                 owners=owners)  # fmt: skip
                     if remove:
                         await self._call_center(comm, "remove_keys", keys=list(remove))
                     if not add and not remove:
                         await self._call_center(comm, "heartbeat")
-                except BaseException:  # registering again sends the keys; keep their owners
-                    self._pending_owner = {**owners, **self._pending_owner}
-                    raise
                 finally:
                     self._waiters = waiters + self._waiters
                 self._release_waiters()
@@ -375,7 +367,9 @@ class Worker(Server):
             kwargs = substitute(kwargs, values) if kwargs else kwargs
             del values
         start = time.time()
-        outcomes = await self._run(function, args_list, kwargs, seeds)
+        outcomes = await asyncio.get_running_loop().run_in_executor(
+            self.executor, run_chunk, function, args_list, kwargs, seeds
+        )
         self.tasks_done += len(keys)
         sizes, pickled, errors, report = [], [], {}, {}
         for i, (key, (ok, value)) in enumerate(zip(keys, outcomes)):
@@ -396,34 +390,6 @@ class Worker(Server):
             self._queue_report(add=report, owner=owner)
         return {"nbytes": sizes, "pickled": pickled, "errors": errors,
                 "duration": time.time() - start}  # fmt: skip
-
-    async def _run(self, function, args_list, kwargs, seeds):
-        """Run a chunk in the thread pool -- or right here on the event loop when its
-        function has always been quick (``FAST_TASK`` per element, not counting its
-        first run) and the pool is idle:
-        handing a no-op to a thread and back costs more than the task itself."""
-        times = self.task_times.get(function) if isinstance(function, bytes) else None
-        inline = (times is not None and times[0] >= 2 and self.in_executor == 0
-                  and times[1] * len(args_list) < FAST_TASK)  # fmt: skip
-        if inline:
-            outcomes, seconds = timed_run_chunk(function, args_list, kwargs, seeds)
-        else:
-            self.in_executor += 1
-            try:
-                outcomes, seconds = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, timed_run_chunk, function, args_list, kwargs, seeds
-                )
-            finally:
-                self.in_executor -= 1
-        if isinstance(function, bytes):
-            per_element = seconds / max(len(args_list), 1)
-            runs, slowest = times or (0, 0.0)
-            if len(self.task_times) > 1000:
-                self.task_times.clear()
-            if runs:  # the first run may pay for warming up (caches, lazy imports)
-                slowest = max(slowest, per_element)
-            self.task_times[function] = (runs + 1, slowest)
-        return outcomes
 
     # -- stateful instances ------------------------------------------------------
 
@@ -535,7 +501,7 @@ class Worker(Server):
         elif held:
             for k in held:
                 self._pending_add.pop(k, None)
-                self._pending_owner.pop(k, None)
+                self.owners.pop(k, None)
         return len(held)
 
     def get_keys(self, comm):

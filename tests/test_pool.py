@@ -331,3 +331,19 @@ def test_small_results_come_with_the_reply_and_stay_on_the_worker(two_workers):
     assert pool.apply(len, [small]).get() == 3
     holders = {w.address for w in workers if small.key in w.data}
     assert holders == small.workers
+
+
+def test_tasks_may_run_their_own_event_loop(two_workers):
+    """Tasks run in worker threads, never on the worker's loop: a task may call
+    asyncio.run, however often (and however quick) it is."""
+    import asyncio
+
+    def with_loop(x):
+        async def double():
+            return 2 * x
+
+        return asyncio.run(double())
+
+    pool, _, _ = two_workers
+    assert [pool.apply(with_loop, (i,)).get() for i in range(6)] == [0, 2, 4, 6, 8, 10]
+    assert pool.gather(pool.map(with_loop, range(100))) == [2 * i for i in range(100)]

@@ -8,7 +8,6 @@ from distributed3.protocol import dumps_function
 from distributed3.task import KeyRef
 from distributed3.testing import cluster, gen_test
 from distributed3.utils import wait_for
-from distributed3.worker import FAST_TASK
 
 
 def compute_msg(key, func, *args, who_has=None, **kwargs):
@@ -175,6 +174,9 @@ async def test_worker_the_center_took_for_dead_registers_again_and_releases_wait
     async with cluster(1, heartbeat_interval=0.05) as (center, [w]):
         pool = ConnectionPool()
         await pool(w.address).update_data(data={"kept": 42})
+        await pool(w.address).compute(key="reported", function=dumps_function(abs),
+                                      args=(-1,), owner="client-1")  # fmt: skip
+        await wait_for(lambda: center.owner.get("reported") == "client-1", 5, "not reported")
         center._remove_worker(w.address, "the test says it is silent")
         assert "kept" not in center.who_has
         reply = await pool(w.address).update_data(data={"new": 1})  # waits for its report
@@ -184,36 +186,8 @@ async def test_worker_the_center_took_for_dead_registers_again_and_releases_wait
                                       owner="client-1")  # fmt: skip
         await wait_for(lambda: w.address in center.ncores, 10, "worker did not come back")
         await wait_for(lambda: center.owner.get("owned") == "client-1", 5, "owner lost")
+        assert center.owner.get("reported") == "client-1"  # reported before, and again
         assert set(center.who_has["kept"]) == set(center.who_has["new"]) == {w.address}
         await pool.close()
 
 
-@gen_test(timeout=30)
-async def test_quick_functions_run_on_the_loop_until_one_run_is_slow():
-    import threading
-    import time
-
-    def where(seconds=0):
-        time.sleep(seconds)
-        return threading.current_thread().name
-
-    async with cluster(1) as (center, [w]):
-        pool = ConnectionPool()
-        r = pool(w.address)
-        f = dumps_function(where)
-        names = [(await r.compute(key=f"q{i}", function=f, args=()))["key"] for i in range(4)]
-        threads = [w.data[k] for k in names]
-        assert threads[:2] == ["distributed3-task_0"] * 2  # unknown: the thread pool
-        assert threads[2:] == [threading.current_thread().name] * 2  # known quick: the loop
-        await r.compute(key="slow", function=f, args=(0.02,))  # on the loop, once
-        await r.compute(key="after", function=f, args=())
-        assert w.data["after"].startswith("distributed3-task")  # back to the pool for good
-        # a chunk whose elements add up to more than FAST_TASK goes to the pool too
-        g = dumps_function(lambda: threading.current_thread().name)
-        for i in range(3):
-            await r.compute(key=f"g{i}", function=g, args=())
-        assert w.data["g2"] == threading.current_thread().name
-        n = int(FAST_TASK / max(w.task_times[g][1], 1e-9)) + 1
-        await r.compute_chunk(keys=[f"c{i}" for i in range(n)], function=g, args_list=[()] * n)
-        assert w.data["c0"].startswith("distributed3-task")
-        await pool.close()
