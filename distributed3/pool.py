@@ -84,6 +84,7 @@ class Pool(StreamingMixin, DataMixin):
         self._owned = set()  # keys of our live handles, which the center knows we own
         self._to_release = collections.deque()
         self._release_due = False  # a flush of _to_release is scheduled
+        self._unsent_releases = []  # released while the center was away: sent on resubscribe
         self._notes = {"own": [], "release": []}  # for the center, sent together
         self._watcher = None
         self.connection_pool = None
@@ -165,6 +166,9 @@ class Pool(StreamingMixin, DataMixin):
             comm.close()
             raise
         self._subscription = comm
+        if self._unsent_releases:  # dropped while the center was away
+            keys, self._unsent_releases = self._unsent_releases, []
+            self._note_release(keys)
         self.available_cores = dict(reply["result"]["workers"])
         self.worker_resources = dict(reply["result"].get("resources", {}))
         for batch in list(self._batches):

@@ -38,17 +38,22 @@ class DataMixin:
     async def _send_notes(self):
         notes, self._notes = self._notes, {"own": [], "release": []}
         if notes["own"] or notes["release"]:
-            await self._tell_center({"op": "ownership", **notes, "reply": False})
+            if not await self._tell_center({"op": "ownership", **notes, "reply": False}):
+                # the center is away: subscribing again re-owns what we hold (_owned),
+                # and must release these, or they would stay on the workers
+                self._unsent_releases.extend(notes["release"])
 
     async def _tell_center(self, msg):
-        """A one-way message on the subscription; lost only if the center is (and then
-        resubscribing sends what it must)."""
+        """A one-way message on the subscription; whether it went (it does not when the
+        center is away; then resubscribing sends what it must)."""
         comm = self._subscription
         if comm is not None and not comm.closed:
             try:
                 await comm.write(msg)
+                return True
             except (CommClosedError, ConnectionBrokenError):
                 pass
+        return False
 
     def _release_soon(self, key):
         """Called from ``RemoteData.__del__``, in any thread: release ``key`` within

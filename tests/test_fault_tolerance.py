@@ -185,6 +185,27 @@ def test_center_restart_loses_nothing_and_work_in_flight_completes():
                 assert set(pool.who_has(A)) == {a.key for a in A}
 
 
+def test_handles_dropped_while_the_center_is_away_are_released_after_it_returns():
+    with process_cluster(nworkers=2) as (address, center, workers):
+        with Pool(address, timeout=20) as pool:
+            A = pool.map(lambda x: np.full(10, x), range(6))
+            kept = pool.map(lambda x: x + 1, range(3))
+            center.kill()
+            wait_for_sync(lambda: pool._subscription is None or pool._subscription.closed,
+                          10, "pool did not notice the center went")  # fmt: skip
+            del A
+            gc.collect()
+            # the release is noted, and cannot be sent: it waits for the center
+            wait_for_sync(lambda: len(pool._unsent_releases) == 6, 10, "releases not kept")
+            port = address.rsplit(":", 1)[1]
+            with Proc([os.path.join(BIN, "dcenter"), "--port", port]) as again:
+                again.wait_for_line(rf"Started center at 127\.0\.0\.1:{port}")
+                pool.wait_for_workers(2, timeout=10)
+                wait_for_sync(lambda: sum(i["nkeys"] for i in pool.worker_info().values()) == 3,
+                              10, "keys dropped while the center was away were kept")  # fmt: skip
+                assert pool.gather(kept) == [1, 2, 3]
+
+
 def test_task_timeout_names_the_task():
     with cluster_in_thread(1) as (center, _):
         with Pool(center.address) as pool:
