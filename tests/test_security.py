@@ -177,7 +177,7 @@ async def test_connection_cap_per_peer():
 # -- fuzzing ------------------------------------------------------------------------
 
 SAFE_OPS = ["identity", "register", "unregister", "add_keys", "remove_keys", "who_has",
-            "has_what", "ncores", "nbytes", "workers", "heartbeat", "subscribe",
+            "has_what", "ncores", "nbytes", "workers", "heartbeat", "subscribe", "ownership",
             "compute", "get_data", "update_data", "delete_data", "keys", "info",
             "no_such_op"]  # fmt: skip  -- every op but terminate, which a secret holder may use
 
@@ -189,7 +189,8 @@ leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text
 values = st.recursive(leaves, lambda c: st.one_of(st.lists(c, max_size=4),
                       st.dictionaries(st.text(max_size=8), c, max_size=4)), max_leaves=12)  # fmt: skip
 kwargs_names = st.sampled_from(["address", "keys", "ncores", "nbytes", "data", "key",
-                                "args", "kwargs", "who_has", "workers", "seed", "x"])  # fmt: skip
+                                "args", "kwargs", "who_has", "workers", "seed", "owner",
+                                "owners", "own", "release", "x"])  # fmt: skip
 # a secret holder may run any code by design, so fuzzing random pickled *functions* says
 # nothing about robustness; functions are harmless ones, or garbage that is not a pickle
 functions = st.sampled_from([dumps_function(len), dumps_function(repr), b"not a pickle", None])
