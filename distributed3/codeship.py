@@ -8,6 +8,7 @@ itself caches them in) together with the source lines they span; loading puts
 those lines where ``linecache`` -- and so ``traceback`` -- finds them, unless the
 file is there to read.
 
+>>> import pickle
 >>> f = pickle.loads(cloudpickle_dumps(lambda x: 1 / x))
 >>> f.__code__.co_filename.startswith("<doctest")   # not "<dynamic-code>"
 True
@@ -16,7 +17,6 @@ import io
 import linecache
 import marshal
 import os
-import pickle
 import types
 from collections import ChainMap
 
@@ -61,6 +61,7 @@ class _Pickler(cloudpickle.Pickler):
 def cloudpickle_dumps(obj, buffer_callback=None):
     """``cloudpickle.dumps(obj, protocol=5)``, keeping code file names and source lines.
 
+    >>> import pickle
     >>> pickle.loads(cloudpickle_dumps(lambda: 42))()
     42
     """

@@ -71,7 +71,7 @@ def measurements(results):
         rows.append((f"{_size(size)} array worker to worker (MB/s)",
                      {**{s: _get(r, "transfer", str(size)) for s, r in systems.items()},
                       "raw limit": raw.get(f"socket {size}")}))  # fmt: skip
-        rows.append((f"  raw socket into fresh memory (MB/s)",
+        rows.append(("  raw socket into fresh memory (MB/s)",
                      {"raw limit": raw.get(f"socket fresh {size}")}))  # fmt: skip
     rows.append(("bytes moved, map over resident data",
                  {s: _get(r, "moved_bytes") for s, r in systems.items()}))  # fmt: skip
