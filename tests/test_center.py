@@ -191,3 +191,18 @@ async def test_owner_comes_with_the_workers_report_and_late_results_of_a_gone_cl
             await r.compute(key="late", function=f, args=(-2,), owner="c1")
             await wait_for(lambda: "late" not in w.data, 5, "late key of a gone client kept")
             assert "late" not in center.who_has and "late" not in center.owner
+
+
+@gen_test()
+async def test_copy_reported_after_its_key_was_released_is_dropped():
+    """A copy made just before a release (replicate, a kept input, a hand-off) may report
+    after it: the center must not keep it for nobody."""
+    async with cluster(2, heartbeat_interval=0.05) as (center, [a, b]):
+        async with rpc(a.address) as ra, rpc(b.address) as rb, rpc(center.address) as c:
+            await ra.update_data(data={"k": 1})
+            assert set(center.who_has["k"]) == {a.address}
+            await c.release_keys(keys=["k"])
+            await wait_for(lambda: "k" not in a.data, 5, "released key kept on its holder")
+            await rb.update_data(data={"k": 1})  # the copy's report comes after the release
+            await wait_for(lambda: "k" not in b.data, 5, "late copy of a released key kept")
+            assert "k" not in center.who_has
