@@ -39,7 +39,9 @@ def test_issue_example(two_workers):
     # results stayed on the workers: no worker holds a copy of another's result
     who_has = pool.who_has(A + B)
     assert all(len(holders) == 1 for holders in who_has.values())
-    assert {k for keys in pool.has_what().values() for k in keys} >= {a.key for a in A}
+    # the center hears of results from the workers' batched reports, a moment after
+    wait_for_sync(lambda: {k for keys in pool.has_what().values() for k in keys}
+                  >= {a.key for a in A}, 5, "the center never heard of A")  # fmt: skip
 
 
 def test_map_many_iterables_and_kwargs(two_workers):
