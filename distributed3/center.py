@@ -86,8 +86,8 @@ class Center(Server):
         self.clients = {}  # subscription comm -> client id
         self.owned = defaultdict(set)  # client id -> keys it created
         self.owner = {}  # key -> client id
-        # keys released before their worker reported them (the report is on its way):
-        # key -> when; the worker is told to drop them as soon as it reports them
+        # released keys -> when: a report of one that comes later (the task's own, or a
+        # copy's made before the release) makes the center tell that worker to drop it
         self.released = OrderedDict()
         self.gone = OrderedDict()  # client -> None: its keys were released for good
         self.peers = ConnectionPool(secret=self.secret, tls=self.tls, limits=self.limits)
@@ -112,8 +112,8 @@ class Center(Server):
 
     def register(self, comm, address, ncores, keys=(), nbytes=None, name=None, resources=None,
                  owners=None):  # fmt: skip
-        """A worker joins (or rejoins) with the keys it already holds (and the owners of
-        those it had not reported yet)."""
+        """A worker joins (or rejoins) with the keys it already holds, and the clients
+        that own those it computed (``owners``)."""
         address = parse_address(address)
         ncores = int(ncores)
         if ncores < 1:

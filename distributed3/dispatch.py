@@ -312,13 +312,10 @@ def _settle(handles, reply, worker):
 
     A result counts once, however often it came: handles no longer pending stay.
     """
-    if "key" in reply:  # a lone task's reply
-        if handles[0].status == "pending":
-            if "exception" in reply:
-                handles[0].set_error(reply["exception"], reply["traceback"], worker)
-            else:
-                handles[0].set_finished(worker, reply["nbytes"], reply.get("pickled"))
-        return
+    if "key" in reply:  # a lone task's reply: the same, as lists of one
+        failed = "exception" in reply
+        reply = {"nbytes": [reply.get("nbytes")], "pickled": [reply.get("pickled")],
+                 "errors": {0: reply} if failed else {}}  # fmt: skip
     errors = reply["errors"]
     for i, (handle, nbytes, pickled) in enumerate(zip(handles, reply["nbytes"],
                                                        reply["pickled"])):  # fmt: skip

@@ -207,9 +207,7 @@ class DataMixin:
     async def _delete(self, seq):
         handles = [h for h in seq if isinstance(h, RemoteData)]
         keys = [h.key for h in handles]
-        who_has = await self._center("who_has", keys=keys)
-        for h in handles:  # where it was made, even if that worker's report is still on its way
-            who_has[h.key] = set(who_has.get(h.key, ())) | (h.workers & set(self.available_cores))
+        who_has = await self._who_has(handles)  # also where a task just ran
         by_worker = defaultdict(list)
         for key, workers in who_has.items():
             for w in workers:

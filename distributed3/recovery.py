@@ -1,8 +1,8 @@
 """Bringing back data whose every copy died with its worker.
 
 A result of ``map``/``apply`` keeps its recipe -- what its compute message is
-made of, and its input handles -- so it is recomputed, after its own lost inputs, transitively
-down a chain of maps.  Scattered data has no recipe: it is sent again from
+made of, and its input handles -- so it is recomputed, after its own lost
+inputs, transitively down a chain of maps.  Scattered data has no recipe: it is sent again from
 the client if the client still holds the value, else the error names the key.
 
 ::

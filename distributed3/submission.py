@@ -28,7 +28,7 @@ class Options:
 
     timeout: float = None
     retries: int = 3
-    chunksize: int = 1  # None: adaptive, see adaptive_chunksize
+    chunksize: int = 1  # None: adaptive (map's default), see adaptive_chunksize
     seed: int = None
     progress: bool = False
     stateful: dict = None  # {"name", "version"} of a stateful pool's instances
@@ -122,7 +122,7 @@ async def make_tasks(pool, func, arglists, kwargs, options):
             msg = {**base, "op": "compute_chunk", "keys": [h.key for h, _ in chunk],
                    "args_list": [r.args for _, r in chunk]}  # fmt: skip
             if options.seed is not None:
-                msg["seeds"] = [task_seed(options.seed, r.index) for _, r in chunk]
+                msg["seeds"] = [r.task_seed() for _, r in chunk]
             task = Task([h for h, _ in chunk], msg, inputs, chunk[0][1].index)
         task.refresh_hints()
         tasks.append(task)
@@ -150,8 +150,12 @@ class Recipe:
     def message(self, key):
         msg = {**self.base, "key": key, "args": self.args}
         if self.seed is not None:
-            msg["seed"] = task_seed(self.seed, self.index)
+            msg["seed"] = self.task_seed()
         return msg
+
+    def task_seed(self):
+        """This element's seed, from the call's ``seed`` and its position."""
+        return task_seed(self.seed, self.index)
 
 
 def adaptive_chunksize(ntasks, ncores):
