@@ -80,8 +80,8 @@ def run(name, config):
             results["cluster_rss_mb"] = rss_mb(os.getpid()) + sum(
                 rss_mb(p) for p in descendants(os.getpid())
             )
-        for key, method in (("map", "map"), ("map1", "map1")):
-            func = getattr(s, method, None)
+        for key in ("map", "map1"):
+            func = getattr(s, key, None)
             if func is not None:
                 results[key] = {str(n): n / _timed(func, n, repeat) for n in config.get("map", ())}
         if config.get("roundtrip"):

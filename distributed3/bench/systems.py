@@ -2,14 +2,17 @@
 
 ``with SYSTEMS[name]() as s:`` starts it; then
 
-* ``s.map(n)`` -- seconds for ``gather(map(noop, range(n)))`` (``s.map1`` with one
-  message per task, where the system has that choice),
-* ``s.roundtrip(n)`` -- microseconds per ``apply(inc, 1)`` and getting its result,
-* ``s.transfer(size)`` -- MB/s pulling a ``size``-byte array from one worker to the other,
+* ``s.map(n)`` -- ``gather(map(noop, range(n)))`` with the system's own chunking
+  (``s.map1``: one message per task, where the system has that choice),
+* ``s.roundtrip_once()`` -- ``apply(inc, 1)`` and getting its result,
+* ``s.transfer(size, repeat)`` -- median MB/s pulling a ``size``-byte array from one
+  worker to the other,
+* ``s.moved_bytes()``, ``s.center_messages()`` -- distributed3's locality and center load,
 * ``s.worker_pids()`` -- the worker processes, for their resident memory.
 
-``STARTUP[name]`` is a script that starts the same cluster in a new interpreter and
-prints the first result.  Methods a system lacks are ``None``.
+:mod:`distributed3.bench.one` times them.  ``STARTUP[name]`` is a script that starts
+the same cluster in a new interpreter and prints the first result.  A system lacks
+the methods it has no counterpart for.
 """
 import statistics
 import time
