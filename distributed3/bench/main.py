@@ -91,7 +91,7 @@ def run(quick=False, systems=None, scaling=(), repeat=None, log=print):
     for n in scaling:
         log(f"distributed3 with {n} workers ...")
         results["scaling"][n] = run_system(
-            "distributed3", {"workers": n, "map": [10_000], "messages": 10_000,
+            "distributed3", {"workers": n, "map": config["map"], "messages": 10_000,
                              "repeat": config["repeat"]}, timeout)  # fmt: skip
     return results
 

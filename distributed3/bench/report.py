@@ -122,13 +122,23 @@ def targets(results):
         check(f"{what} memory: / dask (<= 0.67)",
               _ratio(_get(d3, field), _get(systems, "dask", field)), lambda r: r <= 2 / 3)
     scaling = results.get("scaling") or {}
-    rates = {n: _get(r, "map", "10000") for n, r in scaling.items()}
-    if rates and all(rates.values()):
+    for size in _scaling_sizes(results):
+        rates = {n: _get(r, "map", str(size)) for n, r in scaling.items()}
+        if not all(rates.values()):
+            continue
         smallest = min(rates, key=int)
         for n, rate in rates.items():
-            check(f"{n} workers: tasks/s / with {smallest} (flat or rising: >= 0.9)",
+            check(f"{size:,} map, {n} workers: tasks/s / with {smallest} (flat or rising: >= 0.9)",
                   _ratio(rate, rates[smallest]), lambda r: r >= 0.9)
     return out
+
+
+def _scaling_sizes(results):
+    """The map sizes the scaling runs timed, smallest first."""
+    sizes = set()
+    for r in (results.get("scaling") or {}).values():
+        sizes.update(int(size) for size in (r.get("map") or {}))
+    return sorted(sizes)
 
 
 def print_report(results, file=sys.stdout):
@@ -142,11 +152,14 @@ def print_report(results, file=sys.stdout):
         if "error" in r:
             print(f"{name} failed: {r['error']}", file=file)
     if results.get("scaling"):
-        print("\ndistributed3, 10,000 no-op tasks over N workers on one center", file=file)
-        srows = [(f"{n} workers", {"tasks/s": _get(r, "map", "10000"),
-                                   "center msgs/task": _get(r, "center_messages_per_task")})
+        print("\ndistributed3, no-op tasks (map + gather) over N workers on one center", file=file)
+        sizes = [f"{size:,} tasks/s" for size in _scaling_sizes(results)]
+        srows = [(f"{n} workers",
+                  {**{label: _get(r, "map", str(size))
+                      for label, size in zip(sizes, _scaling_sizes(results))},
+                   "center msgs/task": _get(r, "center_messages_per_task")})
                  for n, r in results["scaling"].items()]  # fmt: skip
-        print(table(srows, ["tasks/s", "center msgs/task"]), file=file)
+        print(table(srows, [*sizes, "center msgs/task"]), file=file)
     print("\nTargets (ratios from this run)", file=file)
     trows = [(label, {"ratio": value, "met": met}) for label, value, met in targets(results)]
     print(table(trows, ["ratio", "met"]), file=file)
