@@ -25,7 +25,7 @@ from .exceptions import (
     WorkerRetiringError,
 )
 from .scheduling import decide_worker
-from .utils import format_address, wait_for
+from .utils import format_address, gc_paused, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -317,11 +317,12 @@ def _settle(handles, reply, worker):
         reply = {"nbytes": [reply.get("nbytes")], "pickled": [reply.get("pickled")],
                  "errors": {0: reply} if failed else {}}  # fmt: skip
     errors = reply["errors"]
-    for i, (handle, nbytes, pickled) in enumerate(zip(handles, reply["nbytes"],
-                                                       reply["pickled"])):  # fmt: skip
-        if handle.status != "pending":
-            continue
-        if i in errors:
-            handle.set_error(errors[i]["exception"], errors[i]["traceback"], worker)
-        else:
-            handle.set_finished(worker, nbytes, pickled)
+    with gc_paused():
+        for i, (handle, nbytes, pickled) in enumerate(zip(handles, reply["nbytes"],
+                                                           reply["pickled"])):  # fmt: skip
+            if handle.status != "pending":
+                continue
+            if i in errors:
+                handle.set_error(errors[i]["exception"], errors[i]["traceback"], worker)
+            else:
+                handle.set_finished(worker, nbytes, pickled)

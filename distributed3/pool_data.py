@@ -14,6 +14,7 @@ from .client import RemoteData, only
 from .exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
 from .recovery import recover
 from .scheduling import split_by_worker, spread
+from .utils import gc_paused
 
 
 NOTE_DELAY = 0.01  # seconds ownership notes wait to go out together
@@ -155,10 +156,13 @@ class DataMixin:
             if h.status == "deleted":
                 raise KeyError(f"{h!r} was deleted")
         # small results came with their task's reply: unpickled here, a fresh copy each time
-        values = {k: pickle.loads(h.inline) for k, h in handles.items() if h.inline is not None}
+        with gc_paused():
+            values = {k: pickle.loads(h.inline)
+                      for k, h in handles.items() if h.inline is not None}  # fmt: skip
         if len(values) < len(handles):
             values.update(await self._fetch({k: h for k, h in handles.items() if k not in values}))
-        return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
+        with gc_paused():
+            return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
 
     async def _fetch(self, handles):
         """``{key: value}`` for handles, asking the center where any copy went."""

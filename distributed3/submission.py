@@ -18,6 +18,7 @@ from .dispatch import Batch, Task
 from .exceptions import DistributedError, SerializationError
 from .protocol import dumps, dumps_function
 from .task import extract_keys
+from .utils import gc_paused
 
 BIG_CONSTANT = 100_000  # pickled bytes above which a shared keyword argument is broadcast
 
@@ -92,20 +93,21 @@ async def make_tasks(pool, func, arglists, kwargs, options):
         base["stateful"] = options.stateful
     handles, recipes = [], []
     new_key = pool._new_key
-    for i, args in enumerate(arglists):
-        args, inputs = extract_keys(args, RemoteData)
-        if kw_handles:
-            inputs = {**inputs, **kw_handles}
-        handle = RemoteData(new_key(name), pool, status="pending")
-        handles.append(handle)
-        if inputs:
-            failed = next((h for h in inputs.values()
-                           if h.status not in ("finished", "pending")), None)  # fmt: skip
-            if failed is not None:  # an input failed or was deleted: so does this task
-                handle.set_error(*_input_error(failed), next(iter(failed.workers), None))
-                continue
-        handle.recipe = recipe = Recipe(base, args, i, options.seed, inputs)
-        recipes.append((handle, recipe))
+    with gc_paused():  # one handle and recipe per element: nothing to collect yet
+        for i, args in enumerate(arglists):
+            args, inputs = extract_keys(args, RemoteData)
+            if kw_handles:
+                inputs = {**inputs, **kw_handles}
+            handle = RemoteData(new_key(name), pool, status="pending")
+            handles.append(handle)
+            if inputs:
+                failed = next((h for h in inputs.values()
+                               if h.status not in ("finished", "pending")), None)  # fmt: skip
+                if failed is not None:  # an input failed or was deleted: so does this task
+                    handle.set_error(*_input_error(failed), next(iter(failed.workers), None))
+                    continue
+            handle.recipe = recipe = Recipe(base, args, i, options.seed, inputs)
+            recipes.append((handle, recipe))
     pool._owned.update(h.key for h in handles)  # the workers' reports tell the center
     # inputs still being computed must finish before tasks that need them are placed
     pending = {k: h for _, r in recipes for k, h in r.inputs.items() if h.status == "pending"}
@@ -113,19 +115,20 @@ async def make_tasks(pool, func, arglists, kwargs, options):
         await h.wait()
     tasks = []
     size = options.chunksize or adaptive_chunksize(len(recipes), sum(pool.available_cores.values()))
-    for chunk in _chunks(recipes, size):
-        if len(chunk) == 1:
-            handle, recipe = chunk[0]
-            task = Task([handle], recipe.message(handle.key), recipe.inputs, recipe.index)
-        else:
-            inputs = {k: h for _, r in chunk for k, h in r.inputs.items()}
-            msg = {**base, "op": "compute_chunk", "keys": [h.key for h, _ in chunk],
-                   "args_list": [r.args for _, r in chunk]}  # fmt: skip
-            if options.seed is not None:
-                msg["seeds"] = [r.task_seed() for _, r in chunk]
-            task = Task([h for h, _ in chunk], msg, inputs, chunk[0][1].index)
-        task.refresh_hints()
-        tasks.append(task)
+    with gc_paused():
+        for chunk in _chunks(recipes, size):
+            if len(chunk) == 1:
+                handle, recipe = chunk[0]
+                task = Task([handle], recipe.message(handle.key), recipe.inputs, recipe.index)
+            else:
+                inputs = {k: h for _, r in chunk for k, h in r.inputs.items()}
+                msg = {**base, "op": "compute_chunk", "keys": [h.key for h, _ in chunk],
+                       "args_list": [r.args for _, r in chunk]}  # fmt: skip
+                if options.seed is not None:
+                    msg["seeds"] = [r.task_seed() for _, r in chunk]
+                task = Task([h for h, _ in chunk], msg, inputs, chunk[0][1].index)
+            task.refresh_hints()
+            tasks.append(task)
     return handles, tasks
 
 

@@ -1,5 +1,7 @@
 """Small helpers shared by every layer: addresses, loopback checks, waiting."""
 import asyncio
+import contextlib
+import gc
 import ipaddress
 import socket
 import time
@@ -109,3 +111,28 @@ def wait_for_sync(predicate, timeout, message, interval=0.005):
             raise TimeoutError(f"{message} (waited {timeout} s)")
         time.sleep(interval)
         interval = min(interval * 1.5, 0.1)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """No cyclic garbage collection inside the block (if it was on, it is on again after).
+
+    For tight loops that make many long-lived objects (one handle per element of a big
+    map): CPython would walk every tracked object in the process several times over
+    while they pile up, though none of them is garbage.  Keep the block free of awaits
+    and of anything that can block, so that the pause stays short.
+
+    >>> with gc_paused():
+    ...     gc.isenabled()
+    False
+    >>> gc.isenabled()
+    True
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
