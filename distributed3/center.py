@@ -66,6 +66,7 @@ class Center(Server):
             "own_keys": self.own_keys,
             "release_keys": self.release_keys,
             "ownership": self.ownership,
+            "counters": self.get_counters,
         }
         super().__init__(handlers, **kwargs)
         # key -> tuple of holders: tuples of addresses are immutable and hold no containers,
@@ -277,6 +278,10 @@ class Center(Server):
             }
             for w, n in self.ncores.items()
         }
+
+    def get_counters(self, comm):
+        """Messages handled per op, and ``bytes_in``, since the center started."""
+        return dict(self.counters)
 
     # -- membership events ---------------------------------------------------
 

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import sys
 
 from .center import Center
@@ -128,9 +129,13 @@ def _tls_args(args):
             for arg in (flag, value)]  # fmt: skip
 
 
-async def _serve(server, host, port, fallback_port, parent_pid=None, on_start=None):
+async def _serve(server, host, port, fallback_port, parent_pid=None, on_start=None,
+                 sockets=None):  # fmt: skip
     """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it."""
-    await start_server(server, host, port, fallback_port)
+    if sockets is not None:
+        await server.start(host, sockets=sockets)
+    else:
+        await start_server(server, host, port, fallback_port)
     if on_start is not None:
         await on_start(server)
     stop = asyncio.Event()
@@ -167,6 +172,9 @@ def dcenter(argv=None):
     parser.add_argument("--new-secret", metavar="PATH",
                         help="write a fresh random secret to PATH (mode 0600), "
                              "print how to start workers with it, and use it")  # fmt: skip
+    # Pool()'s local cluster: serve on a socket it already listens on, and end with it
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     _common(parser)
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
@@ -198,8 +206,14 @@ def dcenter(argv=None):
                                      "--parent-pid", str(os.getpid()), *_tls_args(args))  # fmt: skip
                 workers.append(spawn(cmd, secret=secret))
 
+        sockets = None
+        if args.listen_fd is not None:
+            listener = socket.socket(fileno=args.listen_fd)
+            listener.setblocking(False)
+            sockets = [listener]
         try:
-            await _serve(center, host, port, fallback_port=args.port is None, on_start=started)
+            await _serve(center, host, port, fallback_port=args.port is None, on_start=started,
+                         parent_pid=args.parent_pid, sockets=sockets)  # fmt: skip
         finally:
             await asyncio.get_running_loop().run_in_executor(None, stop, workers)
 

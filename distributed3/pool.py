@@ -44,7 +44,7 @@ class Pool(StreamingMixin, DataMixin):
     """A client of a distributed3 cluster, used like ``multiprocessing.Pool``.
 
     ``Pool("127.0.0.1:8787")`` connects to a running center; ``Pool()``
-    starts an embedded local cluster (a center and one worker process per
+    starts an embedded local cluster (a center process and one worker process per
     core, on loopback, with a random secret) and stops it on ``close()``.
 
     >>> with Pool(n_workers=2) as local:

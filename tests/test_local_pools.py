@@ -1,6 +1,7 @@
 """Local pools in one command, worker recycling, resources and GPU workers (simulated)."""
 import os
 import signal
+import sys
 import time
 
 import psutil
@@ -40,6 +41,19 @@ def test_halt_stops_an_embedded_cluster():
     assert pool.nworkers == 2
     pool.halt()
     assert pool.status == "closed" and all(p.poll() is not None for p in procs)
+
+
+def test_embedded_cluster_ends_when_its_client_is_killed():
+    script = ("import time; from distributed3 import Pool; p = Pool(n_workers=2); "
+              "print('pids', p.cluster.center_proc.pid, *[w.pid for w in p.cluster.procs]); "
+              "time.sleep(600)")  # fmt: skip
+    with Proc([sys.executable, "-c", script]) as client:
+        pids = [int(p) for p in client.wait_for_line(r"pids ([\d ]+)").group(1).split()]
+        kids = [psutil.Process(p) for p in pids]
+        assert len(kids) == 3  # the center and two workers
+        client.proc.kill()
+        psutil.wait_procs(kids, timeout=10)
+        assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_nprocs_starts_and_stops_several_workers():

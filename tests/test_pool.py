@@ -277,7 +277,8 @@ def test_embedded_default_pool_starts_and_stops_processes():
         assert all(n == 1 for n in pool.available_cores.values())
         assert all(h == "127.0.0.1" for h, _ in pool.available_cores)
         started = {p.pid for p in me.children(recursive=True)} - before
-        assert len(started) == ncpu
+        assert len(started) == ncpu + 1  # the workers and the center
+        assert pool.cluster.center_proc.pid in started
         assert pool.gather(pool.map(lambda x: x + 1, range(10))) == list(range(1, 11))
         assert pool.cluster.secret  # a random secret, never open
     pool.close()  # idempotent

@@ -84,7 +84,7 @@ class Distributed3:
                       {p.pid for p in self.pool.cluster.procs})  # fmt: skip
 
     def center_messages(self):
-        counters = self.pool.cluster.center.counters
+        counters = self.pool._sync(self.pool._center("counters"))
         return sum(n for op, n in counters.items() if op != "bytes_in")
 
 
