@@ -22,8 +22,8 @@ import sys
 
 from .center import Center
 from .exceptions import DistributedError
-from .procs import format_resources, parse_resources, spawn, stop, supervise, visible_gpus
-from .procs import worker_command
+from .procs import fork_workers, format_resources, parse_resources, reap, spawn
+from .procs import stop_pids, supervise, visible_gpus
 from .security import TLS, new_secret_file, read_secret_file
 from .utils import is_loopback, local_ip_for, parse_address
 from .worker import Worker
@@ -123,12 +123,6 @@ async def start_server(server, host, port, fallback_port):
         return await server.start(host=host, port=0)
 
 
-def _tls_args(args):
-    return [arg for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
-                                    ("--tls-ca", args.tls_ca)) if value
-            for arg in (flag, value)]  # fmt: skip
-
-
 async def _serve(server, host, port, fallback_port, parent_pid=None, on_start=None,
                  sockets=None):  # fmt: skip
     """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it."""
@@ -175,6 +169,7 @@ def dcenter(argv=None):
     # Pool()'s local cluster: serve on a socket it already listens on, and end with it
     parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-ncores", type=int, default=1, help=argparse.SUPPRESS)
     _common(parser)
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
@@ -196,26 +191,26 @@ def dcenter(argv=None):
     check_exposure(host, secret, args.insecure)
     port = DEFAULT_CENTER_PORT if args.port is None else args.port
 
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+    else:
+        listener = _listen(host, port, fallback=args.port is None)
+    address = (host, listener.getsockname()[1])
+    listener.setblocking(False)
+    # workers are forked now, before any loop or thread exists: they start without
+    # importing anything, and connect to the socket the center is about to serve
+    workers = fork_workers(args.workers, lambda: _forked_worker(address, host, args, secret,
+                                                                tls, listener))  # fmt: skip
+
     async def main():
         center = Center(secret=secret, tls=tls, heartbeat_timeout=args.heartbeat_timeout)
-        workers = []
-
-        async def started(center):
-            for _ in range(args.workers):
-                cmd = worker_command(center.address, "--ncores", "1", "--no-handoff",
-                                     "--parent-pid", str(os.getpid()), *_tls_args(args))  # fmt: skip
-                workers.append(spawn(cmd, secret=secret))
-
-        sockets = None
-        if args.listen_fd is not None:
-            listener = socket.socket(fileno=args.listen_fd)
-            listener.setblocking(False)
-            sockets = [listener]
+        reaper = asyncio.ensure_future(_reap(workers))
         try:
-            await _serve(center, host, port, fallback_port=args.port is None, on_start=started,
-                         parent_pid=args.parent_pid, sockets=sockets)  # fmt: skip
+            await _serve(center, host, port, fallback_port=False, parent_pid=args.parent_pid,
+                         sockets=[listener])  # fmt: skip
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, stop, workers)
+            reaper.cancel()
+            await asyncio.get_running_loop().run_in_executor(None, stop_pids, workers)
 
     _run(main)
 
@@ -267,6 +262,39 @@ def dworker(argv=None):
         await _serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
 
     _run(main)
+
+
+def _listen(host, port, fallback):
+    """A socket listening on ``host:port``; on a free port if that is taken and ``fallback``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE or not fallback:
+            sys.exit(f"error: cannot listen on {host}:{port}: {e.strerror}")
+        logger.info("Port %d is in use; picking a free one", port)
+        return socket.create_server((host, 0), family=family, backlog=1024)
+
+
+def _forked_worker(center, host, args, secret, tls, listener):
+    """Body of a worker forked by ``dcenter --workers``: one core (or ``--worker-ncores``),
+    no hand-off (the cluster stops as a whole), ends with its center."""
+    listener.close()  # the center's, not ours
+    parent = os.getppid()
+
+    async def main():
+        worker = Worker(center, ncores=args.worker_ncores, secret=secret, tls=tls)
+        worker.handoff_timeout = 0
+        await _serve(worker, host, 0, fallback_port=True, parent_pid=parent)
+
+    _run(main)
+
+
+async def _reap(pids):
+    """Collect workers that died on their own, so that none lingers as a zombie."""
+    while True:
+        await asyncio.sleep(1)
+        reap(pids)
 
 
 def _run_many(args, argv, resources):

@@ -1,14 +1,15 @@
-"""A local cluster: a center process and worker processes beside this one.
+"""A local cluster: one center process, which forks the workers, beside this one.
 
-``Pool()`` uses this.  The center and each worker are their own interpreters
-(``python -m distributed3.cli center|worker``), bound to loopback and sharing a
-random secret passed through the environment, never on the command line.  This
-process opens the center's listening socket and hands it over, so the workers
-start at the same moment as the center and no port is ever guessed.  The
-center's bookkeeping of every result runs beside the client, not on its event
-loop.  Workers get the client's ``sys.path``, so functions from the client's own
-modules load there as they would in ``multiprocessing``.  Every process watches
-this one and exits if it dies, so none are left behind.
+``Pool()`` uses this.  This process opens the center's listening socket and
+starts ``python -m distributed3.cli center --workers N`` on it; that interpreter
+forks its workers before it serves, so one interpreter start-up brings up the
+whole cluster and no port is ever guessed.  The center's bookkeeping of every
+result runs beside the client, not on its event loop; a worker that crashes
+takes nothing else down.  Everything is bound to loopback and shares a random
+secret passed through the environment, never on the command line.  The cluster
+gets the client's ``sys.path``, so functions from the client's own modules load
+on the workers as they would in ``multiprocessing``.  The center watches this
+process and the workers watch the center: if either dies, what is below it ends.
 
 >>> import asyncio
 >>> async def demo():
@@ -64,17 +65,17 @@ class LocalCluster:
         self.host = host
         self.timeout = timeout
         self.center_address = None
-        self.center_proc = None
-        self.procs = []  # the workers
-        self._children = []  # the center and the workers, for the finalizer
+        self.center_proc = None  # it forks the first n_workers workers
+        self.procs = []  # workers added later by start_worker()
+        self._children = []  # every process started here, for the finalizer
         self._finalizer = None
 
     def __repr__(self):
         where = format_address(self.center_address) if self.center_address else None
-        return f"<LocalCluster center={where} workers={len(self.procs)}>"
+        return f"<LocalCluster center={where} workers={self.n_workers + len(self.procs)}>"
 
     async def start(self):
-        """Start the center and every worker at once; return when all registered."""
+        """Start the center and its workers; return when all registered."""
         self._finalizer = weakref.finalize(self, _kill, self._children)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         with socket.create_server((self.host, 0), family=family, backlog=1024) as listener:
@@ -82,24 +83,25 @@ class LocalCluster:
             fd = listener.fileno()
             cmd = [sys.executable, "-m", "distributed3.cli", "center", "--host", self.host,
                    "--listen-fd", str(fd), "--parent-pid", str(os.getpid()),
+                   "--workers", str(self.n_workers), "--worker-ncores", str(self.ncores),
                    "--log-level", "warning"]  # fmt: skip
-            self.center_proc = spawn(cmd, secret=self.secret, pass_fds=(fd,))
+            self.center_proc = spawn(cmd, secret=self.secret, env=self._env(), pass_fds=(fd,))
             self._children.append(self.center_proc)
-        for _ in range(self.n_workers):  # they queue on the socket until the center is up
-            self.start_worker()
         await self.wait_for_workers(self.n_workers)
         return self
 
+    def _env(self):
+        # the client's import path, so functions from its own modules load on the workers
+        return {"PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+
     def start_worker(self):
-        """Start one more worker process."""
+        """Start one more worker process (its own interpreter)."""
         cmd = worker_command(
             self.center_address, "--host", self.host, "--port", "0",
             "--ncores", str(self.ncores), "--parent-pid", str(os.getpid()),
             "--log-level", "warning", "--no-handoff",
         )  # fmt: skip
-        # the client's import path, so functions from its own modules load on the workers
-        path = os.pathsep.join(p or os.getcwd() for p in sys.path)
-        proc = spawn(cmd, secret=self.secret, env={"PYTHONPATH": path})
+        proc = spawn(cmd, secret=self.secret, env=self._env())
         self.procs.append(proc)
         self._children.append(proc)
         return proc
@@ -132,9 +134,10 @@ class LocalCluster:
                 await asyncio.sleep(0.01)
 
     async def close(self, timeout=5):
-        """SIGTERM every worker (they leave cleanly), then the center; kill stragglers."""
+        """SIGTERM every worker (they leave cleanly), then the center (it stops the ones it
+        forked); kill stragglers."""
         await self._stop(self.procs, timeout)
-        await self._stop([self.center_proc] if self.center_proc else [], timeout)
+        await self._stop([self.center_proc] if self.center_proc else [], timeout * 2)
 
     async def _stop(self, procs, timeout):
         for proc in procs:
@@ -146,5 +149,6 @@ class LocalCluster:
         _kill(procs)
 
     def kill(self):
-        """Kill every process at once (used when the owner vanishes)."""
+        """Kill every process at once (used when the owner vanishes); the center's workers
+        see it go and end within a second."""
         _kill(self._children)

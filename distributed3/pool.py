@@ -495,7 +495,7 @@ class Pool(StreamingMixin, DataMixin):
         return await self._center("has_what")
 
     def worker_info(self):
-        """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in"}}``.
+        """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in", "pid"}}``.
 
         ``peer_bytes_in`` counts the input bytes a worker fetched from its peers,
         which is how locality is checked: it stays 0 when tasks ran where their

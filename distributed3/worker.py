@@ -509,8 +509,10 @@ class Worker(Server):
         return list(self.data)
 
     def info(self, comm=None):
-        """Counters: ``ncores``, ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``."""
+        """Counters: ``ncores``, ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``;
+        and ``pid``, ``name``."""
         return {
+            "pid": os.getpid(),
             "ncores": self.ncores,
             "resources": self.resources,
             "nkeys": len(self.data),

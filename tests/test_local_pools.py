@@ -37,15 +37,18 @@ def test_dcenter_workers_starts_and_stops_local_workers():
 
 def test_halt_stops_an_embedded_cluster():
     pool = Pool(n_workers=2)
-    procs = list(pool.cluster.procs)
-    assert pool.nworkers == 2
+    kids = psutil.Process().children(recursive=True)
+    assert pool.nworkers == 2 and len(kids) == 3  # the center and the workers it forked
     pool.halt()
-    assert pool.status == "closed" and all(p.poll() is not None for p in procs)
+    assert pool.status == "closed"
+    psutil.wait_procs(kids, timeout=10)
+    assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_embedded_cluster_ends_when_its_client_is_killed():
     script = ("import time; from distributed3 import Pool; p = Pool(n_workers=2); "
-              "print('pids', p.cluster.center_proc.pid, *[w.pid for w in p.cluster.procs]); "
+              "print('pids', p.cluster.center_proc.pid, "
+              "*[i['pid'] for i in p.worker_info().values()], flush=True); "
               "time.sleep(600)")  # fmt: skip
     with Proc([sys.executable, "-c", script]) as client:
         pids = [int(p) for p in client.wait_for_line(r"pids ([\d ]+)").group(1).split()]

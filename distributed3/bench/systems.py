@@ -80,8 +80,7 @@ class Distributed3:
         return after - before
 
     def worker_pids(self):
-        return sorted({self.pool.apply(pid).get() for _ in range(20)} |
-                      {p.pid for p in self.pool.cluster.procs})  # fmt: skip
+        return sorted(info["pid"] for info in self.pool.worker_info().values())
 
     def center_messages(self):
         counters = self.pool._sync(self.pool._center("counters"))
