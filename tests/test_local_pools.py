@@ -7,8 +7,9 @@ import time
 import psutil
 import pytest
 
-from distributed3 import Pool
+from distributed3 import Pool, WorkerLostError
 from distributed3.testing import BIN, Proc
+from distributed3.utils import wait_for_sync
 
 pytestmark = pytest.mark.slow
 DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
@@ -57,6 +58,24 @@ def test_embedded_cluster_ends_when_its_client_is_killed():
         client.proc.kill()
         psutil.wait_procs(kids, timeout=10)
         assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_crashing_task_takes_only_its_forked_worker_down():
+    with Pool(n_workers=2) as pool:
+        center = psutil.Process(pool.cluster.center_proc.pid)
+
+        def crash(_):
+            os._exit(3)  # takes the worker process down with it
+
+        lost = pool.apply(crash, (0,), retries=0)
+        with pytest.raises(WorkerLostError):
+            lost.get()
+        pool.wait_for_workers(1, timeout=10)
+        assert center.is_running() and center.status() != psutil.STATUS_ZOMBIE
+        assert pool.gather(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        # the center collected its dead child: no zombie left under it
+        wait_for_sync(lambda: len(center.children()) == 1, 10, "the dead worker is reaped")
+        assert [c.status() for c in center.children()] != [psutil.STATUS_ZOMBIE]
 
 
 def test_nprocs_starts_and_stops_several_workers():
