@@ -107,6 +107,7 @@ class Comm:
         self.peer = peer
         self.limits = limits
         self._closed_by_us = False
+        self._pending = bytearray()  # bytes read past the end of the last message
         self.last_nbytes = 0  # payload bytes of the last message read
 
     def __repr__(self):
@@ -155,15 +156,30 @@ class Comm:
             raise self._broken(e.real_error) from None
         return sum(lengths)
 
+    async def _more(self, need):
+        """Read until ``need`` bytes are buffered here; whatever the stream has, at once.
+
+        Taking all that is there in one call leaves tornado's buffer empty, so the
+        socket stays registered for reading between messages instead of being
+        unregistered and registered again for each one.
+        """
+        pending = self._pending
+        while len(pending) < need:
+            pending += await self.stream.read_bytes(_READ_CHUNK, partial=True)
+
     async def read(self):
         """Receive one message; checks its sizes against ``limits`` before allocating."""
         peer = format_address(self.peer)
         limits = self.limits
         try:
-            (n,) = _U64.unpack(await self.stream.read_bytes(8))
+            await self._more(8)
+            pending = self._pending
+            (n,) = _U64.unpack_from(pending)
             if not 0 < n <= limits.max_frames:
                 raise ProtocolError(f"{peer} announced {n} frames (limit {limits.max_frames})")
-            lengths = struct.unpack(f"<{n}Q", await self.stream.read_bytes(8 * n))
+            head = 8 + 8 * n
+            await self._more(head)
+            lengths = struct.unpack_from(f"<{n}Q", pending, 8)
             total = sum(lengths)
             big = max(lengths)
             if big > limits.max_frame_bytes:
@@ -177,8 +193,11 @@ class Comm:
                 )
             self.last_nbytes = total
             buf = _allocate(total)
-            if total:
-                await self.stream.read_into(buf)
+            have = min(len(pending) - head, total)
+            buf[:have] = memoryview(pending)[head : head + have]
+            del pending[: head + have]
+            if have < total:  # the rest goes straight from the socket into place
+                await self.stream.read_into(memoryview(buf)[have:])
         except StreamClosedError as e:
             raise self._broken(e.real_error) from None
         except ProtocolError:
@@ -197,6 +216,7 @@ class Comm:
             ) from e
 
 
+_READ_CHUNK = 1 << 16
 _LAZY_ALLOCATION = 1 << 20
 _COALESCE = 1 << 16
 
