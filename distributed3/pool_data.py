@@ -156,12 +156,12 @@ class DataMixin:
             if h.status == "deleted":
                 raise KeyError(f"{h!r} was deleted")
         # small results came with their task's reply: unpickled here, a fresh copy each time
-        with gc_paused():
+        with gc_paused(len(handles) > 100):
             values = {k: pickle.loads(h.inline)
                       for k, h in handles.items() if h.inline is not None}  # fmt: skip
         if len(values) < len(handles):
             values.update(await self._fetch({k: h for k, h in handles.items() if k not in values}))
-        with gc_paused():
+        with gc_paused(len(handles) > 100):
             return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
 
     async def _fetch(self, handles):

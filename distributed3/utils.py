@@ -1,6 +1,5 @@
 """Small helpers shared by every layer: addresses, loopback checks, waiting."""
 import asyncio
-import contextlib
 import gc
 import ipaddress
 import socket
@@ -113,14 +112,14 @@ def wait_for_sync(predicate, timeout, message, interval=0.005):
         interval = min(interval * 1.5, 0.1)
 
 
-@contextlib.contextmanager
-def gc_paused():
+class gc_paused:
     """No cyclic garbage collection inside the block (if it was on, it is on again after).
 
     For tight loops that make many long-lived objects (one handle per element of a big
     map): CPython would walk every tracked object in the process several times over
     while they pile up, though none of them is garbage.  Keep the block free of awaits
-    and of anything that can block, so that the pause stays short.
+    and of anything that can block, so that the pause stays short.  ``when=False``
+    makes it do nothing (small inputs are not worth the two calls).
 
     >>> with gc_paused():
     ...     gc.isenabled()
@@ -128,11 +127,16 @@ def gc_paused():
     >>> gc.isenabled()
     True
     """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+
+    __slots__ = ("_pause",)
+
+    def __init__(self, when=True):
+        self._pause = when and gc.isenabled()
+
+    def __enter__(self):
+        if self._pause:
+            gc.disable()
+
+    def __exit__(self, *exc):
+        if self._pause:
+            gc.enable()
