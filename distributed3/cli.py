@@ -123,15 +123,14 @@ async def start_server(server, host, port, fallback_port):
         return await server.start(host=host, port=0)
 
 
-async def _serve(server, host, port, fallback_port, parent_pid=None, on_start=None,
+async def _serve(server, host, port, fallback_port, parent_pid=None, before_close=None,
                  sockets=None):  # fmt: skip
-    """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it."""
+    """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it
+    (after awaiting ``before_close()``, if given)."""
     if sockets is not None:
         await server.start(host, sockets=sockets)
     else:
         await start_server(server, host, port, fallback_port)
-    if on_start is not None:
-        await on_start(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -144,7 +143,11 @@ async def _serve(server, host, port, fallback_port, parent_pid=None, on_start=No
     await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
     for w in watchers:
         w.cancel()
-    await server.close()
+    try:
+        if before_close is not None:
+            await before_close()
+    finally:
+        await server.close()
 
 
 async def _watch_parent(pid):
@@ -205,12 +208,16 @@ def dcenter(argv=None):
     async def main():
         center = Center(secret=secret, tls=tls, heartbeat_timeout=args.heartbeat_timeout)
         reaper = asyncio.ensure_future(_reap(workers))
-        try:
-            await _serve(center, host, port, fallback_port=False, parent_pid=args.parent_pid,
-                         sockets=[listener])  # fmt: skip
-        finally:
+
+        async def stop_workers():  # while the center still serves: they leave cleanly
             reaper.cancel()
             await asyncio.get_running_loop().run_in_executor(None, stop_pids, workers)
+
+        try:
+            await _serve(center, host, port, fallback_port=False, parent_pid=args.parent_pid,
+                         before_close=stop_workers, sockets=[listener])  # fmt: skip
+        finally:
+            await stop_workers()  # no-op when they are stopped already
 
     _run(main)
 

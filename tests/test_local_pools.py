@@ -1,6 +1,7 @@
 """Local pools in one command, worker recycling, resources and GPU workers (simulated)."""
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -58,6 +59,18 @@ def test_embedded_cluster_ends_when_its_client_is_killed():
         client.proc.kill()
         psutil.wait_procs(kids, timeout=10)
         assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_closing_an_embedded_cluster_is_quiet():
+    script = ("from distributed3 import Pool\n"
+              "for _ in range(3):\n"
+              "    with Pool(n_workers=2) as p:\n"
+              "        assert [p.apply(abs, (-i,)).get() for i in range(300)] == \\\n"
+              "            list(range(300))\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # the workers stop before their center: nobody "lost" anything
 
 
 def test_a_crashing_task_takes_only_its_forked_worker_down():
