@@ -13,8 +13,9 @@ figures of so short a run mean little).  Every system gets a local cluster of
   (:mod:`distributed3.bench.raw`).
 
 Absolute figures drift on shared machines; compare the ratios, which come from
-one run.  ``--scaling 16,32,64`` maps over that many workers on one center (give
-it as many cores) and reports center messages per task.
+one run.  ``--scaling 16,32,64`` runs the run's maps (10,000 and 100,000 no-op
+tasks) over that many workers on one center (give it as many cores) and reports
+center messages per task.
 """
 
 __all__ = ["main"]
