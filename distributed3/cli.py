@@ -202,12 +202,14 @@ def dcenter(argv=None):
     listener.setblocking(False)
     # workers are forked now, before any loop or thread exists: they start without
     # importing anything, and connect to the socket the center is about to serve
-    workers = fork_workers(args.workers, lambda: _forked_worker(address, host, args, secret,
-                                                                tls, listener))  # fmt: skip
+    worker_host = local_ip_for(host)  # never a wildcard: workers listen where they route
+    workers = fork_workers(args.workers, lambda: _forked_worker(address, worker_host, args,
+                                                                secret, tls, listener))  # fmt: skip
+    failed = []
 
     async def main():
         center = Center(secret=secret, tls=tls, heartbeat_timeout=args.heartbeat_timeout)
-        reaper = asyncio.ensure_future(_reap(workers))
+        reaper = asyncio.ensure_future(_reap(workers, center, args.workers, failed))
 
         async def stop_workers():  # while the center still serves: they leave cleanly
             reaper.cancel()
@@ -220,6 +222,8 @@ def dcenter(argv=None):
             await stop_workers()  # no-op when they are stopped already
 
     _run(main)
+    if failed:
+        sys.exit(1)
 
 
 def dworker(argv=None):
@@ -297,11 +301,25 @@ def _forked_worker(center, host, args, secret, tls, listener):
     _run(main)
 
 
-async def _reap(pids):
-    """Collect workers that died on their own, so that none lingers as a zombie."""
+async def _reap(pids, center, n, failed):
+    """Collect forked workers that died on their own, so that none lingers as a zombie.
+
+    One that fails before all ``n`` have registered means the cluster cannot come up:
+    the center stops too (exit status 1), so whoever started it hears at once, not
+    after a time-out.
+    """
+    up = False
     while True:
-        await asyncio.sleep(1)
-        reap(pids)
+        await asyncio.sleep(1 if up else 0.05)
+        up = up or center.counters["register"] >= n  # counted, so a later death can't undo it
+        for pid, code in reap(pids).items():
+            if up:
+                logger.warning("Worker process %d exited with code %s", pid, code)
+            else:
+                logger.error("Worker process %d exited with code %s before the cluster was "
+                             "up; stopping", pid, code)  # fmt: skip
+                failed.append(pid)
+                os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _run_many(args, argv, resources):

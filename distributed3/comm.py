@@ -194,7 +194,8 @@ class Comm:
             self.last_nbytes = total
             buf = _allocate(total)
             have = min(len(pending) - head, total)
-            buf[:have] = memoryview(pending)[head : head + have]
+            with memoryview(pending) as view:  # released before pending shrinks
+                buf[:have] = view[head : head + have]
             del pending[: head + have]
             if have < total:  # the rest goes straight from the socket into place
                 await self.stream.read_into(memoryview(buf)[have:])

@@ -9,7 +9,8 @@ takes nothing else down.  Everything is bound to loopback and shares a random
 secret passed through the environment, never on the command line.  The cluster
 gets the client's ``sys.path``, so functions from the client's own modules load
 on the workers as they would in ``multiprocessing``.  The center watches this
-process and the workers watch the center: if either dies, what is below it ends.
+process and its workers watch the center (workers added by ``start_worker`` watch
+this process): whichever dies, what it started ends.
 
 >>> import asyncio
 >>> async def demo():
@@ -33,6 +34,7 @@ import time
 import weakref
 
 from .core import rpc
+from .exceptions import CommClosedError, ConnectionBrokenError
 from .procs import spawn, worker_command
 from .utils import format_address
 from .security import normalize_secret
@@ -52,7 +54,7 @@ def _kill(procs):
 
 
 class LocalCluster:
-    """A center (in-process) and ``n_workers`` worker processes on loopback.
+    """A center process and the ``n_workers`` worker processes it forks, on loopback.
 
     ``n_workers`` defaults to the number of cores; each worker gets
     ``ncores`` threads (default 1).
@@ -85,7 +87,10 @@ class LocalCluster:
                    "--listen-fd", str(fd), "--parent-pid", str(os.getpid()),
                    "--workers", str(self.n_workers), "--worker-ncores", str(self.ncores),
                    "--log-level", "warning"]  # fmt: skip
-            self.center_proc = spawn(cmd, secret=self.secret, env=self._env(), pass_fds=(fd,))
+            # a session of its own: Ctrl-C at the client's terminal interrupts the client's
+            # call, not the cluster; the center still ends when this process does
+            self.center_proc = spawn(cmd, secret=self.secret, env=self._env(), pass_fds=(fd,),
+                                     start_new_session=True)  # fmt: skip
             self._children.append(self.center_proc)
         await self.wait_for_workers(self.n_workers)
         return self
@@ -101,7 +106,7 @@ class LocalCluster:
             "--ncores", str(self.ncores), "--parent-pid", str(os.getpid()),
             "--log-level", "warning", "--no-handoff",
         )  # fmt: skip
-        proc = spawn(cmd, secret=self.secret, env=self._env())
+        proc = spawn(cmd, secret=self.secret, env=self._env(), start_new_session=True)
         self.procs.append(proc)
         self._children.append(proc)
         return proc
@@ -116,14 +121,13 @@ class LocalCluster:
         deadline = time.monotonic() + self.timeout
         async with rpc(self.center_address, secret=self.secret, timeout=self.timeout) as center:
             while True:
-                dead = [p for p in self._children if p.poll() is not None]
-                if dead:
-                    what = "center" if dead[0] is self.center_proc else "worker"
-                    raise RuntimeError(
-                        f"the local {what} process exited with code {dead[0].returncode} "
-                        "before the cluster was up"
-                    )
-                registered = len(await center.ncores())
+                self._check_alive()
+                try:
+                    registered = len(await center.ncores())
+                except (ConnectionBrokenError, CommClosedError, TimeoutError):
+                    await self._center_exit(2.0)
+                    self._check_alive()  # it died: say so, with its exit status
+                    raise
                 if registered >= n:
                     return
                 if time.monotonic() > deadline:
@@ -132,6 +136,20 @@ class LocalCluster:
                         f"{self.timeout} s"
                     )
                 await asyncio.sleep(0.01)
+
+    def _check_alive(self):
+        dead = [p for p in self._children if p.poll() is not None]
+        if dead:
+            what = "center" if dead[0] is self.center_proc else "worker"
+            raise RuntimeError(
+                f"the local {what} process exited with code {dead[0].returncode} before "
+                "the cluster was up (its error is on stderr above)"
+            )
+
+    async def _center_exit(self, timeout):
+        deadline = time.monotonic() + timeout
+        while self.center_proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def close(self, timeout=5):
         """SIGTERM every worker (they leave cleanly), then the center (it stops the ones it

@@ -119,7 +119,9 @@ class gc_paused:
     map): CPython would walk every tracked object in the process several times over
     while they pile up, though none of them is garbage.  Keep the block free of awaits
     and of anything that can block, so that the pause stays short.  ``when=False``
-    makes it do nothing (small inputs are not worth the two calls).
+    makes it do nothing (small inputs are not worth the two calls).  The switch is the
+    process's: a ``gc.disable()`` made by another thread during the block is undone at
+    its end.
 
     >>> with gc_paused():
     ...     gc.isenabled()

@@ -509,8 +509,8 @@ class Worker(Server):
         return list(self.data)
 
     def info(self, comm=None):
-        """Counters: ``ncores``, ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``;
-        and ``pid``, ``name``."""
+        """Counters: ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``, ``bytes_in``;
+        and ``pid``, ``ncores``, ``resources``, ``name``."""
         return {
             "pid": os.getpid(),
             "ncores": self.ncores,

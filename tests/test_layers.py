@@ -30,7 +30,7 @@ ALLOWED = {
     "submission": {"client", "dispatch", "exceptions", "protocol", "task", "utils"},
     "pool_streaming": {"submission"},
     "pool_data": {"client", "exceptions", "recovery", "scheduling", "utils"},
-    "local": {"core", "procs", "security", "utils"},
+    "local": {"core", "exceptions", "procs", "security", "utils"},
     "pool": {"client", "comm", "core", "exceptions", "local", "pool_data", "pool_streaming",
              "progress", "recovery", "scheduling", "security", "stateful", "submission",
              "utils"},

@@ -1,8 +1,10 @@
 """Local pools in one command, worker recycling, resources and GPU workers (simulated)."""
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import psutil
@@ -71,6 +73,37 @@ def test_closing_an_embedded_cluster_is_quiet():
                          timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""  # the workers stop before their center: nobody "lost" anything
+
+
+def test_forked_workers_flush_what_tasks_print_and_run_their_exit_handlers(tmp_path):
+    script = textwrap.dedent(f"""
+        import atexit
+        from distributed3 import Pool
+
+        def shout(i):
+            print("TASK-OUTPUT", i)  # block-buffered: stdout is a pipe here
+            atexit.register(lambda: open({str(tmp_path)!r} + f"/exit-{{i}}", "w").close())
+            return i
+
+        with Pool(n_workers=1) as p:
+            assert p.gather(p.map(shout, range(3))) == [0, 1, 2]
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert sorted(line for line in out.stdout.splitlines() if "TASK-OUTPUT" in line) == [
+        "TASK-OUTPUT 0", "TASK-OUTPUT 1", "TASK-OUTPUT 2"]  # fmt: skip
+    assert sorted(os.listdir(tmp_path)) == ["exit-0", "exit-1", "exit-2"]
+
+
+def test_a_cluster_that_cannot_start_says_why_at_once():
+    from distributed3 import LocalCluster
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="local center process exited with code 1"):
+        asyncio.run(LocalCluster(n_workers=2, ncores=-1, timeout=60).start())
+    assert time.monotonic() - start < 20  # not the 60 s time-out
 
 
 def test_a_crashing_task_takes_only_its_forked_worker_down():
