@@ -155,14 +155,22 @@ class DataMixin:
                 h.raise_error()
             if h.status == "deleted":
                 raise KeyError(f"{h!r} was deleted")
-        # small results came with their task's reply: unpickled here, a fresh copy each time
+        values = await self._values(handles)
+        with gc_paused(len(handles) > 100):
+            return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
+
+    async def _values(self, handles):
+        """``{key: value}`` for finished ``handles`` (``{key: handle}``).
+
+        Small results came with their task's reply: unpickled here, a fresh copy each
+        time; the others are fetched from the workers.
+        """
         with gc_paused(len(handles) > 100):
             values = {k: pickle.loads(h.inline)
                       for k, h in handles.items() if h.inline is not None}  # fmt: skip
         if len(values) < len(handles):
             values.update(await self._fetch({k: h for k, h in handles.items() if k not in values}))
-        with gc_paused(len(handles) > 100):
-            return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
+        return values
 
     async def _fetch(self, handles):
         """``{key: value}`` for handles, asking the center where any copy went."""

@@ -1,9 +1,10 @@
 """The Pool's streaming forms: ``imap``, ``imap_unordered``, ``aimap``.
 
-A mixin of :class:`distributed3.pool.Pool`: tasks run in the background and each
-finished batch of handles is fetched (one request per worker) and yielded while
-the rest still run; yielded handles are dropped at once, so their keys are
-released on the workers.
+A mixin of :class:`distributed3.pool.Pool`: tasks run in the background; the values
+of whatever finished are taken from the replies (small results) or fetched (one
+request per worker), and handed to the caller's thread as one batch while the rest
+still run -- one hop between threads per batch, not per value.  Yielded handles are
+dropped at once, so their keys are released on the workers.
 """
 import asyncio
 
@@ -44,13 +45,16 @@ class StreamingMixin:
         return self._drain(agen)
 
     def _drain(self, agen):
-        """A blocking generator over an async generator that runs on the pool's loop."""
+        """A blocking generator of the values in the batches of an async generator that
+        runs on the pool's loop (see :meth:`_stream`)."""
         try:
             while True:
                 try:
-                    yield self._sync(agen.__anext__())
+                    batch = self._sync(agen.__anext__())
                 except StopAsyncIteration:
                     return
+                for outcome in batch:
+                    yield _unwrap(outcome)
         finally:
             try:
                 self._sync(agen.aclose())
@@ -63,11 +67,15 @@ class StreamingMixin:
         agen = self._stream(func, list(zip(*iterables)), kwargs, ordered, options)
         while True:
             try:
-                yield await self._run(agen.__anext__())
+                batch = await self._run(agen.__anext__())
             except StopAsyncIteration:
                 return
+            for outcome in batch:
+                yield _unwrap(outcome)
 
     async def _stream(self, func, arglists, kwargs, ordered, options):
+        """Yield lists of ``(True, value)`` or ``(False, failed handle)``, in input order
+        (``ordered``) or as tasks finish; each list is what became ready at once."""
         queue = asyncio.Queue()
         handles = await self._submit(func, arglists, kwargs, options, wait=False,
                                      on_done=queue.put_nowait)  # fmt: skip
@@ -79,14 +87,18 @@ class StreamingMixin:
             while not queue.empty():
                 finished = finished + queue.get_nowait()
             good = {h.key: h for h in finished if h.status == "finished"}
-            values = await self._fetch(good) if good else {}
+            values = await self._values(good) if good else {}
+            batch = []
             for h in finished:
                 outcome = (True, values[h.key]) if h.key in good else (False, h)
                 left -= 1
                 if not ordered:
-                    yield _unwrap(outcome)
+                    batch.append(outcome)
                 else:
                     ready[position[h.key]] = outcome
             while next_index in ready:
-                yield _unwrap(ready.pop(next_index))
+                batch.append(ready.pop(next_index))
                 next_index += 1
+            del finished, good, values
+            if batch:
+                yield batch
