@@ -22,6 +22,19 @@ def children_of(proc):
     return psutil.Process(proc.proc.pid).children(recursive=True)
 
 
+def all_end(procs, timeout=10):
+    """True once every one of ``procs`` (psutil) has ended, waiting up to ``timeout`` s;
+    zombies count as ended (their parent, not they, may be gone)."""
+    psutil.wait_procs(procs, timeout=timeout)
+    return not [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def run_python(script, env=None):
+    """``python -c script`` to its end: the ``CompletedProcess``, output as text."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=env)  # fmt: skip
+
+
 def test_dcenter_workers_starts_and_stops_local_workers():
     with Proc([DCENTER, "--port", "0", "--workers", "2"]) as center:
         address = center.wait_for_line(r"Started center at (\S+)").group(1)
@@ -35,8 +48,7 @@ def test_dcenter_workers_starts_and_stops_local_workers():
         assert len(kids) == 2
         center.signal(signal.SIGTERM)
         assert center.wait() == 0
-        psutil.wait_procs(kids, timeout=10)
-        assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kids)
+        assert all_end(kids)
 
 
 def test_halt_stops_an_embedded_cluster():
@@ -45,22 +57,20 @@ def test_halt_stops_an_embedded_cluster():
     assert pool.nworkers == 2 and len(kids) == 3  # the center and the workers it forked
     pool.halt()
     assert pool.status == "closed"
-    psutil.wait_procs(kids, timeout=10)
-    assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    assert all_end(kids)
 
 
 def test_embedded_cluster_ends_when_its_client_is_killed():
-    script = ("import time; from distributed3 import Pool; p = Pool(n_workers=2); "
+    script = ("import threading; from distributed3 import Pool; p = Pool(n_workers=2); "
               "print('pids', p.cluster.center_proc.pid, "
               "*[i['pid'] for i in p.worker_info().values()], flush=True); "
-              "time.sleep(600)")  # fmt: skip
+              "threading.Event().wait()")  # until the test kills it  # fmt: skip
     with Proc([sys.executable, "-c", script]) as client:
         pids = [int(p) for p in client.wait_for_line(r"pids ([\d ]+)").group(1).split()]
         kids = [psutil.Process(p) for p in pids]
         assert len(kids) == 3  # the center and two workers
         client.proc.kill()
-        psutil.wait_procs(kids, timeout=10)
-        assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+        assert all_end(kids)
 
 
 def test_closing_an_embedded_cluster_is_quiet():
@@ -69,8 +79,7 @@ def test_closing_an_embedded_cluster_is_quiet():
               "    with Pool(n_workers=2) as p:\n"
               "        assert [p.apply(abs, (-i,)).get() for i in range(300)] == \\\n"
               "            list(range(300))\n")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=60)  # fmt: skip
+    out = run_python(script)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""  # the workers stop before their center: nobody "lost" anything
 
@@ -88,9 +97,7 @@ def test_forked_workers_flush_what_tasks_print_and_run_their_exit_handlers(tmp_p
         with Pool(n_workers=1) as p:
             assert p.gather(p.map(shout, range(3))) == [0, 1, 2]
     """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=60, env=env)  # fmt: skip
+    out = run_python(script, env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
     assert out.returncode == 0, out.stderr
     assert sorted(line for line in out.stdout.splitlines() if "TASK-OUTPUT" in line) == [
         "TASK-OUTPUT 0", "TASK-OUTPUT 1", "TASK-OUTPUT 2"]  # fmt: skip
