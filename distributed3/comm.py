@@ -192,7 +192,13 @@ class Comm:
                     f"(limit {limits.max_message_bytes})"
                 )
             self.last_nbytes = total
-            buf = _allocate(total)
+            try:
+                buf = _allocate(total)
+            except MemoryError:
+                raise ProtocolError(
+                    f"{peer} announced a message of {total} bytes, more than this process "
+                    "can allocate"
+                ) from None
             have = min(len(pending) - head, total)
             with memoryview(pending) as view:  # released before pending shrinks
                 buf[:have] = view[head : head + have]

@@ -129,6 +129,24 @@ async def test_limits_checked_before_allocation():
 
 
 @gen_test()
+async def test_a_message_too_big_to_allocate_drops_only_its_peer(caplog):
+    # within the limits, beyond the machine: 1 TiB cannot be had, the server says so
+    limits = Limits(max_frame_bytes=2**41, max_message_bytes=2**41)
+    server = await echo_server(limits=limits).start(port=0)
+    try:
+        greedy = await connect(server.address)
+        greedy.stream.write(struct.pack("<QQ", 1, 2**40))
+        with pytest.raises(ConnectionBrokenError):  # the server closes that connection
+            await asyncio.wait_for(greedy.read(), 5)
+        assert "more than this process can allocate" in caplog.text
+        honest = await connect(server.address)  # and keeps serving everyone else
+        await honest.write({"op": "echo", "x": 1})
+        assert await honest.read() == {"status": "OK", "result": 1}
+    finally:
+        await server.close()
+
+
+@gen_test()
 async def test_handshake_deadline_drops_a_silent_peer():
     server = await echo_server(secret="s", limits=Limits(handshake_timeout=0.2)).start(port=0)
     loop = asyncio.get_running_loop()
