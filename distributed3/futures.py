@@ -16,12 +16,39 @@ DoneAndNotDone = namedtuple("DoneAndNotDone", "done not_done")
 __all__ = ["as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
 
 
-async def _wait_any(handles):
-    waits = [asyncio.ensure_future(h.wait()) for h in handles]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
+class _Endings:
+    """The handles' endings, queued on the pool's loop as they happen: one waiter per
+    handle for the whole wait, not one per handle each time the caller wakes up."""
+
+    def __init__(self, handles):
+        self.handles = handles
+        self.queue = None
+        self.waiters = []
+
+    async def start(self):
+        self.queue = asyncio.Queue()
+        self.waiters = [asyncio.ensure_future(self._one(h)) for h in self.handles]
+
+    async def _one(self, handle):
+        await handle.wait()
+        self.queue.put_nowait(handle)
+
+    async def next(self):
+        """Every handle that ended since the last call (waits for at least one)."""
+        ended = [await self.queue.get()]
+        while not self.queue.empty():
+            ended.append(self.queue.get_nowait())
+        return ended
+
+    async def ready(self):
+        """The handles that ended since the last call, without waiting."""
+        ended = []
+        while not self.queue.empty():
+            ended.append(self.queue.get_nowait())
+        return ended
+
+    async def stop(self):
+        for w in self.waiters:
             w.cancel()
 
 
@@ -42,20 +69,30 @@ def as_completed(handles, timeout=None):
         return
     pool = _pool_of(pending)
     deadline = None if timeout is None else time.monotonic() + timeout
-    while pending:
-        ended = [h for h in pending if h.done()]
-        if not ended:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"{len(pending)} of the tasks did not end within {timeout} s")
-            try:
-                pool._sync(_wait_any(pending), left)
-            except TimeoutError:
-                continue
-            continue
-        for h in ended:
-            pending.remove(h)
-            yield h
+    endings = _Endings(pending)
+    pool._sync(endings.start())
+    left = len(pending)
+    try:
+        while left:
+            if deadline is None:
+                ended = pool._sync(endings.next())
+            else:
+                wait_s = deadline - time.monotonic()
+                if wait_s > 0:
+                    try:
+                        ended = pool._sync(endings.next(), wait_s)
+                    except TimeoutError:
+                        ended = []
+                else:  # out of time: only what has ended already
+                    ended = pool._sync(endings.ready())
+                if not ended:
+                    raise TimeoutError(f"{left} of the tasks did not end within {timeout} s")
+            for h in ended:
+                left -= 1
+                yield h
+    finally:
+        if pool.status == "running":
+            pool._sync(endings.stop())
 
 
 def wait(handles, timeout=None, return_when=ALL_COMPLETED):
