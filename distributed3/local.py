@@ -125,7 +125,7 @@ class LocalCluster:
                 try:
                     registered = len(await center.ncores())
                 except (ConnectionBrokenError, CommClosedError, TimeoutError):
-                    await self._center_exit(2.0)
+                    await self.center_exit_code(2.0)
                     self._check_alive()  # it died: say so, with its exit status
                     raise
                 if registered >= n:
@@ -146,10 +146,12 @@ class LocalCluster:
                 "the cluster was up (its error is on stderr above)"
             )
 
-    async def _center_exit(self, timeout):
+    async def center_exit_code(self, timeout=0):
+        """The center process's exit status, waiting up to ``timeout`` s; None while it runs."""
         deadline = time.monotonic() + timeout
         while self.center_proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        return self.center_proc.poll()
 
     async def close(self, timeout=5):
         """SIGTERM every worker (they leave cleanly), then the center (it stops the ones it

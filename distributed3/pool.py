@@ -27,6 +27,7 @@ from .core import ConnectionPool
 from .exceptions import (
     CommClosedError,
     ConnectionBrokenError,
+    DistributedError,
 )
 from .progress import progress_bar
 from .recovery import recover
@@ -87,6 +88,7 @@ class Pool(StreamingMixin, DataMixin):
         self._unsent_releases = []  # released while the center was away: sent on resubscribe
         self._notes = {"own": [], "release": []}  # for the center, sent together
         self._watcher = None
+        self._broken = None  # why every call fails: the local cluster is gone
         self.connection_pool = None
         self.status = "created"
         self.asynchronous = asynchronous
@@ -185,6 +187,8 @@ class Pool(StreamingMixin, DataMixin):
                 if self.status != "running":
                     return
                 logger.warning("Lost the center %s: %s", format_address(self.center_address), e)
+                if await self._local_center_died():
+                    return
                 comm = await self._resubscribe()
                 continue
             op = event.get("op")
@@ -196,6 +200,20 @@ class Pool(StreamingMixin, DataMixin):
                     batch.add_worker(address)
             elif op == "remove_worker":
                 self.available_cores.pop(address, None)
+
+    async def _local_center_died(self):
+        """Whether the center this pool started has ended; if so, later calls say so."""
+        if self.cluster is None:
+            return False
+        code = await self.cluster.center_exit_code(timeout=1.0)
+        if code is None:
+            return False
+        self._broken = DistributedError(
+            f"the local cluster's center process exited with code {code}, and its workers "
+            "with it; start a new Pool"
+        )
+        logger.error("%s", self._broken)
+        return True
 
     async def _resubscribe(self):
         delay = 0.05
@@ -401,6 +419,8 @@ class Pool(StreamingMixin, DataMixin):
         """Make and run the tasks; with ``wait=False`` they run in the background."""
         if self.status != "running":
             raise CommClosedError(f"{self!r} is not running")
+        if self._broken is not None:
+            raise self._broken
         handles, tasks = await make_tasks(self, func, arglists, kwargs, options)
         name = funcname(func) if options.stateful is None else options.stateful["name"]
         bar = progress_bar(len(handles), name) if options.progress else None

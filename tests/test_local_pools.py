@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from distributed3 import Pool, WorkerLostError
+from distributed3 import DistributedError, Pool, WorkerLostError
 from distributed3.testing import BIN, Proc
 from distributed3.utils import wait_for_sync
 
@@ -129,6 +129,15 @@ def test_a_crashing_task_takes_only_its_forked_worker_down():
         # the center collected its dead child: no zombie left under it
         wait_for_sync(lambda: len(center.children()) == 1, 10, "the dead worker is reaped")
         assert [c.status() for c in center.children()] != [psutil.STATUS_ZOMBIE]
+
+
+def test_a_pool_whose_local_center_died_says_so():
+    with Pool(n_workers=2) as pool:
+        assert pool.apply(abs, (-1,)).get() == 1
+        os.kill(pool.cluster.center_proc.pid, signal.SIGKILL)
+        wait_for_sync(lambda: pool._broken is not None, 10, "the pool notices its center died")
+        with pytest.raises(DistributedError, match="center process exited with code -9"):
+            pool.apply(abs, (-2,))
 
 
 def test_nprocs_starts_and_stops_several_workers():
