@@ -98,39 +98,36 @@ def _setup_logging(level):
     )
 
 
-async def start_server(server, host, port, fallback_port):
-    """Start ``server`` on ``port``; if that is taken and ``fallback_port``, on a free one.
+def listen(host, port, fallback_port):
+    """A socket listening on ``host:port``; on a free port if that one is taken and
+    ``fallback_port``.
 
-    >>> import asyncio, socket
-    >>> from distributed3.center import Center
-    >>> async def demo():
-    ...     with socket.socket() as taken:
-    ...         taken.bind(("127.0.0.1", 0)); taken.listen()
-    ...         port = taken.getsockname()[1]
-    ...         center = await start_server(Center(), "127.0.0.1", port, fallback_port=True)
-    ...         moved = center.address[1] != port
-    ...         await center.close()
-    ...         return moved
-    >>> asyncio.run(demo())
+    >>> import socket
+    >>> with socket.socket() as taken:
+    ...     taken.bind(("127.0.0.1", 0)); taken.listen()
+    ...     with listen("127.0.0.1", taken.getsockname()[1], fallback_port=True) as sock:
+    ...         sock.getsockname()[1] != taken.getsockname()[1]
     True
     """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return await server.start(host=host, port=port)
+        return socket.create_server((host, port), family=family, backlog=1024)
     except OSError as e:
         if e.errno != errno.EADDRINUSE or not fallback_port:
             raise
         logger.info("Port %d is in use; picking a free one", port)
-        return await server.start(host=host, port=0)
+        return socket.create_server((host, 0), family=family, backlog=1024)
 
 
 async def _serve(server, host, port, fallback_port, parent_pid=None, before_close=None,
                  sockets=None):  # fmt: skip
     """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it
     (after awaiting ``before_close()``, if given)."""
-    if sockets is not None:
-        await server.start(host, sockets=sockets)
-    else:
-        await start_server(server, host, port, fallback_port)
+    if sockets is None:
+        sockets = [listen(host, port, fallback_port)]
+    for sock in sockets:
+        sock.setblocking(False)
+    await server.start(host, sockets=sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -197,9 +194,11 @@ def dcenter(argv=None):
     if args.listen_fd is not None:
         listener = socket.socket(fileno=args.listen_fd)
     else:
-        listener = _listen(host, port, fallback=args.port is None)
+        try:
+            listener = listen(host, port, fallback_port=args.port is None)
+        except OSError as e:
+            sys.exit(f"error: cannot listen on {host}:{port}: {e.strerror}")
     address = (host, listener.getsockname()[1])
-    listener.setblocking(False)
     # workers are forked now, before any loop or thread exists: they start without
     # importing anything, and connect to the socket the center is about to serve
     worker_host = local_ip_for(host)  # never a wildcard: workers listen where they route
@@ -273,18 +272,6 @@ def dworker(argv=None):
         await _serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
 
     _run(main)
-
-
-def _listen(host, port, fallback):
-    """A socket listening on ``host:port``; on a free port if that is taken and ``fallback``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family, backlog=1024)
-    except OSError as e:
-        if e.errno != errno.EADDRINUSE or not fallback:
-            sys.exit(f"error: cannot listen on {host}:{port}: {e.strerror}")
-        logger.info("Port %d is in use; picking a free one", port)
-        return socket.create_server((host, 0), family=family, backlog=1024)
 
 
 def _forked_worker(center, host, args, secret, tls, listener):
