@@ -317,7 +317,7 @@ def _settle(handles, reply, worker):
         reply = {"nbytes": [reply.get("nbytes")], "pickled": [reply.get("pickled")],
                  "errors": {0: reply} if failed else {}}  # fmt: skip
     errors = reply["errors"]
-    with gc_paused(len(handles) > 100):
+    with gc_paused(len(handles)):
         for i, (handle, nbytes, pickled) in enumerate(zip(handles, reply["nbytes"],
                                                            reply["pickled"])):  # fmt: skip
             if handle.status != "pending":

@@ -35,10 +35,7 @@ class _Endings:
 
     async def next(self):
         """Every handle that ended since the last call (waits for at least one)."""
-        ended = [await self.queue.get()]
-        while not self.queue.empty():
-            ended.append(self.queue.get_nowait())
-        return ended
+        return [await self.queue.get(), *await self.ready()]
 
     async def ready(self):
         """The handles that ended since the last call, without waiting."""

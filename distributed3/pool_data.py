@@ -156,7 +156,7 @@ class DataMixin:
             if h.status == "deleted":
                 raise KeyError(f"{h!r} was deleted")
         values = await self._values(handles)
-        with gc_paused(len(handles) > 100):
+        with gc_paused(len(handles)):
             return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
 
     async def _values(self, handles):
@@ -165,7 +165,7 @@ class DataMixin:
         Small results came with their task's reply: unpickled here, a fresh copy each
         time; the others are fetched from the workers.
         """
-        with gc_paused(len(handles) > 100):
+        with gc_paused(len(handles)):
             values = {k: pickle.loads(h.inline)
                       for k, h in handles.items() if h.inline is not None}  # fmt: skip
         if len(values) < len(handles):

@@ -94,7 +94,7 @@ async def make_tasks(pool, func, arglists, kwargs, options):
     handles, recipes = [], []
     new_key = pool._new_key
     # one handle and recipe per element, none of them garbage: no collection meanwhile
-    with gc_paused(len(arglists) > 100):
+    with gc_paused(len(arglists)):
         for i, args in enumerate(arglists):
             args, inputs = extract_keys(args, RemoteData)
             if kw_handles:
@@ -116,7 +116,7 @@ async def make_tasks(pool, func, arglists, kwargs, options):
         await h.wait()
     tasks = []
     size = options.chunksize or adaptive_chunksize(len(recipes), sum(pool.available_cores.values()))
-    with gc_paused(len(recipes) > 100):
+    with gc_paused(len(recipes)):
         for chunk in _chunks(recipes, size):
             if len(chunk) == 1:
                 handle, recipe = chunk[0]

@@ -112,14 +112,18 @@ def wait_for_sync(predicate, timeout, message, interval=0.005):
         interval = min(interval * 1.5, 0.1)
 
 
+GC_PAUSE_MIN = 100  # elements: below this, gc_paused(count) does nothing
+
+
 class gc_paused:
     """No cyclic garbage collection inside the block (if it was on, it is on again after).
 
     For tight loops that make many long-lived objects (one handle per element of a big
     map): CPython would walk every tracked object in the process several times over
     while they pile up, though none of them is garbage.  Keep the block free of awaits
-    and of anything that can block, so that the pause stays short.  ``when=False``
-    makes it do nothing (small inputs are not worth the two calls).  The switch is the
+    and of anything that can block, so that the pause stays short.  Given ``count``
+    (how many elements the block handles), it pauses only for more than
+    ``GC_PAUSE_MIN``: small inputs are not worth the two calls.  The switch is the
     process's: a ``gc.disable()`` made by another thread during the block is undone at
     its end.
 
@@ -132,8 +136,8 @@ class gc_paused:
 
     __slots__ = ("_pause",)
 
-    def __init__(self, when=True):
-        self._pause = when and gc.isenabled()
+    def __init__(self, count=None):
+        self._pause = (count is None or count > GC_PAUSE_MIN) and gc.isenabled()
 
     def __enter__(self):
         if self._pause:

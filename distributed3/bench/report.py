@@ -153,13 +153,12 @@ def print_report(results, file=sys.stdout):
             print(f"{name} failed: {r['error']}", file=file)
     if results.get("scaling"):
         print("\ndistributed3, no-op tasks (map + gather) over N workers on one center", file=file)
-        sizes = [f"{size:,} tasks/s" for size in _scaling_sizes(results)]
+        labels = {size: f"{size:,} tasks/s" for size in _scaling_sizes(results)}
         srows = [(f"{n} workers",
-                  {**{label: _get(r, "map", str(size))
-                      for label, size in zip(sizes, _scaling_sizes(results))},
+                  {**{label: _get(r, "map", str(size)) for size, label in labels.items()},
                    "center msgs/task": _get(r, "center_messages_per_task")})
                  for n, r in results["scaling"].items()]  # fmt: skip
-        print(table(srows, [*sizes, "center msgs/task"]), file=file)
+        print(table(srows, [*labels.values(), "center msgs/task"]), file=file)
     print("\nTargets (ratios from this run)", file=file)
     trows = [(label, {"ratio": value, "met": met}) for label, value, met in targets(results)]
     print(table(trows, ["ratio", "met"]), file=file)
