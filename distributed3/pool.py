@@ -21,7 +21,8 @@ import logging
 import uuid
 from collections import defaultdict
 
-from .client import RemoteData, loop_thread, run_in_loop
+from .client import RemoteData
+from .sync import loop_thread, run_in_loop
 from .comm import connect
 from .core import ConnectionPool
 from .exceptions import (

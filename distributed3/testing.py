@@ -27,7 +27,7 @@ import threading
 import time
 
 from .center import Center
-from .client import loop_thread
+from .sync import loop_thread
 from .worker import Worker
 
 BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")

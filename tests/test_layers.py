@@ -21,6 +21,7 @@ ALLOWED = {
     "execute": {"protocol"},
     "worker": {"comm", "core", "exceptions", "execute", "protocol", "scheduling", "task",
                "utils"},
+    "sync": set(),
     "client": {"core", "protocol", "utils"},
     "dispatch": {"exceptions", "scheduling", "utils"},
     "recovery": {"dispatch", "exceptions"},
@@ -33,7 +34,7 @@ ALLOWED = {
     "local": {"core", "exceptions", "procs", "security", "utils"},
     "pool": {"client", "comm", "core", "exceptions", "local", "pool_data", "pool_streaming",
              "progress", "recovery", "scheduling", "security", "stateful", "submission",
-             "utils"},
+             "sync", "utils"},
 }  # fmt: skip
 
 
