@@ -1,10 +1,21 @@
 """The sync facade: blocking calls on top of coroutines.
 
 Every operation is a coroutine first.  Sync callers -- scripts, IPython,
-Jupyter, where a loop may already run in the main thread -- submit those
-coroutines to one event loop that runs in a daemon thread (``LoopThread``)
-and block on the result; ``await``-ing callers on any loop get the same
-coroutine through :func:`asyncio.wrap_future`.
+Jupyter, where a loop may already run in the main thread -- run those
+coroutines on one process-wide event loop (``LoopThread``) and block on the
+result; ``await``-ing callers on any loop get the same coroutine through
+:func:`asyncio.wrap_future`.
+
+Who runs that loop: a blocking call made from a thread with no loop of its own
+runs the loop *itself* until its coroutine ends, so a call costs no hand-off
+between threads (each one is a wake-up of a sleeping thread: tens of
+microseconds, most of a small call's round trip).  Between such calls, and for
+callers that cannot run it (a thread already running a loop, as in Jupyter, or
+a second thread while the first one runs it), a daemon thread runs it: it takes
+the loop over once it has been left alone for ``LINGER`` seconds, or at once
+when a caller waits on it.  So background work (replies of tasks submitted
+without waiting, membership changes, releases) goes on between calls, at most
+``LINGER`` late.
 
 >>> lt = loop_thread()
 >>> async def add(x, y):
@@ -14,37 +25,132 @@ coroutine through :func:`asyncio.wrap_future`.
 """
 import asyncio
 import os
+import signal
 import threading
+import time
 
 _lock = threading.Lock()
 _instance = None
 
 
 class LoopThread:
-    """An asyncio event loop running forever in a daemon thread."""
+    """One asyncio event loop, run by the blocking caller or else by a daemon thread."""
+
+    LINGER = 0.005  # seconds the loop may go unrun after a call before the daemon takes it
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
         self.pid = os.getpid()
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(ready.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True, name="distributed3-loop")
+        self._cond = threading.Condition(threading.Lock())
+        self._driver = None  # ident of the thread running the loop now
+        self._left_at = 0.0  # when a caller last gave the loop up
+        self._wanted = 0  # callers waiting for the daemon to give the loop up
+        self._waiting = 0  # callers waiting for somebody else to run their coroutine
+        self.thread = threading.Thread(target=self._serve, daemon=True, name="distributed3-loop")
         self.thread.start()
-        ready.wait()
+
+    # -- the daemon ------------------------------------------------------------
+
+    def _serve(self):
+        asyncio.set_event_loop(self.loop)
+        me = threading.get_ident()
+        cond = self._cond
+        while True:
+            with cond:
+                while True:
+                    if self._driver is None and not self._wanted:
+                        idle = time.monotonic() - self._left_at
+                        if self._waiting or idle >= self.LINGER:
+                            break
+                        cond.wait(self.LINGER - idle)
+                    else:  # a caller runs it, or is about to: look again in a while
+                        cond.wait(self.LINGER)
+                self._driver = me
+            try:
+                self.loop.run_forever()  # until a caller asks for the loop (loop.stop)
+            finally:
+                with cond:
+                    self._driver = None
+                    cond.notify_all()
+
+    # -- callers ---------------------------------------------------------------
 
     def run_sync(self, coro, timeout=None):
         """Run ``coro`` on this loop and block until it finishes (or ``timeout``)."""
-        if threading.current_thread() is self.thread:
+        running = asyncio._get_running_loop()
+        if running is self.loop:
             coro.close()
             raise RuntimeError(
                 "a blocking distributed3 call was made from its own event loop; "
                 "use the async form (e.g. `await pool.amap(...)`)"
             )
+        if running is None and self._take():
+            try:
+                return self._drive(coro, timeout)
+            finally:
+                with self._cond:
+                    self._driver = None
+                    self._left_at = time.monotonic()
+                    if self._waiting:
+                        self._cond.notify_all()
+        with self._cond:
+            self._waiting += 1
+            self._cond.notify_all()
+        try:
+            return self._submit(coro, timeout)
+        finally:
+            with self._cond:
+                self._waiting -= 1
+
+    def _take(self):
+        """Make this thread the one that runs the loop, unless another caller runs it."""
+        cond = self._cond
+        with cond:
+            self._wanted += 1
+            try:
+                while self._driver == self.thread.ident:  # the daemon: ask it to stop
+                    self.loop.call_soon_threadsafe(self.loop.stop)
+                    cond.wait()
+            finally:
+                self._wanted -= 1
+            if self._driver is not None:  # another caller's thread: it runs ours too
+                return False
+            self._driver = threading.get_ident()
+            return True
+
+    def _drive(self, coro, timeout):
+        """Run the loop in this thread until ``coro`` is done."""
+        loop = self.loop
+        task = loop.create_task(_stop_after(coro, loop, threading.get_ident()))
+        ended = []  # why the loop stopped before the task ended: "timeout", "interrupt"
+
+        def expire():
+            ended.append("timeout")
+            loop.stop()
+
+        timer = None if timeout is None else loop.call_later(timeout, expire)
+        # Ctrl-C while this thread runs the loop must not land in the middle of some
+        # other task or of tornado's buffers: it cancels this call only (a second one
+        # interrupts at once), as asyncio.run does
+        sigint = _interrupt_handler(loop, ended)
+        try:
+            while not task.done() and not ended:
+                loop.run_forever()  # returns on loop.stop(), ours or a stray one
+        finally:
+            if sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
+            if timer is not None:
+                timer.cancel()
+            if not task.done():  # the daemon runs what cancelling it takes
+                task.cancel()
+        if task.done():
+            return task.result()
+        if ended[0] == "interrupt":
+            raise KeyboardInterrupt
+        raise TimeoutError(f"the call did not finish within {timeout} s")
+
+    def _submit(self, coro, timeout):
+        """Hand ``coro`` to whichever thread runs the loop; wait for it."""
         # lighter than run_coroutine_threadsafe (no concurrent Future, no chained
         # callbacks): one wake-up of the loop, one lock released when the task ends
         done = threading.Lock()
@@ -64,6 +170,38 @@ class LoopThread:
             self.loop.call_soon_threadsafe(lambda: box and box[0].cancel())
             raise
         return box[0].result()
+
+
+async def _stop_after(coro, loop, driver):
+    """``await coro``, then stop ``loop`` in the same step (no extra loop iteration) if
+    the ``driver`` thread still runs it."""
+    try:
+        return await coro
+    finally:
+        if threading.get_ident() == driver:
+            loop.stop()
+
+
+def _interrupt_handler(loop, ended):
+    """While this thread runs ``loop``: SIGINT stops it with ``ended`` saying so.
+
+    Returns the handler to put back, or ``None`` where nothing was changed (not the
+    main thread, or a handler of the user's own is in place).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return None
+
+    def on_sigint(signum, frame):
+        if ended:  # the second Ctrl-C: wherever it lands
+            raise KeyboardInterrupt
+        ended.append("interrupt")
+        loop.call_soon_threadsafe(loop.stop)  # wakes the selector too
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return previous
 
 
 def loop_thread():

@@ -1,0 +1,145 @@
+"""The sync facade: who runs the loop, and what a blocking call does on Ctrl-C, time-outs
+and calls from several threads."""
+import asyncio
+import concurrent.futures
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from distributed3.sync import loop_thread
+
+
+def test_the_calling_thread_runs_the_loop():
+    lt = loop_thread()
+
+    async def where():
+        return threading.get_ident()
+
+    assert lt.run_sync(where()) == threading.get_ident()  # no hand-off to another thread
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_background_work_goes_on_between_calls():
+    lt = loop_thread()
+    done = threading.Event()
+
+    async def later():
+        await asyncio.sleep(0.01)
+        done.set()
+
+    async def start():
+        asyncio.ensure_future(later())  # outlives the call that started it
+
+    lt.run_sync(start())
+    assert done.wait(10), "nobody ran the loop after the call returned"
+    # and work handed in from another thread while no call runs
+    future = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, result=7), lt.loop)
+    assert future.result(10) == 7
+
+
+def test_calls_from_many_threads_at_once():
+    lt = loop_thread()
+
+    async def work(i):
+        await asyncio.sleep(0.001)
+        return i * 2
+
+    def caller(t):
+        return [lt.run_sync(work(t * 100 + i)) for i in range(30)]
+
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        results = list(ex.map(caller, range(6)))
+    assert results == [[(t * 100 + i) * 2 for i in range(30)] for t in range(6)]
+
+
+def test_timeout_stops_the_call_and_cancels_its_coroutine():
+    lt = loop_thread()
+    cancelled = threading.Event()
+
+    async def slow():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError, match="within 0.2 s"):
+        lt.run_sync(slow(), timeout=0.2)
+    assert cancelled.wait(10)
+    assert lt.run_sync(asyncio.sleep(0, result="still works")) == "still works"
+
+
+def test_a_blocking_call_on_its_own_loop_is_refused():
+    lt = loop_thread()
+
+    async def nested():
+        lt.run_sync(asyncio.sleep(0))
+
+    with pytest.raises(RuntimeError, match="its own event loop"):
+        lt.run_sync(nested())
+
+
+CTRL_C = textwrap.dedent("""
+    import asyncio, os, signal, threading
+    from distributed3.sync import loop_thread
+
+    lt = loop_thread()
+    cancelled = threading.Event()
+    others = []
+
+    async def bystander():  # another task on the loop: Ctrl-C must not touch it
+        await asyncio.sleep(0.5)
+        others.append("finished")
+
+    async def interrupted():
+        asyncio.ensure_future(bystander())
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this call runs the loop
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    try:
+        lt.run_sync(interrupted())
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt")
+    print("default handler back:", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    print("cancelled:", cancelled.wait(10))
+    print("next call:", lt.run_sync(asyncio.sleep(0.6, result=1)))
+    print("bystander:", others)
+""")
+
+
+def test_ctrl_c_cancels_only_the_call_it_interrupts():
+    out = subprocess.run([sys.executable, "-c", CTRL_C], capture_output=True, text=True,
+                         timeout=30)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "KeyboardInterrupt",
+        "default handler back: True",
+        "cancelled: True",
+        "next call: 1",
+        "bystander: ['finished']",
+    ], out.stdout + out.stderr
+
+
+def test_loop_thread_is_new_after_fork():
+    lt = loop_thread()
+    assert loop_thread() is lt
+    code = textwrap.dedent("""
+        import os
+        from distributed3.sync import loop_thread
+        lt = loop_thread()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if loop_thread() is not lt and loop_thread().run_sync(
+                __import__("asyncio").sleep(0, result=1)) == 1 else 1)
+        print(os.waitpid(pid, 0)[1])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "0", out.stderr
