@@ -48,7 +48,7 @@ import ssl
 import struct
 from dataclasses import dataclass
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import SSLIOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from .exceptions import (
@@ -131,10 +131,9 @@ class Comm:
             f"connection to {format_address(self.peer)} was closed by the peer{why}"
         )
 
-    async def write(self, msg):
-        """Serialize ``msg`` and send it; returns the number of payload bytes."""
-        if self.closed:
-            raise self._broken()
+    def encode(self, msg):
+        """``(buffers, payload bytes)``: ``msg`` as it goes on the wire, a head of lengths
+        then its frames."""
         try:
             frames = dumps(msg)
         except Exception as e:
@@ -144,17 +143,49 @@ class Comm:
             ) from e
         lengths = [memoryview(f).nbytes for f in frames]
         head = struct.pack(f"<Q{len(frames)}Q", len(frames), *lengths)
+        nbytes = sum(lengths)
+        if nbytes < _COALESCE:  # one send, one segment: small messages are latency
+            return [b"".join([head, *frames])], nbytes
+        return [head, *frames], nbytes  # big frames go as they are, never copied
+
+    async def write(self, msg):
+        """Serialize ``msg`` and send it; returns the number of payload bytes."""
+        if self.closed:
+            raise self._broken()
+        buffers, nbytes = self.encode(msg)
         try:
-            if sum(lengths) < _COALESCE:  # one send, one segment: small messages are latency
-                await self.stream.write(b"".join([head, *frames]))
-            else:  # big frames go as they are, never copied
-                self.stream.write(head)
-                for frame in frames[:-1]:
-                    self.stream.write(frame)
-                await self.stream.write(frames[-1])
+            for buf in buffers[:-1]:
+                self.stream.write(buf)
+            await self.stream.write(buffers[-1])
         except StreamClosedError as e:
             raise self._broken(e.real_error) from None
-        return sum(lengths)
+        return nbytes
+
+    def send_from_thread(self, buffers, loop):
+        """Send the ``buffers`` of :meth:`encode` from a thread other than ``loop``'s.
+
+        Straight into the socket when it takes them whole at once (plain TCP, nothing
+        queued before them) -- the way a worker's task thread answers without waking
+        the loop first; otherwise, or for what the socket did not take, through
+        ``loop``.  A broken connection is left for the loop to notice, as it would
+        any other.  Only for a connection that nothing else writes to meanwhile.
+        """
+        stream = self.stream
+        if len(buffers) == 1 and not isinstance(stream, SSLIOStream):
+            if not self.closed and not stream.writing():
+                try:
+                    sent = stream.socket.send(buffers[0])
+                except OSError:  # full, or broken: the loop's write finds out which
+                    sent = 0
+                if sent == len(buffers[0]):
+                    return
+                buffers = [memoryview(buffers[0])[sent:]]
+        loop.call_soon_threadsafe(self._write_later, buffers)
+
+    def _write_later(self, buffers):
+        if not self.closed:
+            for buf in buffers:
+                self.stream.write(buf)  # a closed stream: its reader hears of it
 
     async def _more(self, need):
         """Read until ``need`` bytes are buffered here; whatever the stream has, at once.

@@ -55,12 +55,32 @@ from .utils import format_address, parse_address
 
 __all__ = [
     "Server", "rpc", "ConnectionPool", "connect", "read", "write", "Comm", "Limits",
-    "error_message", "raise_remote",
+    "error_message", "ok_message", "raise_remote", "REPLIED",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 __version__ = "0.1.0"
+
+
+class _Replied:
+    """What a handler returns when it has sent its reply itself (:func:`ok_message`,
+    ``Comm.encode``, ``Comm.send_from_thread``): the server sends none."""
+
+    def __repr__(self):
+        return "REPLIED"
+
+
+REPLIED = _Replied()
+
+
+def ok_message(result):
+    """The reply for a handler that returned ``result``.
+
+    >>> ok_message(3)
+    {'status': 'OK', 'result': 3}
+    """
+    return {"status": "OK", "result": result}
 
 
 def error_message(exc, tb=None):
@@ -175,6 +195,11 @@ class Server(TCPServer):
     def connection_closed(self, comm):
         """Hook called once when a connection ends, however it ended."""
 
+    def catch_up(self):
+        """Hook called before each message is handled: work that must be done before
+        the server acts on anything it hears (a worker keeps the results its task
+        threads have answered for)."""
+
     async def handle_stream(self, stream, address):
         host = address[0] if isinstance(address, tuple) else str(address)
         if self.peer_connections[host] >= self.limits.max_connections_per_peer:
@@ -226,6 +251,7 @@ class Server(TCPServer):
                     logger.warning("%s: closing connection from %s: %s", self, peer, e)
                 return
             self.counters["bytes_in"] += comm.last_nbytes
+            self.catch_up()
             if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
                 err = ProtocolError(f"malformed message from {peer}: expected a dict with an 'op'")
                 await self._reply(comm, error_message(err, ""))
@@ -242,7 +268,9 @@ class Server(TCPServer):
                     result = handler(comm, **msg)
                     if inspect.isawaitable(result):
                         result = await result
-                    response = {"status": "OK", "result": result}
+                    if result is REPLIED:
+                        continue
+                    response = ok_message(result)
                 except Exception as e:
                     logger.debug("%s: op %r from %s failed", self, op, peer, exc_info=True)
                     response = error_message(e)

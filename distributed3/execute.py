@@ -13,9 +13,11 @@ import sys
 import threading
 import traceback
 
-from .protocol import loads_function
+from .protocol import loads_function, sizeof, small_pickle
 
-__all__ = ["run_chunk", "stateful_call", "format_task_traceback"]
+__all__ = ["run_chunk", "chunk_reply", "lone_reply", "stateful_call", "format_task_traceback"]
+
+INLINE_BYTES = 4096  # results this small also travel in the task's reply
 
 _seed_lock = threading.Lock()
 
@@ -77,3 +79,35 @@ def format_task_traceback(exc):
     lines = traceback.format_exception(type(exc), exc, tb)
     return "".join(lines)
 
+
+def chunk_reply(outcomes, duration):
+    """What a worker's ``compute_chunk`` answers for ``run_chunk``'s ``outcomes``.
+
+    >>> chunk_reply([(True, 5)], 0.1)["nbytes"]
+    [28]
+    """
+    sizes, pickled, errors = [], [], {}
+    for i, (ok, value) in enumerate(outcomes):
+        if ok:
+            n = sizeof(value)
+            sizes.append(n)
+            pickled.append(small_pickle(value, INLINE_BYTES) if n <= INLINE_BYTES else None)
+        else:
+            sizes.append(None)
+            pickled.append(None)
+            errors[i] = {"exception": value, "traceback": format_task_traceback(value)}
+    return {"nbytes": sizes, "pickled": pickled, "errors": errors, "duration": duration}
+
+
+def lone_reply(key, reply, outcomes):
+    """What a worker's ``compute`` answers: :func:`chunk_reply` of one task, flat.
+
+    >>> lone_reply("k", chunk_reply([(True, 5)], 0.1), [(True, 5)])["type"]
+    'int'
+    """
+    if reply["errors"]:
+        return {"key": key, **reply["errors"][0]}
+    out = {"key": key, "nbytes": reply["nbytes"][0], "type": type(outcomes[0][1]).__name__}
+    if reply["pickled"][0] is not None:
+        out["pickled"] = reply["pickled"][0]
+    return out

@@ -18,8 +18,10 @@ last one went out.  A task's reply does not wait for it (the client learns
 where its results are from the reply; the center catches up within a
 message), so a task costs one round trip; data sent with ``update_data``
 waits for the center's acknowledgement, so scattered keys are known at once.
-A small result (``INLINE_BYTES`` or less, pickled) also travels in the reply,
-so getting it costs nothing more; the worker keeps it all the same.
+A small result (``execute.INLINE_BYTES`` or less, pickled) also travels in the
+reply, so getting it costs nothing more; the worker keeps it all the same.  The
+reply leaves from the task thread itself, once the loop has been handed the
+results: no wake-up of the loop stands between a task's end and its reply.
 
 >>> import asyncio
 >>> from distributed3.center import Center
@@ -40,27 +42,27 @@ import functools
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
 from .comm import connect
-from .core import ConnectionPool, Server
+from .core import REPLIED, ConnectionPool, Server, ok_message
 from .exceptions import (
     CommClosedError,
     ConnectionBrokenError,
     DistributedError,
+    SerializationError,
     WorkerLostError,
     WorkerRetiringError,
 )
-from .execute import format_task_traceback, run_chunk, stateful_call
-from .protocol import loads_function, sizeof, small_pickle
+from .execute import chunk_reply, lone_reply, run_chunk, stateful_call
+from .protocol import loads_function, sizeof
 from .scheduling import split_by_worker, spread
 from .task import substitute
 from .utils import format_address, parse_address
 
 logger = logging.getLogger(__name__)
 
-INLINE_BYTES = 4096  # results this small also travel in the task's reply
 REPORT_DELAY = 0.005  # seconds a key report waits for others to go with it
 
 
@@ -73,6 +75,11 @@ class MissingDataError(WorkerLostError, KeyError):
 
     def __str__(self):
         return self.args[0]
+
+
+def _fail(future, exc):
+    if not future.done():
+        future.set_exception(exc)
 
 
 class Worker(Server):
@@ -121,6 +128,7 @@ class Worker(Server):
         self.tasks_done = 0
         self.peer_bytes_in = 0
         self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="distributed3-task")
+        self._landed = deque()  # results of task threads the loop has yet to keep
         self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
         self._center_comm = None
         self._pending_add = {}
@@ -315,25 +323,22 @@ class Worker(Server):
         is the function; ``owner`` is the client the result belongs to, which the
         center learns with the key's report.
         """
-        reply = await self.compute_chunk(comm, [key], function, [args], kwargs, who_has,
-                                         None if seed is None else [seed], keep, stateful,
-                                         owner)  # fmt: skip
-        if reply["errors"]:
-            return {"key": key, **reply["errors"][0]}
-        out = {"key": key, "nbytes": reply["nbytes"][0], "type": type(self.data[key]).__name__}
-        if reply["pickled"][0] is not None:
-            out["pickled"] = reply["pickled"][0]
-        return out
+        return await self.compute_chunk(comm, [key], function, [args], kwargs, who_has,
+                                        None if seed is None else [seed], keep, stateful,
+                                        owner, lone=True)  # fmt: skip
 
     async def compute_chunk(self, comm, keys, function=None, args_list=(), kwargs=None,
                             who_has=None, seeds=None, keep=(), stateful=None,
-                            owner=None):  # fmt: skip
+                            owner=None, lone=False):  # fmt: skip
         """Run one function over many argument tuples in one message; one key per element.
 
-        Returns lists in the order of ``keys`` -- compact, a chunk may hold thousands::
+        Replies with lists in the order of ``keys`` -- compact, a chunk may hold thousands::
 
             {"nbytes": [bytes or None], "pickled": [small result pickled, or None],
              "errors": {position: {"exception", "traceback"}}, "duration": seconds}
+
+        (``lone``: the reply of :meth:`compute` instead, see :func:`lone_reply`.)  The
+        reply leaves from the task thread, as soon as the loop holds the results.
         """
         if self.retiring is not None:
             raise WorkerRetiringError(
@@ -342,14 +347,14 @@ class Worker(Server):
         self.active += 1
         try:
             return await self._compute_chunk(comm, keys, function, args_list, kwargs, who_has,
-                                             seeds, keep, stateful, owner)  # fmt: skip
+                                             seeds, keep, stateful, owner, lone)  # fmt: skip
         finally:
             self.active -= 1
             if self.max_tasks and self.tasks_done >= self.max_tasks:
                 self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
 
     async def _compute_chunk(self, comm, keys, function, args_list, kwargs, who_has, seeds,
-                             keep, stateful, owner):  # fmt: skip
+                             keep, stateful, owner, lone):  # fmt: skip
         if stateful is not None:
             instance = self.stateful.get(stateful["name"])
             if instance is None or self.stateful_version[stateful["name"]] < stateful["version"]:
@@ -366,30 +371,55 @@ class Worker(Server):
             args_list = [substitute(args, values) for args in args_list]
             kwargs = substitute(kwargs, values) if kwargs else kwargs
             del values
+        loop = asyncio.get_running_loop()
+        stored = loop.create_future()
         start = time.time()
-        outcomes = await asyncio.get_running_loop().run_in_executor(
-            self.executor, run_chunk, function, args_list, kwargs, seeds
-        )
+
+        def run():  # in a task thread
+            try:
+                outcomes = run_chunk(function, args_list, kwargs, seeds)
+                reply = chunk_reply(outcomes, time.time() - start)
+                sizes = reply["nbytes"]
+                if lone:
+                    reply = lone_reply(keys[0], reply, outcomes)
+                try:
+                    buffers, _ = comm.encode(ok_message(reply))
+                except SerializationError:  # the loop answers, with what it can send
+                    buffers = None
+                # the results are the loop's before anyone can ask for them: it takes
+                # them (catch_up) before it handles any message, and the reply leaves
+                # before the loop is woken, which would hold the GIL meanwhile
+                answer = reply if buffers is None else REPLIED
+                self._landed.append((stored, keys, outcomes, sizes, owner, answer))
+                if buffers is not None:
+                    comm.send_from_thread(buffers, loop)
+                loop.call_soon_threadsafe(self.catch_up)
+            except BaseException as e:  # the handler must not wait for ever
+                loop.call_soon_threadsafe(_fail, stored, e)
+
+        self.executor.submit(run)
+        return await stored
+
+    def catch_up(self):
+        """On the loop: keep the results task threads have finished, queue their report,
+        and let their handlers return."""
+        landed = self._landed
+        while landed:
+            self._store(*landed.popleft())
+
+    def _store(self, stored, keys, outcomes, sizes, owner, answer):
         self.tasks_done += len(keys)
-        sizes, pickled, errors, report = [], [], {}, {}
-        for i, (key, (ok, value)) in enumerate(zip(keys, outcomes)):
+        report = {}
+        for key, (ok, value), n in zip(keys, outcomes, sizes):
             if ok:
-                n = sizeof(value)
                 self.data[key] = value
-                self.nbytes[key] = n
-                report[key] = n
-                sizes.append(n)
-                pickled.append(small_pickle(value, INLINE_BYTES) if n <= INLINE_BYTES else None)
-            else:
-                sizes.append(None)
-                pickled.append(None)
-                errors[i] = {"exception": value, "traceback": format_task_traceback(value)}
+                self.nbytes[key] = report[key] = n
         if report:
             # no round trip to the center per task: the report goes with the next batch,
             # and the client already knows where the results are
             self._queue_report(add=report, owner=owner)
-        return {"nbytes": sizes, "pickled": pickled, "errors": errors,
-                "duration": time.time() - start}  # fmt: skip
+        if not stored.done():
+            stored.set_result(answer)
 
     # -- stateful instances ------------------------------------------------------
 

@@ -43,7 +43,8 @@ def test_init_once_per_worker_updates_in_order_and_late_joiners():
                 pool.wait_for_workers(3)
                 wait_for_sync(lambda: pool.nworkers == 3, 5, "late worker not seen")
                 assert pool.gather(sp.map(range(30))) == [100 + 3 * x for x in range(30)]
-                assert late.tasks_done > 0 and len(INITS) == 3
+                assert len(INITS) == 3
+                wait_for_sync(lambda: late.tasks_done > 0, 5, "the late worker ran no task")
                 instance = late.stateful[sp.name]
                 assert instance.updates == [((1,), {"step": 10}), ((2,), {"step": 3})]
             finally:
