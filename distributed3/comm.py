@@ -153,6 +153,11 @@ class Comm:
         if self.closed:
             raise self._broken()
         buffers, nbytes = self.encode(msg)
+        if len(buffers) == 1:  # small: straight into the socket, the common case
+            sent = self._send_now(buffers[0])
+            if sent == len(buffers[0]):
+                return nbytes
+            buffers = [memoryview(buffers[0])[sent:]]
         try:
             for buf in buffers[:-1]:
                 self.stream.write(buf)
@@ -164,23 +169,30 @@ class Comm:
     def send_from_thread(self, buffers, loop):
         """Send the ``buffers`` of :meth:`encode` from a thread other than ``loop``'s.
 
-        Straight into the socket when it takes them whole at once (plain TCP, nothing
-        queued before them) -- the way a worker's task thread answers without waking
-        the loop first; otherwise, or for what the socket did not take, through
-        ``loop``.  A broken connection is left for the loop to notice, as it would
-        any other.  Only for a connection that nothing else writes to meanwhile.
+        Straight into the socket when it takes them whole at once -- the way a
+        worker's task thread answers without waking the loop first; otherwise, or
+        for what the socket did not take, through ``loop``.  Only for a connection
+        that nothing else writes to meanwhile.
         """
-        stream = self.stream
-        if len(buffers) == 1 and not isinstance(stream, SSLIOStream):
-            if not self.closed and not stream.writing():
-                try:
-                    sent = stream.socket.send(buffers[0])
-                except OSError:  # full, or broken: the loop's write finds out which
-                    sent = 0
-                if sent == len(buffers[0]):
-                    return
-                buffers = [memoryview(buffers[0])[sent:]]
+        if len(buffers) == 1:
+            sent = self._send_now(buffers[0])
+            if sent == len(buffers[0]):
+                return
+            buffers = [memoryview(buffers[0])[sent:]]
         loop.call_soon_threadsafe(self._write_later, buffers)
+
+    def _send_now(self, data):
+        """How many bytes of ``data`` the socket took at once, past tornado's buffers
+        (which cost more than the send itself for a small message).  Only on plain TCP
+        with nothing queued before it; 0 when it took none or is broken -- tornado's
+        own write then finds out which, and says so."""
+        stream = self.stream
+        if isinstance(stream, SSLIOStream) or self.closed or stream.writing():
+            return 0
+        try:
+            return stream.socket.send(data)
+        except OSError:
+            return 0
 
     def _write_later(self, buffers):
         if not self.closed:
