@@ -123,8 +123,17 @@ class Batch:
                         ) from None
                 workers = sorted(pool.available_cores,
                                  key=lambda w: pool.occupancy[w] / pool.available_cores[w])  # fmt: skip
-                for worker in workers:
-                    self.add_worker(worker)
+                started = [o for worker in workers for o in self._openings(worker)]
+                if len(started) == 1 and sum(self.runners.values()) == 1:
+                    # the only task running (an apply): run it here rather than in a task
+                    # of its own -- two turns of the loop fewer on its round trip
+                    await self._runner(*started[0])
+                    self.done = asyncio.get_running_loop().create_future()
+                    if self.error is not None:
+                        raise self.error
+                    continue  # done, or back in the queue (its worker died)
+                for worker, task in started:
+                    asyncio.ensure_future(self._runner(worker, task))
                 if not self.remaining:
                     break
                 if any(self.runners.values()):
@@ -192,21 +201,29 @@ class Batch:
             self._place(task)
 
     def add_worker(self, worker):
+        """Start as many of the batch's tasks on ``worker`` as it may run now."""
+        for worker, task in self._openings(worker):
+            asyncio.ensure_future(self._runner(worker, task))
+
+    def _openings(self, worker):
+        """``[(worker, task)]`` to start on ``worker`` now, counted as running already."""
         ncores = self.pool.available_cores.get(worker)
         if not ncores or worker in self.lost or (self.need and not self._eligible(worker)):
-            return
+            return []
         # tasks pinned to a worker that is gone are free for anyone
         alive = self.pool.available_cores.keys() - self.lost
         for w in [w for w in self.pinned if w not in alive]:
             self.free.extend(self.pinned.pop(w))
         per_core = 1 if self.careful else self.slots_per_core
         want = min(ncores * per_core, len(self.free) + len(self.pinned.get(worker, ())))
+        out = []
         for _ in range(want - self.runners[worker]):
             task = self._next(worker)  # taken now, so the next worker sees what is left
             if task is None:
                 break
             self.runners[worker] += 1
-            asyncio.ensure_future(self._runner(worker, task))
+            out.append((worker, task))
+        return out
 
     def _next(self, worker):
         mine = self.pinned.get(worker)

@@ -161,6 +161,8 @@ def test_unpicklable_argument_is_a_clear_error(two_workers):
         pool.map(lambda x: x, [1, threading.Lock(), 3])
     assert isinstance(info.value, TypeError)
     assert "task 1" in str(info.value)
+    with pytest.raises(SerializationError, match="task 0 of len"):  # a lone task too
+        pool.apply(len, (threading.Lock(),))
     lock = threading.Lock()
     with pytest.raises(SerializationError, match="could not serialize function"):
         pool.apply(lambda: lock.locked())
