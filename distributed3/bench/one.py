@@ -88,10 +88,11 @@ def run(name, config):
             n = config["roundtrip"]
             for _ in range(min(n, 100)):
                 s.roundtrip_once()
-            start = time.perf_counter()
-            for _ in range(n):
-                s.roundtrip_once()
-            results["roundtrip_us"] = (time.perf_counter() - start) / n * 1e6
+            def in_a_row(n):
+                for _ in range(n):
+                    s.roundtrip_once()
+
+            results["roundtrip_us"] = _timed(in_a_row, n, repeat) / n * 1e6
         if getattr(s, "transfer", None) is not None:
             results["transfer"] = {str(size): s.transfer(size, repeat)
                                    for size in config.get("transfer", ())}  # fmt: skip
