@@ -78,8 +78,15 @@ class MissingDataError(WorkerLostError, KeyError):
 
 
 def _fail(future, exc):
+    """``future`` raises ``exc``, unless it has ended already (on the loop)."""
     if not future.done():
         future.set_exception(exc)
+
+
+def _cancel(future):
+    """``future`` is cancelled, unless it has ended already (on the loop)."""
+    if not future.done():
+        future.cancel()
 
 
 class Worker(Server):
@@ -350,8 +357,6 @@ class Worker(Server):
                                              seeds, keep, stateful, owner, lone)  # fmt: skip
         finally:
             self.active -= 1
-            if self.max_tasks and self.tasks_done >= self.max_tasks:
-                self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
 
     async def _compute_chunk(self, comm, keys, function, args_list, kwargs, who_has, seeds,
                              keep, stateful, owner, lone):  # fmt: skip
@@ -397,7 +402,10 @@ class Worker(Server):
             except BaseException as e:  # the handler must not wait for ever
                 loop.call_soon_threadsafe(_fail, stored, e)
 
-        self.executor.submit(run)
+        submitted = self.executor.submit(run)
+        # cancelled before it ran (the worker is closing): the handler ends too
+        submitted.add_done_callback(lambda f: f.cancelled() and loop.call_soon_threadsafe(
+            _cancel, stored))  # fmt: skip
         return await stored
 
     def catch_up(self):
@@ -409,6 +417,8 @@ class Worker(Server):
 
     def _store(self, stored, keys, outcomes, sizes, owner, answer):
         self.tasks_done += len(keys)
+        if self.max_tasks and self.tasks_done >= self.max_tasks:  # before the next message
+            self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
         report = {}
         for key, (ok, value), n in zip(keys, outcomes, sizes):
             if ok:

@@ -1,4 +1,7 @@
 """Every worker op, peer-to-peer input fetching, reports to the center, re-registration."""
+import asyncio
+import threading
+
 import numpy as np
 import pytest
 
@@ -196,3 +199,26 @@ async def test_worker_the_center_took_for_dead_registers_again_and_releases_wait
         await pool.close()
 
 
+
+
+GATE = threading.Event()
+
+
+def _held(x):
+    GATE.wait(10)
+    return x
+
+
+@gen_test(timeout=20)
+async def test_closing_a_worker_ends_the_handlers_of_its_queued_tasks():
+    GATE.clear()
+    async with cluster(1, ncores=1) as (center, [w]):
+        pool = ConnectionPool()
+        calls = [asyncio.ensure_future(pool(w.address).compute(**compute_msg(k, _held, i)))
+                 for i, k in enumerate("ab")]  # fmt: skip
+        await wait_for(lambda: w.active == 2, 5, "both tasks should be in the worker")
+        await w.close()  # "b" is still queued: it never runs, and its handler must end
+        GATE.set()
+        await asyncio.gather(*calls, return_exceptions=True)
+        await wait_for(lambda: w.active == 0, 5, "a compute handler never ended")
+        await pool.close()
