@@ -13,6 +13,7 @@ import sys
 import threading
 import traceback
 
+from .exceptions import TaskError
 from .protocol import loads_function, sizeof, small_pickle
 
 __all__ = ["run_chunk", "chunk_reply", "lone_reply", "stateful_call", "format_task_traceback"]
@@ -51,6 +52,9 @@ def run_chunk(function, args_list, kwargs, seeds):
                     out.append((True, _run_task(func, args, kwargs)))
         except Exception as e:
             out.append((False, e))
+        except BaseException as e:  # sys.exit() in a task: that task fails, not the worker
+            err = TaskError(f"the task raised {e!r}, which would have ended the worker")
+            out.append((False, err.with_traceback(e.__traceback__)))
     return out
 
 

@@ -18,7 +18,7 @@ ALLOWED = {
     "comm": {"exceptions", "protocol", "security", "utils"},
     "core": {"comm", "exceptions", "security", "utils"},
     "center": {"core", "utils"},
-    "execute": {"protocol"},
+    "execute": {"core", "exceptions", "protocol"},
     "worker": {"comm", "core", "exceptions", "execute", "protocol", "scheduling", "task",
                "utils"},
     "sync": set(),

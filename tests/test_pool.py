@@ -12,6 +12,7 @@ from distributed3 import (
     RemoteData,
     RemoteTraceback,
     SerializationError,
+    TaskError,
     Worker,
 )
 from distributed3.testing import cluster, cluster_in_thread, gen_test, run_in_cluster_loop
@@ -169,6 +170,17 @@ def test_unpicklable_argument_is_a_clear_error(two_workers):
     # nothing leaked, and the pool still works
     wait_for_sync(lambda: set(center.who_has) == keys_before, 5, "keys of aborted map leaked")
     assert pool.apply(lambda: 42).get() == 42
+
+
+def _leave(code):
+    raise SystemExit(code)
+
+
+def test_a_task_calling_sys_exit_fails_alone(two_workers):
+    pool, _, _ = two_workers
+    with pytest.raises(TaskError, match=r"SystemExit\(3\)"):
+        pool.apply(_leave, (3,)).get()
+    assert pool.apply(lambda: 42).get() == 42  # the worker, and the caller, carry on
 
 
 def test_unpicklable_result_is_a_clear_error_on_gather(two_workers):
