@@ -153,15 +153,12 @@ class Comm:
         if self.closed:
             raise self._broken()
         buffers, nbytes = self.encode(msg)
-        if len(buffers) == 1:  # small: straight into the socket, the common case
-            sent = self._send_now(buffers[0])
-            if sent == len(buffers[0]):
-                return nbytes
-            buffers = [memoryview(buffers[0])[sent:]]
+        buffers = self._send_now(buffers)
         try:
             for buf in buffers[:-1]:
                 self.stream.write(buf)
-            await self.stream.write(buffers[-1])
+            if buffers:
+                await self.stream.write(buffers[-1])
         except StreamClosedError as e:
             raise self._broken(e.real_error) from None
         return nbytes
@@ -174,30 +171,31 @@ class Comm:
         for what the socket did not take, through ``loop``.  Only for a connection
         that nothing else writes to meanwhile.
         """
-        if len(buffers) == 1:
-            sent = self._send_now(buffers[0])
-            if sent == len(buffers[0]):
-                return
-            buffers = [memoryview(buffers[0])[sent:]]
-        loop.call_soon_threadsafe(self._write_later, buffers)
+        buffers = self._send_now(buffers)
+        if buffers:
+            loop.call_soon_threadsafe(self._write_later, buffers)
 
-    def _send_now(self, data):
-        """How many bytes of ``data`` the socket took at once, past tornado's buffers
-        (which cost more than the send itself for a small message).  Only on plain TCP
-        with nothing queued before it; 0 when it took none or is broken -- tornado's
-        own write then finds out which, and says so."""
-        stream = self.stream
-        if isinstance(stream, SSLIOStream) or self.closed or stream.writing():
-            return 0
+    def _send_now(self, buffers):
+        """What is left of ``buffers`` once the socket took what it takes at once of a
+        small message, past tornado's buffers (which cost more than the send itself).
+        Only on plain TCP with nothing queued before it; a broken socket takes nothing
+        here, and tornado's own write then says what broke."""
+        stream, sock = self.stream, self.stream.socket
+        if (len(buffers) != 1 or sock is None or isinstance(stream, SSLIOStream)
+                or self.closed or stream.writing()):  # fmt: skip
+            return buffers
         try:
-            return stream.socket.send(data)
+            sent = sock.send(buffers[0])
         except OSError:
-            return 0
+            return buffers
+        return [memoryview(buffers[0])[sent:]] if sent < len(buffers[0]) else []
 
     def _write_later(self, buffers):
-        if not self.closed:
+        try:
             for buf in buffers:
-                self.stream.write(buf)  # a closed stream: its reader hears of it
+                self.stream.write(buf)
+        except StreamClosedError:  # its reader hears of it
+            pass
 
     async def _more(self, need):
         """Read until ``need`` bytes are buffered here; whatever the stream has, at once.
