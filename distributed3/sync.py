@@ -51,6 +51,7 @@ class LoopThread:
         self._cond = threading.Condition(threading.Lock())
         self._driver = None  # ident of the thread running the loop now
         self._left_at = 0.0  # when a caller last gave the loop up
+        self._taken_at = 0.0  # when a caller last took it
         self._wanted = 0  # callers waiting for the daemon to give the loop up
         self._waiting = 0  # callers waiting for somebody else to run their coroutine
         self.thread = threading.Thread(target=self._serve, daemon=True, name="distributed3-loop")
@@ -70,8 +71,10 @@ class LoopThread:
                         if self._waiting or idle >= self.LINGER:
                             break
                         cond.wait(self.LINGER - idle)
-                    else:  # a caller runs it, or is about to: look again in a while
-                        cond.wait(self.LINGER)
+                    else:  # a caller runs it, or is about to: look again in a while,
+                        # the longer the more it has been running (an hour-long gather)
+                        held = time.monotonic() - self._taken_at
+                        cond.wait(min(max(self.LINGER, held / 10), 0.1))
                 self._driver = me
             try:
                 self.loop.run_forever()  # until a caller asks for the loop (loop.stop)
@@ -84,6 +87,12 @@ class LoopThread:
 
     def run_sync(self, coro, timeout=None):
         """Run ``coro`` on this loop and block until it finishes (or ``timeout``)."""
+        if self.pid != os.getpid():
+            coro.close()
+            raise RuntimeError(
+                "this distributed3 object was made in another process (before a fork) and "
+                "shares its connections: make a new Pool in this process"
+            )
         running = asyncio._get_running_loop()
         if running is self.loop:
             coro.close()
@@ -91,15 +100,18 @@ class LoopThread:
                 "a blocking distributed3 call was made from its own event loop; "
                 "use the async form (e.g. `await pool.amap(...)`)"
             )
-        if running is None and self._take():
+        if running is None:
+            me = threading.get_ident()
             try:
-                return self._drive(coro, timeout)
-            finally:
-                with self._cond:
-                    self._driver = None
-                    self._left_at = time.monotonic()
-                    if self._waiting:
-                        self._cond.notify_all()
+                if self._take():
+                    return self._drive(coro, timeout)
+            finally:  # whatever interrupted us: the loop is not ours any more
+                if self._driver == me:
+                    with self._cond:
+                        self._driver = None
+                        self._left_at = time.monotonic()
+                        if self._waiting:
+                            self._cond.notify_all()
         with self._cond:
             self._waiting += 1
             self._cond.notify_all()
@@ -123,6 +135,7 @@ class LoopThread:
             if self._driver is not None:  # another caller's thread: it runs ours too
                 return False
             self._driver = threading.get_ident()
+            self._taken_at = time.monotonic()
             return True
 
     def _drive(self, coro, timeout):
@@ -202,7 +215,7 @@ def _interrupt_handler(loop, ended):
         return None
 
     def on_sigint(signum, frame):
-        if ended:  # the second Ctrl-C: wherever it lands
+        if "interrupt" in ended:  # the second Ctrl-C: wherever it lands
             raise KeyboardInterrupt
         ended.append("interrupt")
         loop.call_soon_threadsafe(loop.stop)  # wakes the selector too
