@@ -123,15 +123,17 @@ async def _serve(server, host, port, fallback_port, parent_pid=None, before_clos
                  sockets=None):  # fmt: skip
     """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it
     (after awaiting ``before_close()``, if given)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # before starting: a signal that comes once the server has said it is up stops it
+    # cleanly, not by the default action
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     if sockets is None:
         sockets = [listen(host, port, fallback_port)]
     for sock in sockets:
         sock.setblocking(False)
     await server.start(host, sockets=sockets)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     watchers = [asyncio.ensure_future(stop.wait())]
     if isinstance(server, Worker):
         watchers.append(asyncio.ensure_future(server.finished.wait()))
