@@ -45,11 +45,8 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
-from .comm import connect
 from .core import REPLIED, ConnectionPool, Server, ok_message
 from .exceptions import (
-    CommClosedError,
-    ConnectionBrokenError,
     DistributedError,
     SerializationError,
     WorkerLostError,
@@ -60,10 +57,10 @@ from .protocol import loads_function, sizeof
 from .scheduling import split_by_worker, spread
 from .task import substitute
 from .utils import format_address, parse_address
+from .worker_center import CenterLink
 
 logger = logging.getLogger(__name__)
 
-REPORT_DELAY = 0.005  # seconds a key report waits for others to go with it
 
 
 class StateMissingError(DistributedError):
@@ -89,7 +86,7 @@ def _cancel(future):
         future.cancel()
 
 
-class Worker(Server):
+class Worker(CenterLink, Server):
     """A data-holding compute server that registers with a center.
 
     ::
@@ -137,13 +134,8 @@ class Worker(Server):
         self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="distributed3-task")
         self._landed = deque()  # results of task threads the loop has yet to keep
         self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
-        self._center_comm = None
-        self._pending_add = {}
         self.owners = {}  # key -> the client a result was computed for (for the center)
-        self._pending_remove = set()
-        self._waiters = []
-        self._wake = asyncio.Event()
-        self._center_task = None
+        self._init_center_link()
         self._registered = asyncio.Event()
         self.finished = asyncio.Event()
 
@@ -214,109 +206,6 @@ class Worker(Server):
             groups[worker][key] = self.data[key]
         await asyncio.gather(*[self.peers(w).update_data(data=d) for w, d in groups.items()])
         logger.info("Handed %d keys to %d peers before leaving", len(only_here), len(groups))
-
-    # -- talking to the center -------------------------------------------------
-
-    async def _call_center(self, comm, op, **kwargs):
-        await comm.write({"op": op, "address": self.address, **kwargs})
-        response = await comm.read()
-        if response.get("status") != "OK":
-            raise response.get("exception") or DistributedError(str(response))
-        return response.get("result")
-
-    async def _register(self):
-        comm = await connect(self.center_address, self.secret, limits=self.limits, tls=self.tls)
-        # registering reports every key we hold, with its owner: reports still queued
-        # would only repeat it, late (after, say, the center told us to drop a key)
-        self._pending_add, self._pending_remove = {}, set()
-        try:
-            await self._call_center(
-                comm, "register", ncores=self.ncores, keys=list(self.data),
-                nbytes=dict(self.nbytes), name=self.name, resources=self.resources,
-                owners=self.owners,
-            )  # fmt: skip
-        except BaseException:
-            comm.close()
-            raise
-        self._center_comm = comm
-
-    async def _report(self, add=None, remove=()):
-        """Tell the center about new and dropped keys; returns once it acknowledged."""
-        self._queue_report(add, remove)
-        done = asyncio.get_running_loop().create_future()
-        self._waiters.append(done)
-        await done
-
-    def _queue_report(self, add=None, remove=(), owner=None):
-        """Tell the center about new and dropped keys (and who owns new ones) with the
-        next batch, soon."""
-        for key in remove:
-            self._pending_add.pop(key, None)
-            self.owners.pop(key, None)
-            self._pending_remove.add(key)
-        if add:
-            for key, n in add.items():
-                self._pending_remove.discard(key)
-                self._pending_add[key] = n
-                if owner is not None:
-                    self.owners[key] = owner
-        self._wake.set()
-
-    async def _center_loop(self):
-        """Send batched key reports and heartbeats; re-register if the center is lost."""
-        delay = 0.05
-        while not self._closing:
-            try:
-                if self._center_comm is None:
-                    await self._register()
-                    logger.info("Registered again with %s", format_address(self.center_address))
-                    self._release_waiters()  # registering sends every key we hold
-                    delay = 0.05
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
-                except asyncio.TimeoutError:
-                    pass
-                if not self._waiters:  # nobody waits for this report: let a few more join it
-                    await asyncio.sleep(REPORT_DELAY)
-                self._wake.clear()
-                add, self._pending_add = self._pending_add, {}
-                remove, self._pending_remove = self._pending_remove, set()
-                waiters, self._waiters = self._waiters, []
-                comm = self._center_comm
-                try:
-                    if add:
-                        owners = {k: self.owners[k] for k in add if k in self.owners}
-                        await self._call_center(comm, "add_keys", keys=list(add), nbytes=add,
-                                                owners=owners)  # fmt: skip
-                    if remove:
-                        await self._call_center(comm, "remove_keys", keys=list(remove))
-                    if not add and not remove:
-                        await self._call_center(comm, "heartbeat")
-                finally:
-                    self._waiters = waiters + self._waiters
-                self._release_waiters()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                # a lost connection, or a center that no longer knows us (it took us for
-                # dead): register again, which reports every key we hold
-                if self._closing:
-                    return
-                if self._center_comm is not None:
-                    lost = isinstance(e, (ConnectionBrokenError, CommClosedError, OSError))
-                    logger.warning("%s center %s: %s; registering again",
-                                   "Lost" if lost else "Error from",
-                                   format_address(self.center_address), e)  # fmt: skip
-                    self._center_comm.close()
-                    self._center_comm = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    def _release_waiters(self):
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
 
     # -- handlers --------------------------------------------------------------
 

@@ -1,0 +1,139 @@
+"""A worker's side of its talk with the center: registering, key reports, heartbeats.
+
+::
+
+    worker --register(ncores, keys, nbytes, owners)--> center      (again after any loss)
+    worker --add_keys / remove_keys, batched every few ms--> center
+    worker --heartbeat, when there was nothing to report--> center
+
+One connection, one message at a time, from one coroutine (``_center_loop``).  New
+keys are queued (``_queue_report``) and go out together a few milliseconds later,
+never on a task's path; ``_report`` waits until the center has acknowledged them.
+A lost center is registered with again, which reports every key held.
+
+Mixed into :class:`distributed3.worker.Worker`, which provides ``center_address``,
+``address``, ``data``, ``nbytes``, ``owners`` and the connection settings.
+"""
+import asyncio
+import logging
+
+from .comm import connect
+from .exceptions import CommClosedError, ConnectionBrokenError, DistributedError
+from .utils import format_address
+
+logger = logging.getLogger("distributed3.worker")
+
+REPORT_DELAY = 0.005  # seconds a key report waits for others to go with it
+
+
+class CenterLink:
+    """Registering with the center and reporting keys to it, for a worker."""
+
+    def _init_center_link(self):
+        self._center_comm = None
+        self._pending_add = {}
+        self._pending_remove = set()
+        self._waiters = []
+        self._wake = asyncio.Event()
+        self._center_task = None
+
+    async def _call_center(self, comm, op, **kwargs):
+        await comm.write({"op": op, "address": self.address, **kwargs})
+        response = await comm.read()
+        if response.get("status") != "OK":
+            raise response.get("exception") or DistributedError(str(response))
+        return response.get("result")
+
+    async def _register(self):
+        comm = await connect(self.center_address, self.secret, limits=self.limits, tls=self.tls)
+        # registering reports every key we hold, with its owner: reports still queued
+        # would only repeat it, late (after, say, the center told us to drop a key)
+        self._pending_add, self._pending_remove = {}, set()
+        try:
+            await self._call_center(
+                comm, "register", ncores=self.ncores, keys=list(self.data),
+                nbytes=dict(self.nbytes), name=self.name, resources=self.resources,
+                owners=self.owners,
+            )  # fmt: skip
+        except BaseException:
+            comm.close()
+            raise
+        self._center_comm = comm
+
+    async def _report(self, add=None, remove=()):
+        """Tell the center about new and dropped keys; returns once it acknowledged."""
+        self._queue_report(add, remove)
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append(done)
+        await done
+
+    def _queue_report(self, add=None, remove=(), owner=None):
+        """Tell the center about new and dropped keys (and who owns new ones) with the
+        next batch, soon."""
+        for key in remove:
+            self._pending_add.pop(key, None)
+            self.owners.pop(key, None)
+            self._pending_remove.add(key)
+        if add:
+            for key, n in add.items():
+                self._pending_remove.discard(key)
+                self._pending_add[key] = n
+                if owner is not None:
+                    self.owners[key] = owner
+        self._wake.set()
+
+    async def _center_loop(self):
+        """Send batched key reports and heartbeats; re-register if the center is lost."""
+        delay = 0.05
+        while not self._closing:
+            try:
+                if self._center_comm is None:
+                    await self._register()
+                    logger.info("Registered again with %s", format_address(self.center_address))
+                    self._release_waiters()  # registering sends every key we hold
+                    delay = 0.05
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
+                except asyncio.TimeoutError:
+                    pass
+                if not self._waiters:  # nobody waits for this report: let a few more join it
+                    await asyncio.sleep(REPORT_DELAY)
+                self._wake.clear()
+                add, self._pending_add = self._pending_add, {}
+                remove, self._pending_remove = self._pending_remove, set()
+                waiters, self._waiters = self._waiters, []
+                comm = self._center_comm
+                try:
+                    if add:
+                        owners = {k: self.owners[k] for k in add if k in self.owners}
+                        await self._call_center(comm, "add_keys", keys=list(add), nbytes=add,
+                                                owners=owners)  # fmt: skip
+                    if remove:
+                        await self._call_center(comm, "remove_keys", keys=list(remove))
+                    if not add and not remove:
+                        await self._call_center(comm, "heartbeat")
+                finally:
+                    self._waiters = waiters + self._waiters
+                self._release_waiters()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # a lost connection, or a center that no longer knows us (it took us for
+                # dead): register again, which reports every key we hold
+                if self._closing:
+                    return
+                if self._center_comm is not None:
+                    lost = isinstance(e, (ConnectionBrokenError, CommClosedError, OSError))
+                    logger.warning("%s center %s: %s; registering again",
+                                   "Lost" if lost else "Error from",
+                                   format_address(self.center_address), e)  # fmt: skip
+                    self._center_comm.close()
+                    self._center_comm = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _release_waiters(self):
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
