@@ -484,7 +484,7 @@ class Pool(StreamingMixin, DataMixin):
         """``{key: {worker address}}`` from the center, for ``seq`` or every key.
 
         For handles in ``seq`` it also counts the worker their task ran on, which
-        the center may learn a few milliseconds after the task's reply.
+        the center may learn some tens of milliseconds after the task's reply.
 
         >>> pool.who_has(pool.scatter([1]))                    # doctest: +ELLIPSIS
         {'data-...': {('127.0.0.1', ...)}}
