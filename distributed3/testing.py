@@ -40,10 +40,13 @@ def gen_test(timeout=30):
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
             async def bounded():
-                try:
-                    return await asyncio.wait_for(func(*args, **kwargs), timeout)
-                except asyncio.TimeoutError:
-                    raise TimeoutError(f"{func.__name__} did not finish within {timeout} s") from None
+                task = asyncio.ensure_future(func(*args, **kwargs))
+                await asyncio.wait({task}, timeout=timeout)
+                if not task.done():  # a TimeoutError the test raised itself stays its own
+                    task.cancel()
+                    await asyncio.wait({task})
+                    raise TimeoutError(f"{func.__name__} did not finish within {timeout} s")
+                return task.result()
 
             return asyncio.run(bounded())
 
