@@ -125,16 +125,26 @@ async def _serve(server, host, port, fallback_port, parent_pid=None, before_clos
     (after awaiting ``before_close()``, if given)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # before starting: a signal that comes once the server has said it is up stops it
-    # cleanly, not by the default action
+    # before starting: a signal right after the server says it is up stops it cleanly,
+    # and one while it starts (a center that does not answer, say) ends that at once
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if sockets is None:
         sockets = [listen(host, port, fallback_port)]
     for sock in sockets:
         sock.setblocking(False)
-    await server.start(host, sockets=sockets)
-    watchers = [asyncio.ensure_future(stop.wait())]
+    stopped = asyncio.ensure_future(stop.wait())
+    starting = asyncio.ensure_future(server.start(host, sockets=sockets))
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done() or starting.exception() is not None:
+        starting.cancel()
+        stopped.cancel()
+        await asyncio.gather(starting, stopped, return_exceptions=True)
+        await server.close()
+        if not starting.cancelled():
+            starting.result()  # a failed start says why
+        return
+    watchers = [stopped]
     if isinstance(server, Worker):
         watchers.append(asyncio.ensure_future(server.finished.wait()))
     if parent_pid:

@@ -1,6 +1,7 @@
 """End to end through real ``bin/dcenter`` and ``bin/dworker`` processes."""
 import os
 import signal
+import socket
 
 import pytest
 
@@ -105,3 +106,14 @@ def test_exposure_check_refuses_or_warns(caplog):
     with caplog.at_level("WARNING"):
         check_exposure("10.1.2.3", None, insecure=True)
     assert "INSECURE: listening on 10.1.2.3 without a secret" in caplog.text
+
+
+def test_dworker_stops_at_once_while_its_center_does_not_answer():
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says hello
+        port = silent.getsockname()[1]
+        with Proc([os.path.join(BIN, "dworker"), f"127.0.0.1:{port}"]) as w:
+            silent.settimeout(15)
+            conn, _ = silent.accept()  # the worker waits for the handshake now
+            with conn:
+                w.signal(signal.SIGTERM)
+                w.wait(timeout=5)  # not the handshake's 10 s time-out
