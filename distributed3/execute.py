@@ -16,7 +16,8 @@ import traceback
 from .exceptions import TaskError
 from .protocol import loads_function, sizeof, small_pickle
 
-__all__ = ["run_chunk", "chunk_reply", "lone_reply", "stateful_call", "format_task_traceback"]
+__all__ = ["run_chunk", "run_guarded", "chunk_reply", "lone_reply", "stateful_call",
+           "format_task_traceback"]
 
 INLINE_BYTES = 4096  # results this small also travel in the task's reply
 
@@ -53,9 +54,28 @@ def run_chunk(function, args_list, kwargs, seeds):
         except Exception as e:
             out.append((False, e))
         except BaseException as e:  # sys.exit() in a task: that task fails, not the worker
-            err = TaskError(f"the task raised {e!r}, which would have ended the worker")
-            out.append((False, err.with_traceback(e.__traceback__)))
+            out.append((False, _as_task_error(e)))
     return out
+
+
+def run_guarded(fn, *args):
+    """``fn(*args)`` in a worker thread, where a ``sys.exit()`` fails this call only.
+
+    >>> run_guarded(sum, [1, 2])
+    3
+    """
+    try:
+        return fn(*args)
+    except Exception:
+        raise
+    except BaseException as e:
+        raise _as_task_error(e) from None
+
+
+def _as_task_error(e):
+    """``SystemExit`` and kin from user code, as the error of that call alone."""
+    err = TaskError(f"the task raised {e!r}, which would have ended the worker")
+    return err.with_traceback(e.__traceback__)
 
 
 def _seed(seed):

@@ -52,7 +52,7 @@ from .exceptions import (
     WorkerLostError,
     WorkerRetiringError,
 )
-from .execute import chunk_reply, lone_reply, run_chunk, stateful_call
+from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
 from .protocol import loads_function, sizeof
 from .scheduling import split_by_worker, spread
 from .task import substitute
@@ -192,6 +192,13 @@ class Worker(CenterLink, Server):
 
     async def _hand_off(self):
         """Send every key that no other worker holds to the peers, spread by cores."""
+        # first the reports still queued: they carry the keys' owners, which the peers'
+        # own reports do not, and without which a vanished client's keys would stay
+        if self._pending_add:
+            try:
+                await asyncio.wait_for(self._report(), 2)
+            except asyncio.TimeoutError:
+                pass  # the center is away: asking it who has what fails just below
         center = self.peers(self.center_address)
         who_has = await center.who_has(keys=list(self.data))
         only_here = [k for k in self.data if set(who_has.get(k, ())) <= {self.address}]
@@ -332,7 +339,7 @@ class Worker(CenterLink, Server):
                 instance.handle_update(*up_args, **up_kwargs)
             return instance
 
-        self.stateful[name] = await loop.run_in_executor(self.executor, make)
+        self.stateful[name] = await loop.run_in_executor(self.executor, run_guarded, make)
         self.stateful_version[name] = len(updates)
         return len(updates)
 
@@ -343,7 +350,7 @@ class Worker(CenterLink, Server):
             raise StateMissingError(f"{name!r} is not at version {version - 1} here")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
-            self.executor, lambda: instance.handle_update(*args, **(kwargs or {}))
+            self.executor, run_guarded, lambda: instance.handle_update(*args, **(kwargs or {}))
         )
         self.stateful_version[name] = version
         return version

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from distributed3 import Center, WorkerLostError
+from distributed3 import Center, Worker, WorkerLostError
 from distributed3.core import ConnectionPool
 from distributed3.protocol import dumps_function
 from distributed3.task import KeyRef
@@ -221,4 +221,39 @@ async def test_closing_a_worker_ends_the_handlers_of_its_queued_tasks():
         GATE.set()
         await asyncio.gather(*calls, return_exceptions=True)
         await wait_for(lambda: w.active == 0, 5, "a compute handler never ended")
+        await pool.close()
+
+
+def _inc(x):
+    return x + 1
+
+
+@gen_test(timeout=20)
+async def test_a_retiring_worker_hands_off_its_last_result_with_its_owner():
+    async with cluster(1) as (center, [b]):
+        a = await Worker(center.address, ncores=1, max_tasks=1).start(port=0)
+        pool = ConnectionPool()
+        await pool(a.address).compute(key="k", function=dumps_function(_inc), args=(1,),
+                                      owner="client-1")  # fmt: skip
+        await asyncio.wait_for(a.finished.wait(), 10)  # retired at once, its report queued
+        assert b.data.get("k") == 2  # handed off, not lost
+        await wait_for(lambda: set(center.who_has.get("k", ())) == {b.address}, 5, "k unknown")
+        assert center.owner.get("k") == "client-1"
+        center._client_gone("client-1")  # the client died without releasing it
+        await wait_for(lambda: "k" not in b.data, 5, "k stayed on the peer")
+        await pool.close()
+
+
+class _ExitsOnInit:
+    def __init__(self):
+        raise SystemExit(3)
+
+
+@gen_test(timeout=20)
+async def test_a_stateful_instance_calling_sys_exit_fails_that_call_alone():
+    async with cluster(1) as (center, [w]):
+        pool = ConnectionPool()
+        with pytest.raises(Exception, match=r"SystemExit\(3\)"):
+            await pool(w.address).stateful_init(name="s", cls=dumps_function(_ExitsOnInit))
+        assert await pool(w.address).keys() == []  # still serving
         await pool.close()
