@@ -109,8 +109,9 @@ class LoopThread:
                 if self._driver == me:
                     with self._cond:
                         self._driver = None
-                        self._left_at = time.monotonic()
-                        if self._waiting:
+                        self._left_at = now = time.monotonic()
+                        # the daemon sleeps longer the longer a call runs: wake it
+                        if self._waiting or now - self._taken_at > self.LINGER:
                             self._cond.notify_all()
         with self._cond:
             self._waiting += 1

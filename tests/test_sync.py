@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -146,3 +147,16 @@ def test_loop_thread_is_new_after_fork():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "0", out.stderr
+
+
+def test_background_work_resumes_soon_after_a_long_call():
+    lt = loop_thread()
+    worst = 0.0
+    for i in range(4):  # the daemon sleeps longer while a long call runs: it is woken
+        lt.run_sync(asyncio.sleep(1.0 + 0.021 * i))
+        ran = threading.Event()
+        start = time.monotonic()
+        lt.loop.call_soon_threadsafe(ran.set)
+        assert ran.wait(5)
+        worst = max(worst, time.monotonic() - start)
+    assert worst < 0.05, f"background work waited {worst:.3f} s after the call"
