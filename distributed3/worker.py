@@ -15,8 +15,8 @@ Tasks run in a thread pool of ``ncores`` threads, so the event loop stays free
 to serve peers, the center and new requests while user code runs.  Key reports
 to the center are batched: one message carries every key finished since the
 last one went out.  A task's reply does not wait for it (the client learns
-where its results are from the reply; the center catches up within a
-message), so a task costs one round trip; data sent with ``update_data``
+where its results are from the reply; the center catches up with the next
+report), so a task costs one round trip; data sent with ``update_data``
 waits for the center's acknowledgement, so scattered keys are known at once.
 A small result (``execute.INLINE_BYTES`` or less, pickled) also travels in the
 reply, so getting it costs nothing more; the worker keeps it all the same.  The
@@ -60,7 +60,6 @@ from .utils import format_address, parse_address
 from .worker_center import CenterLink
 
 logger = logging.getLogger(__name__)
-
 
 
 class StateMissingError(DistributedError):

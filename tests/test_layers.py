@@ -18,7 +18,7 @@ ALLOWED = {
     "comm": {"exceptions", "protocol", "security", "utils"},
     "core": {"comm", "exceptions", "security", "utils"},
     "center": {"core", "utils"},
-    "execute": {"core", "exceptions", "protocol"},
+    "execute": {"exceptions", "protocol"},
     "worker_center": {"comm", "exceptions", "utils"},
     "worker": {"core", "exceptions", "execute", "protocol", "scheduling", "task", "utils",
                "worker_center"},
