@@ -297,10 +297,11 @@ class Worker(CenterLink, Server):
             except BaseException as e:  # the handler must not wait for ever
                 loop.call_soon_threadsafe(_fail, stored, e)
 
-        submitted = self.executor.submit(run)
-        # cancelled before it ran (the worker is closing): the handler ends too
-        submitted.add_done_callback(lambda f: f.cancelled() and loop.call_soon_threadsafe(
-            _cancel, stored))  # fmt: skip
+        def ended(submitted):
+            if submitted.cancelled():  # before it ran (the worker is closing): so does this
+                loop.call_soon_threadsafe(_cancel, stored)
+
+        self.executor.submit(run).add_done_callback(ended)
         return await stored
 
     def catch_up(self):
