@@ -18,6 +18,7 @@ defined in ``__main__``), so functions typed into IPython travel too.
 >>> out["x"].tolist(), out["f"](1)
 ([0, 1, 2], 2)
 """
+import io
 import itertools
 import pickle
 import sys
@@ -36,13 +37,44 @@ def dumps(obj):
     buffers = []
     try:
         header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        if b"__main__" not in header:
-            return [header, *map(_raw, buffers)]
+        if b"__main__" in header:  # maybe only inside bytes, as in a pickled function's
+            buffers = []
+            header = _by_reference(obj, buffers.append)
+        return [header, *map(_raw, buffers)]
     except Exception:
         pass
     buffers = []
     header = cloudpickle_dumps(obj, buffer_callback=buffers.append)
     return [header, *map(_raw, buffers)]
+
+
+class _ByValue(Exception):
+    """Something in the object is defined in ``__main__``: the peer cannot import it."""
+
+
+class _MainChecker(pickle.Pickler):
+    """A plain pickler that refuses anything that ``__main__`` defines.  Plain data
+    (numbers, strings, bytes, lists, dicts...) never reaches ``reducer_override``."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, type) or callable(obj):
+            module = getattr(obj, "__module__", None)
+        else:
+            module = getattr(type(obj), "__module__", None)
+        if module == "__main__":
+            raise _ByValue
+        return NotImplemented
+
+
+def _by_reference(obj, buffer_callback):
+    """``obj`` pickled by plain pickle; raises if anything in it comes from ``__main__``.
+
+    >>> pickle.loads(_by_reference({"f": b"__main__"}, None))
+    {'f': b'__main__'}
+    """
+    out = io.BytesIO()
+    _MainChecker(out, protocol=5, buffer_callback=buffer_callback).dump(obj)
+    return out.getvalue()
 
 
 def loads(frames):
@@ -112,6 +144,7 @@ def loads_function(data):
 
 
 _SAMPLE = 100
+_ATOMS = frozenset({int, float, bool, complex, str, type(None)})
 
 
 def sizeof(obj):
@@ -125,6 +158,8 @@ def sizeof(obj):
     >>> sizeof([b"x" * 100] * 10_000) > 1_000_000     # sampled, then scaled
     True
     """
+    if type(obj) in _ATOMS:  # the usual small results: no attribute look-ups
+        return sys.getsizeof(obj)
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes

@@ -4,6 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
+from distributed3 import protocol
 from distributed3.protocol import dumps, dumps_function, loads, loads_function, sizeof
 
 
@@ -126,3 +127,28 @@ def test_code_shipped_by_value_keeps_file_and_source_lines(tmp_path):
     assert f'File "{path}", line 6, in inverse' in out
     assert "return 1 / (y - y)" in out
     assert "<dynamic-code>" not in out
+
+
+def test_main_objects_found_past_bytes_that_mention_main(monkeypatch):
+    """A task message carries its function pickled (bytes that name ``__main__``): the
+    message itself is still plain-pickled once; a real ``__main__`` object in it still
+    travels by value."""
+    import __main__
+
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    Point.__module__ = "__main__"
+    Point.__qualname__ = "Point"
+    monkeypatch.setattr(__main__, "Point", Point, raising=False)
+    by_value = []
+    real = protocol.cloudpickle_dumps
+    monkeypatch.setattr(protocol, "cloudpickle_dumps",
+                        lambda *a, **k: by_value.append(1) or real(*a, **k))  # fmt: skip
+    msg = {"function": b"\x8c\x08__main__\x94", "args": (1, 2)}
+    assert dumps(msg)[0] == pickle.dumps(msg, protocol=5) and not by_value
+    frames = dumps({"function": msg["function"], "args": (Point(5),)})
+    assert by_value == [1]
+    monkeypatch.delattr(__main__, "Point")  # as on a worker, where __main__ differs
+    assert loads(as_wire(frames))["args"][0].x == 5
