@@ -13,7 +13,8 @@ from .core import __version__
 # Names load on first use (PEP 562), so a worker process does not import the pool's
 # modules nor a client the worker's: each starts faster.
 _WHERE = {
-    "Pool": "pool", "RemoteData": "client", "TLS": "security", "WorkerInterface": "stateful",
+    "Pool": "pool", "RemoteData": "client", "RemoteList": "results", "TLS": "security",
+    "WorkerInterface": "stateful",
     "StatefulPool": "stateful", "as_completed": "futures", "wait": "futures",
     "ALL_COMPLETED": "futures", "FIRST_COMPLETED": "futures", "FIRST_EXCEPTION": "futures",
     "Center": "center", "Worker": "worker", "LocalCluster": "local", "Server": "core",
@@ -39,7 +40,8 @@ def __dir__():
 
 
 __all__ = [
-    "Pool", "RemoteData", "TLS", "WorkerInterface", "StatefulPool", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
+    "Pool", "RemoteData", "RemoteList", "TLS", "WorkerInterface", "StatefulPool",
+    "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
     "FIRST_EXCEPTION", "Center", "Worker", "LocalCluster", "Server", "rpc",
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",

@@ -29,6 +29,7 @@ import time
 from collections import OrderedDict, defaultdict
 
 from .core import ConnectionPool, Server
+from .task import split_element
 from .utils import format_address, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class Center(Server):
         # key -> tuple of holders: tuples of addresses are immutable and hold no containers,
         # so the cyclic GC stops tracking them -- a center holds one per key
         self.who_has = {}
+        # chunk key -> keys of its elements that are held on their own ("G#3": a copy,
+        # or a recomputed element), released with the chunk
+        self.parts = defaultdict(set)
         self.has_what = defaultdict(set)
         self.nbytes = {}
         self.ncores = {}
@@ -205,11 +209,15 @@ class Center(Server):
                     self.owner[key] = client
                     self.owned[client].add(key)
         if self.released:  # kept until they expire: more than one copy may report late
-            dead = [k for k in keys if k in self.released]
+            dead = [k for k in keys if self._is_released(k)]
             if dead:
                 asyncio.ensure_future(self._delete_on(address, dead))
                 dead = set(dead)
                 keys = [k for k in keys if k not in dead]
+        for key in keys:
+            element = split_element(key)
+            if element is not None:
+                self.parts[element[0]].add(key)
         held = self.has_what[address]
         held.update(keys)
         who_has = self.who_has
@@ -221,6 +229,18 @@ class Center(Server):
                 who_has[key] = (*holders, address)
         if nbytes:
             self.nbytes.update(nbytes)
+
+    def _is_released(self, key):
+        element = split_element(key)
+        return key in self.released or (element is not None and element[0] in self.released)
+
+    def _holders(self, key):
+        """Who holds ``key``: an element's own copies, and the holders of its chunk."""
+        holders = self.who_has.get(key, ())
+        element = split_element(key)
+        if element is not None:
+            holders = (*holders, *self.who_has.get(element[0], ()))
+        return holders
 
     def remove_keys(self, comm, address, keys):
         """``address`` no longer holds ``keys``."""
@@ -243,12 +263,23 @@ class Center(Server):
                 client = self.owner.pop(key, None)
                 if client is not None:
                     self.owned[client].discard(key)
+                element = split_element(key)
+                if element is not None:
+                    self._forget_part(element[0], key)
+
+    def _forget_part(self, group, key):
+        parts = self.parts.get(group)
+        if parts is not None:
+            parts.discard(key)
+            if not parts:
+                del self.parts[group]
 
     def get_who_has(self, comm, keys=None):
-        """``{key: {worker}}`` for ``keys`` (all keys when ``None``)."""
+        """``{key: {worker}}`` for ``keys`` (all keys when ``None``); the element ``G#i``
+        of a chunk's results is wherever it or its chunk ``G`` is."""
         if keys is None:
             return {k: set(v) for k, v in self.who_has.items()}
-        return {k: set(self.who_has.get(k, ())) for k in keys}
+        return {k: set(self._holders(k)) for k in keys}
 
     def get_has_what(self, comm, workers=None):
         """``{worker: {key}}`` for ``workers`` (all workers when ``None``)."""
@@ -324,9 +355,15 @@ class Center(Server):
         while released and (len(released) > RELEASED_KEYS
                             or next(iter(released.values())) < now - RELEASED_MEMORY):  # fmt: skip
             released.popitem(last=False)
+        parts = self.parts
+        if parts:  # a chunk's elements held on their own go with it
+            keys = [*keys, *(p for k in keys if k in parts for p in parts.pop(k))]
         for key in keys:
             # a report may still come: the task's, or a copy's made before the release
             released[key] = now
+            element = split_element(key)
+            if element is not None:
+                self._forget_part(element[0], key)
             client = self.owner.pop(key, None)
             if client is not None:
                 self.owned[client].discard(key)

@@ -28,7 +28,33 @@ def only(worker):
     return found
 
 
-class RemoteData:
+class Awaitable:
+    """Something a task makes: ``status`` is ``"pending"`` until it ends, and ``wait()``
+    waits for that on the pool's loop."""
+
+    __slots__ = ()
+
+    def done(self):
+        """Whether the task has ended (finished or failed), as for a future."""
+        return self.status != "pending"
+
+    async def wait(self):
+        """Wait, on the pool's loop, until the task has ended."""
+        if self.status == "pending":
+            future = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(future)
+            await future
+
+    def _wake(self):
+        waiters, self._waiters = self._waiters, None
+        for future in waiters or ():
+            if not future.done():
+                future.set_result(None)
+
+
+class RemoteData(Awaitable):
     """A handle to a value that lives on the workers; ``get()`` brings it here.
 
     Made by ``Pool.map``, ``apply``, ``scatter``.  Pass handles back into
@@ -37,11 +63,14 @@ class RemoteData:
     ``status`` is ``"finished"``, ``"error"`` (``get()`` re-raises the task's
     exception, with the remote traceback as its cause) or ``"deleted"``.
     ``workers`` (a frozenset, replaced rather than changed) is where the pool last
-    knew it to live, ``nbytes`` its size.
+    knew it to live, ``nbytes`` its size.  An element of a chunked map's results
+    belongs to its chunk's ``group`` (a :class:`~distributed3.results.ResultGroup`) at
+    ``index``; its data lives, and is released, with that chunk.
     """
 
     __slots__ = ("key", "pool", "workers", "nbytes", "status", "exception", "traceback",
-                 "recipe", "source", "inline", "_waiters", "__weakref__")  # fmt: skip
+                 "recipe", "source", "inline", "group", "index", "_waiters",
+                 "__weakref__")  # fmt: skip
 
     def __init__(self, key, pool, workers=(), nbytes=None, status="finished"):
         self.key = key
@@ -54,6 +83,8 @@ class RemoteData:
         self.recipe = None  # how to compute it again (submission.Recipe)
         self.source = None  # for scattered data: the value, or a weak reference to it
         self.inline = None  # a small result, pickled, as it came with the task's reply
+        self.group = None
+        self.index = None
         self._waiters = None
 
     def __repr__(self):
@@ -75,25 +106,6 @@ class RemoteData:
         self.nbytes = nbytes
         self.inline = inline
         self._wake()
-
-    def done(self):
-        """Whether the task has ended (finished or failed), as for a future."""
-        return self.status != "pending"
-
-    async def wait(self):
-        """Wait, on the pool's loop, until the task has ended."""
-        if self.status == "pending":
-            future = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(future)
-            await future
-
-    def _wake(self):
-        waiters, self._waiters = self._waiters, None
-        for future in waiters or ():
-            if not future.done():
-                future.set_result(None)
 
     def raise_error(self):
         """Re-raise the task's exception with its remote traceback as ``__cause__``."""
@@ -124,9 +136,11 @@ class RemoteData:
         >>> pool.apply(sum, ([1, 2, 3],)).get()
         6
         """
-        inline = self.inline
-        if inline is not None and self.status == "finished":  # came with the reply
-            return pickle.loads(inline)
+        if self.status == "finished":  # small results came with the reply
+            if self.inline is not None:
+                return pickle.loads(self.inline)
+            if self.group is not None and self.group.pickled is not None:
+                return pickle.loads(self.group.pickled)[self.index]
         return self.pool._sync(self.pool._gather([self]), timeout)[0]
 
     async def aget(self):
@@ -139,7 +153,7 @@ class RemoteData:
 
     def __del__(self):
         pool = self.pool
-        if pool is not None and self.status != "deleted":
+        if pool is not None and self.status != "deleted" and self.group is None:
             try:
                 pool._release_soon(self.key)
             except Exception:  # the pool's loop is gone: interpreter shutdown

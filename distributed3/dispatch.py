@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 class Task:
-    """One message's worth of work: its result handles (one, or a chunk), its compute
-    message, its input handles, and the index of its first element."""
+    """One message's worth of work: its results -- a list of handles (one, or a chunk),
+    or a chunk's ``ResultGroup`` -- its compute message, its input handles, and the
+    index of its first element."""
 
     __slots__ = ("handles", "msg", "inputs", "index", "deaths")
 
@@ -44,8 +45,30 @@ class Task:
         self.deaths = 0
 
     @property
-    def handle(self):
-        return self.handles[0]
+    def key(self):
+        """The key of its first result (or of its chunk's results), to name it by."""
+        handles = self.handles
+        return handles[0].key if type(handles) is list else handles.key
+
+    def settle(self, reply, worker):
+        if type(self.handles) is list:
+            _settle(self.handles, reply, worker)
+        else:
+            self.handles.settle(reply, worker)
+
+    def set_error(self, exception, traceback, worker):
+        if type(self.handles) is list:
+            for handle in self.handles:
+                handle.set_error(exception, traceback, worker)
+        else:
+            self.handles.set_error(exception, traceback, worker)
+
+    def finished(self):
+        """Its handles (or chunk) that hold a result now."""
+        handles = self.handles
+        if type(handles) is list:
+            return [h for h in handles if h.status == "finished"]
+        return [handles] if handles.status == "finished" else []
 
     def refresh_hints(self):
         """Point the message's ``who_has`` hints at where the inputs are now."""
@@ -260,7 +283,7 @@ class Batch:
                     self.free.append(task)
                     return
                 except WorkerLostError as e:  # the worker could not find the inputs
-                    logger.info("Inputs of %s lost: %s", task.handle.key, e)
+                    logger.info("Inputs of %s lost: %s", task.key, e)
                     self.stalled.append(task)
                     continue
                 except Exception as e:
@@ -270,7 +293,7 @@ class Batch:
                     pool.occupancy[worker] -= 1
                     if self.need:
                         self._release(worker)
-                _settle(task.handles, reply, worker)
+                task.settle(reply, worker)
                 self._finished_one(task)
         finally:
             if first is not None:  # never started: someone else may run it
@@ -288,18 +311,17 @@ class Batch:
 
     def _worker_died(self, worker, task, error):
         logger.info("Worker %s lost while running %s: %s",
-                    format_address(worker), task.handle.key, error)  # fmt: skip
+                    format_address(worker), task.key, error)  # fmt: skip
         self.lost.add(worker)
         self.careful = True
         task.deaths += 1
         if task.deaths > self.retries:
             err = WorkerLostError(
-                f"task {task.index} of {self.name} (key {task.handle.key!r}) was running on "
+                f"task {task.index} of {self.name} (key {task.key!r}) was running on "
                 f"{task.deaths} workers that died, the last {format_address(worker)}; it may "
                 f"be what killed them, so it is not retried again"
             )
-            for handle in task.handles:
-                handle.set_error(err, "", worker)
+            task.set_error(err, "", worker)
             self._finished_one(task)
         else:
             self.free.append(task)
@@ -312,11 +334,10 @@ class Batch:
                 f"{self.name}: {type(why).__name__}: {why}"))  # fmt: skip
         elif isinstance(error, TimeoutError) and self.timeout is not None:
             self._fail(TimeoutError(
-                f"task {task.index} of {self.name} (key {task.handle.key!r}) did not finish "
+                f"task {task.index} of {self.name} (key {task.key!r}) did not finish "
                 f"within {self.timeout} s on worker {format_address(worker)}"))  # fmt: skip
         else:  # the worker could not run it at all
-            for handle in task.handles:
-                handle.set_error(error, getattr(error.__cause__, "text", ""), worker)
+            task.set_error(error, getattr(error.__cause__, "text", ""), worker)
             self._finished_one(task)
 
     def _fail(self, error):

@@ -45,8 +45,8 @@ def run_chunk(function, args_list, kwargs, seeds):
     out = []
     for i, args in enumerate(args_list):
         try:
-            if seeds is None:
-                out.append((True, _run_task(func, args, kwargs)))
+            if seeds is None:  # called here, not through _run_task: a frame less per task
+                out.append((True, func(*args, **kwargs)))
             else:
                 with _seed_lock:  # the random modules' state is per process
                     _seed(seeds[i])
@@ -104,22 +104,34 @@ def format_task_traceback(exc):
     return "".join(lines)
 
 
-def chunk_reply(outcomes, duration):
+def chunk_reply(outcomes, duration, whole=False):
     """What a worker's ``compute_chunk`` answers for ``run_chunk``'s ``outcomes``.
+
+    Small results travel pickled, one by one -- or, ``whole``, all together in one
+    pickle when each is small (failed ones as ``None``).
 
     >>> chunk_reply([(True, 5)], 0.1)["nbytes"]
     [28]
+    >>> import pickle; pickle.loads(chunk_reply([(True, 5), (True, 6)], 0.1, whole=True)["pickled"])
+    [5, 6]
     """
     sizes, pickled, errors = [], [], {}
+    small = True
     for i, (ok, value) in enumerate(outcomes):
         if ok:
             n = sizeof(value)
             sizes.append(n)
-            pickled.append(small_pickle(value, INLINE_BYTES) if n <= INLINE_BYTES else None)
+            if whole:
+                small = small and n <= INLINE_BYTES
+            else:
+                pickled.append(small_pickle(value, INLINE_BYTES) if n <= INLINE_BYTES else None)
         else:
             sizes.append(None)
             pickled.append(None)
             errors[i] = {"exception": value, "traceback": format_task_traceback(value)}
+    if whole:
+        values = [value if ok else None for ok, value in outcomes]
+        pickled = small_pickle(values, INLINE_BYTES * len(values)) if small else None
     return {"nbytes": sizes, "pickled": pickled, "errors": errors, "duration": duration}
 
 

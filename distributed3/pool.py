@@ -22,6 +22,7 @@ import uuid
 from collections import defaultdict
 
 from .client import RemoteData
+from .results import RemoteList, ResultGroup
 from .sync import loop_thread, run_in_loop
 from .comm import connect
 from .core import ConnectionPool
@@ -334,7 +335,8 @@ class Pool(StreamingMixin, DataMixin):
 
     def map(self, func, *iterables, timeout=None, retries=3, chunksize=None, seed=None,
             progress=False, resources=None, **kwargs):  # fmt: skip
-        """Apply ``func`` to every item of the iterables, on the workers; list of ``RemoteData``.
+        """Apply ``func`` to every item of the iterables, on the workers; a
+        :class:`~distributed3.results.RemoteList` of ``RemoteData``, in input order.
 
         Items (and ``kwargs``) may be ``RemoteData``, or lists, tuples and dicts
         holding some: each task runs on the worker that holds its inputs, and
@@ -342,9 +344,10 @@ class Pool(StreamingMixin, DataMixin):
         balanced over the workers by free cores.  Returns when every task has
         finished; the results stay on the workers.
 
-        * ``chunksize=k`` sends ``k`` tasks per message (each keeps its own result);
-          by default a large map is sent in about 8 chunks per core, a small one
-          task by task;
+        * ``chunksize=k`` sends ``k`` tasks per message; by default a large map is
+          sent in about 8 chunks per core, a small one task by task.  A chunk's
+          results stay on its worker under one key, and their handles are made when
+          the list is indexed or iterated;
         * a big keyword argument (a model, a table) reaches each worker once;
         * ``seed=s`` seeds ``random`` and ``numpy.random`` per task from ``(s, index)``,
           so results do not depend on which worker ran what;
@@ -407,7 +410,9 @@ class Pool(StreamingMixin, DataMixin):
     async def _map(self, func, *iterables, options=None, **kwargs):
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return await self._submit(func, list(zip(*iterables)), kwargs, options or Options())
+        handles = await self._submit(func, list(zip(*iterables)), kwargs, options or Options(),
+                                     grouped=True)  # fmt: skip
+        return handles if isinstance(handles, RemoteList) else RemoteList(handles)
 
     async def _recover(self, handles):
         """Make the data behind ``handles`` live again (see :func:`recovery.recover`)."""
@@ -416,17 +421,25 @@ class Pool(StreamingMixin, DataMixin):
     def _new_key(self, name):
         return f"{name}-{self.id}-{next(self._counter)}"
 
-    async def _submit(self, func, arglists, kwargs, options, wait=True, on_done=None):
-        """Make and run the tasks; with ``wait=False`` they run in the background."""
+    async def _submit(self, func, arglists, kwargs, options, wait=True, on_done=None,
+                      grouped=False):  # fmt: skip
+        """Make and run the tasks; with ``wait=False`` they run in the background.
+
+        ``grouped``: chunks may keep their results as one key each, and the handles
+        come as a lazy :class:`RemoteList` (see :func:`submission.make_tasks`).
+        """
         if self.status != "running":
             raise CommClosedError(f"{self!r} is not running")
         if self._broken is not None:
             raise self._broken
-        handles, tasks = await make_tasks(self, func, arglists, kwargs, options)
+        grouped = grouped and wait and on_done is None  # the others need every handle
+        handles, tasks = await make_tasks(self, func, arglists, kwargs, options, grouped)
         name = funcname(func) if options.stateful is None else options.stateful["name"]
         bar = progress_bar(len(handles), name) if options.progress else None
         if bar is not None or on_done is not None:
-            early = [h for h in handles if h.status != "pending"]  # failed inputs
+            # failed inputs (a RemoteList's elements have no inputs of their own)
+            early = [] if isinstance(handles, RemoteList) else [
+                h for h in handles if h.status != "pending"]  # fmt: skip
 
             def done(finished):
                 if bar is not None:
@@ -446,7 +459,7 @@ class Pool(StreamingMixin, DataMixin):
             if tasks:
                 await batch.run()
         except BaseException:
-            finished = [h for t in tasks for h in t.handles if h.status == "finished"]
+            finished = [h for t in tasks for h in t.finished()]
             if finished and self.status == "running":
                 await self._delete(finished)
             raise
@@ -497,10 +510,11 @@ class Pool(StreamingMixin, DataMixin):
 
     async def _who_has(self, seq=None):
         seq = None if seq is None else list(seq)
-        keys = None if seq is None else [h.key if isinstance(h, RemoteData) else h for h in seq]
+        held = (RemoteData, ResultGroup)  # handles, or a map's chunks
+        keys = None if seq is None else [h.key if isinstance(h, held) else h for h in seq]
         who_has = await self._center("who_has", keys=keys)
         for h in seq or ():  # where a task just ran, if that worker's report is on its way
-            if isinstance(h, RemoteData) and h.status == "finished":
+            if isinstance(h, held) and h.status == "finished":
                 who_has[h.key] = set(who_has.get(h.key, ())) | (h.workers & set(self.available_cores))
         return who_has
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from .client import RemoteData, only
 from .exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
 from .recovery import recover
+from .results import RemoteList, ResultGroup
 from .scheduling import split_by_worker, spread
 from .utils import gc_paused
 
@@ -145,6 +146,10 @@ class DataMixin:
         return await self._run(self._gather(seq))
 
     async def _gather(self, seq):
+        if isinstance(seq, RemoteList):
+            values = await self._gather_groups(seq)
+            if values is not None:
+                return values
         seq = list(seq)
         handles = {x.key: x for x in seq if isinstance(x, RemoteData)}
         pending = [h.wait() for h in handles.values() if h.status == "pending"]
@@ -159,15 +164,52 @@ class DataMixin:
         with gc_paused(len(handles)):
             return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
 
+    async def _gather_groups(self, results):
+        """The values of a map's results, a chunk at a time: ``None`` when one has
+        failed or lost elements (then :meth:`_gather` goes handle by handle)."""
+        spans = results.spans
+        for span in spans:
+            if span.status == "pending":
+                await span.wait()
+        singles = {}  # handles whose values come through _values
+        for span in spans:
+            if type(span) is ResultGroup:
+                if not span.intact():
+                    return None
+                if span.pickled is None:  # big results: fetched element by element
+                    singles.update((h.key, h) for h in span.handles())
+            elif span.status != "finished":
+                return None
+            else:
+                singles[span.key] = span
+        got = await self._values(singles) if singles else {}
+        out = []
+        with gc_paused(len(results)):
+            for span in spans:
+                if type(span) is not ResultGroup:
+                    out.append(got[span.key])
+                elif span.pickled is not None:
+                    out.extend(pickle.loads(span.pickled))
+                else:
+                    out.extend(got[h.key] for h in span.handles())
+        return out
+
     async def _values(self, handles):
         """``{key: value}`` for finished ``handles`` (``{key: handle}``).
 
         Small results came with their task's reply: unpickled here, a fresh copy each
         time; the others are fetched from the workers.
         """
+        values, chunks = {}, {}
         with gc_paused(len(handles)):
-            values = {k: pickle.loads(h.inline)
-                      for k, h in handles.items() if h.inline is not None}  # fmt: skip
+            for k, h in handles.items():
+                if h.inline is not None:
+                    values[k] = pickle.loads(h.inline)
+                elif h.group is not None and h.group.pickled is not None:
+                    group = h.group  # unpickled once for all its elements asked for here
+                    if group.key not in chunks:
+                        chunks[group.key] = pickle.loads(group.pickled)
+                    values[k] = chunks[group.key][h.index]
         if len(values) < len(handles):
             values.update(await self._fetch({k: h for k, h in handles.items() if k not in values}))
         return values
@@ -217,7 +259,9 @@ class DataMixin:
         return await self._run(self._delete(seq))
 
     async def _delete(self, seq):
-        handles = [h for h in seq if isinstance(h, RemoteData)]
+        # a map's chunks go whole; an element on its own is freed with its chunk
+        seq = seq.spans if isinstance(seq, RemoteList) else seq
+        handles = [h for h in seq if isinstance(h, (RemoteData, ResultGroup))]
         keys = [h.key for h in handles]
         who_has = await self._who_has(handles)  # also where a task just ran
         by_worker = defaultdict(list)
@@ -229,8 +273,11 @@ class DataMixin:
             return_exceptions=True,
         )
         for h in handles:
-            h.status = "deleted"
-            h.workers = frozenset()
+            if type(h) is ResultGroup:
+                h.set_deleted()
+            else:
+                h.status = "deleted"
+                h.workers = frozenset()
         self._owned.difference_update(keys)
 
     def replicate(self, seq, n=2):

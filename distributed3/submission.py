@@ -5,10 +5,11 @@
     pool.map(f, seq, chunksize=k, seed=s, big=model)
       |  f pickled once; big kwargs (>= 100 kB pickled) broadcast once to every worker
       |  and referenced by key, kept by workers that fetch them later
-      |  one RemoteData per element, each with its own recipe (for recomputing)
-      '- one compute message per chunk of k elements, seeds derived from (s, index)
+      |  one compute message per chunk of k elements, seeds derived from (s, index)
+      |  elements without remote inputs: each chunk's results kept under one key,
+      |    handles made when asked for (results.RemoteList)
+      '- otherwise one RemoteData per element, each with its own recipe (for recomputing)
 """
-import hashlib
 from dataclasses import dataclass
 
 from toolz import partition_all
@@ -17,7 +18,8 @@ from .client import RemoteData
 from .dispatch import Batch, Task
 from .exceptions import DistributedError, SerializationError
 from .protocol import dumps, dumps_function
-from .task import extract_keys
+from .results import Recipe, RemoteList, ResultGroup, task_seed
+from .task import ELEMENT, extract_keys, plain_arguments
 from .utils import gc_paused
 
 BIG_CONSTANT = 100_000  # pickled bytes above which a shared keyword argument is broadcast
@@ -37,18 +39,9 @@ class Options:
     prepare: object = None  # coroutine function(worker) awaited before a worker's first task
 
 
-def task_seed(seed, index):
-    """The seed of task ``index`` of a map seeded with ``seed``: the same on any worker.
-
-    >>> task_seed(123, 0) == task_seed(123, 0) != task_seed(123, 1)
-    True
-    """
-    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
 def funcname(func):
-    return getattr(func, "__name__", type(func).__name__).replace("<lambda>", "lambda")
+    name = getattr(func, "__name__", type(func).__name__)
+    return name.replace("<lambda>", "lambda").replace(ELEMENT, "_")  # "#" marks elements
 
 
 async def broadcast_constants(pool, kwargs):
@@ -69,8 +62,13 @@ def _pickled_size(value):
         return 0  # it will fail, clearly, when the task is sent
 
 
-async def make_tasks(pool, func, arglists, kwargs, options):
-    """``(handles in input order, tasks to run)`` for one call."""
+async def make_tasks(pool, func, arglists, kwargs, options, grouped=False):
+    """``(handles in input order, tasks to run)`` for one call.
+
+    ``grouped``: a chunked call whose elements have no remote inputs of their own
+    keeps each chunk's results as one key (see :mod:`distributed3.results`) and
+    returns a :class:`RemoteList` whose handles are made only when asked for.
+    """
     name = funcname(func) if options.stateful is None else options.stateful["name"]
     fbytes = None
     if options.stateful is None:
@@ -83,7 +81,7 @@ async def make_tasks(pool, func, arglists, kwargs, options):
                 f"could not serialize function {name}: {type(e).__name__}: {e}"
             ) from e
     kwargs, keep = await broadcast_constants(pool, kwargs)
-    kwargs, kw_handles = extract_keys(kwargs, RemoteData)
+    kwargs, kw_handles = extract_keys(kwargs, RemoteData, RemoteList)
     base = {"op": "compute", "function": fbytes, "owner": pool.id}  # shared by every element
     if kwargs:
         base["kwargs"] = kwargs
@@ -91,12 +89,18 @@ async def make_tasks(pool, func, arglists, kwargs, options):
         base["keep"] = keep
     if options.stateful is not None:
         base["stateful"] = options.stateful
+    ncores = sum(pool.available_cores.values())
+    if grouped:
+        size = options.chunksize or adaptive_chunksize(len(arglists), ncores)
+        plain = _without_handles(arglists) if size > 1 else None
+        if plain is not None:
+            return _grouped_tasks(pool, name, base, plain, kw_handles, size, options.seed)
     handles, recipes = [], []
     new_key = pool._new_key
     # one handle and recipe per element, none of them garbage: no collection meanwhile
     with gc_paused(len(arglists)):
         for i, args in enumerate(arglists):
-            args, inputs = extract_keys(args, RemoteData)
+            args, inputs = extract_keys(args, RemoteData, RemoteList)
             if kw_handles:
                 inputs = {**inputs, **kw_handles}
             handle = RemoteData(new_key(name), pool, status="pending")
@@ -115,7 +119,7 @@ async def make_tasks(pool, func, arglists, kwargs, options):
     for h in pending.values():
         await h.wait()
     tasks = []
-    size = options.chunksize or adaptive_chunksize(len(recipes), sum(pool.available_cores.values()))
+    size = options.chunksize or adaptive_chunksize(len(recipes), ncores)
     with gc_paused(len(recipes)):
         for chunk in _chunks(recipes, size):
             if len(chunk) == 1:
@@ -133,33 +137,36 @@ async def make_tasks(pool, func, arglists, kwargs, options):
     return handles, tasks
 
 
-class Recipe:
-    """How one element's result is made -- its compute message is built when needed
-    (the first run of a lone task, or recomputing it), not kept per element.
+def _without_handles(arglists):
+    """``arglists`` with the handles in them swapped for ``KeyRef``, or ``None`` if any
+    holds a handle (its task goes where that input lives: no shared chunks then)."""
+    if plain_arguments(arglists):
+        return arglists
+    out = []
+    for args in arglists:
+        args, inputs = extract_keys(args, RemoteData, RemoteList)
+        if inputs:
+            return None
+        out.append(args)
+    return out
 
-    >>> r = Recipe({"op": "compute", "function": b"f"}, (1, 2), 7, None, {})
-    >>> r.message("k")
-    {'op': 'compute', 'function': b'f', 'key': 'k', 'args': (1, 2)}
-    """
 
-    __slots__ = ("base", "args", "index", "seed", "inputs")
-
-    def __init__(self, base, args, index, seed, inputs):
-        self.base = base
-        self.args = args
-        self.index = index
-        self.seed = seed
-        self.inputs = inputs
-
-    def message(self, key):
-        msg = {**self.base, "key": key, "args": self.args}
-        if self.seed is not None:
-            msg["seed"] = self.task_seed()
-        return msg
-
-    def task_seed(self):
-        """This element's seed, from the call's ``seed`` and its position."""
-        return task_seed(self.seed, self.index)
+def _grouped_tasks(pool, name, base, arglists, inputs, size, seed):
+    """One task per ``size`` elements, each keeping its results under one key."""
+    groups, tasks = [], []
+    with gc_paused(len(arglists) // size):
+        for first in range(0, len(arglists), size):
+            args = arglists[first:first + size]
+            group = ResultGroup(pool._new_key(name), pool, (base, args, first, seed, inputs))
+            msg = {**base, "op": "compute_chunk", "group": group.key, "args_list": args}
+            if seed is not None:
+                msg["seeds"] = [task_seed(seed, first + i) for i in range(len(args))]
+            task = Task(group, msg, inputs, first)
+            task.refresh_hints()
+            groups.append(group)
+            tasks.append(task)
+    pool._owned.update(g.key for g in groups)  # the workers' reports tell the center
+    return RemoteList(groups), tasks
 
 
 def adaptive_chunksize(ntasks, ncores):

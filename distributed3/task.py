@@ -16,6 +16,54 @@ fetched.  Lists, tuples and dicts are searched, nested to any depth.
 """
 from types import MappingProxyType
 
+ELEMENT = "#"  # "G#3": element 3 of the results a chunk keeps under key "G"
+
+
+class Parts(list):
+    """The results of one chunk of a map, kept by a worker as one entry under the chunk's
+    key; element ``i`` is addressed as ``element_key(chunk_key, i)``.  A failed element
+    holds ``None`` (its error went back with the reply)."""
+
+    __slots__ = ()
+
+
+def element_key(group, index):
+    """The key of element ``index`` of the chunk results kept under ``group``.
+
+    >>> element_key("inc-ab12-7", 3)
+    'inc-ab12-7#3'
+    """
+    return f"{group}{ELEMENT}{index}"
+
+
+def split_element(key):
+    """``(group, index)`` for an element key, ``None`` for any other key.
+
+    >>> split_element("inc-ab12-7#3"), split_element("x"), split_element(("a", 1))
+    (('inc-ab12-7', 3), None, None)
+    """
+    if type(key) is not str or ELEMENT not in key:
+        return None
+    group, _, index = key.rpartition(ELEMENT)
+    return (group, int(index)) if index.isdigit() else None
+
+
+def element_of(data, key, missing=None):
+    """The value held for ``key`` in ``data``, an element key resolved through its chunk.
+
+    >>> data = {"g": Parts([10, 20]), "x": 1}
+    >>> element_of(data, "g#1"), element_of(data, "x"), element_of(data, "g#5", "?")
+    (20, 1, '?')
+    """
+    value = data.get(key, missing)
+    if value is missing:
+        found = split_element(key)
+        if found is not None:
+            parts = data.get(found[0])
+            if type(parts) is Parts and found[1] < len(parts):
+                return parts[found[1]]
+    return value
+
 
 class KeyRef:
     """Stands for the value of ``key`` until the worker substitutes it."""
@@ -38,17 +86,20 @@ class KeyRef:
         return (KeyRef, (self.key,))
 
 
-def extract_keys(obj, handle_type):
+def extract_keys(obj, handle_type, listlike=()):
     """``obj`` with every ``handle_type`` instance replaced by a ``KeyRef``, and ``{key: handle}``.
 
-    Containers without handles are returned as they are, not copied.
+    Containers without handles are returned as they are, not copied; instances of
+    ``listlike`` (sequences of handles) become lists.
 
     >>> data = [1, 2, 3]
     >>> extract_keys(data, type(None))[0] is data
     True
+    >>> extract_keys((range(2),), type(None), listlike=range)[0]
+    ([0, 1],)
     """
     handles = {}
-    return _extract(obj, handle_type, handles), handles or _NONE
+    return _extract(obj, handle_type, handles, listlike), handles or _NONE
 
 
 _NONE = MappingProxyType({})  # shared by the many argument lists without handles
@@ -57,7 +108,18 @@ _NONE = MappingProxyType({})  # shared by the many argument lists without handle
 _PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
 
 
-def _extract(obj, handle_type, handles):
+def plain_arguments(arglists):
+    """Whether every argument tuple holds only numbers, strings, bytes and ``None``:
+    then no handle hides in them (a quick check before :func:`extract_keys`).
+
+    >>> plain_arguments([(1, "a"), (2.5, None)]), plain_arguments([([1],)])
+    (True, False)
+    """
+    return all(type(args) is tuple for args in arglists) and {
+        type(a) for args in arglists for a in args} <= _PLAIN  # fmt: skip
+
+
+def _extract(obj, handle_type, handles, listlike):
     typ = type(obj)
     if typ in _PLAIN:
         return obj
@@ -70,12 +132,14 @@ def _extract(obj, handle_type, handles):
                 break
         else:
             return obj
-        new = [_extract(o, handle_type, handles) for o in obj]
+        new = [_extract(o, handle_type, handles, listlike) for o in obj]
         if all(a is b for a, b in zip(new, obj)):
             return obj
         return new if typ is list else tuple(new)
+    if listlike and isinstance(obj, listlike):
+        return [_extract(o, handle_type, handles, listlike) for o in obj]
     if typ is dict:
-        new = {k: _extract(v, handle_type, handles) for k, v in obj.items()}
+        new = {k: _extract(v, handle_type, handles, listlike) for k, v in obj.items()}
         if all(new[k] is v for k, v in obj.items()):
             return obj
         return new

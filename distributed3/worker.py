@@ -55,7 +55,7 @@ from .exceptions import (
 from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
 from .protocol import loads_function, sizeof
 from .scheduling import split_by_worker, spread
-from .task import substitute
+from .task import Parts, element_of, substitute
 from .utils import format_address, parse_address
 from .worker_center import CenterLink
 
@@ -71,6 +71,9 @@ class MissingDataError(WorkerLostError, KeyError):
 
     def __str__(self):
         return self.args[0]
+
+
+_MISSING = object()
 
 
 def _fail(future, exc):
@@ -229,18 +232,23 @@ class Worker(CenterLink, Server):
                                         None if seed is None else [seed], keep, stateful,
                                         owner, lone=True)  # fmt: skip
 
-    async def compute_chunk(self, comm, keys, function=None, args_list=(), kwargs=None,
+    async def compute_chunk(self, comm, keys=None, function=None, args_list=(), kwargs=None,
                             who_has=None, seeds=None, keep=(), stateful=None,
-                            owner=None, lone=False):  # fmt: skip
-        """Run one function over many argument tuples in one message; one key per element.
+                            owner=None, lone=False, group=None):  # fmt: skip
+        """Run one function over many argument tuples in one message.
 
-        Replies with lists in the order of ``keys`` -- compact, a chunk may hold thousands::
+        Each result is kept under its own key (``keys``), or all of them together as one
+        :class:`~distributed3.task.Parts` entry under ``group``, whose element ``i`` is
+        then addressed as ``group#i``: one key for the center to track, not thousands.
+        Replies with lists in the order of the arguments::
 
             {"nbytes": [bytes or None], "pickled": [small result pickled, or None],
              "errors": {position: {"exception", "traceback"}}, "duration": seconds}
 
-        (``lone``: the reply of :meth:`compute` instead, see :func:`lone_reply`.)  The
-        reply leaves from the task thread, as soon as the loop holds the results.
+        (with ``group``, ``pickled`` is the whole list of results pickled at once when
+        every one is small, else ``None``; ``lone``: the reply of :meth:`compute`
+        instead, see :func:`lone_reply`.)  The reply leaves from the task thread, as
+        soon as the loop holds the results.
         """
         if self.retiring is not None:
             raise WorkerRetiringError(
@@ -248,8 +256,9 @@ class Worker(CenterLink, Server):
             )
         self.active += 1
         try:
-            return await self._compute_chunk(comm, keys, function, args_list, kwargs, who_has,
-                                             seeds, keep, stateful, owner, lone)  # fmt: skip
+            return await self._compute_chunk(comm, keys if group is None else group, function,
+                                             args_list, kwargs, who_has, seeds, keep,
+                                             stateful, owner, lone)  # fmt: skip
         finally:
             self.active -= 1
 
@@ -278,7 +287,7 @@ class Worker(CenterLink, Server):
         def run():  # in a task thread
             try:
                 outcomes = run_chunk(function, args_list, kwargs, seeds)
-                reply = chunk_reply(outcomes, time.time() - start)
+                reply = chunk_reply(outcomes, time.time() - start, whole=type(keys) is str)
                 sizes = reply["nbytes"]
                 if lone:
                     reply = lone_reply(keys[0], reply, outcomes)
@@ -312,14 +321,18 @@ class Worker(CenterLink, Server):
             self._store(*landed.popleft())
 
     def _store(self, stored, keys, outcomes, sizes, owner, answer):
-        self.tasks_done += len(keys)
+        self.tasks_done += len(outcomes)
         if self.max_tasks and self.tasks_done >= self.max_tasks:  # before the next message
             self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
         report = {}
-        for key, (ok, value), n in zip(keys, outcomes, sizes):
-            if ok:
-                self.data[key] = value
-                self.nbytes[key] = report[key] = n
+        if type(keys) is str:  # one entry for the whole chunk
+            self.data[keys] = Parts([value if ok else None for ok, value in outcomes])
+            self.nbytes[keys] = report[keys] = sum(n for n in sizes if n is not None)
+        else:
+            for key, (ok, value), n in zip(keys, outcomes, sizes):
+                if ok:
+                    self.data[key] = value
+                    self.nbytes[key] = report[key] = n
         if report:
             # no round trip to the center per task: the report goes with the next batch,
             # and the client already knows where the results are
@@ -365,9 +378,13 @@ class Worker(CenterLink, Server):
 
     async def _gather_inputs(self, who_has):
         """Values of the keys in ``who_has``: local ones, then fetched from peers."""
-        data = self.data
-        values = {k: data[k] for k in who_has if k in data}
-        missing = {k: {parse_address(w) for w in ws} for k, ws in who_has.items() if k not in data}
+        values, missing = {}, {}
+        for k, ws in who_has.items():
+            value = element_of(self.data, k, _MISSING)
+            if value is _MISSING:
+                missing[k] = {parse_address(w) for w in ws}
+            else:
+                values[k] = value
         for attempt in range(2):
             if not missing:
                 break
@@ -401,12 +418,14 @@ class Worker(CenterLink, Server):
 
     def get_data(self, comm, keys):
         """``{key: value}`` for ``keys``; a missing key is an error naming this worker."""
-        try:
-            return {k: self.data[k] for k in keys}
-        except KeyError as e:
-            raise MissingDataError(
-                f"worker {format_address(self.address)} does not hold key {e.args[0]!r}"
-            ) from None
+        out = {}
+        for k in keys:
+            out[k] = value = element_of(self.data, k, _MISSING)
+            if value is _MISSING:
+                raise MissingDataError(
+                    f"worker {format_address(self.address)} does not hold key {k!r}"
+                )
+        return out
 
     async def update_data(self, comm, data, report=True):
         """Store ``data`` (``{key: value}``); returns ``{"nbytes": {key: bytes}}``."""

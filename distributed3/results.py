@@ -1,0 +1,257 @@
+"""The results of a map, kept one key per chunk, with handles made only when asked for.
+
+A map of 100,000 tiny tasks goes out in a few dozen chunks.  Each chunk's results
+stay on its worker as one entry (a :class:`~distributed3.task.Parts` list under
+the chunk's key), the center tracks that one key, and the client keeps one
+:class:`ResultGroup`.  ``pool.map`` returns a :class:`RemoteList`: a sequence
+whose ``RemoteData`` handles are made when first asked for.  Element ``i`` of
+chunk ``G`` has the key ``G#i``, which workers and the center resolve through
+``G``::
+
+    RemoteList --> [ResultGroup G1 (625 results), ResultGroup G2, ...]
+       [i]      -> RemoteData("G1#i"), made on demand, settled with its chunk
+       gather   -> one unpickling per chunk: small results came with the reply
+
+A chunk's data is released when nothing refers to its group any more: neither
+the list nor a handle of one of its elements.
+"""
+import hashlib
+import operator
+import weakref
+from bisect import bisect_right
+from collections.abc import Sequence
+
+from .client import Awaitable, RemoteData, only
+from .task import element_key
+
+
+def task_seed(seed, index):
+    """The seed of task ``index`` of a map seeded with ``seed``: the same on any worker.
+
+    >>> task_seed(123, 0) == task_seed(123, 0) != task_seed(123, 1)
+    True
+    """
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+class Recipe:
+    """How one element's result is made -- its compute message is built when needed
+    (the first run of a lone task, or recomputing it), not kept per element.
+
+    >>> r = Recipe({"op": "compute", "function": b"f"}, (1, 2), 7, None, {})
+    >>> r.message("k")
+    {'op': 'compute', 'function': b'f', 'key': 'k', 'args': (1, 2)}
+    """
+
+    __slots__ = ("base", "args", "index", "seed", "inputs")
+
+    def __init__(self, base, args, index, seed, inputs):
+        self.base = base
+        self.args = args
+        self.index = index
+        self.seed = seed
+        self.inputs = inputs
+
+    def message(self, key):
+        msg = {**self.base, "key": key, "args": self.args}
+        if self.seed is not None:
+            msg["seed"] = self.task_seed()
+        return msg
+
+    def task_seed(self):
+        """This element's seed, from the call's ``seed`` and its position."""
+        return task_seed(self.seed, self.index)
+
+
+class ResultGroup(Awaitable):
+    """The results of one chunk of a map, kept by a worker under one key.
+
+    ``status`` is ``"pending"``, ``"finished"`` (failed elements are in
+    ``errors``: ``{index: (exception, traceback)}``) or ``"deleted"``;
+    ``pickled`` is every result pickled together when all were small.  The
+    recipe -- the chunk's message base, argument tuples, first index, seed and
+    shared inputs -- makes each element's own recipe when it is recomputed.
+
+    >>> g = ResultGroup("f-1", None, ({}, [(1,), (2,)], 10, None, {}))
+    >>> g.settle({"nbytes": [28, None], "pickled": None,
+    ...           "errors": {1: {"exception": ValueError(), "traceback": ""}}}, ("h", 1))
+    >>> [g.handle(i).status for i in range(2)], g.handle(1).key, g.handle(0).recipe.index
+    (['finished', 'error'], 'f-1#1', 10)
+    """
+
+    __slots__ = ("key", "pool", "size", "status", "workers", "nbytes", "pickled", "errors",
+                 "recipe", "_made", "_waiters", "__weakref__")  # fmt: skip
+
+    def __init__(self, key, pool, recipe):
+        self.key = key
+        self.pool = pool
+        self.recipe = recipe  # (base, args_list, first index, seed, inputs)
+        self.size = len(recipe[1])
+        self.status = "pending"
+        self.workers = frozenset()
+        self.nbytes = None
+        self.pickled = None
+        self.errors = {}
+        self._made = None  # {index: RemoteData} of the handles made so far, weakly
+        self._waiters = None
+
+    def __len__(self):
+        return self.size
+
+    def __repr__(self):
+        return f"ResultGroup<key={self.key}, size={self.size}, status={self.status}>"
+
+    def handle(self, index):
+        """The ``RemoteData`` of element ``index``: the same object while it lives."""
+        made = self._made
+        if made is None:
+            made = self._made = weakref.WeakValueDictionary()
+        handle = made.get(index)
+        if handle is None:
+            handle = RemoteData(element_key(self.key, index), self.pool, status="pending")
+            handle.group = self
+            handle.index = index
+            base, args, first, seed, inputs = self.recipe
+            handle.recipe = Recipe(base, args[index], first + index, seed, inputs)
+            if self.status == "finished":
+                self._fill(handle, index)
+            elif self.status == "deleted":
+                handle.status = "deleted"
+            made[index] = handle
+        return handle
+
+    def handles(self):
+        return [self.handle(i) for i in range(self.size)]
+
+    def made(self):
+        """The element handles that exist now."""
+        return list(self._made.values()) if self._made else []
+
+    def intact(self):
+        """Finished, no element failed, and none was deleted on its own."""
+        return (self.status == "finished" and not self.errors
+                and all(h.status == "finished" for h in self.made()))  # fmt: skip
+
+    def _fill(self, handle, index):
+        error = self.errors.get(index)
+        worker = next(iter(self.workers), None)
+        if error is not None:
+            handle.set_error(*error, worker)
+        else:
+            handle.set_finished(worker, self.nbytes[index] if self.nbytes else None)
+
+    def settle(self, reply, worker):
+        """Take a ``compute_chunk`` reply (see ``Worker.compute_chunk``); a result counts once."""
+        if self.status != "pending":
+            return
+        self.status = "finished"
+        self.workers = only(worker)
+        self.nbytes = reply["nbytes"]
+        self.pickled = reply["pickled"]
+        self.errors = {i: (e["exception"], e["traceback"]) for i, e in reply["errors"].items()}
+        self._settled()
+
+    def set_error(self, exception, traceback, worker=None):
+        """Every element failed with ``exception`` (the chunk could not run at all)."""
+        if self.status != "pending":
+            return
+        self.status = "finished"
+        if worker is not None:
+            self.workers = only(worker)
+        self.errors = dict.fromkeys(range(self.size), (exception, traceback))
+        self._settled()
+
+    def _settled(self):
+        for handle in self.made():
+            if handle.status == "pending":
+                self._fill(handle, handle.index)
+        self._wake()
+
+    def set_deleted(self):
+        self.status = "deleted"
+        self.workers = frozenset()
+        for handle in self.made():
+            handle.status = "deleted"
+            handle.workers = frozenset()
+
+    def __del__(self):
+        pool = self.pool
+        if pool is not None and self.status != "deleted":
+            try:
+                pool._release_soon(self.key)
+            except Exception:  # the pool's loop is gone: interpreter shutdown
+                pass
+
+    def __reduce__(self):
+        raise TypeError(f"{self!r} cannot be pickled")
+
+
+class RemoteList(Sequence):
+    """What ``pool.map`` returns: a read-only list of ``RemoteData``, one per input.
+
+    The handles of a chunked map are made when first asked for (indexing,
+    iterating), so a map of a million tiny tasks costs a few dozen objects until
+    then; ``pool.gather`` takes its values a chunk at a time.  It behaves as a
+    list otherwise: ``len``, indexing, slicing (a plain list), ``+`` (a plain
+    list) and comparison with lists.
+
+    >>> handles = RemoteList([RemoteData("a", None), RemoteData("b", None)])
+    >>> len(handles), handles[-1].key, [h.key for h in handles[:1]]
+    (2, 'b', ['a'])
+    """
+
+    __slots__ = ("spans", "_starts", "_len")
+
+    def __init__(self, spans):
+        self.spans = list(spans)  # RemoteData and ResultGroup, in input order
+        starts, n = [], 0
+        for span in self.spans:
+            starts.append(n)
+            n += span.size if type(span) is ResultGroup else 1
+        self._starts = starts
+        self._len = n
+
+    def __len__(self):
+        return self._len
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._len))]
+        i = operator.index(i)
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError("RemoteList index out of range")
+        k = bisect_right(self._starts, i) - 1
+        span = self.spans[k]
+        return span.handle(i - self._starts[k]) if type(span) is ResultGroup else span
+
+    def __iter__(self):
+        for span in self.spans:
+            if type(span) is ResultGroup:
+                for i in range(span.size):
+                    yield span.handle(i)
+            else:
+                yield span
+
+    def __add__(self, other):
+        return list(self) + list(other)
+
+    def __radd__(self, other):
+        return list(other) + list(self)
+
+    def __eq__(self, other):
+        if isinstance(other, (list, RemoteList)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"RemoteList<{self._len} results>"
+
+    def __reduce__(self):
+        raise TypeError(
+            f"{self!r} cannot be pickled: pass it to pool.map/apply, which send its keys"
+        )

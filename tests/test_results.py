@@ -1,0 +1,156 @@
+"""A chunked map keeps one key per chunk; its handles are made when asked for."""
+import gc
+import pickle
+
+import numpy as np
+import pytest
+
+from distributed3 import Pool, RemoteData
+from distributed3.results import RemoteList, ResultGroup
+from distributed3.testing import cluster_in_thread, run_in_cluster_loop
+from distributed3.utils import wait_for_sync
+
+
+@pytest.fixture
+def pool_and_workers():
+    with cluster_in_thread(2) as (center, workers):
+        with Pool(center.address) as pool:
+            yield pool, center, workers
+
+
+def held(workers):
+    """``{key: worker}`` of everything the workers hold, once their loop caught up."""
+    run_in_cluster_loop(_caught_up(workers))
+    return {k: w.address for w in workers for k in w.data}
+
+
+async def _caught_up(workers):
+    for w in workers:
+        w.catch_up()
+
+
+def inc(x):
+    return x + 1
+
+
+def test_one_key_per_chunk_and_lazy_handles(pool_and_workers):
+    pool, center, workers = pool_and_workers
+    out = pool.map(inc, range(1000), chunksize=100)
+    assert isinstance(out, RemoteList) and len(out) == 1000
+    assert [type(s) for s in out.spans] == [ResultGroup] * 10
+    assert all(g._made is None for g in out.spans)  # no handle made yet
+    keys = held(workers)
+    assert set(keys) == {g.key for g in out.spans}  # 10 keys, not 1000
+    assert sum(w.tasks_done for w in workers) == 1000
+    h = out[205]
+    assert isinstance(h, RemoteData) and h is out[205] and h is out[-795]
+    assert h.key == f"{out.spans[2].key}#5" and h.get() == 206
+    assert h.workers == {keys[out.spans[2].key]}
+    assert pool.who_has([h]) == {h.key: {keys[out.spans[2].key]}}  # resolved by the center
+    assert [x.get() for x in out[998:]] == [999, 1000]
+    assert pool.gather(out) == list(range(1, 1001))
+    assert pool.gather(out[10:13] + [7]) == [11, 12, 13, 7]
+    assert out == list(out) and pool.apply(sum, [out]).get() == sum(range(1, 1001))
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(out)
+
+
+def test_a_chunk_lives_while_its_list_or_any_of_its_handles_does(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(inc, range(400), chunksize=100)
+    kept = out[150]
+    chunk = out.spans[1].key
+    del out
+    gc.collect()
+    wait_for_sync(lambda: set(held(workers)) == {chunk}, 10, "other chunks not released")
+    assert kept.get() == 151
+    del kept
+    gc.collect()
+    wait_for_sync(lambda: not held(workers), 10, "the last chunk was not released")
+
+
+def test_chained_map_over_chunk_elements_moves_no_bytes(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    a = pool.map(lambda i: np.full(100, i), range(300), chunksize=30)
+    before = pool.worker_info()
+    b = pool.map(lambda x: float(x.sum()), a)
+    after = pool.worker_info()
+    assert all(after[w]["peer_bytes_in"] == before[w]["peer_bytes_in"] for w in after)
+    assert pool.gather(b) == [100.0 * i for i in range(300)]
+    assert all(x.workers == y.workers for x, y in zip(a, b))
+
+
+def test_a_failed_element_fails_alone(pool_and_workers):
+    pool, _, _ = pool_and_workers
+    out = pool.map(lambda x: 1 // (x - 3), range(200), chunksize=50)
+    assert out[3].status == "error" and out[4].status == "finished"
+    with pytest.raises(ZeroDivisionError):
+        pool.gather(out)
+    with pytest.raises(ZeroDivisionError):
+        out[3].get()
+    assert pool.gather(out[4:6]) == [1, 0]
+
+
+def test_big_results_are_fetched_from_the_chunk(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(40), chunksize=10)
+    assert all(g.pickled is None for g in out.spans)  # too big to come with the reply
+    values = pool.gather(out)
+    assert [float(v[0]) for v in values] == [float(i) for i in range(40)]
+    assert float(out[17].get()[0]) == 17.0
+
+
+def test_a_lost_chunk_is_recomputed_and_everything_released_after(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(40), chunksize=10)
+    keys = held(workers)
+    victim = next(w for w in workers if w.address == keys[out.spans[0].key])
+    run_in_cluster_loop(victim.close(handoff=False))
+    values = pool.gather(out)  # element by element: the lost ones computed again
+    assert [float(v[0]) for v in values] == [float(i) for i in range(40)]
+    alive = [w for w in workers if w is not victim]
+    assert any("#" in k for k in held(alive))  # recomputed elements, kept one by one
+    del out, values
+    gc.collect()
+    wait_for_sync(lambda: not held(alive), 10, "recomputed elements not released")
+
+
+def test_copies_of_elements_go_with_their_chunk(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(inc, range(100), chunksize=50)
+    pool.replicate([out[0]], n=2)
+    holders = {w.address for w in workers if out[0].key in w.data}
+    assert len(holders) == 1  # the copy, on the worker without the chunk
+    assert len(pool.who_has([out[0]])[out[0].key]) == 2
+    del out
+    gc.collect()
+    wait_for_sync(lambda: not held(workers), 10, "the copy outlived its chunk")
+
+
+def test_delete_a_map_result(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(inc, range(300), chunksize=100)
+    first = out[0]
+    pool.delete(out)
+    assert not held(workers)
+    assert first.status == "deleted" and out[299].status == "deleted"
+    with pytest.raises(KeyError):
+        pool.gather(out)
+
+
+def test_small_maps_and_maps_over_handles_return_a_remote_list_too(pool_and_workers):
+    pool, _, _ = pool_and_workers
+    small = pool.map(inc, range(5))
+    assert isinstance(small, RemoteList) and all(type(s) is RemoteData for s in small.spans)
+    assert pool.gather(small) == [1, 2, 3, 4, 5]
+    data = pool.scatter(list(range(200)))
+    over = pool.map(inc, data)  # each element goes where its input is: no shared chunks
+    assert isinstance(over, RemoteList) and pool.gather(over) == list(range(1, 201))
+    assert pool.map(inc, []) == [] and len(pool.map(inc, [])) == 0
+
+
+def test_progress_bar_counts_chunked_elements(pool_and_workers, capsys):
+    pool, _, _ = pool_and_workers
+    out = pool.map(inc, range(300), chunksize=100, progress=True)
+    assert pool.gather(out)[-1] == 300
+    assert "300/300" in capsys.readouterr().err
