@@ -5,8 +5,9 @@ A task's exception is returned, not raised, so one failing element of a chunk
 does not cost the others their results.
 
 >>> from distributed3.protocol import dumps_function
->>> run_chunk(dumps_function(lambda x: 10 // x), [(1,), (0,)], None, None)[0]
-(True, 10)
+>>> values, errors = run_chunk(dumps_function(lambda x: 10 // x), [(1,), (0,)], None, None)
+>>> values, errors
+([10, None], {1: ZeroDivisionError('integer division or modulo by zero')})
 """
 import random
 import sys
@@ -29,7 +30,9 @@ def stateful_call(instance, args, kwargs):
 
 
 def run_chunk(function, args_list, kwargs, seeds):
-    """Run in a worker thread: ``[(True, result) or (False, exception)]`` per element."""
+    """Run in a worker thread: ``(values, errors)`` -- a result per element (``None``
+    where it failed) and ``{position: exception}``."""
+    n = len(args_list)
     try:
         func = function if callable(function) else loads_function(function)
     except ImportError as e:
@@ -38,24 +41,30 @@ def run_chunk(function, args_list, kwargs, seeds):
             "workers can import, or in the script itself (__main__), which travels by value"
         )
         err.__cause__ = e
-        return [(False, err)] * len(args_list)
+        return [None] * n, dict.fromkeys(range(n), err)
     except Exception as e:
-        return [(False, e)] * len(args_list)
+        return [None] * n, dict.fromkeys(range(n), e)
     kwargs = kwargs or {}
-    out = []
-    for i, args in enumerate(args_list):
+    values, errors = [], {}
+    i = 0
+    while i < n:  # resumed after each failed element: no task runs twice
         try:
-            if seeds is None:  # called here, not through _run_task: a frame less per task
-                out.append((True, func(*args, **kwargs)))
+            if seeds is None:
+                for i in range(i, n):  # called here, not through a helper: a frame less
+                    values.append(func(*args_list[i], **kwargs))
             else:
-                with _seed_lock:  # the random modules' state is per process
-                    _seed(seeds[i])
-                    out.append((True, _run_task(func, args, kwargs)))
+                for i in range(i, n):
+                    with _seed_lock:  # the random modules' state is per process
+                        _seed(seeds[i])
+                        values.append(_run_task(func, args_list[i], kwargs))
+            break
         except Exception as e:
-            out.append((False, e))
+            errors[i] = e
         except BaseException as e:  # sys.exit() in a task: that task fails, not the worker
-            out.append((False, _as_task_error(e)))
-    return out
+            errors[i] = _as_task_error(e)
+        values.append(None)
+        i += 1
+    return values, errors
 
 
 def run_guarded(fn, *args):
@@ -104,46 +113,53 @@ def format_task_traceback(exc):
     return "".join(lines)
 
 
-def chunk_reply(outcomes, duration, whole=False):
-    """What a worker's ``compute_chunk`` answers for ``run_chunk``'s ``outcomes``.
+def chunk_reply(values, errors, duration, whole=False):
+    """What a worker's ``compute_chunk`` answers for ``run_chunk``'s ``(values, errors)``.
 
     Small results travel pickled, one by one -- or, ``whole``, all together in one
-    pickle when each is small (failed ones as ``None``).
+    pickle when each is small (failed ones as ``None``); ``nbytes`` is then the size of
+    that pickle, for the whole chunk, rather than a list.
 
-    >>> chunk_reply([(True, 5)], 0.1)["nbytes"]
+    >>> chunk_reply([5], {}, 0.1)["nbytes"]
     [28]
-    >>> import pickle; pickle.loads(chunk_reply([(True, 5), (True, 6)], 0.1, whole=True)["pickled"])
+    >>> import pickle; pickle.loads(chunk_reply([5, 6], {}, 0.1, whole=True)["pickled"])
     [5, 6]
     """
-    sizes, pickled, errors = [], [], {}
-    small = True
-    for i, (ok, value) in enumerate(outcomes):
-        if ok:
-            n = sizeof(value)
-            sizes.append(n)
-            if whole:
-                small = small and n <= INLINE_BYTES
-            else:
-                pickled.append(small_pickle(value, INLINE_BYTES) if n <= INLINE_BYTES else None)
-        else:
-            sizes.append(None)
-            pickled.append(None)
-            errors[i] = {"exception": value, "traceback": format_task_traceback(value)}
+    failed = {i: {"exception": e, "traceback": format_task_traceback(e)}
+              for i, e in errors.items()}  # fmt: skip
+    if whole and _all_small(values):
+        pickled = small_pickle(values, INLINE_BYTES * len(values))
+        if pickled is not None:
+            return {"nbytes": len(pickled), "pickled": pickled, "errors": failed,
+                    "duration": duration}  # fmt: skip
+    sizes = [None if i in errors else sizeof(v) for i, v in enumerate(values)]
     if whole:
-        values = [value if ok else None for ok, value in outcomes]
-        pickled = small_pickle(values, INLINE_BYTES * len(values)) if small else None
-    return {"nbytes": sizes, "pickled": pickled, "errors": errors, "duration": duration}
+        pickled = None
+    else:
+        pickled = [small_pickle(v, INLINE_BYTES) if n is not None and n <= INLINE_BYTES
+                   else None for v, n in zip(values, sizes)]  # fmt: skip
+    return {"nbytes": sizes, "pickled": pickled, "errors": failed, "duration": duration}
 
 
-def lone_reply(key, reply, outcomes):
+_TINY = frozenset({int, float, bool, complex, type(None)})
+
+
+def _all_small(values):
+    for v in values:
+        if type(v) not in _TINY and sizeof(v) > INLINE_BYTES:
+            return False
+    return True
+
+
+def lone_reply(key, reply, values):
     """What a worker's ``compute`` answers: :func:`chunk_reply` of one task, flat.
 
-    >>> lone_reply("k", chunk_reply([(True, 5)], 0.1), [(True, 5)])["type"]
+    >>> lone_reply("k", chunk_reply([5], {}, 0.1), [5])["type"]
     'int'
     """
     if reply["errors"]:
         return {"key": key, **reply["errors"][0]}
-    out = {"key": key, "nbytes": reply["nbytes"][0], "type": type(outcomes[0][1]).__name__}
+    out = {"key": key, "nbytes": reply["nbytes"][0], "type": type(values[0]).__name__}
     if reply["pickled"][0] is not None:
         out["pickled"] = reply["pickled"][0]
     return out

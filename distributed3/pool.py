@@ -37,7 +37,7 @@ from .security import TLS, normalize_secret
 from .pool_data import DataMixin
 from .pool_streaming import StreamingMixin
 from .stateful import StatefulPool
-from .submission import Options, funcname, make_batch, make_tasks
+from .submission import Options, TaskTimes, funcname, make_batch, make_tasks
 from .utils import format_address, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class Pool(StreamingMixin, DataMixin):
         self._counter = itertools.count()
         self._batches = set()
         self._subscription = None
+        self._task_times = TaskTimes()  # seconds per task of the functions mapped, for chunks
         self._owned = set()  # keys of our live handles, which the center knows we own
         self._to_release = collections.deque()
         self._release_due = False  # a flush of _to_release is scheduled
@@ -458,6 +459,8 @@ class Pool(StreamingMixin, DataMixin):
         try:
             if tasks:
                 await batch.run()
+            if isinstance(handles, RemoteList):
+                self._task_times.learn(handles)
         except BaseException:
             finished = [h for t in tasks for h in t.finished()]
             if finished and self.status == "running":

@@ -81,7 +81,7 @@ class ResultGroup(Awaitable):
     """
 
     __slots__ = ("key", "pool", "size", "status", "workers", "nbytes", "pickled", "errors",
-                 "recipe", "_made", "_waiters", "__weakref__")  # fmt: skip
+                 "recipe", "seconds", "_made", "_waiters", "__weakref__")  # fmt: skip
 
     def __init__(self, key, pool, recipe):
         self.key = key
@@ -93,6 +93,7 @@ class ResultGroup(Awaitable):
         self.nbytes = None
         self.pickled = None
         self.errors = {}
+        self.seconds = None  # how long its tasks ran on the worker, all together
         self._made = None  # {index: RemoteData} of the handles made so far, weakly
         self._waiters = None
 
@@ -139,7 +140,9 @@ class ResultGroup(Awaitable):
         if error is not None:
             handle.set_error(*error, worker)
         else:
-            handle.set_finished(worker, self.nbytes[index] if self.nbytes else None)
+            nbytes = self.nbytes  # a list, or the size of the chunk's pickle (small results)
+            size = nbytes[index] if type(nbytes) is list else nbytes // max(self.size, 1)
+            handle.set_finished(worker, size)
 
     def settle(self, reply, worker):
         """Take a ``compute_chunk`` reply (see ``Worker.compute_chunk``); a result counts once."""
@@ -149,6 +152,7 @@ class ResultGroup(Awaitable):
         self.workers = only(worker)
         self.nbytes = reply["nbytes"]
         self.pickled = reply["pickled"]
+        self.seconds = reply.get("duration")
         self.errors = {i: (e["exception"], e["traceback"]) for i, e in reply["errors"].items()}
         self._settled()
 

@@ -91,7 +91,8 @@ async def make_tasks(pool, func, arglists, kwargs, options, grouped=False):
         base["stateful"] = options.stateful
     ncores = sum(pool.available_cores.values())
     if grouped:
-        size = options.chunksize or adaptive_chunksize(len(arglists), ncores)
+        seconds = pool._task_times.get(fbytes)
+        size = options.chunksize or adaptive_chunksize(len(arglists), ncores, seconds)
         plain = _without_handles(arglists) if size > 1 else None
         if plain is not None:
             return _grouped_tasks(pool, name, base, plain, kw_handles, size, options.seed)
@@ -169,16 +170,61 @@ def _grouped_tasks(pool, name, base, arglists, inputs, size, seed):
     return RemoteList(groups), tasks
 
 
-def adaptive_chunksize(ntasks, ncores):
-    """Tasks per message when the caller did not say: 1 for small maps, else about 8 per core.
+CHUNK_SECONDS = 0.002  # work per message, at least, once a function's task time is known
+MAX_CHUNK = 10_000
+
+
+def adaptive_chunksize(ntasks, ncores, seconds=None):
+    """Tasks per message when the caller did not say: 1 for small maps, else about 8 per
+    core -- but, when a task is known to take ``seconds``, at least ``CHUNK_SECONDS`` of
+    work per message, however many cores there are: tiny tasks spread thin over many
+    workers cost more in messages than they gain.
 
     >>> adaptive_chunksize(10, 2), adaptive_chunksize(10_000, 2), adaptive_chunksize(10**6, 2)
-    (1, 625, 2000)
+    (1, 625, 10000)
+    >>> adaptive_chunksize(10_000, 64), adaptive_chunksize(10_000, 64, seconds=1e-5)
+    (20, 200)
+    >>> adaptive_chunksize(100, 64, seconds=1e-6), adaptive_chunksize(100, 64, seconds=0.1)
+    (100, 1)
     """
     ncores = max(ncores, 1)
-    if ntasks <= 32 * ncores:
-        return 1
-    return min(2000, -(-ntasks // (8 * ncores)))
+    size = 1 if ntasks <= 32 * ncores else -(-ntasks // (8 * ncores))
+    if seconds is not None:
+        size = max(size, int(CHUNK_SECONDS / max(seconds, 1e-9)))
+    return max(1, min(MAX_CHUNK, size, ntasks))
+
+
+class TaskTimes:
+    """Seconds a task of each function took on the workers, as the chunks' replies said:
+    a running mean over the last few maps, for a bounded number of functions.
+
+    >>> times = TaskTimes()
+    >>> times.note(b"f", 0.004, 2); times.get(b"f"), times.get(b"g")
+    (0.002, None)
+    """
+
+    def __init__(self, size=256):
+        self.size = size
+        self.seconds = {}
+
+    def get(self, function):
+        return self.seconds.get(function)
+
+    def note(self, function, seconds, ntasks):
+        if function is None or not ntasks:
+            return
+        mean = seconds / ntasks
+        old = self.seconds.pop(function, None)
+        if old is None and len(self.seconds) >= self.size:
+            self.seconds.pop(next(iter(self.seconds)))  # the least recently noted
+        self.seconds[function] = mean if old is None else (old + mean) / 2
+
+    def learn(self, results):
+        """Note what the chunks of a finished map took (see ``ResultGroup.seconds``)."""
+        groups = [g for g in results.spans if type(g) is ResultGroup and g.seconds is not None]
+        if groups:
+            self.note(groups[0].recipe[0]["function"], sum(g.seconds for g in groups),
+                      sum(g.size for g in groups))  # fmt: skip
 
 
 def _chunks(recipes, size):

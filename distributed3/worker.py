@@ -282,15 +282,16 @@ class Worker(CenterLink, Server):
             del values
         loop = asyncio.get_running_loop()
         stored = loop.create_future()
-        start = time.time()
 
         def run():  # in a task thread
             try:
-                outcomes = run_chunk(function, args_list, kwargs, seeds)
-                reply = chunk_reply(outcomes, time.time() - start, whole=type(keys) is str)
+                start = time.perf_counter()  # the tasks' own time, not their wait for a thread
+                values, errors = run_chunk(function, args_list, kwargs, seeds)
+                reply = chunk_reply(values, errors, time.perf_counter() - start,
+                                    whole=type(keys) is str)  # fmt: skip
                 sizes = reply["nbytes"]
                 if lone:
-                    reply = lone_reply(keys[0], reply, outcomes)
+                    reply = lone_reply(keys[0], reply, values)
                 try:
                     buffers, _ = comm.encode(ok_message(reply))
                 except SerializationError:  # the loop answers, with what it can send
@@ -299,7 +300,7 @@ class Worker(CenterLink, Server):
                 # them (catch_up) before it handles any message, and the reply leaves
                 # before the loop is woken, which would hold the GIL meanwhile
                 answer = reply if buffers is None else REPLIED
-                self._landed.append((stored, keys, outcomes, sizes, owner, answer))
+                self._landed.append((stored, keys, values, errors, sizes, owner, answer))
                 if buffers is not None:
                     comm.send_from_thread(buffers, loop)
                 loop.call_soon_threadsafe(self.catch_up)
@@ -320,17 +321,18 @@ class Worker(CenterLink, Server):
         while landed:
             self._store(*landed.popleft())
 
-    def _store(self, stored, keys, outcomes, sizes, owner, answer):
-        self.tasks_done += len(outcomes)
+    def _store(self, stored, keys, values, errors, sizes, owner, answer):
+        self.tasks_done += len(values)
         if self.max_tasks and self.tasks_done >= self.max_tasks:  # before the next message
             self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
         report = {}
-        if type(keys) is str:  # one entry for the whole chunk
-            self.data[keys] = Parts([value if ok else None for ok, value in outcomes])
-            self.nbytes[keys] = report[keys] = sum(n for n in sizes if n is not None)
+        if type(keys) is str:  # one entry for the whole chunk (sizes: its total, or a list)
+            self.data[keys] = Parts(values)
+            total = sizes if type(sizes) is int else sum(n for n in sizes if n is not None)
+            self.nbytes[keys] = report[keys] = total
         else:
-            for key, (ok, value), n in zip(keys, outcomes, sizes):
-                if ok:
+            for i, (key, value, n) in enumerate(zip(keys, values, sizes)):
+                if i not in errors:
                     self.data[key] = value
                     self.nbytes[key] = report[key] = n
         if report:
