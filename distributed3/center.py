@@ -205,7 +205,7 @@ class Center(Server):
             for key, client in owners.items():
                 if client in self.gone:  # the result came after its client went
                     self.released[key] = time.monotonic()
-                elif key not in self.released:
+                elif not self._is_released(key):
                     self.owner[key] = client
                     self.owned[client].add(key)
         if self.released:  # kept until they expire: more than one copy may report late
@@ -260,7 +260,9 @@ class Center(Server):
             else:
                 del self.who_has[key]
                 self.nbytes.pop(key, None)
-                client = self.owner.pop(key, None)
+                # a chunk whose elements are held on their own stays owned: releasing it
+                # (or its client going) releases them
+                client = None if key in self.parts else self.owner.pop(key, None)
                 if client is not None:
                     self.owned[client].discard(key)
                 element = split_element(key)
@@ -274,12 +276,18 @@ class Center(Server):
             if not parts:
                 del self.parts[group]
 
-    def get_who_has(self, comm, keys=None):
+    def get_who_has(self, comm, keys=None, parts=False):
         """``{key: {worker}}`` for ``keys`` (all keys when ``None``); the element ``G#i``
-        of a chunk's results is wherever it or its chunk ``G`` is."""
+        of a chunk's results is wherever it or its chunk ``G`` is.  With ``parts``, the
+        elements of the chunks among ``keys`` that are held on their own are added."""
         if keys is None:
             return {k: set(v) for k, v in self.who_has.items()}
-        return {k: set(self._holders(k)) for k in keys}
+        out = {k: set(self._holders(k)) for k in keys}
+        if parts:
+            for k in keys:
+                for part in self.parts.get(k, ()):
+                    out[part] = set(self.who_has.get(part, ()))
+        return out
 
     def get_has_what(self, comm, workers=None):
         """``{worker: {key}}`` for ``workers`` (all workers when ``None``)."""

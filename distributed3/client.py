@@ -140,7 +140,7 @@ class RemoteData(Awaitable):
             if self.inline is not None:
                 return pickle.loads(self.inline)
             if self.group is not None and self.group.pickled is not None:
-                return pickle.loads(self.group.pickled)[self.index]
+                return self.group.value(self.index)
         return self.pool._sync(self.pool._gather([self]), timeout)[0]
 
     async def aget(self):

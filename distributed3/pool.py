@@ -511,14 +511,18 @@ class Pool(StreamingMixin, DataMixin):
         """Async form of :meth:`who_has`."""
         return await self._run(self._who_has(seq))
 
-    async def _who_has(self, seq=None):
+    async def _who_has(self, seq=None, parts=False):
         seq = None if seq is None else list(seq)
         held = (RemoteData, ResultGroup)  # handles, or a map's chunks
         keys = None if seq is None else [h.key if isinstance(h, held) else h for h in seq]
-        who_has = await self._center("who_has", keys=keys)
-        for h in seq or ():  # where a task just ran, if that worker's report is on its way
-            if isinstance(h, held) and h.status == "finished":
+        who_has = await self._center("who_has", keys=keys, parts=parts)
+        for h in seq or ():
+            if not isinstance(h, held):
+                continue
+            if h.status == "finished":  # where a task just ran, if its report is on its way
                 who_has[h.key] = set(who_has.get(h.key, ())) | (h.workers & set(self.available_cores))
+            elif h.status in ("error", "deleted"):  # held by nobody, though its chunk is
+                who_has[h.key] = set()
         return who_has
 
     def has_what(self):

@@ -263,7 +263,8 @@ class DataMixin:
         seq = seq.spans if isinstance(seq, RemoteList) else seq
         handles = [h for h in seq if isinstance(h, (RemoteData, ResultGroup))]
         keys = [h.key for h in handles]
-        who_has = await self._who_has(handles)  # also where a task just ran
+        # also where a task just ran, and a chunk's elements held on their own
+        who_has = await self._who_has(handles, parts=True)
         by_worker = defaultdict(list)
         for key, workers in who_has.items():
             for w in workers:
@@ -278,7 +279,14 @@ class DataMixin:
             else:
                 h.status = "deleted"
                 h.workers = frozenset()
+                if h.group is not None:
+                    h.group.drop(h)
         self._owned.difference_update(keys)
+        # and released: elements of these chunks computed again on their own may not have
+        # reached the center yet; when they do, it drops them
+        groups = [h.key for h in handles if type(h) is ResultGroup]
+        if groups:
+            self._note_release(groups)
 
     def replicate(self, seq, n=2):
         """Keep at least ``n`` copies of each handle's data, on different workers.

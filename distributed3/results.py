@@ -17,12 +17,17 @@ the list nor a handle of one of its elements.
 """
 import hashlib
 import operator
+import pickle
+import threading
 import weakref
 from bisect import bisect_right
 from collections.abc import Sequence
 
 from .client import Awaitable, RemoteData, only
 from .task import element_key
+
+
+_NONE = object()
 
 
 def task_seed(seed, index):
@@ -81,7 +86,8 @@ class ResultGroup(Awaitable):
     """
 
     __slots__ = ("key", "pool", "size", "status", "workers", "nbytes", "pickled", "errors",
-                 "recipe", "seconds", "_made", "_waiters", "__weakref__")  # fmt: skip
+                 "recipe", "seconds", "deleted", "_made", "_spare", "_lock", "_waiters",
+                 "__weakref__")  # fmt: skip
 
     def __init__(self, key, pool, recipe):
         self.key = key
@@ -94,7 +100,10 @@ class ResultGroup(Awaitable):
         self.pickled = None
         self.errors = {}
         self.seconds = None  # how long its tasks ran on the worker, all together
-        self._made = None  # {index: RemoteData} of the handles made so far, weakly
+        self.deleted = set()  # elements deleted on their own (pool.delete of their handle)
+        self._made = weakref.WeakValueDictionary()  # {index: RemoteData} made so far
+        self._spare = {}  # {index: value} unpickled but not handed out yet, see value()
+        self._lock = threading.Lock()  # handles are made in any thread
         self._waiters = None
 
     def __len__(self):
@@ -105,21 +114,22 @@ class ResultGroup(Awaitable):
 
     def handle(self, index):
         """The ``RemoteData`` of element ``index``: the same object while it lives."""
-        made = self._made
-        if made is None:
-            made = self._made = weakref.WeakValueDictionary()
-        handle = made.get(index)
-        if handle is None:
-            handle = RemoteData(element_key(self.key, index), self.pool, status="pending")
-            handle.group = self
-            handle.index = index
-            base, args, first, seed, inputs = self.recipe
-            handle.recipe = Recipe(base, args[index], first + index, seed, inputs)
-            if self.status == "finished":
-                self._fill(handle, index)
-            elif self.status == "deleted":
-                handle.status = "deleted"
-            made[index] = handle
+        handle = self._made.get(index)
+        if handle is not None:
+            return handle
+        with self._lock:
+            handle = self._made.get(index)
+            if handle is None:
+                handle = RemoteData(element_key(self.key, index), self.pool, status="pending")
+                handle.group = self
+                handle.index = index
+                base, args, first, seed, inputs = self.recipe
+                handle.recipe = Recipe(base, args[index], first + index, seed, inputs)
+                if self.status == "deleted" or index in self.deleted:
+                    handle.status = "deleted"
+                elif self.status == "finished":
+                    self._fill(handle, index)
+                self._made[index] = handle
         return handle
 
     def handles(self):
@@ -127,12 +137,29 @@ class ResultGroup(Awaitable):
 
     def made(self):
         """The element handles that exist now."""
-        return list(self._made.values()) if self._made else []
+        with self._lock:
+            return list(self._made.values())
 
     def intact(self):
         """Finished, no element failed, and none was deleted on its own."""
-        return (self.status == "finished" and not self.errors
-                and all(h.status == "finished" for h in self.made()))  # fmt: skip
+        return self.status == "finished" and not self.errors and not self.deleted
+
+    def value(self, index):
+        """Element ``index``'s value from the results that came with the reply, a fresh
+        copy each call: the chunk is unpickled once for a pass over all its elements,
+        and again only for an element handed out already."""
+        value = self._spare.pop(index, _NONE)
+        if value is _NONE:
+            values = pickle.loads(self.pickled)
+            value = values[index]
+            values[index] = _NONE
+            self._spare = {i: v for i, v in enumerate(values) if v is not _NONE}
+        return value
+
+    def drop(self, handle):
+        """Element ``handle`` was deleted on its own."""
+        self.deleted.add(handle.index)
+        self._spare.pop(handle.index, None)
 
     def _fill(self, handle, index):
         error = self.errors.get(index)
@@ -175,6 +202,7 @@ class ResultGroup(Awaitable):
     def set_deleted(self):
         self.status = "deleted"
         self.workers = frozenset()
+        self._spare = {}
         for handle in self.made():
             handle.status = "deleted"
             handle.workers = frozenset()

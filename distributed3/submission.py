@@ -90,7 +90,10 @@ async def make_tasks(pool, func, arglists, kwargs, options, grouped=False):
     if options.stateful is not None:
         base["stateful"] = options.stateful
     ncores = sum(pool.available_cores.values())
-    if grouped:
+    for h in kw_handles.values():  # the chunks below need them finished, like any input
+        if h.status == "pending":
+            await h.wait()
+    if grouped and all(h.status == "finished" for h in kw_handles.values()):
         seconds = pool._task_times.get(fbytes)
         size = options.chunksize or adaptive_chunksize(len(arglists), ncores, seconds)
         plain = _without_handles(arglists) if size > 1 else None

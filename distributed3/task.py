@@ -21,10 +21,28 @@ ELEMENT = "#"  # "G#3": element 3 of the results a chunk keeps under key "G"
 
 class Parts(list):
     """The results of one chunk of a map, kept by a worker as one entry under the chunk's
-    key; element ``i`` is addressed as ``element_key(chunk_key, i)``.  A failed element
-    holds ``None`` (its error went back with the reply)."""
+    key; element ``i`` is addressed as ``element_key(chunk_key, i)``.  ``gone`` holds the
+    positions that failed (their errors went back with the reply) or were deleted on
+    their own: they hold ``None``, and are held by nobody.
 
-    __slots__ = ()
+    >>> parts = Parts([None, 2], gone={0})
+    >>> element_of({"g": parts}, "g#0", "missing"), parts.drop(1), parts
+    ('missing', True, [None, None])
+    """
+
+    __slots__ = ("gone",)
+
+    def __init__(self, values=(), gone=()):
+        super().__init__(values)
+        self.gone = set(gone)
+
+    def drop(self, index):
+        """Forget element ``index``; whether it was held."""
+        if index in self.gone or not 0 <= index < len(self):
+            return False
+        self[index] = None
+        self.gone.add(index)
+        return True
 
 
 def element_key(group, index):
@@ -60,8 +78,9 @@ def element_of(data, key, missing=None):
         found = split_element(key)
         if found is not None:
             parts = data.get(found[0])
-            if type(parts) is Parts and found[1] < len(parts):
-                return parts[found[1]]
+            index = found[1]
+            if type(parts) is Parts and index < len(parts) and index not in parts.gone:
+                return parts[index]
     return value
 
 

@@ -55,7 +55,7 @@ from .exceptions import (
 from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
 from .protocol import loads_function, sizeof
 from .scheduling import split_by_worker, spread
-from .task import Parts, element_of, substitute
+from .task import Parts, element_of, split_element, substitute
 from .utils import format_address, parse_address
 from .worker_center import CenterLink
 
@@ -327,7 +327,7 @@ class Worker(CenterLink, Server):
             self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
         report = {}
         if type(keys) is str:  # one entry for the whole chunk (sizes: its total, or a list)
-            self.data[keys] = Parts(values)
+            self.data[keys] = Parts(values, gone=errors)
             total = sizes if type(sizes) is int else sum(n for n in sizes if n is not None)
             self.nbytes[keys] = report[keys] = total
         else:
@@ -444,11 +444,13 @@ class Worker(CenterLink, Server):
         return await self.update_data(comm, values)
 
     async def delete_data(self, comm, keys, report=True):
-        """Forget ``keys``; returns how many were held here.
+        """Forget ``keys``; returns how many were held here.  An element of a chunk's
+        results (``G#i``) held within its chunk is dropped from it.
 
         ``report=False`` is for a caller that already forgot them (the center, when
         it releases keys): no report goes back, and none of their additions either.
         """
+        dropped = sum(self._drop_element(k) for k in keys if k not in self.data)
         held = [k for k in keys if k in self.data]
         for k in held:
             del self.data[k]
@@ -459,7 +461,18 @@ class Worker(CenterLink, Server):
             for k in held:
                 self._pending_add.pop(k, None)
                 self.owners.pop(k, None)
-        return len(held)
+        return len(held) + dropped
+
+    def _drop_element(self, key):
+        found = split_element(key)
+        parts = None if found is None else self.data.get(found[0])
+        if type(parts) is not Parts:
+            return False
+        value = parts[found[1]] if found[1] < len(parts) else None
+        if not parts.drop(found[1]):
+            return False
+        self.nbytes[found[0]] = max(0, self.nbytes.get(found[0], 0) - sizeof(value))
+        return True
 
     def get_keys(self, comm):
         """The keys held here."""

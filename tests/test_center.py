@@ -206,3 +206,29 @@ async def test_copy_reported_after_its_key_was_released_is_dropped():
             await rb.update_data(data={"k": 1})  # the copy's report comes after the release
             await wait_for(lambda: "k" not in b.data, 5, "late copy of a released key kept")
             assert "k" not in center.who_has
+
+
+@gen_test()
+async def test_elements_of_a_chunk_resolve_through_it_and_go_with_it():
+    """``G#i`` is element i of the chunk results kept under ``G``: held wherever ``G`` or
+    a copy of the element is; released with ``G``, even when it reports late."""
+    async with cluster(2, heartbeat_interval=0.05) as (center, [a, b]):
+        comm = await connect(center.address)
+        await call(comm, "subscribe", client="c1")
+        async with rpc(a.address) as ra, rpc(b.address) as rb:
+            f = dumps_function(abs)
+            await ra.compute_chunk(group="G", function=f, args_list=[(-1,), (-2,)], owner="c1")
+            await wait_for(lambda: "G" in center.who_has, 5, "chunk not reported")
+            await rb.fetch_data(who_has={"G#1": [a.address]})  # a copy of one element
+            assert b.data == {"G#1": 2}
+            who = await call(comm, "who_has", keys=["G#0", "G#1"])
+            assert who == {"G#0": {a.address}, "G#1": {a.address, b.address}}
+            assert await call(comm, "who_has", keys=["G"], parts=True) == {
+                "G": {a.address}, "G#1": {b.address}}  # fmt: skip
+            await call(comm, "ownership", release=["G"])
+            await wait_for(lambda: not a.data and not b.data, 5, "chunk or copy kept")
+            # an element computed again before the release, reporting only now, goes too
+            await rb.compute(key="G#0", function=f, args=(-1,), owner="c1")
+            await wait_for(lambda: not b.data, 5, "late element of a released chunk kept")
+            assert "G#0" not in center.owner and "G#0" not in center.owned["c1"]
+        comm.close()

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from distributed3 import Pool, RemoteData
+from distributed3 import DistributedError, Pool, RemoteData
 from distributed3.results import RemoteList, ResultGroup
 from distributed3.testing import cluster_in_thread, run_in_cluster_loop
 from distributed3.utils import wait_for_sync
@@ -38,7 +38,7 @@ def test_one_key_per_chunk_and_lazy_handles(pool_and_workers):
     out = pool.map(inc, range(1000), chunksize=100)
     assert isinstance(out, RemoteList) and len(out) == 1000
     assert [type(s) for s in out.spans] == [ResultGroup] * 10
-    assert all(g._made is None for g in out.spans)  # no handle made yet
+    assert not any(g._made for g in out.spans)  # no handle made yet
     keys = held(workers)
     assert set(keys) == {g.key for g in out.spans}  # 10 keys, not 1000
     assert sum(w.tasks_done for w in workers) == 1000
@@ -154,3 +154,146 @@ def test_progress_bar_counts_chunked_elements(pool_and_workers, capsys):
     out = pool.map(inc, range(300), chunksize=100, progress=True)
     assert pool.gather(out)[-1] == 300
     assert "300/300" in capsys.readouterr().err
+
+
+def boom(x):
+    return 1 // (x - 3)
+
+
+def pair(x, y):
+    return (x, y)
+
+
+def test_failed_deleted_or_pending_keyword_inputs_of_a_chunked_map(pool_and_workers):
+    pool, _, _ = pool_and_workers
+    failed = pool.map(boom, range(200), chunksize=50)[3]
+    out = pool.map(pair, range(100), chunksize=10, y=failed)
+    assert all(h.status == "error" for h in out)
+    with pytest.raises(ZeroDivisionError):
+        pool.gather(out)
+    gone = pool.scatter([5])[0]
+    pool.delete([gone])
+    with pytest.raises(DistributedError, match="was deleted"):
+        pool.gather(pool.map(pair, range(100), chunksize=10, y=gone))
+    later = pool.submit(lambda: 7)  # still running, perhaps: the map waits for it
+    assert pool.gather(pool.map(pair, range(100), chunksize=10, y=later))[:2] == [(0, 7), (1, 7)]
+
+
+def test_a_failed_element_is_held_by_nobody(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(boom, range(100), chunksize=10)
+    assert pool.who_has([out[3]]) == {out[3].key: set()}
+    with pytest.raises(Exception, match="does not hold"):  # nor served, were it asked
+        run_in_cluster_loop(pool.connection_pool(next(iter(out[3].workers))).get_data(
+            keys=[out[3].key]))  # fmt: skip
+
+
+def test_each_get_gives_a_fresh_value_and_a_pass_unpickles_each_chunk_once(pool_and_workers,
+                                                                          monkeypatch):  # fmt: skip
+    from distributed3 import results
+
+    pool, _, _ = pool_and_workers
+    out = pool.map(lambda x: [x], range(2000), chunksize=1000)
+    calls = []
+    real = results.pickle.loads
+    monkeypatch.setattr(results.pickle, "loads", lambda b: calls.append(1) or real(b))
+    assert [h.get() for h in out] == [[x] for x in range(2000)]
+    assert len(calls) == 2  # not 2000
+    first = out[0].get()
+    first.append("changed")
+    assert out[0].get() == [0]
+
+
+def test_deleting_a_map_result_deletes_its_copies_and_recomputed_elements(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(inc, range(100), chunksize=50)
+    pool.replicate([out[0]], n=2)
+    pool.delete(out)
+    del out
+    gc.collect()
+    wait_for_sync(lambda: not held(workers), 10, "a copy of an element outlived delete")
+    out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(20), chunksize=10)
+    keys = held(workers)
+    victim = next(w for w in workers if w.address == keys[out.spans[0].key])
+    run_in_cluster_loop(victim.close(handoff=False))
+    pool.gather(out)  # the lost elements computed again, one by one; their reports may lag
+    alive = [w for w in workers if w is not victim]
+    assert any("#" in k for k in held(alive))
+    pool.delete(out)
+    wait_for_sync(lambda: not held(alive), 10, "recomputed elements outlived delete")
+
+
+def test_deleting_elements_frees_their_memory_for_good(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(20), chunksize=10)
+    held(workers)
+    before = sum(sum(w.nbytes.values()) for w in workers)
+    pool.delete(out[:10])
+    assert sum(sum(w.nbytes.values()) for w in workers) <= before / 2 + 1_000
+    gc.collect()  # the deleted handles are gone: made again, they are still deleted
+    assert out[0].status == "deleted" and out[10].status == "finished"
+    assert pool.who_has([out[0]]) == {out[0].key: set()}
+    with pytest.raises(KeyError):
+        pool.gather(out)
+    assert float(pool.gather(out[10:])[0][0]) == 10.0
+
+
+def test_a_retiring_worker_hands_its_chunks_over(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(40), chunksize=10)
+    victim, peer = workers
+    run_in_cluster_loop(victim.close())  # hands what only it holds to its peer
+    assert {type(v).__name__ for v in peer.data.values()} == {"Parts"}
+    assert [float(v[0]) for v in pool.gather(out)] == [float(i) for i in range(40)]
+    assert not any("#" in k for k in held([peer]))  # moved whole, nothing recomputed
+    del out
+    gc.collect()
+    wait_for_sync(lambda: not held([peer]), 10, "a handed-over chunk was not released")
+
+
+def test_handles_made_in_several_threads_at_once_are_one_object(pool_and_workers):
+    import sys
+    import threading
+
+    pool, _, _ = pool_and_workers
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(5):
+            out = pool.map(inc, range(2000), chunksize=1000)
+            barrier = threading.Barrier(4)
+            got = [None] * 4
+
+            def grab(t):
+                barrier.wait()
+                got[t] = [out[i] for i in range(2000)]
+
+            threads = [threading.Thread(target=grab, args=(t,)) for t in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            assert all(len({id(g[i]) for g in got}) == 1 for i in range(2000))
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_copies_of_elements_are_released_when_their_client_vanishes():
+    with cluster_in_thread(2, center_kwargs={"client_grace": 0.2}) as (center, workers):
+        with Pool(center.address) as pool:
+            out = pool.map(inc, range(100), chunksize=100)
+            first = out[0]
+            pool.replicate([first], n=2)
+            victim = next(w for w in workers if w.address in first.workers)
+            wait_for_sync(lambda: len(center.get_who_has(None, [first.key])[first.key]) == 2
+                          and out.spans[0].key in center.who_has, 10, "no copy")  # fmt: skip
+            run_in_cluster_loop(victim.close(handoff=False))  # the chunk's only holder
+            alive = [w for w in workers if w is not victim]
+            assert first.key in held(alive)  # the copy, owned through its chunk
+            run_in_cluster_loop(_vanish(pool))
+            wait_for_sync(lambda: not held(alive), 10, "the copy outlived its client")
+
+
+async def _vanish(pool):
+    pool._watcher.cancel()  # it will not subscribe again
+    pool._subscription.close()  # gone, without a word to the center
