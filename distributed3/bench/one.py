@@ -57,9 +57,14 @@ def descendants(pid):
     return out
 
 
-def _timed(func, n, repeat):
+def _timed(func, n, repeat, min_seconds=0.5, most=50):
+    """Median seconds of ``func(n)``: ``repeat`` runs, more for quick work (up to
+    ``most``, until ``min_seconds`` have passed), which one scheduler hiccup of a few
+    milliseconds would otherwise decide."""
     times = []
-    for _ in range(repeat):
+    began = time.perf_counter()
+    while len(times) < repeat or (len(times) < most
+                                  and time.perf_counter() - began < min_seconds):  # fmt: skip
         start = time.perf_counter()
         func(n)
         times.append(time.perf_counter() - start)
