@@ -80,7 +80,7 @@ class RemoteData(Awaitable):
         self.status = status
         self.exception = None
         self.traceback = None
-        self.recipe = None  # how to compute it again (submission.Recipe)
+        self.recipe = None  # how to compute it again (results.Recipe)
         self.source = None  # for scattered data: the value, or a weak reference to it
         self.inline = None  # a small result, pickled, as it came with the task's reply
         self.group = None

@@ -303,8 +303,15 @@ class DataMixin:
         return await self._run(self._replicate(seq, n))
 
     async def _replicate(self, seq, n=2):
-        handles = {h.key: h for h in seq if isinstance(h, RemoteData) and h.status == "finished"}
         alive = set(self.available_cores)
+        if isinstance(seq, RemoteList):  # a map's chunks are copied whole where they can be
+            spans = seq.spans
+            whole = {id(s) for s in spans
+                     if type(s) is ResultGroup and s.intact() and s.workers & alive}  # fmt: skip
+            seq = [h for s in spans for h in (
+                [s] if id(s) in whole or type(s) is not ResultGroup else s.handles())]  # fmt: skip
+        held = (RemoteData, ResultGroup)
+        handles = {h.key: h for h in seq if isinstance(h, held) and h.status == "finished"}
         for h in handles.values():
             h.workers = h.workers & alive
         # a handle whose task ran on a live worker is there, whether or not the center
@@ -326,4 +333,8 @@ class DataMixin:
         )
         for target, wh in plan.items():
             for key in wh:
-                handles[key].workers = handles[key].workers | {target}
+                handle = handles[key]
+                handle.workers = handle.workers | {target}
+                if type(handle) is ResultGroup:
+                    for element in handle.made():
+                        element.workers = handle.workers

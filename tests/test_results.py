@@ -297,3 +297,17 @@ def test_copies_of_elements_are_released_when_their_client_vanishes():
 async def _vanish(pool):
     pool._watcher.cancel()  # it will not subscribe again
     pool._subscription.close()  # gone, without a word to the center
+
+
+def test_replicating_a_map_result_copies_whole_chunks(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(40), chunksize=10)
+    first = out[0]
+    pool.replicate(out, n=2)
+    chunks = {g.key for g in out.spans}
+    assert all(set(w.data) == chunks for w in workers)  # no element copied on its own
+    assert first.workers == {w.address for w in workers}
+    done = sum(w.tasks_done for w in workers)
+    run_in_cluster_loop(workers[0].close(handoff=False))
+    assert [float(v[0]) for v in pool.gather(out)] == [float(i) for i in range(40)]
+    assert workers[1].tasks_done + workers[0].tasks_done == done  # nothing computed again
