@@ -22,6 +22,7 @@ import io
 import itertools
 import pickle
 import sys
+import threading
 
 from .codeship import cloudpickle_dumps
 
@@ -31,15 +32,14 @@ __all__ = ["dumps", "loads", "dumps_function", "loads_function", "sizeof", "smal
 def dumps(obj):
     """Serialize ``obj`` into a list of frames (header first, then raw buffers).
 
+    Plain pickle, unless something in ``obj`` is defined in ``__main__`` (which a peer
+    cannot import) or plain pickle cannot take it: then cloudpickle, by value.
+
     >>> dumps([1, 2])[0][:1] == pickle.dumps([1, 2], protocol=5)[:1]
     True
     """
-    buffers = []
     try:
-        header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        if b"__main__" in header:  # maybe only inside bytes, as in a pickled function's
-            buffers = []
-            header = _by_reference(obj, buffers.append)
+        header, buffers = _by_reference(obj)
         return [header, *map(_raw, buffers)]
     except Exception:
         pass
@@ -54,7 +54,16 @@ class _ByValue(Exception):
 
 class _MainChecker(pickle.Pickler):
     """A plain pickler that refuses anything that ``__main__`` defines.  Plain data
-    (numbers, strings, bytes, lists, dicts...) never reaches ``reducer_override``."""
+    (numbers, strings, bytes, lists, dicts...) never reaches ``reducer_override``, so
+    it costs nothing there; it is kept per thread, for the same reason."""
+
+    def __init__(self):
+        self.out = io.BytesIO()
+        self.buffers = []
+        super().__init__(self.out, protocol=5, buffer_callback=self._buffer)
+
+    def _buffer(self, buf):
+        self.buffers.append(buf)
 
     def reducer_override(self, obj):
         if isinstance(obj, type) or callable(obj):
@@ -66,15 +75,31 @@ class _MainChecker(pickle.Pickler):
         return NotImplemented
 
 
-def _by_reference(obj, buffer_callback):
-    """``obj`` pickled by plain pickle; raises if anything in it comes from ``__main__``.
+_local = threading.local()
 
-    >>> pickle.loads(_by_reference({"f": b"__main__"}, None))
+
+def _by_reference(obj):
+    """``(header, buffers)`` of ``obj`` by plain pickle; raises if anything in it comes
+    from ``__main__`` -- a pickled function's bytes may name it, and are fine.
+
+    >>> pickle.loads(_by_reference({"f": b"__main__"})[0])
     {'f': b'__main__'}
     """
-    out = io.BytesIO()
-    _MainChecker(out, protocol=5, buffer_callback=buffer_callback).dump(obj)
-    return out.getvalue()
+    checker = getattr(_local, "checker", None)
+    if checker is None:
+        checker = _local.checker = _MainChecker()
+    out = checker.out
+    try:
+        checker.dump(obj)
+        return out.getvalue(), checker.buffers
+    except BaseException:
+        _local.checker = None  # a failed dump may leave it half-written: start afresh
+        raise
+    finally:
+        out.seek(0)
+        out.truncate()
+        checker.buffers = []
+        checker.clear_memo()
 
 
 def loads(frames):
