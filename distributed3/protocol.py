@@ -85,21 +85,17 @@ def _by_reference(obj):
     >>> pickle.loads(_by_reference({"f": b"__main__"})[0])
     {'f': b'__main__'}
     """
-    checker = getattr(_local, "checker", None)
-    if checker is None:
-        checker = _local.checker = _MainChecker()
+    # taken while in use: a dumps inside a dumps (from some __reduce__) gets its own
+    checker = _local.__dict__.pop("checker", None) or _MainChecker()
+    checker.dump(obj)  # on error it is dropped: a failed dump may leave it half-written
     out = checker.out
-    try:
-        checker.dump(obj)
-        return out.getvalue(), checker.buffers
-    except BaseException:
-        _local.checker = None  # a failed dump may leave it half-written: start afresh
-        raise
-    finally:
-        out.seek(0)
-        out.truncate()
-        checker.buffers = []
-        checker.clear_memo()
+    header, buffers = out.getvalue(), checker.buffers
+    out.seek(0)
+    out.truncate()
+    checker.buffers = []
+    checker.clear_memo()
+    _local.checker = checker
+    return header, buffers
 
 
 def loads(frames):
