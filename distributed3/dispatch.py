@@ -35,7 +35,7 @@ class Task:
     or a chunk's ``ResultGroup`` -- its compute message, its input handles, and the
     index of its first element."""
 
-    __slots__ = ("handles", "msg", "inputs", "index", "deaths")
+    __slots__ = ("handles", "msg", "inputs", "index", "deaths", "fallback")
 
     def __init__(self, handles, msg, inputs, index):
         self.handles = handles
@@ -43,6 +43,7 @@ class Task:
         self.inputs = inputs
         self.index = index
         self.deaths = 0
+        self.fallback = None  # makes it name its inputs one by one, should they be lost
 
     @property
     def key(self):
@@ -117,7 +118,7 @@ class Batch:
         cores = self.pool.available_cores
         if task.inputs and cores:
             who_has = {k: h.workers for k, h in task.inputs.items()}
-            nbytes = {k: h.nbytes or 0 for k, h in task.inputs.items()}
+            nbytes = {k: _total(h.nbytes) for k, h in task.inputs.items()}
             # ties (inputs on several workers) go round by what this batch already placed
             load = {w: self.pool.occupancy[w] + len(self.pinned.get(w, ())) for w in cores}
             worker = decide_worker(list(who_has), who_has, nbytes, cores, load)
@@ -212,6 +213,10 @@ class Batch:
 
     async def _recover_inputs(self, rounds):
         stalled, self.stalled = self.stalled, []
+        for task in stalled:
+            if task.fallback is not None:
+                task.fallback()
+                task.fallback = None
         if rounds > self.recovery_rounds:
             raise WorkerLostError(
                 f"inputs of {len(stalled)} tasks of {self.name} were lost "
@@ -343,6 +348,13 @@ class Batch:
     def _fail(self, error):
         if self.error is None:
             self.error = error
+
+
+def _total(nbytes):
+    """Bytes of an input: its ``nbytes``, which a chunk of results may keep per element."""
+    if type(nbytes) is list:
+        return sum(n for n in nbytes if n is not None)
+    return nbytes or 0
 
 
 def _settle(handles, reply, worker):

@@ -37,8 +37,8 @@ from .security import TLS, normalize_secret
 from .pool_data import DataMixin
 from .pool_streaming import StreamingMixin
 from .stateful import StatefulPool
-from .submission import Options, TaskTimes, funcname, make_batch, make_tasks
-from .utils import format_address, parse_address, wait_for
+from .submission import Options, TaskTimes, funcname, make_batch, make_tasks, mapped_over
+from .utils import format_address, gc_paused, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -346,9 +346,10 @@ class Pool(StreamingMixin, DataMixin):
         finished; the results stay on the workers.
 
         * ``chunksize=k`` sends ``k`` tasks per message; by default a large map is
-          sent in about 8 chunks per core, a small one task by task.  A chunk's
+          sent in about 8 chunks per core, a small one task by task (and, once the
+          function's task time is known, at least 2 ms of work per chunk).  A chunk's
           results stay on its worker under one key, and their handles are made when
-          the list is indexed or iterated;
+          the list is indexed or iterated; a map over such a list goes chunk for chunk;
         * a big keyword argument (a model, a table) reaches each worker once;
         * ``seed=s`` seeds ``random`` and ``numpy.random`` per task from ``(s, index)``,
           so results do not depend on which worker ran what;
@@ -411,8 +412,15 @@ class Pool(StreamingMixin, DataMixin):
     async def _map(self, func, *iterables, options=None, **kwargs):
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        handles = await self._submit(func, list(zip(*iterables)), kwargs, options or Options(),
-                                     grouped=True)  # fmt: skip
+        over = mapped_over(iterables)  # a map over a map's results goes chunk for chunk
+        arglists = None
+        if over is None:
+            # the handles of a RemoteList passed in are made here, none of them garbage
+            lazy = sum(len(it) for it in iterables if isinstance(it, RemoteList))
+            with gc_paused(lazy):
+                arglists = list(zip(*iterables))
+        handles = await self._submit(func, arglists, kwargs, options or Options(), grouped=True,
+                                     over=over)  # fmt: skip
         return handles if isinstance(handles, RemoteList) else RemoteList(handles)
 
     async def _recover(self, handles):
@@ -423,7 +431,7 @@ class Pool(StreamingMixin, DataMixin):
         return f"{name}-{self.id}-{next(self._counter)}"
 
     async def _submit(self, func, arglists, kwargs, options, wait=True, on_done=None,
-                      grouped=False):  # fmt: skip
+                      grouped=False, over=None):  # fmt: skip
         """Make and run the tasks; with ``wait=False`` they run in the background.
 
         ``grouped``: chunks may keep their results as one key each, and the handles
@@ -434,7 +442,7 @@ class Pool(StreamingMixin, DataMixin):
         if self._broken is not None:
             raise self._broken
         grouped = grouped and wait and on_done is None  # the others need every handle
-        handles, tasks = await make_tasks(self, func, arglists, kwargs, options, grouped)
+        handles, tasks = await make_tasks(self, func, arglists, kwargs, options, grouped, over)
         name = funcname(func) if options.stateful is None else options.stateful["name"]
         bar = progress_bar(len(handles), name) if options.progress else None
         if bar is not None or on_done is not None:

@@ -24,7 +24,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 from .client import Awaitable, RemoteData, only
-from .task import element_key
+from .task import KeyRef, element_key
 
 
 _NONE = object()
@@ -69,16 +69,64 @@ class Recipe:
         return task_seed(self.seed, self.index)
 
 
+class ChunkRecipe:
+    """How the elements of a chunk are made: the message base, the argument tuples, the
+    position of the first element, the map's seed and the inputs all elements share.
+
+    >>> ChunkRecipe({}, [(1,), (2,)], 10, None, {}).element(1).args
+    (2,)
+    """
+
+    __slots__ = ("base", "args", "first", "seed", "inputs")
+
+    def __init__(self, base, args, first, seed, inputs):
+        self.base = base
+        self.args = args
+        self.first = first
+        self.seed = seed
+        self.inputs = inputs
+
+    @property
+    def size(self):
+        return len(self.args)
+
+    def element(self, index):
+        """The recipe of element ``index`` alone."""
+        return Recipe(self.base, self.args[index], self.first + index, self.seed, self.inputs)
+
+
+class OverChunk(ChunkRecipe):
+    """A chunk that maps a function over every element of another chunk's results, on
+    the worker that holds them (``pool.map(f, results)``): element ``i`` is
+    ``f(source[i])``, and the source's handle is its input.
+
+    >>> source = ResultGroup("g", None, ChunkRecipe({}, [(1,), (2,)], 0, None, {}))
+    >>> r = OverChunk({}, source, 0, None, {}).element(1)
+    >>> r.args, list(r.inputs)
+    ((KeyRef('g#1'),), ['g#1'])
+    """
+
+    __slots__ = ()
+
+    @property
+    def size(self):
+        return self.args.size
+
+    def element(self, index):
+        source = self.args.handle(index)
+        return Recipe(self.base, (KeyRef(source.key),), self.first + index, self.seed,
+                      {source.key: source, **self.inputs})  # fmt: skip
+
+
 class ResultGroup(Awaitable):
     """The results of one chunk of a map, kept by a worker under one key.
 
     ``status`` is ``"pending"``, ``"finished"`` (failed elements are in
     ``errors``: ``{index: (exception, traceback)}``) or ``"deleted"``;
-    ``pickled`` is every result pickled together when all were small.  The
-    recipe -- the chunk's message base, argument tuples, first index, seed and
-    shared inputs -- makes each element's own recipe when it is recomputed.
+    ``pickled`` is every result pickled together when all were small.  Its
+    :class:`ChunkRecipe` makes each element's own recipe, to compute it again.
 
-    >>> g = ResultGroup("f-1", None, ({}, [(1,), (2,)], 10, None, {}))
+    >>> g = ResultGroup("f-1", None, ChunkRecipe({}, [(1,), (2,)], 10, None, {}))
     >>> g.settle({"nbytes": [28, None], "pickled": None,
     ...           "errors": {1: {"exception": ValueError(), "traceback": ""}}}, ("h", 1))
     >>> [g.handle(i).status for i in range(2)], g.handle(1).key, g.handle(0).recipe.index
@@ -92,8 +140,8 @@ class ResultGroup(Awaitable):
     def __init__(self, key, pool, recipe):
         self.key = key
         self.pool = pool
-        self.recipe = recipe  # (base, args_list, first index, seed, inputs)
-        self.size = len(recipe[1])
+        self.recipe = recipe
+        self.size = recipe.size
         self.status = "pending"
         self.workers = frozenset()
         self.nbytes = None
@@ -101,7 +149,7 @@ class ResultGroup(Awaitable):
         self.errors = {}
         self.seconds = None  # how long its tasks ran on the worker, all together
         self.deleted = set()  # elements deleted on their own (pool.delete of their handle)
-        self._made = weakref.WeakValueDictionary()  # {index: RemoteData} made so far
+        self._made = None  # [weak reference or None] per element: the handles made so far
         self._spare = {}  # {index: value} unpickled but not handed out yet, see value()
         self._lock = threading.Lock()  # handles are made in any thread
         self._waiters = None
@@ -114,22 +162,26 @@ class ResultGroup(Awaitable):
 
     def handle(self, index):
         """The ``RemoteData`` of element ``index``: the same object while it lives."""
-        handle = self._made.get(index)
+        made = self._made
+        ref = None if made is None else made[index]
+        handle = None if ref is None else ref()
         if handle is not None:
             return handle
         with self._lock:
-            handle = self._made.get(index)
+            if self._made is None:
+                self._made = [None] * self.size
+            ref = self._made[index]
+            handle = None if ref is None else ref()
             if handle is None:
                 handle = RemoteData(element_key(self.key, index), self.pool, status="pending")
                 handle.group = self
                 handle.index = index
-                base, args, first, seed, inputs = self.recipe
-                handle.recipe = Recipe(base, args[index], first + index, seed, inputs)
+                handle.recipe = self.recipe.element(index)
                 if self.status == "deleted" or index in self.deleted:
                     handle.status = "deleted"
                 elif self.status == "finished":
                     self._fill(handle, index)
-                self._made[index] = handle
+                self._made[index] = weakref.ref(handle)
         return handle
 
     def handles(self):
@@ -138,7 +190,8 @@ class ResultGroup(Awaitable):
     def made(self):
         """The element handles that exist now."""
         with self._lock:
-            return list(self._made.values())
+            refs = self._made or ()
+        return [h for h in (r() for r in refs if r is not None) if h is not None]
 
     def intact(self):
         """Finished, no element failed, and none was deleted on its own."""
@@ -233,7 +286,7 @@ class RemoteList(Sequence):
     (2, 'b', ['a'])
     """
 
-    __slots__ = ("spans", "_starts", "_len")
+    __slots__ = ("spans", "starts", "_len")
 
     def __init__(self, spans):
         self.spans = list(spans)  # RemoteData and ResultGroup, in input order
@@ -241,7 +294,7 @@ class RemoteList(Sequence):
         for span in self.spans:
             starts.append(n)
             n += span.size if type(span) is ResultGroup else 1
-        self._starts = starts
+        self.starts = starts  # the position of each span's first element
         self._len = n
 
     def __len__(self):
@@ -255,9 +308,9 @@ class RemoteList(Sequence):
             i += self._len
         if not 0 <= i < self._len:
             raise IndexError("RemoteList index out of range")
-        k = bisect_right(self._starts, i) - 1
+        k = bisect_right(self.starts, i) - 1
         span = self.spans[k]
-        return span.handle(i - self._starts[k]) if type(span) is ResultGroup else span
+        return span.handle(i - self.starts[k]) if type(span) is ResultGroup else span
 
     def __iter__(self):
         for span in self.spans:

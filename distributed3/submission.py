@@ -10,6 +10,7 @@
       |    handles made when asked for (results.RemoteList)
       '- otherwise one RemoteData per element, each with its own recipe (for recomputing)
 """
+import functools
 from dataclasses import dataclass
 
 from toolz import partition_all
@@ -18,8 +19,8 @@ from .client import RemoteData
 from .dispatch import Batch, Task
 from .exceptions import DistributedError, SerializationError
 from .protocol import dumps, dumps_function
-from .results import Recipe, RemoteList, ResultGroup, task_seed
-from .task import ELEMENT, extract_keys, plain_arguments
+from .results import ChunkRecipe, OverChunk, Recipe, RemoteList, ResultGroup, task_seed
+from .task import ELEMENT, KeyRef, extract_keys, plain_arguments
 from .utils import gc_paused
 
 BIG_CONSTANT = 100_000  # pickled bytes above which a shared keyword argument is broadcast
@@ -62,12 +63,15 @@ def _pickled_size(value):
         return 0  # it will fail, clearly, when the task is sent
 
 
-async def make_tasks(pool, func, arglists, kwargs, options, grouped=False):
+async def make_tasks(pool, func, arglists, kwargs, options, grouped=False, over=None):
     """``(handles in input order, tasks to run)`` for one call.
 
     ``grouped``: a chunked call whose elements have no remote inputs of their own
     keeps each chunk's results as one key (see :mod:`distributed3.results`) and
     returns a :class:`RemoteList` whose handles are made only when asked for.
+    ``over``: the call maps over the results of a map (a :class:`RemoteList`, whose
+    elements are the ``arglists``); then each of its chunks is mapped over where it
+    is, as a chunk of its own.
     """
     name = funcname(func) if options.stateful is None else options.stateful["name"]
     fbytes = None
@@ -94,11 +98,15 @@ async def make_tasks(pool, func, arglists, kwargs, options, grouped=False):
         if h.status == "pending":
             await h.wait()
     if grouped and all(h.status == "finished" for h in kw_handles.values()):
+        if over is not None:
+            return _tasks_over(pool, name, base, over, kw_handles, options.seed)
         seconds = pool._task_times.get(fbytes)
         size = options.chunksize or adaptive_chunksize(len(arglists), ncores, seconds)
         plain = _without_handles(arglists) if size > 1 else None
         if plain is not None:
             return _grouped_tasks(pool, name, base, plain, kw_handles, size, options.seed)
+    if arglists is None:
+        arglists = [(h,) for h in over]
     handles, recipes = [], []
     new_key = pool._new_key
     # one handle and recipe per element, none of them garbage: no collection meanwhile
@@ -161,7 +169,8 @@ def _grouped_tasks(pool, name, base, arglists, inputs, size, seed):
     with gc_paused(len(arglists) // size):
         for first in range(0, len(arglists), size):
             args = arglists[first:first + size]
-            group = ResultGroup(pool._new_key(name), pool, (base, args, first, seed, inputs))
+            recipe = ChunkRecipe(base, args, first, seed, inputs)
+            group = ResultGroup(pool._new_key(name), pool, recipe)
             msg = {**base, "op": "compute_chunk", "group": group.key, "args_list": args}
             if seed is not None:
                 msg["seeds"] = [task_seed(seed, first + i) for i in range(len(args))]
@@ -175,6 +184,43 @@ def _grouped_tasks(pool, name, base, arglists, inputs, size, seed):
 
 CHUNK_SECONDS = 0.002  # work per message, at least, once a function's task time is known
 MAX_CHUNK = 10_000
+
+
+def mapped_over(iterables):
+    """The map's results that a map goes over, when it goes over just them and each of
+    their chunks finished whole: it can go chunk for chunk (see :func:`make_tasks`)."""
+    if len(iterables) != 1 or not isinstance(iterables[0], RemoteList):
+        return None
+    results = iterables[0]
+    if results.spans and all(type(s) is ResultGroup and s.intact() for s in results.spans):
+        return results
+    return None
+
+
+def _tasks_over(pool, name, base, source, inputs, seed):
+    """A task per chunk of ``source``: ``f`` over its elements, where they are."""
+    groups, tasks = [], []
+    for first, chunk in zip(source.starts, source.spans):
+        group = ResultGroup(pool._new_key(name), pool, OverChunk(base, chunk, first, seed, inputs))
+        msg = {**base, "op": "compute_chunk", "group": group.key, "over": chunk.key}
+        if seed is not None:
+            msg["seeds"] = [task_seed(seed, first + i) for i in range(chunk.size)]
+        task = Task(group, msg, {chunk.key: chunk, **inputs}, first)
+        task.fallback = functools.partial(_element_by_element, task, chunk, inputs)
+        task.refresh_hints()
+        groups.append(group)
+        tasks.append(task)
+    pool._owned.update(g.key for g in groups)  # the workers' reports tell the center
+    return RemoteList(groups), tasks
+
+
+def _element_by_element(task, chunk, inputs):
+    """Its source chunk is lost: the task names each element as an input of its own,
+    for the pool to find or compute again one by one."""
+    handles = chunk.handles()
+    del task.msg["over"]
+    task.msg["args_list"] = [(KeyRef(h.key),) for h in handles]
+    task.inputs = {**{h.key: h for h in handles}, **inputs}
 
 
 def adaptive_chunksize(ntasks, ncores, seconds=None):
@@ -226,7 +272,7 @@ class TaskTimes:
         """Note what the chunks of a finished map took (see ``ResultGroup.seconds``)."""
         groups = [g for g in results.spans if type(g) is ResultGroup and g.seconds is not None]
         if groups:
-            self.note(groups[0].recipe[0]["function"], sum(g.seconds for g in groups),
+            self.note(groups[0].recipe.base["function"], sum(g.seconds for g in groups),
                       sum(g.size for g in groups))  # fmt: skip
 
 

@@ -234,13 +234,15 @@ class Worker(CenterLink, Server):
 
     async def compute_chunk(self, comm, keys=None, function=None, args_list=(), kwargs=None,
                             who_has=None, seeds=None, keep=(), stateful=None,
-                            owner=None, lone=False, group=None):  # fmt: skip
+                            owner=None, lone=False, group=None, over=None):  # fmt: skip
         """Run one function over many argument tuples in one message.
 
         Each result is kept under its own key (``keys``), or all of them together as one
         :class:`~distributed3.task.Parts` entry under ``group``, whose element ``i`` is
         then addressed as ``group#i``: one key for the center to track, not thousands.
-        Replies with lists in the order of the arguments::
+        ``over`` names such a chunk (held here, or where ``who_has`` says) whose
+        elements are the arguments, one each.  Replies with lists in the order of the
+        arguments::
 
             {"nbytes": [bytes or None], "pickled": [small result pickled, or None],
              "errors": {position: {"exception", "traceback"}}, "duration": seconds}
@@ -258,12 +260,12 @@ class Worker(CenterLink, Server):
         try:
             return await self._compute_chunk(comm, keys if group is None else group, function,
                                              args_list, kwargs, who_has, seeds, keep,
-                                             stateful, owner, lone)  # fmt: skip
+                                             stateful, owner, lone, over)  # fmt: skip
         finally:
             self.active -= 1
 
     async def _compute_chunk(self, comm, keys, function, args_list, kwargs, who_has, seeds,
-                             keep, stateful, owner, lone):  # fmt: skip
+                             keep, stateful, owner, lone, over=None):  # fmt: skip
         if stateful is not None:
             instance = self.stateful.get(stateful["name"])
             if instance is None or self.stateful_version[stateful["name"]] < stateful["version"]:
@@ -277,7 +279,10 @@ class Worker(CenterLink, Server):
             kept = {k: values[k] for k in keep if k in values and k not in self.data}
             if kept:
                 await self.update_data(comm, kept)
-            args_list = [substitute(args, values) for args in args_list]
+            if over is not None:
+                args_list = [(v,) for v in self._whole_chunk(over, values[over])]
+            else:
+                args_list = [substitute(args, values) for args in args_list]
             kwargs = substitute(kwargs, values) if kwargs else kwargs
             del values
         loop = asyncio.get_running_loop()
@@ -313,6 +318,12 @@ class Worker(CenterLink, Server):
 
         self.executor.submit(run).add_done_callback(ended)
         return await stored
+
+    def _whole_chunk(self, key, parts):
+        if type(parts) is not Parts or parts.gone:
+            raise MissingDataError(f"worker {format_address(self.address)} found chunk "
+                                   f"{key!r} with elements missing")  # fmt: skip
+        return parts
 
     def catch_up(self):
         """On the loop: keep the results task threads have finished, queue their report,

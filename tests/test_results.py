@@ -1,6 +1,7 @@
 """A chunked map keeps one key per chunk; its handles are made when asked for."""
 import gc
 import pickle
+import random
 
 import numpy as np
 import pytest
@@ -311,3 +312,42 @@ def test_replicating_a_map_result_copies_whole_chunks(pool_and_workers):
     run_in_cluster_loop(workers[0].close(handoff=False))
     assert [float(v[0]) for v in pool.gather(out)] == [float(i) for i in range(40)]
     assert workers[1].tasks_done + workers[0].tasks_done == done  # nothing computed again
+
+
+def test_a_map_over_a_map_goes_chunk_for_chunk_where_the_chunks_are(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    a = pool.map(lambda i: np.full(100, i), range(300), chunksize=30)
+    before = pool.worker_info()
+    messages = sum(w.counters["compute_chunk"] for w in workers)
+    b = pool.map(lambda x: float(x.sum()), a)
+    assert sum(w.counters["compute_chunk"] for w in workers) - messages == 10
+    assert [s.size for s in b.spans] == [30] * 10
+    assert pool.gather(b) == [100.0 * i for i in range(300)]
+    after = pool.worker_info()
+    assert all(i["peer_bytes_in"] == before[w]["peer_bytes_in"] for w, i in after.items())
+    assert all(x.workers == y.workers for x, y in zip(a, b))
+    c = pool.map(lambda x, k: float(x[0]) + k, a, k=pool.scatter([0.5])[0])
+    assert pool.gather(c) == [i + 0.5 for i in range(300)]
+    seeded = pool.gather(pool.map(lambda x: random.random(), a, seed=7))
+    one_by_one = pool.gather(pool.map(lambda x: random.random(), list(a), seed=7))
+    assert seeded == one_by_one  # the same seeds, element by element
+
+
+def test_a_map_over_a_lost_chunk_computes_its_elements_again(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    a = pool.map(lambda i: np.full(1_000, i, dtype="f8"), range(40), chunksize=10)
+    keys = held(workers)
+    victim = next(w for w in workers if w.address == keys[a.spans[0].key])
+    run_in_cluster_loop(victim.close(handoff=False))
+    b = pool.map(lambda x: float(x[0]), a)
+    assert pool.gather(b) == [float(i) for i in range(40)]
+
+
+def test_a_map_over_results_with_a_failed_element_fails_that_element_only(pool_and_workers):
+    pool, _, _ = pool_and_workers
+    a = pool.map(boom, range(100), chunksize=10)
+    b = pool.map(lambda x: x * 2, a)
+    assert b[3].status == "error" and b[4].status == "finished"
+    with pytest.raises(ZeroDivisionError):
+        b[3].get()
+    assert b[0].get() == -2
