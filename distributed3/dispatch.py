@@ -86,12 +86,15 @@ class Batch:
     A task whose worker dies goes back to the shared queue, up to ``retries``
     times; after that it fails, since it may be what kills them.  Once a worker
     has died, each worker gets only one task per core at a time, so a later
-    death is blamed on the task that was really running.  ``timeout`` bounds
+    death is blamed on the task that was really running.  A worker with nothing
+    left to do takes tasks queued for another whose inputs it lacks are small
+    (``steal_bytes``): moving them costs less than waiting.  ``timeout`` bounds
     each task's run.
     """
 
     slots_per_core = 4
     recovery_rounds = 5
+    steal_bytes = 4096  # an idle worker takes others' tasks whose inputs it lacks are this small
 
     def __init__(self, pool, tasks, name, timeout=None, retries=3, on_done=None, prepare=None,
                  resources=None):  # fmt: skip
@@ -116,6 +119,8 @@ class Batch:
 
     def _place(self, task):
         cores = self.pool.available_cores
+        if self.need:  # only where the resources it needs exist
+            cores = {w: n for w, n in cores.items() if self._eligible(w)}
         if task.inputs and cores:
             who_has = {k: h.workers for k, h in task.inputs.items()}
             nbytes = {k: _total(h.nbytes) for k, h in task.inputs.items()}
@@ -243,7 +248,8 @@ class Batch:
         for w in [w for w in self.pinned if w not in alive]:
             self.free.extend(self.pinned.pop(w))
         per_core = 1 if self.careful else self.slots_per_core
-        want = min(ncores * per_core, len(self.free) + len(self.pinned.get(worker, ())))
+        queued = sum(map(len, self.pinned.values()))  # its own, and others' it may take
+        want = min(ncores * per_core, len(self.free) + queued)
         out = []
         for _ in range(want - self.runners[worker]):
             task = self._next(worker)  # taken now, so the next worker sees what is left
@@ -259,6 +265,21 @@ class Batch:
             return mine.popleft()
         if self.free:
             return self.free.popleft()
+        return self._steal(worker)
+
+    def _steal(self, worker):
+        """A task waiting for another worker, whose inputs cost less to bring here than
+        the wait: the last of the longest queue whose missing inputs are small."""
+        for queue in sorted(self.pinned.values(), key=len, reverse=True):
+            if not queue:
+                break
+            task = queue[-1]
+            if _missing_bytes(task, worker) <= self.steal_bytes:
+                if task.fallback is not None and "over" in task.msg:
+                    task.fallback()  # fetch its own elements, not their whole chunk
+                    task.fallback = None
+                    task.refresh_hints()
+                return queue.pop()
         return None
 
     async def _runner(self, worker, first):
@@ -348,6 +369,20 @@ class Batch:
     def _fail(self, error):
         if self.error is None:
             self.error = error
+
+
+def _missing_bytes(task, worker):
+    """Bytes of ``task``'s inputs that ``worker`` lacks; of a chunk it maps over a
+    part of, that part's share."""
+    over = task.msg.get("over")
+    missing = 0
+    for key, h in task.inputs.items():
+        if worker not in h.workers:
+            n = _total(h.nbytes)
+            if over is not None and key == over[0]:
+                n = n * (over[2] - over[1]) // max(len(h), 1)
+            missing += n
+    return missing
 
 
 def _total(nbytes):

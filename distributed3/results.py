@@ -96,24 +96,33 @@ class ChunkRecipe:
 
 
 class OverChunk(ChunkRecipe):
-    """A chunk that maps a function over every element of another chunk's results, on
-    the worker that holds them (``pool.map(f, results)``): element ``i`` is
-    ``f(source[i])``, and the source's handle is its input.
+    """A chunk that maps a function over ``count`` elements of another chunk's results
+    (``args``), from ``offset`` on, on the worker that holds them (``pool.map(f,
+    results)``): element ``i`` is ``f(source[offset + i])``, whose handle is its input.
 
-    >>> source = ResultGroup("g", None, ChunkRecipe({}, [(1,), (2,)], 0, None, {}))
-    >>> r = OverChunk({}, source, 0, None, {}).element(1)
-    >>> r.args, list(r.inputs)
-    ((KeyRef('g#1'),), ['g#1'])
+    >>> source = ResultGroup("g", None, ChunkRecipe({}, [(1,), (2,), (3,)], 0, None, {}))
+    >>> r = OverChunk({}, source, 1, None, {}, offset=1, count=2).element(1)
+    >>> r.args, list(r.inputs), r.index
+    ((KeyRef('g#2'),), ['g#2'], 2)
     """
 
-    __slots__ = ()
+    __slots__ = ("offset", "count")
+
+    def __init__(self, base, source, first, seed, inputs, offset, count):
+        super().__init__(base, source, first, seed, inputs)
+        self.offset = offset
+        self.count = count
 
     @property
     def size(self):
-        return self.args.size
+        return self.count
+
+    def sources(self):
+        """The handles of the elements it maps over."""
+        return [self.args.handle(self.offset + i) for i in range(self.count)]
 
     def element(self, index):
-        source = self.args.handle(index)
+        source = self.args.handle(self.offset + index)
         return Recipe(self.base, (KeyRef(source.key),), self.first + index, self.seed,
                       {source.key: source, **self.inputs})  # fmt: skip
 
@@ -223,6 +232,7 @@ class ResultGroup(Awaitable):
             nbytes = self.nbytes  # a list, or the size of the chunk's pickle (small results)
             size = nbytes[index] if type(nbytes) is list else nbytes // max(self.size, 1)
             handle.set_finished(worker, size)
+            handle.workers = self.workers  # every copy of the chunk (replicate)
 
     def settle(self, reply, worker):
         """Take a ``compute_chunk`` reply (see ``Worker.compute_chunk``); a result counts once."""

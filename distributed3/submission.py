@@ -11,6 +11,7 @@
       '- otherwise one RemoteData per element, each with its own recipe (for recomputing)
 """
 import functools
+import pickle
 from dataclasses import dataclass
 
 from toolz import partition_all
@@ -98,10 +99,13 @@ async def make_tasks(pool, func, arglists, kwargs, options, grouped=False, over=
         if h.status == "pending":
             await h.wait()
     if grouped and all(h.status == "finished" for h in kw_handles.values()):
+        # what a task of this function with these keywords took, if asked for no time limit:
+        # a guess, which must not make a time limit apply to many tasks at once
+        seconds = None if options.timeout else pool._task_times.get(base)
+        size = options.chunksize or adaptive_chunksize(
+            len(arglists if over is None else over), ncores, seconds)
         if over is not None:
-            return _tasks_over(pool, name, base, over, kw_handles, options.seed)
-        seconds = pool._task_times.get(fbytes)
-        size = options.chunksize or adaptive_chunksize(len(arglists), ncores, seconds)
+            return _tasks_over(pool, name, base, over, kw_handles, options.seed, size)
         plain = _without_handles(arglists) if size > 1 else None
         if plain is not None:
             return _grouped_tasks(pool, name, base, plain, kw_handles, size, options.seed)
@@ -197,27 +201,33 @@ def mapped_over(iterables):
     return None
 
 
-def _tasks_over(pool, name, base, source, inputs, seed):
-    """A task per chunk of ``source``: ``f`` over its elements, where they are."""
+def _tasks_over(pool, name, base, source, inputs, seed, size):
+    """Tasks of ``size`` elements of a chunk of ``source`` each: ``f`` over them, where
+    they are."""
     groups, tasks = [], []
-    for first, chunk in zip(source.starts, source.spans):
-        group = ResultGroup(pool._new_key(name), pool, OverChunk(base, chunk, first, seed, inputs))
-        msg = {**base, "op": "compute_chunk", "group": group.key, "over": chunk.key}
-        if seed is not None:
-            msg["seeds"] = [task_seed(seed, first + i) for i in range(chunk.size)]
-        task = Task(group, msg, {chunk.key: chunk, **inputs}, first)
-        task.fallback = functools.partial(_element_by_element, task, chunk, inputs)
-        task.refresh_hints()
-        groups.append(group)
-        tasks.append(task)
+    for start, chunk in zip(source.starts, source.spans):
+        for offset in range(0, chunk.size, size):
+            count = min(size, chunk.size - offset)
+            first = start + offset
+            recipe = OverChunk(base, chunk, first, seed, inputs, offset, count)
+            group = ResultGroup(pool._new_key(name), pool, recipe)
+            msg = {**base, "op": "compute_chunk", "group": group.key,
+                   "over": [chunk.key, offset, offset + count]}  # fmt: skip
+            if seed is not None:
+                msg["seeds"] = [task_seed(seed, first + i) for i in range(count)]
+            task = Task(group, msg, {chunk.key: chunk, **inputs}, first)
+            task.fallback = functools.partial(_element_by_element, task, recipe, inputs)
+            task.refresh_hints()
+            groups.append(group)
+            tasks.append(task)
     pool._owned.update(g.key for g in groups)  # the workers' reports tell the center
     return RemoteList(groups), tasks
 
 
-def _element_by_element(task, chunk, inputs):
+def _element_by_element(task, recipe, inputs):
     """Its source chunk is lost: the task names each element as an input of its own,
     for the pool to find or compute again one by one."""
-    handles = chunk.handles()
+    handles = recipe.sources()
     del task.msg["over"]
     task.msg["args_list"] = [(KeyRef(h.key),) for h in handles]
     task.inputs = {**{h.key: h for h in handles}, **inputs}
@@ -244,35 +254,50 @@ def adaptive_chunksize(ntasks, ncores, seconds=None):
 
 
 class TaskTimes:
-    """Seconds a task of each function took on the workers, as the chunks' replies said:
-    a running mean over the last few maps, for a bounded number of functions.
+    """Seconds a task took on the workers, as the chunks' replies said, per function and
+    keyword arguments (a map's message ``base``): a running mean over the last few
+    maps, for a bounded number of them.  Chunks whose every task failed say nothing.
 
     >>> times = TaskTimes()
-    >>> times.note(b"f", 0.004, 2); times.get(b"f"), times.get(b"g")
-    (0.002, None)
+    >>> times.note({"function": b"f"}, 0.004, 2); times.get({"function": b"f"})
+    0.002
+    >>> times.get({"function": b"f", "kwargs": {"n": 10**6}}) is None
+    True
     """
 
     def __init__(self, size=256):
         self.size = size
         self.seconds = {}
 
-    def get(self, function):
-        return self.seconds.get(function)
+    @staticmethod
+    def _key(base):
+        if base.get("function") is None:  # a stateful pool's instances: no function
+            return None
+        try:
+            return pickle.dumps((base["function"], base.get("kwargs")), protocol=5)
+        except Exception:
+            return None
 
-    def note(self, function, seconds, ntasks):
-        if function is None or not ntasks:
+    def get(self, base):
+        key = self._key(base)
+        return None if key is None else self.seconds.get(key)
+
+    def note(self, base, seconds, ntasks):
+        key = self._key(base)
+        if key is None or not ntasks:
             return
         mean = seconds / ntasks
-        old = self.seconds.pop(function, None)
+        old = self.seconds.pop(key, None)
         if old is None and len(self.seconds) >= self.size:
             self.seconds.pop(next(iter(self.seconds)))  # the least recently noted
-        self.seconds[function] = mean if old is None else (old + mean) / 2
+        self.seconds[key] = mean if old is None else (old + mean) / 2
 
     def learn(self, results):
         """Note what the chunks of a finished map took (see ``ResultGroup.seconds``)."""
-        groups = [g for g in results.spans if type(g) is ResultGroup and g.seconds is not None]
+        groups = [g for g in results.spans if type(g) is ResultGroup
+                  and g.seconds is not None and len(g.errors) < g.size]  # fmt: skip
         if groups:
-            self.note(groups[0].recipe.base["function"], sum(g.seconds for g in groups),
+            self.note(groups[0].recipe.base, sum(g.seconds for g in groups),
                       sum(g.size for g in groups))  # fmt: skip
 
 

@@ -240,8 +240,9 @@ class Worker(CenterLink, Server):
         Each result is kept under its own key (``keys``), or all of them together as one
         :class:`~distributed3.task.Parts` entry under ``group``, whose element ``i`` is
         then addressed as ``group#i``: one key for the center to track, not thousands.
-        ``over`` names such a chunk (held here, or where ``who_has`` says) whose
-        elements are the arguments, one each.  Replies with lists in the order of the
+        ``over``, ``[key, start, stop]``, names such a chunk (held here, or where
+        ``who_has`` says) whose elements ``start`` to ``stop`` are the arguments, one
+        each.  Replies with lists in the order of the
         arguments::
 
             {"nbytes": [bytes or None], "pickled": [small result pickled, or None],
@@ -280,7 +281,7 @@ class Worker(CenterLink, Server):
             if kept:
                 await self.update_data(comm, kept)
             if over is not None:
-                args_list = [(v,) for v in self._whole_chunk(over, values[over])]
+                args_list = [(v,) for v in self._chunk_slice(values, *over)]
             else:
                 args_list = [substitute(args, values) for args in args_list]
             kwargs = substitute(kwargs, values) if kwargs else kwargs
@@ -319,11 +320,12 @@ class Worker(CenterLink, Server):
         self.executor.submit(run).add_done_callback(ended)
         return await stored
 
-    def _whole_chunk(self, key, parts):
-        if type(parts) is not Parts or parts.gone:
+    def _chunk_slice(self, values, key, start, stop):
+        parts = values[key]
+        if type(parts) is not Parts or parts.gone.intersection(range(start, stop)):
             raise MissingDataError(f"worker {format_address(self.address)} found chunk "
                                    f"{key!r} with elements missing")  # fmt: skip
-        return parts
+        return parts[start:stop]
 
     def catch_up(self):
         """On the loop: keep the results task threads have finished, queue their report,

@@ -2,6 +2,7 @@
 import gc
 import pickle
 import random
+import time
 
 import numpy as np
 import pytest
@@ -319,14 +320,15 @@ def test_a_map_over_a_map_goes_chunk_for_chunk_where_the_chunks_are(pool_and_wor
     a = pool.map(lambda i: np.full(100, i), range(300), chunksize=30)
     before = pool.worker_info()
     messages = sum(w.counters["compute_chunk"] for w in workers)
-    b = pool.map(lambda x: float(x.sum()), a)
+    b = pool.map(lambda x: float(x.sum()), a, chunksize=30)
     assert sum(w.counters["compute_chunk"] for w in workers) - messages == 10
     assert [s.size for s in b.spans] == [30] * 10
     assert pool.gather(b) == [100.0 * i for i in range(300)]
     after = pool.worker_info()
     assert all(i["peer_bytes_in"] == before[w]["peer_bytes_in"] for w, i in after.items())
     assert all(x.workers == y.workers for x, y in zip(a, b))
-    c = pool.map(lambda x, k: float(x[0]) + k, a, k=pool.scatter([0.5])[0])
+    c = pool.map(lambda x, k: float(x[0]) + k, a, k=pool.scatter([0.5])[0], chunksize=20)
+    assert [s.size for s in c.spans] == [20, 10] * 10  # its own chunks, within a's
     assert pool.gather(c) == [i + 0.5 for i in range(300)]
     seeded = pool.gather(pool.map(lambda x: random.random(), a, seed=7))
     one_by_one = pool.gather(pool.map(lambda x: random.random(), list(a), seed=7))
@@ -351,3 +353,44 @@ def test_a_map_over_results_with_a_failed_element_fails_that_element_only(pool_a
     with pytest.raises(ZeroDivisionError):
         b[3].get()
     assert b[0].get() == -2
+
+
+def work(x, delay=0.0):
+    time.sleep(delay)
+    return x
+
+
+def test_a_slow_map_over_results_of_a_fast_one_runs_on_every_worker(pool_and_workers):
+    """The fast map's results may sit in one chunk on one worker: the slow map over
+    them still goes in tasks of its own size, and an idle worker takes some (their
+    inputs are tiny); a time limit still applies to each task."""
+    pool, _, workers = pool_and_workers
+    pool.map(inc, range(5000))  # the pool learns that inc is fast
+    a = pool.map(inc, range(16))
+    assert len(a.spans) == 1  # one chunk, on one worker
+    before = {w.address: w.tasks_done for w in workers}
+    b = pool.map(work, a, delay=0.05, timeout=2)
+    assert pool.gather(b) == list(range(1, 17))
+    assert len(b.spans) == 16
+    assert all(w.tasks_done - before[w.address] >= 4 for w in workers)
+    pool.map(work, range(5000))  # fast without its keywords...
+    c = pool.map(work, range(20), delay=0.05)  # ...which make it slow: not known to be fast
+    assert len(c.spans) == 20
+
+
+def test_tasks_needing_resources_go_to_a_worker_that_has_them_not_to_their_inputs():
+    from distributed3 import Worker
+
+    with cluster_in_thread(1) as (center, _):
+        with Pool(center.address, timeout=5) as pool:
+            a = pool.map(inc, range(20), chunksize=10)  # on the one worker, without a GPU
+            gpu = Worker(center.address, ncores=1, resources={"GPU": 1})
+            run_in_cluster_loop(gpu.start(port=0))
+            try:
+                wait_for_sync(lambda: len(pool.worker_resources) == 2, 5, "no GPU worker")
+                for source in (a, list(a)):  # chunk for chunk, and element by element
+                    b = pool.map(inc, source, resources={"GPU": 1})
+                    assert pool.gather(b) == list(range(2, 22))
+                    assert all(h.workers == {gpu.address} for h in b)
+            finally:
+                run_in_cluster_loop(gpu.close())
