@@ -76,6 +76,7 @@ class _MainChecker(pickle.Pickler):
 
 
 _local = threading.local()
+_REUSE_BELOW = 2048  # pickled bytes: a checker that wrote a bigger message is not kept
 
 
 def _by_reference(obj):
@@ -88,13 +89,13 @@ def _by_reference(obj):
     # taken while in use: a dumps inside a dumps (from some __reduce__) gets its own
     checker = _local.__dict__.pop("checker", None) or _MainChecker()
     checker.dump(obj)  # on error it is dropped: a failed dump may leave it half-written
-    out = checker.out
-    header, buffers = out.getvalue(), checker.buffers
-    out.seek(0)
-    out.truncate()
-    checker.buffers = []
-    checker.clear_memo()
-    _local.checker = checker
+    header, buffers = checker.out.getvalue(), checker.buffers
+    if len(header) <= _REUSE_BELOW:  # else dropped too: its memo table has grown, and
+        checker.out.seek(0)  # clearing costs as much as the table is big, however empty
+        checker.out.truncate()
+        checker.buffers = []
+        checker.clear_memo()
+        _local.checker = checker
     return header, buffers
 
 

@@ -152,3 +152,15 @@ def test_main_objects_found_past_bytes_that_mention_main(monkeypatch):
     assert by_value == [1]
     monkeypatch.delattr(__main__, "Point")  # as on a worker, where __main__ differs
     assert loads(as_wire(frames))["args"][0].x == 5
+
+
+def test_the_checking_pickler_is_kept_only_after_small_messages():
+    """Clearing a pickler's memo costs as much as its table ever grew: one that wrote a
+    big message is dropped, so that later small messages do not pay for it."""
+    dumps({"op": "x"})
+    kept = protocol._local.checker
+    dumps({"op": "y"})
+    assert protocol._local.checker is kept
+    dumps({"keys": [f"k-{i}" for i in range(6000)]})
+    assert getattr(protocol._local, "checker", None) is None
+    assert loads(as_wire(dumps({"op": "z"}))) == {"op": "z"}
