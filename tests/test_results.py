@@ -11,19 +11,24 @@ from distributed3 import DistributedError, Pool, RemoteData
 from distributed3.results import RemoteList, ResultGroup
 from distributed3.testing import cluster_in_thread, run_in_cluster_loop
 from distributed3.utils import wait_for_sync
+from test_pool import two_workers
 
 
-@pytest.fixture
-def pool_and_workers():
-    with cluster_in_thread(2) as (center, workers):
-        with Pool(center.address) as pool:
-            yield pool, center, workers
+pool_and_workers = two_workers  # a Pool on an in-process cluster of 2 workers
 
 
 def held(workers):
     """``{key: worker}`` of everything the workers hold, once their loop caught up."""
     run_in_cluster_loop(_caught_up(workers))
     return {k: w.address for w in workers for k in w.data}
+
+
+def kill_holder(workers, chunk):
+    """Close the worker holding ``chunk`` without handing its data over; the others."""
+    keys = held(workers)
+    victim = next(w for w in workers if w.address == keys[chunk.key])
+    run_in_cluster_loop(victim.close(handoff=False))
+    return [w for w in workers if w is not victim]
 
 
 async def _caught_up(workers):
@@ -105,12 +110,9 @@ def test_big_results_are_fetched_from_the_chunk(pool_and_workers):
 def test_a_lost_chunk_is_recomputed_and_everything_released_after(pool_and_workers):
     pool, _, workers = pool_and_workers
     out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(40), chunksize=10)
-    keys = held(workers)
-    victim = next(w for w in workers if w.address == keys[out.spans[0].key])
-    run_in_cluster_loop(victim.close(handoff=False))
+    alive = kill_holder(workers, out.spans[0])
     values = pool.gather(out)  # element by element: the lost ones computed again
     assert [float(v[0]) for v in values] == [float(i) for i in range(40)]
-    alive = [w for w in workers if w is not victim]
     assert any("#" in k for k in held(alive))  # recomputed elements, kept one by one
     del out, values
     gc.collect()
@@ -215,11 +217,8 @@ def test_deleting_a_map_result_deletes_its_copies_and_recomputed_elements(pool_a
     gc.collect()
     wait_for_sync(lambda: not held(workers), 10, "a copy of an element outlived delete")
     out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(20), chunksize=10)
-    keys = held(workers)
-    victim = next(w for w in workers if w.address == keys[out.spans[0].key])
-    run_in_cluster_loop(victim.close(handoff=False))
+    alive = kill_holder(workers, out.spans[0])
     pool.gather(out)  # the lost elements computed again, one by one; their reports may lag
-    alive = [w for w in workers if w is not victim]
     assert any("#" in k for k in held(alive))
     pool.delete(out)
     wait_for_sync(lambda: not held(alive), 10, "recomputed elements outlived delete")
@@ -338,9 +337,7 @@ def test_a_map_over_a_map_goes_chunk_for_chunk_where_the_chunks_are(pool_and_wor
 def test_a_map_over_a_lost_chunk_computes_its_elements_again(pool_and_workers):
     pool, _, workers = pool_and_workers
     a = pool.map(lambda i: np.full(1_000, i, dtype="f8"), range(40), chunksize=10)
-    keys = held(workers)
-    victim = next(w for w in workers if w.address == keys[a.spans[0].key])
-    run_in_cluster_loop(victim.close(handoff=False))
+    kill_holder(workers, a.spans[0])
     b = pool.map(lambda x: float(x[0]), a)
     assert pool.gather(b) == [float(i) for i in range(40)]
 
