@@ -71,6 +71,13 @@ class Task:
             return [h for h in handles if h.status == "finished"]
         return [handles] if handles.status == "finished" else []
 
+    def spread_inputs(self):
+        """Name its inputs one by one (its ``fallback``), if it has not yet."""
+        if self.fallback is not None:
+            self.fallback()
+            self.fallback = None
+            self.refresh_hints()
+
     def refresh_hints(self):
         """Point the message's ``who_has`` hints at where the inputs are now."""
         if self.inputs:
@@ -219,9 +226,7 @@ class Batch:
     async def _recover_inputs(self, rounds):
         stalled, self.stalled = self.stalled, []
         for task in stalled:
-            if task.fallback is not None:
-                task.fallback()
-                task.fallback = None
+            task.spread_inputs()
         if rounds > self.recovery_rounds:
             raise WorkerLostError(
                 f"inputs of {len(stalled)} tasks of {self.name} were lost "
@@ -275,10 +280,7 @@ class Batch:
                 break
             task = queue[-1]
             if _missing_bytes(task, worker) <= self.steal_bytes:
-                if task.fallback is not None and "over" in task.msg:
-                    task.fallback()  # fetch its own elements, not their whole chunk
-                    task.fallback = None
-                    task.refresh_hints()
+                task.spread_inputs()  # to fetch its own elements, not their whole chunk
                 return queue.pop()
         return None
 

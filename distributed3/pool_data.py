@@ -200,16 +200,13 @@ class DataMixin:
         Small results came with their task's reply: unpickled here, a fresh copy each
         time; the others are fetched from the workers.
         """
-        values, chunks = {}, {}
+        values = {}
         with gc_paused(len(handles)):
             for k, h in handles.items():
                 if h.inline is not None:
                     values[k] = pickle.loads(h.inline)
                 elif h.group is not None and h.group.pickled is not None:
-                    group = h.group  # unpickled once for all its elements asked for here
-                    if group.key not in chunks:
-                        chunks[group.key] = pickle.loads(group.pickled)
-                    values[k] = chunks[group.key][h.index]
+                    values[k] = h.group.value(h.index)  # the chunk unpickled once a pass
         if len(values) < len(handles):
             values.update(await self._fetch({k: h for k, h in handles.items() if k not in values}))
         return values
