@@ -23,6 +23,14 @@ def held(workers):
     return {k: w.address for w in workers for k in w.data}
 
 
+def released(workers):
+    """Whether the workers hold nothing, once the garbage collector has run: handles
+    in a reference cycle (an exception's traceback, in these in-process clusters) go
+    only then, and nothing else may trigger a collection while the test waits."""
+    gc.collect()
+    return not held(workers)
+
+
 def kill_holder(workers, chunk):
     """Close the worker holding ``chunk`` without handing its data over; the others."""
     keys = held(workers)
@@ -73,7 +81,7 @@ def test_a_chunk_lives_while_its_list_or_any_of_its_handles_does(pool_and_worker
     assert kept.get() == 151
     del kept
     gc.collect()
-    wait_for_sync(lambda: not held(workers), 10, "the last chunk was not released")
+    wait_for_sync(lambda: released(workers), 10, "the last chunk was not released")
 
 
 def test_chained_map_over_chunk_elements_moves_no_bytes(pool_and_workers):
@@ -116,7 +124,7 @@ def test_a_lost_chunk_is_recomputed_and_everything_released_after(pool_and_worke
     assert any("#" in k for k in held(alive))  # recomputed elements, kept one by one
     del out, values
     gc.collect()
-    wait_for_sync(lambda: not held(alive), 10, "recomputed elements not released")
+    wait_for_sync(lambda: released(alive), 10, "recomputed elements not released")
 
 
 def test_copies_of_elements_go_with_their_chunk(pool_and_workers):
@@ -128,7 +136,7 @@ def test_copies_of_elements_go_with_their_chunk(pool_and_workers):
     assert len(pool.who_has([out[0]])[out[0].key]) == 2
     del out
     gc.collect()
-    wait_for_sync(lambda: not held(workers), 10, "the copy outlived its chunk")
+    wait_for_sync(lambda: released(workers), 10, "the copy outlived its chunk")
 
 
 def test_delete_a_map_result(pool_and_workers):
@@ -215,13 +223,13 @@ def test_deleting_a_map_result_deletes_its_copies_and_recomputed_elements(pool_a
     pool.delete(out)
     del out
     gc.collect()
-    wait_for_sync(lambda: not held(workers), 10, "a copy of an element outlived delete")
+    wait_for_sync(lambda: released(workers), 10, "a copy of an element outlived delete")
     out = pool.map(lambda i: np.full(2_000, i, dtype="f8"), range(20), chunksize=10)
     alive = kill_holder(workers, out.spans[0])
     pool.gather(out)  # the lost elements computed again, one by one; their reports may lag
     assert any("#" in k for k in held(alive))
     pool.delete(out)
-    wait_for_sync(lambda: not held(alive), 10, "recomputed elements outlived delete")
+    wait_for_sync(lambda: released(alive), 10, "recomputed elements outlived delete")
 
 
 def test_deleting_elements_frees_their_memory_for_good(pool_and_workers):
@@ -249,7 +257,7 @@ def test_a_retiring_worker_hands_its_chunks_over(pool_and_workers):
     assert not any("#" in k for k in held([peer]))  # moved whole, nothing recomputed
     del out
     gc.collect()
-    wait_for_sync(lambda: not held([peer]), 10, "a handed-over chunk was not released")
+    wait_for_sync(lambda: released([peer]), 10, "a handed-over chunk was not released")
 
 
 def test_handles_made_in_several_threads_at_once_are_one_object(pool_and_workers):
@@ -292,7 +300,7 @@ def test_copies_of_elements_are_released_when_their_client_vanishes():
             alive = [w for w in workers if w is not victim]
             assert first.key in held(alive)  # the copy, owned through its chunk
             run_in_cluster_loop(_vanish(pool))
-            wait_for_sync(lambda: not held(alive), 10, "the copy outlived its client")
+            wait_for_sync(lambda: released(alive), 10, "the copy outlived its client")
 
 
 async def _vanish(pool):
