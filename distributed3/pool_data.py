@@ -259,6 +259,7 @@ class DataMixin:
         # a map's chunks go whole; an element on its own is freed with its chunk
         seq = seq.spans if isinstance(seq, RemoteList) else seq
         handles = [h for h in seq if isinstance(h, (RemoteData, ResultGroup))]
+        handles += _emptied_groups(handles)
         keys = [h.key for h in handles]
         # also where a task just ran, and a chunk's elements held on their own
         who_has = await self._who_has(handles, parts=True)
@@ -335,3 +336,19 @@ class DataMixin:
                 if type(handle) is ResultGroup:
                     for element in handle.made():
                         element.workers = handle.workers
+
+
+def _emptied_groups(handles):
+    """The chunks whose every element is deleted once these handles are: they go whole.
+
+    >>> _emptied_groups([RemoteData("a", None)])
+    []
+    """
+    dropping = {}  # id(chunk) -> (chunk, indices of its elements among handles)
+    whole = {id(h) for h in handles if type(h) is ResultGroup}
+    for h in handles:
+        group = h.group if type(h) is RemoteData else None
+        if group is not None and id(group) not in whole:
+            dropping.setdefault(id(group), (group, set()))[1].add(h.index)
+    return [g for g, indices in dropping.values()
+            if g.status != "deleted" and len(indices | g.deleted) >= g.size]  # fmt: skip

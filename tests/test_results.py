@@ -399,3 +399,17 @@ def test_tasks_needing_resources_go_to_a_worker_that_has_them_not_to_their_input
                     assert all(h.workers == {gpu.address} for h in b)
             finally:
                 run_in_cluster_loop(gpu.close())
+
+
+def test_deleting_every_element_one_by_one_releases_the_chunk(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(inc, range(20), chunksize=10)
+    first, second = out.spans
+    pool.delete(out[:5])
+    assert first.key in held(workers) and first.status == "finished"
+    pool.delete(out[5:10])  # the rest of the first chunk: it goes whole
+    assert first.status == "deleted" and first.key not in held(workers)
+    assert second.key in held(workers)
+    assert pool.gather(out[10:]) == list(range(11, 21))
+    with pytest.raises(KeyError):
+        pool.gather(out[:10])
