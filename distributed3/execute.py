@@ -29,9 +29,15 @@ def stateful_call(instance, args, kwargs):
     return instance.run(*args, **kwargs)
 
 
-def run_chunk(function, args_list, kwargs, seeds):
+def run_chunk(function, args_list, kwargs, seeds, spread=True):
     """Run in a worker thread: ``(values, errors)`` -- a result per element (``None``
-    where it failed) and ``{position: exception}``."""
+    where it failed) and ``{position: exception}``.  Element ``i`` is
+    ``function(*args_list[i], **kwargs)``, or with ``spread=False``
+    ``function(args_list[i], **kwargs)``.
+
+    >>> run_chunk(len, ["ab", "abc"], None, None, spread=False)
+    ([2, 3], {})
+    """
     n = len(args_list)
     try:
         func = function if callable(function) else loads_function(function)
@@ -49,14 +55,22 @@ def run_chunk(function, args_list, kwargs, seeds):
     i = 0
     while i < n:  # resumed after each failed element: no task runs twice
         try:
-            if seeds is None:
-                for i in range(i, n):  # called here, not through a helper: a frame less
-                    values.append(func(*args_list[i], **kwargs))
-            else:
+            # called here, not through a helper: a frame less
+            if seeds is not None:
                 for i in range(i, n):
+                    args = args_list[i] if spread else (args_list[i],)
                     with _seed_lock:  # the random modules' state is per process
                         _seed(seeds[i])
-                        values.append(_run_task(func, args_list[i], kwargs))
+                        values.append(_run_task(func, args, kwargs))
+            elif spread:
+                for i in range(i, n):
+                    values.append(func(*args_list[i], **kwargs))
+            elif kwargs:
+                for i in range(i, n):
+                    values.append(func(args_list[i], **kwargs))
+            else:
+                for i in range(i, n):
+                    values.append(func(args_list[i]))
             break
         except Exception as e:
             errors[i] = e

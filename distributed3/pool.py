@@ -414,13 +414,14 @@ class Pool(StreamingMixin, DataMixin):
             raise TypeError("map() needs at least one iterable")
         over = mapped_over(iterables)  # a map over a map's results goes chunk for chunk
         arglists = None
+        single = len(iterables) == 1  # f(x) for x in one sequence: no tuple per element
         if over is None:
             # the handles of a RemoteList passed in are made here, none of them garbage
             lazy = sum(len(it) for it in iterables if isinstance(it, RemoteList))
             with gc_paused(lazy):
-                arglists = list(zip(*iterables))
+                arglists = list(iterables[0]) if single else list(zip(*iterables))
         handles = await self._submit(func, arglists, kwargs, options or Options(), grouped=True,
-                                     over=over)  # fmt: skip
+                                     over=over, single=single)  # fmt: skip
         return handles if isinstance(handles, RemoteList) else RemoteList(handles)
 
     async def _recover(self, handles):
@@ -431,18 +432,20 @@ class Pool(StreamingMixin, DataMixin):
         return f"{name}-{self.id}-{next(self._counter)}"
 
     async def _submit(self, func, arglists, kwargs, options, wait=True, on_done=None,
-                      grouped=False, over=None):  # fmt: skip
+                      grouped=False, over=None, single=False):  # fmt: skip
         """Make and run the tasks; with ``wait=False`` they run in the background.
 
         ``grouped``: chunks may keep their results as one key each, and the handles
-        come as a lazy :class:`RemoteList` (see :func:`submission.make_tasks`).
+        come as a lazy :class:`RemoteList`; ``single``: each of ``arglists`` is a
+        task's one argument (see :func:`submission.make_tasks`).
         """
         if self.status != "running":
             raise CommClosedError(f"{self!r} is not running")
         if self._broken is not None:
             raise self._broken
         grouped = grouped and wait and on_done is None  # the others need every handle
-        handles, tasks = await make_tasks(self, func, arglists, kwargs, options, grouped, over)
+        handles, tasks = await make_tasks(self, func, arglists, kwargs, options, grouped, over,
+                                          single)  # fmt: skip
         name = funcname(func) if options.stateful is None else options.stateful["name"]
         bar = progress_bar(len(handles), name) if options.progress else None
         if bar is not None or on_done is not None:

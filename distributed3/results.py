@@ -70,21 +70,25 @@ class Recipe:
 
 
 class ChunkRecipe:
-    """How the elements of a chunk are made: the message base, the argument tuples, the
-    position of the first element, the map's seed and the inputs all elements share.
+    """How the elements of a chunk are made: the message base, the argument tuples (with
+    ``single``, each element's one argument instead), the position of the first
+    element, the map's seed and the inputs all elements share.
 
     >>> ChunkRecipe({}, [(1,), (2,)], 10, None, {}).element(1).args
     (2,)
+    >>> ChunkRecipe({}, [1, 2], 10, None, {}, single=True).element(1).args
+    (2,)
     """
 
-    __slots__ = ("base", "args", "first", "seed", "inputs")
+    __slots__ = ("base", "args", "first", "seed", "inputs", "single")
 
-    def __init__(self, base, args, first, seed, inputs):
+    def __init__(self, base, args, first, seed, inputs, single=False):
         self.base = base
         self.args = args
         self.first = first
         self.seed = seed
         self.inputs = inputs
+        self.single = single
 
     @property
     def size(self):
@@ -92,7 +96,8 @@ class ChunkRecipe:
 
     def element(self, index):
         """The recipe of element ``index`` alone."""
-        return Recipe(self.base, self.args[index], self.first + index, self.seed, self.inputs)
+        args = (self.args[index],) if self.single else self.args[index]
+        return Recipe(self.base, args, self.first + index, self.seed, self.inputs)
 
 
 class OverChunk(ChunkRecipe):

@@ -64,7 +64,8 @@ def _pickled_size(value):
         return 0  # it will fail, clearly, when the task is sent
 
 
-async def make_tasks(pool, func, arglists, kwargs, options, grouped=False, over=None):
+async def make_tasks(pool, func, arglists, kwargs, options, grouped=False, over=None,
+                     single=False):  # fmt: skip
     """``(handles in input order, tasks to run)`` for one call.
 
     ``grouped``: a chunked call whose elements have no remote inputs of their own
@@ -72,7 +73,9 @@ async def make_tasks(pool, func, arglists, kwargs, options, grouped=False, over=
     returns a :class:`RemoteList` whose handles are made only when asked for.
     ``over``: the call maps over the results of a map (a :class:`RemoteList`, whose
     elements are the ``arglists``); then each of its chunks is mapped over where it
-    is, as a chunk of its own.
+    is, as a chunk of its own.  ``single``: each of the ``arglists`` is a task's only
+    argument, not a tuple of them (``pool.map`` over one sequence, the usual case: no
+    tuple is made, sent or taken apart per element).
     """
     name = funcname(func) if options.stateful is None else options.stateful["name"]
     fbytes = None
@@ -106,11 +109,14 @@ async def make_tasks(pool, func, arglists, kwargs, options, grouped=False, over=
             len(arglists if over is None else over), ncores, seconds)
         if over is not None:
             return _tasks_over(pool, name, base, over, kw_handles, options.seed, size)
-        plain = _without_handles(arglists) if size > 1 else None
+        plain = _without_handles(arglists, single) if size > 1 else None
         if plain is not None:
-            return _grouped_tasks(pool, name, base, plain, kw_handles, size, options.seed)
+            return _grouped_tasks(pool, name, base, plain, kw_handles, size, options.seed,
+                                  single)  # fmt: skip
     if arglists is None:
         arglists = [(h,) for h in over]
+    elif single:
+        arglists = [(a,) for a in arglists]
     handles, recipes = [], []
     new_key = pool._new_key
     # one handle and recipe per element, none of them garbage: no collection meanwhile
@@ -153,10 +159,10 @@ async def make_tasks(pool, func, arglists, kwargs, options, grouped=False, over=
     return handles, tasks
 
 
-def _without_handles(arglists):
+def _without_handles(arglists, single=False):
     """``arglists`` with the handles in them swapped for ``KeyRef``, or ``None`` if any
     holds a handle (its task goes where that input lives: no shared chunks then)."""
-    if plain_arguments(arglists):
+    if plain_arguments(arglists, single):
         return arglists
     out = []
     for args in arglists:
@@ -167,15 +173,16 @@ def _without_handles(arglists):
     return out
 
 
-def _grouped_tasks(pool, name, base, arglists, inputs, size, seed):
+def _grouped_tasks(pool, name, base, arglists, inputs, size, seed, single=False):
     """One task per ``size`` elements, each keeping its results under one key."""
     groups, tasks = [], []
+    field = "single_args" if single else "args_list"  # see Worker.compute_chunk
     with gc_paused(len(arglists) // size):
         for first in range(0, len(arglists), size):
             args = arglists[first:first + size]
-            recipe = ChunkRecipe(base, args, first, seed, inputs)
+            recipe = ChunkRecipe(base, args, first, seed, inputs, single)
             group = ResultGroup(pool._new_key(name), pool, recipe)
-            msg = {**base, "op": "compute_chunk", "group": group.key, "args_list": args}
+            msg = {**base, "op": "compute_chunk", "group": group.key, field: args}
             if seed is not None:
                 msg["seeds"] = [task_seed(seed, first + i) for i in range(len(args))]
             task = Task(group, msg, inputs, first)

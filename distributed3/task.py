@@ -127,13 +127,18 @@ _NONE = MappingProxyType({})  # shared by the many argument lists without handle
 _PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
 
 
-def plain_arguments(arglists):
-    """Whether every argument tuple holds only numbers, strings, bytes and ``None``:
-    then no handle hides in them (a quick check before :func:`extract_keys`).
+def plain_arguments(arglists, single=False):
+    """Whether every argument tuple (with ``single``, every argument) holds only
+    numbers, strings, bytes and ``None``: then no handle hides in them (a quick check
+    before :func:`extract_keys`).
 
     >>> plain_arguments([(1, "a"), (2.5, None)]), plain_arguments([([1],)])
     (True, False)
+    >>> plain_arguments([1, "a", None], single=True)
+    True
     """
+    if single:
+        return set(map(type, arglists)) <= _PLAIN
     return all(type(args) is tuple for args in arglists) and {
         type(a) for args in arglists for a in args} <= _PLAIN  # fmt: skip
 

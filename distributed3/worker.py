@@ -234,8 +234,10 @@ class Worker(CenterLink, Server):
 
     async def compute_chunk(self, comm, keys=None, function=None, args_list=(), kwargs=None,
                             who_has=None, seeds=None, keep=(), stateful=None,
-                            owner=None, lone=False, group=None, over=None):  # fmt: skip
-        """Run one function over many argument tuples in one message.
+                            owner=None, lone=False, group=None, over=None,
+                            single_args=None):  # fmt: skip
+        """Run one function over many argument tuples in one message (``single_args``:
+        over many arguments, one per task, ``f(x)`` rather than ``f(*args)``).
 
         Each result is kept under its own key (``keys``), or all of them together as one
         :class:`~distributed3.task.Parts` entry under ``group``, whose element ``i`` is
@@ -259,14 +261,16 @@ class Worker(CenterLink, Server):
             )
         self.active += 1
         try:
+            spread = single_args is None  # each task's arguments are a tuple to spread
             return await self._compute_chunk(comm, keys if group is None else group, function,
-                                             args_list, kwargs, who_has, seeds, keep,
-                                             stateful, owner, lone, over)  # fmt: skip
+                                             args_list if spread else single_args, spread,
+                                             kwargs, who_has, seeds, keep, stateful, owner,
+                                             lone, over)  # fmt: skip
         finally:
             self.active -= 1
 
-    async def _compute_chunk(self, comm, keys, function, args_list, kwargs, who_has, seeds,
-                             keep, stateful, owner, lone, over=None):  # fmt: skip
+    async def _compute_chunk(self, comm, keys, function, args_list, spread, kwargs, who_has,
+                             seeds, keep, stateful, owner, lone, over=None):  # fmt: skip
         if stateful is not None:
             instance = self.stateful.get(stateful["name"])
             if instance is None or self.stateful_version[stateful["name"]] < stateful["version"]:
@@ -281,7 +285,7 @@ class Worker(CenterLink, Server):
             if kept:
                 await self.update_data(comm, kept)
             if over is not None:
-                args_list = [(v,) for v in self._chunk_slice(values, *over)]
+                args_list, spread = self._chunk_slice(values, *over), False
             else:
                 args_list = [substitute(args, values) for args in args_list]
             kwargs = substitute(kwargs, values) if kwargs else kwargs
@@ -292,7 +296,7 @@ class Worker(CenterLink, Server):
         def run():  # in a task thread
             try:
                 start = time.perf_counter()  # the tasks' own time, not their wait for a thread
-                values, errors = run_chunk(function, args_list, kwargs, seeds)
+                values, errors = run_chunk(function, args_list, kwargs, seeds, spread)
                 reply = chunk_reply(values, errors, time.perf_counter() - start,
                                     whole=type(keys) is str)  # fmt: skip
                 sizes = reply["nbytes"]

@@ -413,3 +413,24 @@ def test_deleting_every_element_one_by_one_releases_the_chunk(pool_and_workers):
     assert pool.gather(out[10:]) == list(range(11, 21))
     with pytest.raises(KeyError):
         pool.gather(out[:10])
+
+
+def test_a_map_over_one_sequence_passes_each_element_as_the_one_argument(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    pairs = [(i, -i) for i in range(60)]  # tuples: one argument each, not spread
+    out = pool.map(lambda p: p[0] + 2 * p[1], pairs, chunksize=20)
+    assert [type(s) for s in out.spans] == [ResultGroup] * 3
+    assert pool.gather(out) == [-i for i in range(60)]
+    assert out.spans[0].recipe.element(5).args == ((5, -5),)  # for computing it again
+    arrays = pool.map(np.sum, [np.arange(i) for i in range(40)], chunksize=10, axis=0)
+    assert pool.gather(arrays) == [sum(range(i)) for i in range(40)]
+    failing = pool.map(lambda x: 1 // x, [0, 1, None, 2], chunksize=4)
+    assert [h.status for h in failing] == ["error", "finished", "error", "finished"]
+    # seeded, and lost with its worker: computed again element by element, the same
+    draws = pool.map(lambda x: np.full(600, x + random.random()), range(40), chunksize=10,
+                     seed=3)  # fmt: skip
+    assert all(g.pickled is None for g in draws.spans)  # too big to come with the reply
+    before = [float(a[0]) for a in pool.gather(draws)]
+    alive = kill_holder(workers, draws.spans[0])
+    assert [float(a[0]) for a in pool.gather(draws)] == before
+    assert any("#" in k for k in held(alive))  # computed again
