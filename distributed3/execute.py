@@ -159,10 +159,9 @@ _TINY = frozenset({int, float, bool, complex, type(None)})
 
 
 def _all_small(values):
-    for v in values:
-        if type(v) not in _TINY and sizeof(v) > INLINE_BYTES:
-            return False
-    return True
+    if set(map(type, values)) <= _TINY:  # the usual case, in one pass in C
+        return True
+    return all(type(v) in _TINY or sizeof(v) <= INLINE_BYTES for v in values)
 
 
 def lone_reply(key, reply, values):
