@@ -13,6 +13,7 @@ import random
 import sys
 import threading
 import traceback
+from itertools import chain
 
 from .exceptions import TaskError
 from .protocol import loads_function, sizeof, small_pickle
@@ -156,11 +157,24 @@ def chunk_reply(values, errors, duration, whole=False):
 
 
 _TINY = frozenset({int, float, bool, complex, type(None)})
+_SHORT = 64  # a tuple of so many numbers is far below INLINE_BYTES
 
 
 def _all_small(values):
-    if set(map(type, values)) <= _TINY:  # the usual case, in one pass in C
+    """Whether no result is over ``INLINE_BYTES``: by type, in passes that run in C, for
+    the usual results (numbers, and short tuples of them); else one by one.
+
+    >>> _all_small([1, (2.5, None), None]), _all_small([1, (0,) * 1000])
+    (True, False)
+    """
+    types = set(map(type, values))
+    if types <= _TINY:
         return True
+    if types <= _TINY | {tuple}:
+        tuples = [v for v in values if type(v) is tuple]
+        inner = set(map(type, chain.from_iterable(tuples)))
+        if max(map(len, tuples)) <= _SHORT and inner <= _TINY:
+            return True
     return all(type(v) in _TINY or sizeof(v) <= INLINE_BYTES for v in values)
 
 

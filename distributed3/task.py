@@ -14,6 +14,8 @@ fetched.  Lists, tuples and dicts are searched, nested to any depth.
 >>> substitute(args, {"x": 10, "y": 20})
 (1, [10, {'y': 20}])
 """
+import sys
+from itertools import chain
 from types import MappingProxyType
 
 ELEMENT = "#"  # "G#3": element 3 of the results a chunk keeps under key "G"
@@ -128,19 +130,33 @@ _PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
 
 
 def plain_arguments(arglists, single=False):
-    """Whether every argument tuple (with ``single``, every argument) holds only
-    numbers, strings, bytes and ``None``: then no handle hides in them (a quick check
-    before :func:`extract_keys`).
+    """Whether every argument tuple (with ``single``, every argument, or tuple of them)
+    holds only numbers, strings, bytes, ``None`` and numpy scalars: then no handle
+    hides in them (a quick check, by type, before :func:`extract_keys`).
 
     >>> plain_arguments([(1, "a"), (2.5, None)]), plain_arguments([([1],)])
     (True, False)
-    >>> plain_arguments([1, "a", None], single=True)
+    >>> import numpy as np
+    >>> plain_arguments([1, "a", None, (2, np.float32(3))], single=True)
     True
     """
-    if single:
-        return set(map(type, arglists)) <= _PLAIN
-    return all(type(args) is tuple for args in arglists) and {
-        type(a) for args in arglists for a in args} <= _PLAIN  # fmt: skip
+    types = set(map(type, arglists))  # by type, in passes that run in C
+    if not single:
+        if not types <= {tuple}:
+            return False
+        types = set(map(type, chain.from_iterable(arglists)))
+    elif tuple in types:
+        types.discard(tuple)
+        tuples = [args for args in arglists if type(args) is tuple] if types else arglists
+        types.update(map(type, chain.from_iterable(tuples)))
+    return types <= _PLAIN or all(map(_plain_type, types))
+
+
+def _plain_type(typ):
+    if typ in _PLAIN:
+        return True
+    numpy = sys.modules.get("numpy")  # imported by whoever made such a scalar
+    return numpy is not None and issubclass(typ, numpy.generic)
 
 
 def _extract(obj, handle_type, handles, listlike):
