@@ -157,7 +157,7 @@ def chunk_reply(values, errors, duration, whole=False):
 
 
 _TINY = frozenset({int, float, bool, complex, type(None)})
-_SHORT = 64  # a tuple of so many numbers is far below INLINE_BYTES
+_SHORT = 48  # a tuple of so many numbers of at most 64 bytes is below INLINE_BYTES
 
 
 def _all_small(values):
@@ -166,16 +166,29 @@ def _all_small(values):
 
     >>> _all_small([1, (2.5, None), None]), _all_small([1, (0,) * 1000])
     (True, False)
+    >>> _all_small([10 ** 20000]), _all_small([(10 ** 20000,)])
+    (False, False)
     """
     types = set(map(type, values))
     if types <= _TINY:
-        return True
+        return _small_numbers(values, types, INLINE_BYTES)
     if types <= _TINY | {tuple}:
         tuples = [v for v in values if type(v) is tuple]
-        inner = set(map(type, chain.from_iterable(tuples)))
-        if max(map(len, tuples)) <= _SHORT and inner <= _TINY:
-            return True
-    return all(type(v) in _TINY or sizeof(v) <= INLINE_BYTES for v in values)
+        if max(map(len, tuples)) <= _SHORT:
+            inside = list(chain.from_iterable(tuples))
+            inner = set(map(type, inside))
+            if inner <= _TINY and _small_numbers(inside, inner, 64):
+                return _small_numbers(values, types, INLINE_BYTES)
+    return all(sizeof(v) <= INLINE_BYTES for v in values)
+
+
+def _small_numbers(numbers, types, limit):
+    """Whether none of ``numbers`` (of ``types``) takes much over ``limit`` bytes: of the
+    types in ``_TINY``, only ``int`` has no bound."""
+    if int not in types:
+        return True
+    ints = numbers if len(types) == 1 else [v for v in numbers if type(v) is int]
+    return max(map(int.bit_length, ints)) <= 8 * limit
 
 
 def lone_reply(key, reply, values):

@@ -259,7 +259,6 @@ class DataMixin:
         # a map's chunks go whole; an element on its own is freed with its chunk
         seq = seq.spans if isinstance(seq, RemoteList) else seq
         handles = [h for h in seq if isinstance(h, (RemoteData, ResultGroup))]
-        handles += _emptied_groups(handles)
         keys = [h.key for h in handles]
         # also where a task just ran, and a chunk's elements held on their own
         who_has = await self._who_has(handles, parts=True)
@@ -285,6 +284,9 @@ class DataMixin:
         groups = [h.key for h in handles if type(h) is ResultGroup]
         if groups:
             self._note_release(groups)
+        emptied = _emptied_groups(handles)  # checked last: deletes running at once add up
+        if emptied:
+            await self._delete(emptied)
 
     def replicate(self, seq, n=2):
         """Keep at least ``n`` copies of each handle's data, on different workers.
@@ -339,16 +341,12 @@ class DataMixin:
 
 
 def _emptied_groups(handles):
-    """The chunks whose every element is deleted once these handles are: they go whole.
+    """The chunks of these element handles whose every element is deleted now: they go
+    whole.
 
     >>> _emptied_groups([RemoteData("a", None)])
     []
     """
-    dropping = {}  # id(chunk) -> (chunk, indices of its elements among handles)
-    whole = {id(h) for h in handles if type(h) is ResultGroup}
-    for h in handles:
-        group = h.group if type(h) is RemoteData else None
-        if group is not None and id(group) not in whole:
-            dropping.setdefault(id(group), (group, set()))[1].add(h.index)
-    return [g for g, indices in dropping.values()
-            if g.status != "deleted" and len(indices | g.deleted) >= g.size]  # fmt: skip
+    groups = {id(h.group): h.group for h in handles
+              if type(h) is RemoteData and h.group is not None}  # fmt: skip
+    return [g for g in groups.values() if g.status != "deleted" and len(g.deleted) >= g.size]

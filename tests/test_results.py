@@ -1,4 +1,5 @@
 """A chunked map keeps one key per chunk; its handles are made when asked for."""
+import asyncio
 import gc
 import pickle
 import random
@@ -434,3 +435,23 @@ def test_a_map_over_one_sequence_passes_each_element_as_the_one_argument(pool_an
     alive = kill_holder(workers, draws.spans[0])
     assert [float(a[0]) for a in pool.gather(draws)] == before
     assert any("#" in k for k in held(alive))  # computed again
+
+
+def test_deleting_halves_of_a_chunk_at_once_releases_it(pool_and_workers):
+    pool, _, workers = pool_and_workers
+    out = pool.map(inc, range(20), chunksize=10)
+    first = out.spans[0]
+
+    async def both():
+        await asyncio.gather(pool._delete(out[:5]), pool._delete(out[5:10]))
+
+    pool._sync(both())
+    assert first.status == "deleted" and first.key not in held(workers)
+
+
+def test_a_result_over_the_inline_size_stays_on_the_worker(pool_and_workers):
+    pool, _, _ = pool_and_workers
+    for big in (10**20000, (10**20000,)):  # ints have no bound: by type alone, they look small
+        out = pool.map(lambda i: big if i == 9 else (i, 0), range(10), chunksize=10)
+        assert out.spans[0].pickled is None  # over INLINE_BYTES: not sent with the reply
+        assert pool.gather(out)[9] == big
