@@ -10,7 +10,11 @@ figures of so short a run mean little).  Every system gets a local cluster of
 * each system runs in a fresh interpreter of its own (:mod:`distributed3.bench.one`),
   so nothing one leaves behind touches the next;
 * the raw limits run here too: tornado ping-pong and a loopback socket
-  (:mod:`distributed3.bench.raw`).
+  (:mod:`distributed3.bench.raw`);
+* distributed3's own modules are byte-compiled first, as installing a package leaves
+  them (the peers' are, in site-packages): a checkout run with
+  ``PYTHONDONTWRITEBYTECODE`` set would otherwise compile them from source in every
+  new interpreter, which the start-up figure would show.
 
 Absolute figures drift on shared machines; compare the ratios, which come from
 one run.  ``--scaling 16,32,64`` runs the run's maps (10,000 and 100,000 no-op
