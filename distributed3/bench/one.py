@@ -12,6 +12,7 @@ import sys
 import time
 
 from .systems import SYSTEMS
+from .timing import median_of
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -57,18 +58,15 @@ def descendants(pid):
     return out
 
 
-def _timed(func, n, repeat, min_seconds=0.5, most=50):
-    """Median seconds of ``func(n)``: ``repeat`` runs, more for quick work (up to
-    ``most``, until ``min_seconds`` have passed), which one scheduler hiccup of a few
-    milliseconds would otherwise decide."""
-    times = []
-    began = time.perf_counter()
-    while len(times) < repeat or (len(times) < most
-                                  and time.perf_counter() - began < min_seconds):  # fmt: skip
+def _timed(func, n, repeat):
+    """Median seconds of ``func(n)`` (see :func:`~distributed3.bench.timing.median_of`)."""
+
+    def measure():
         start = time.perf_counter()
         func(n)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+
+    return median_of(measure, repeat)
 
 
 def run(name, config):

@@ -18,6 +18,8 @@ import time
 
 import numpy
 
+from .timing import median_of
+
 _LEN = struct.Struct("<Q")
 
 
@@ -118,16 +120,19 @@ def loopback_mb_per_s(size, repeat=3, fresh=False):
     sock.setblocking(True)
     proc = _fork(_sink, sock, size, fresh)
     payload = memoryview(numpy.ones(size, dtype=numpy.uint8))  # as an array being sent is
-    times = []
     try:
         with socket.create_connection(sock.getsockname()) as conn:
-            for _ in range(repeat + 1):
+
+            def measure():
                 start = time.perf_counter()
                 conn.sendall(_LEN.pack(size))
                 conn.sendall(payload)
                 assert conn.recv(1) == b"k"
-                times.append(time.perf_counter() - start)
+                return time.perf_counter() - start
+
+            measure()  # warms up
+            seconds = median_of(measure, repeat)
     finally:
         proc.kill()
         sock.close()
-    return size / statistics.median(times[1:]) / 1e6
+    return size / seconds / 1e6

@@ -14,12 +14,12 @@
 the same cluster in a new interpreter and prints the first result.  A system lacks
 the methods it has no counterpart for.
 """
-import statistics
 import time
 
 import numpy as np
 
 from .tasks import inc, nbytes, noop, pid
+from .timing import median_of
 
 __all__ = ["SYSTEMS", "STARTUP", "available"]
 
@@ -58,13 +58,15 @@ class Distributed3:
         holder = next(iter(pool.who_has([data])[data.key]))
         target = b if holder == a else a
 
-        times = []
-        for _ in range(repeat + 1):  # the first warms up
+        def measure():
             start = time.perf_counter()
             pool._sync(pool.connection_pool(target).fetch_data(who_has={data.key: [holder]}))
-            times.append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
             pool._sync(pool.connection_pool(target).delete_data(keys=[data.key]))  # untimed
-        return size / statistics.median(times[1:]) / 1e6
+            return elapsed
+
+        measure()  # warms up
+        return size / median_of(measure, repeat) / 1e6
 
     def moved_bytes(self, narrays=8, rounds=3):
         """Bytes workers pulled from each other while mapping over data already there."""
@@ -165,15 +167,15 @@ class Dask:
     def transfer(self, size, repeat):
         client = self.client
         a, b = sorted(client.scheduler_info()["workers"])
-        times = []
-        for _ in range(repeat + 1):
+        def measure():
             # hash=False: equal arrays would share a key, and B could still hold the last one
             data = client.scatter(np.ones(size // 8), workers=[a], hash=False)
             start = time.perf_counter()
             assert client.submit(nbytes, data, workers=[b], pure=False).result() == size
-            times.append(time.perf_counter() - start)
-            del data
-        return size / statistics.median(times[1:]) / 1e6
+            return time.perf_counter() - start
+
+        measure()  # warms up
+        return size / median_of(measure, repeat) / 1e6
 
     def worker_pids(self):
         return sorted(self.client.run(pid).values())
