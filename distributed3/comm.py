@@ -295,9 +295,13 @@ def _tune(stream):
 
 
 async def _with_deadline(awaitable, timeout, what, peer):
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result, and
+    # drops the cancellation, when both come at once (a worker told to stop just as
+    # its connection to the center opened then went on to wait for the handshake)
     try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    except TimeoutError:
         raise TimeoutError(
             f"{what} with {format_address(peer)} did not finish within {timeout} s"
         ) from None

@@ -363,7 +363,8 @@ class ConnectionPool:
                 if timeout is None:
                     response = await comm.read()
                 else:
-                    response = await asyncio.wait_for(comm.read(), timeout)
+                    async with asyncio.timeout(timeout):  # loses no cancellation (see comm)
+                        response = await comm.read()
             except ConnectionBrokenError:
                 self.busy.discard(comm)
                 comm.close()

@@ -166,7 +166,8 @@ class Pool(StreamingMixin, DataMixin):
         comm = await connect(self.center_address, self.secret, self.timeout, tls=self.tls)
         try:
             await comm.write({"op": "subscribe", "client": self.id, "keys": list(self._owned)})
-            reply = await asyncio.wait_for(comm.read(), self.timeout)
+            async with asyncio.timeout(self.timeout):  # loses no cancellation (see comm)
+                reply = await comm.read()
         except BaseException:
             comm.close()
             raise
