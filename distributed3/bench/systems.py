@@ -167,6 +167,7 @@ class Dask:
     def transfer(self, size, repeat):
         client = self.client
         a, b = sorted(client.scheduler_info()["workers"])
+
         def measure():
             # hash=False: equal arrays would share a key, and B could still hold the last one
             data = client.scatter(np.ones(size // 8), workers=[a], hash=False)
