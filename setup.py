@@ -21,8 +21,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "dcenter=distributed3.cli:dcenter",
-            "dworker=distributed3.cli:dworker",
+            "dcenter=distributed3.deploy.cli:dcenter",
+            "dworker=distributed3.deploy.cli:dworker",
         ]
     },
     scripts=[],

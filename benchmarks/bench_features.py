@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from distributed3 import Pool, submission
+from distributed3 import Pool
+from distributed3.client import tasks as submission
 
 
 def noop(x):

@@ -8,21 +8,23 @@
 """
 import importlib
 
-from .core import __version__
+from .core.server import __version__
 
 # Names load on first use (PEP 562), so a worker process does not import the pool's
 # modules nor a client the worker's: each starts faster.
 _WHERE = {
-    "Pool": "pool", "RemoteData": "client", "RemoteList": "results", "TLS": "security",
-    "WorkerInterface": "stateful",
-    "StatefulPool": "stateful", "as_completed": "futures", "wait": "futures",
-    "ALL_COMPLETED": "futures", "FIRST_COMPLETED": "futures", "FIRST_EXCEPTION": "futures",
-    "Center": "center", "Worker": "worker", "LocalCluster": "local", "Server": "core",
-    "rpc": "core", "ConnectionPool": "core", "AuthenticationError": "exceptions",
-    "CommClosedError": "exceptions", "ConnectionBrokenError": "exceptions",
-    "DistributedError": "exceptions", "ProtocolError": "exceptions",
-    "RemoteTraceback": "exceptions", "SerializationError": "exceptions",
-    "TaskError": "exceptions", "WorkerLostError": "exceptions",
+    "Pool": "client.pool", "RemoteData": "client.handles", "RemoteList": "client.results",
+    "WorkerInterface": "client.stateful", "StatefulPool": "client.stateful",
+    "as_completed": "client.futures", "wait": "client.futures",
+    "ALL_COMPLETED": "client.futures", "FIRST_COMPLETED": "client.futures",
+    "FIRST_EXCEPTION": "client.futures", "Center": "center", "Worker": "worker.worker",
+    "LocalCluster": "deploy.local", "Server": "core.server", "rpc": "core.server",
+    "ConnectionPool": "core.server", "TLS": "core.security",
+    "AuthenticationError": "exceptions", "CommClosedError": "exceptions",
+    "ConnectionBrokenError": "exceptions", "DistributedError": "exceptions",
+    "ProtocolError": "exceptions", "RemoteTraceback": "exceptions",
+    "SerializationError": "exceptions", "TaskError": "exceptions",
+    "WorkerLostError": "exceptions",
 }  # fmt: skip
 
 

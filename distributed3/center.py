@@ -11,7 +11,7 @@ Its state is soft: a restarted center is rebuilt by workers registering again
 with the keys they hold.
 
 >>> import asyncio
->>> from distributed3.core import rpc
+>>> from distributed3.core.server import rpc
 >>> async def demo():
 ...     center = await Center().start(port=0)
 ...     async with rpc(center.address) as c:
@@ -28,8 +28,8 @@ import logging
 import time
 from collections import OrderedDict, defaultdict
 
-from .core import ConnectionPool, Server
-from .task import split_element
+from .core.server import ConnectionPool, Server
+from .keys import split_element
 from .utils import format_address, parse_address, wait_for
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ import threading
 import time
 
 from .center import Center
-from .sync import loop_thread
-from .worker import Worker
+from .client.sync import loop_thread
+from .worker.worker import Worker
 
 BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
 

@@ -4,9 +4,9 @@ import asyncio
 import pytest
 
 from distributed3 import AuthenticationError, Center
-from distributed3.comm import connect
-from distributed3.core import rpc
-from distributed3.protocol import dumps_function
+from distributed3.core.comm import connect
+from distributed3.core.server import rpc
+from distributed3.core.protocol import dumps_function
 from distributed3.testing import cluster, gen_test
 from distributed3.utils import wait_for
 

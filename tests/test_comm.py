@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from distributed3 import AuthenticationError, ConnectionBrokenError, ProtocolError
-from distributed3.comm import _SERVER_HELLO, Limits, connect
-from distributed3.core import Server, rpc
+from distributed3.core.comm import _SERVER_HELLO, Limits, connect
+from distributed3.core.server import Server, rpc
 from distributed3.testing import gen_test
 
 
@@ -195,7 +195,7 @@ def test_a_big_receive_buffer_costs_memory_only_as_bytes_arrive():
 
     import psutil
 
-    from distributed3.comm import _allocate
+    from distributed3.core.comm import _allocate
 
     process = psutil.Process()
     before = process.memory_info().rss

@@ -5,8 +5,8 @@ import threading
 import pytest
 
 from distributed3 import ConnectionBrokenError, RemoteTraceback
-from distributed3.comm import connect
-from distributed3.core import ConnectionPool, Server, rpc
+from distributed3.core.comm import connect
+from distributed3.core.server import ConnectionPool, Server, rpc
 from distributed3.testing import gen_test
 from distributed3.utils import format_address, wait_for
 

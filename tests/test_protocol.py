@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from distributed3 import protocol
-from distributed3.protocol import dumps, dumps_function, loads, loads_function, sizeof
+from distributed3.core import protocol
+from distributed3.core.protocol import dumps, dumps_function, loads, loads_function, sizeof
 
 
 def as_wire(frames):
@@ -117,7 +117,7 @@ def test_code_shipped_by_value_keeps_file_and_source_lines(tmp_path):
     path.unlink()  # the worker's machine does not have the file
     script = (
         "import sys, traceback\n"
-        "from distributed3.protocol import loads_function\n"
+        "from distributed3.core.protocol import loads_function\n"
         "f = loads_function(sys.stdin.buffer.read())\n"
         "try:\n    f(1)\n"
         "except ZeroDivisionError:\n    print(traceback.format_exc())\n"

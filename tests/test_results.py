@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from distributed3 import DistributedError, Pool, RemoteData
-from distributed3.results import RemoteList, ResultGroup
+from distributed3.client.results import RemoteList, ResultGroup
 from distributed3.testing import cluster_in_thread, run_in_cluster_loop
 from distributed3.utils import wait_for_sync
 from test_pool import two_workers
@@ -203,7 +203,7 @@ def test_a_failed_element_is_held_by_nobody(pool_and_workers):
 
 def test_each_get_gives_a_fresh_value_and_a_pass_unpickles_each_chunk_once(pool_and_workers,
                                                                           monkeypatch):  # fmt: skip
-    from distributed3 import results
+    from distributed3.client import results
 
     pool, _, _ = pool_and_workers
     out = pool.map(lambda x: [x], range(2000), chunksize=1000)

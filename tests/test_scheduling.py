@@ -2,7 +2,7 @@
 import pytest
 
 from distributed3.scheduling import decide_worker, least_loaded, local_bytes, split_by_worker, spread
-from distributed3.task import KeyRef, extract_keys, substitute
+from distributed3.keys import KeyRef, extract_keys, substitute
 
 NCORES = {"alice": 2, "bob": 2, "carol": 1}
 

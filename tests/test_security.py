@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distributed3 import AuthenticationError, ConnectionBrokenError, Pool
-from distributed3.comm import MAGIC, VERSION, Limits, _CLIENT_HELLO, _SERVER_HELLO, connect
-from distributed3.core import Server, rpc
-from distributed3.protocol import dumps, dumps_function
-from distributed3.security import TLS
+from distributed3.core.comm import MAGIC, VERSION, Limits, _CLIENT_HELLO, _SERVER_HELLO, connect
+from distributed3.core.server import Server, rpc
+from distributed3.core.protocol import dumps, dumps_function
+from distributed3.core.security import TLS
 from distributed3.testing import BIN, Proc, cluster, cluster_in_thread, gen_test
 
 

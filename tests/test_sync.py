@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from distributed3.sync import loop_thread
+from distributed3.client.sync import loop_thread
 
 
 def test_the_calling_thread_runs_the_loop():
@@ -86,7 +86,7 @@ def test_a_blocking_call_on_its_own_loop_is_refused():
 
 CTRL_C = textwrap.dedent("""
     import asyncio, os, signal, threading
-    from distributed3.sync import loop_thread
+    from distributed3.client.sync import loop_thread
 
     lt = loop_thread()
     cancelled = threading.Event()
@@ -137,7 +137,7 @@ def test_loop_thread_is_new_after_fork():
     assert loop_thread() is lt
     code = textwrap.dedent("""
         import os
-        from distributed3.sync import loop_thread
+        from distributed3.client.sync import loop_thread
         lt = loop_thread()
         pid = os.fork()
         if pid == 0:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from distributed3 import Center, Worker, WorkerLostError
-from distributed3.core import ConnectionPool
-from distributed3.protocol import dumps_function
-from distributed3.task import KeyRef
+from distributed3.core.server import ConnectionPool
+from distributed3.core.protocol import dumps_function
+from distributed3.keys import KeyRef
 from distributed3.testing import cluster, gen_test
 from distributed3.utils import wait_for
 

@@ -41,7 +41,7 @@ from collections import Counter, defaultdict
 from tornado.tcpserver import TCPServer
 
 from .comm import DEFAULT_LIMITS, Comm, Limits, accept, connect, read, write
-from .exceptions import (
+from ..exceptions import (
     AuthenticationError,
     CommClosedError,
     ConnectionBrokenError,
@@ -51,7 +51,7 @@ from .exceptions import (
     TaskError,
 )
 from .security import TLS, normalize_secret
-from .utils import format_address, parse_address
+from ..utils import format_address, parse_address
 
 __all__ = [
     "Server", "rpc", "ConnectionPool", "connect", "read", "write", "Comm", "Limits",

@@ -1,7 +1,7 @@
 """The Pool's data movement and key ownership: scatter, gather, delete, replicate.
 
-A mixin of :class:`distributed3.pool.Pool`.  Gathering asks for each worker's
-keys in one request and brings back, through :mod:`distributed3.recovery`,
+A mixin of :class:`distributed3.client.pool.Pool`.  Gathering asks for each worker's
+keys in one request and brings back, through :mod:`distributed3.client.recovery`,
 whatever died with its worker.  Every key the pool creates is announced to
 the center as owned by this client, so it is released when the client goes.
 """
@@ -10,12 +10,12 @@ import itertools
 import pickle
 from collections import defaultdict
 
-from .client import RemoteData, only
-from .exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
+from .handles import RemoteData, only
+from ..exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
 from .recovery import recover
 from .results import RemoteList, ResultGroup
-from .scheduling import split_by_worker, spread
-from .utils import gc_paused
+from ..scheduling import split_by_worker, spread
+from ..utils import gc_paused
 
 
 NOTE_DELAY = 0.01  # seconds ownership notes wait to go out together

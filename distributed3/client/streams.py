@@ -1,6 +1,6 @@
 """The Pool's streaming forms: ``imap``, ``imap_unordered``, ``aimap``.
 
-A mixin of :class:`distributed3.pool.Pool`: tasks run in the background; the values
+A mixin of :class:`distributed3.client.pool.Pool`: tasks run in the background; the values
 of whatever finished are taken from the replies (small results) or fetched (one
 request per worker), and handed to the caller's thread as one batch while the rest
 still run -- one hop between threads per batch, not per value.  Yielded handles are
@@ -8,7 +8,7 @@ dropped at once, so their keys are released on the workers.
 """
 import asyncio
 
-from .submission import Options
+from .tasks import Options
 
 
 def _unwrap(outcome):

@@ -25,7 +25,7 @@ results: no wake-up of the loop stands between a task's end and its reply.
 
 >>> import asyncio
 >>> from distributed3.center import Center
->>> from distributed3.core import rpc
+>>> from distributed3.core.server import rpc
 >>> async def demo():
 ...     center = await Center().start(port=0)
 ...     worker = await Worker(center.address, ncores=1).start(port=0)
@@ -45,19 +45,19 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
-from .core import REPLIED, ConnectionPool, Server, ok_message
-from .exceptions import (
+from ..core.server import REPLIED, ConnectionPool, Server, ok_message
+from ..exceptions import (
     DistributedError,
     SerializationError,
     WorkerLostError,
     WorkerRetiringError,
 )
 from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
-from .protocol import loads_function, sizeof
-from .scheduling import split_by_worker, spread
-from .task import Parts, element_of, split_element, substitute
-from .utils import format_address, parse_address
-from .worker_center import CenterLink
+from ..core.protocol import loads_function, sizeof
+from ..scheduling import split_by_worker, spread
+from ..keys import Parts, element_of, split_element, substitute
+from ..utils import format_address, parse_address
+from .center_link import CenterLink
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class Worker(CenterLink, Server):
         over many arguments, one per task, ``f(x)`` rather than ``f(*args)``).
 
         Each result is kept under its own key (``keys``), or all of them together as one
-        :class:`~distributed3.task.Parts` entry under ``group``, whose element ``i`` is
+        :class:`~distributed3.keys.Parts` entry under ``group``, whose element ``i`` is
         then addressed as ``group#i``: one key for the center to track, not thousands.
         ``over``, ``[key, start, stop]``, names such a chunk (held here, or where
         ``who_has`` says) whose elements ``start`` to ``stop`` are the arguments, one

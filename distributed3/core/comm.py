@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from tornado.iostream import SSLIOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
-from .exceptions import (
+from ..exceptions import (
     AuthenticationError,
     CommClosedError,
     ConnectionBrokenError,
@@ -60,7 +60,7 @@ from .exceptions import (
 )
 from .protocol import dumps, loads
 from .security import TLS, normalize_secret
-from .utils import format_address, parse_address
+from ..utils import format_address, parse_address
 
 logger = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=N
     Raises ``ConnectionBrokenError`` when nothing listens there or TLS fails,
     ``TimeoutError`` when it does not answer in ``timeout`` seconds and
     ``AuthenticationError`` when either side fails to prove the secret.
-    ``tls`` (a :class:`~distributed3.security.TLS`) encrypts the connection.
+    ``tls`` (a :class:`~distributed3.core.security.TLS`) encrypts the connection.
     """
     secret = normalize_secret(secret)
     tls = TLS.coerce(tls)

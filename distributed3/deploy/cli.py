@@ -9,7 +9,7 @@
 Both read the cluster's secret from ``--secret-file PATH`` or the
 ``DISTRIBUTED3_SECRET`` environment variable, and refuse to listen on a
 non-loopback address without one unless given ``--insecure``.
-``python -m distributed3.cli center|worker ...`` runs the same code.
+``python -m distributed3.deploy.cli center|worker ...`` runs the same code.
 """
 import argparse
 import asyncio
@@ -20,15 +20,15 @@ import signal
 import socket
 import sys
 
-from .center import Center
-from .exceptions import DistributedError
+from ..center import Center
+from ..exceptions import DistributedError
 from .procs import fork_workers, format_resources, parse_resources, reap, spawn
 from .procs import stop_pids, supervise, visible_gpus
-from .security import TLS, new_secret_file, read_secret_file
-from .utils import is_loopback, local_ip_for, parse_address
-from .worker import Worker
+from ..core.security import TLS, new_secret_file, read_secret_file
+from ..utils import is_loopback, local_ip_for, parse_address
+from ..worker.worker import Worker
 
-logger = logging.getLogger("distributed3.cli")
+logger = logging.getLogger(__name__)
 
 DEFAULT_CENTER_PORT = 8787
 
@@ -347,7 +347,7 @@ def _run_many(args, argv, resources):
 
 
 def _child(base, name, resources, env):
-    cmd = [sys.executable, "-m", "distributed3.cli", "worker", *base]
+    cmd = [sys.executable, "-m", "distributed3.deploy.cli", "worker", *base]
     if name:
         cmd += ["--name", name]
     if resources:
@@ -379,10 +379,10 @@ def _run(main):
 
 
 def main(argv=None):
-    """``python -m distributed3.cli center|worker ARGS``."""
+    """``python -m distributed3.deploy.cli center|worker ARGS``."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("center", "worker"):
-        sys.exit("usage: python -m distributed3.cli {center,worker} [options]")
+        sys.exit("usage: python -m distributed3.deploy.cli {center,worker} [options]")
     (dcenter if argv[0] == "center" else dworker)(argv[1:])
 
 

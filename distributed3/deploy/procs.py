@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .utils import format_address
+from ..utils import format_address
 
 
 def parse_resources(text):
@@ -76,7 +76,7 @@ def visible_gpus(environ=None, min_free_bytes=0):
 
 def worker_command(center, *args):
     """The command line of a worker process for ``center``."""
-    return [sys.executable, "-m", "distributed3.cli", "worker", format_address(center), *args]
+    return [sys.executable, "-m", "distributed3.deploy.cli", "worker", format_address(center), *args]
 
 
 def spawn(cmd, secret=None, env=None, **kwargs):

@@ -17,15 +17,15 @@ import asyncio
 import logging
 from collections import defaultdict, deque
 
-from .exceptions import (
+from ..exceptions import (
     CommClosedError,
     ConnectionBrokenError,
     SerializationError,
     WorkerLostError,
     WorkerRetiringError,
 )
-from .scheduling import decide_worker
-from .utils import format_address, gc_paused, wait_for
+from ..scheduling import decide_worker
+from ..utils import format_address, gc_paused, wait_for
 
 logger = logging.getLogger(__name__)
 

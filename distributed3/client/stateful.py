@@ -27,8 +27,8 @@ import asyncio
 import uuid
 from collections import defaultdict
 
-from .protocol import dumps_function
-from .submission import Options
+from ..core.protocol import dumps_function
+from .tasks import Options
 
 
 class WorkerInterface:

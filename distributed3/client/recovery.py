@@ -15,7 +15,7 @@ the client if the client still holds the value, else the error names the key.
 import logging
 
 from .dispatch import Batch, Task
-from .exceptions import WorkerLostError
+from ..exceptions import WorkerLostError
 
 logger = logging.getLogger(__name__)
 

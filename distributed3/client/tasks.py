@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 from toolz import partition_all
 
-from .client import RemoteData
+from .handles import RemoteData
 from .dispatch import Batch, Task
-from .exceptions import DistributedError, SerializationError
-from .protocol import dumps, dumps_function
+from ..exceptions import DistributedError, SerializationError
+from ..core.protocol import dumps, dumps_function
 from .results import ChunkRecipe, OverChunk, Recipe, RemoteList, ResultGroup, task_seed
-from .task import ELEMENT, KeyRef, extract_keys, plain_arguments
-from .utils import gc_paused
+from ..keys import ELEMENT, KeyRef, extract_keys, plain_arguments
+from ..utils import gc_paused
 
 BIG_CONSTANT = 100_000  # pickled bytes above which a shared keyword argument is broadcast
 
@@ -69,7 +69,7 @@ async def make_tasks(pool, func, arglists, kwargs, options, grouped=False, over=
     """``(handles in input order, tasks to run)`` for one call.
 
     ``grouped``: a chunked call whose elements have no remote inputs of their own
-    keeps each chunk's results as one key (see :mod:`distributed3.results`) and
+    keeps each chunk's results as one key (see :mod:`distributed3.client.results`) and
     returns a :class:`RemoteList` whose handles are made only when asked for.
     ``over``: the call maps over the results of a map (a :class:`RemoteList`, whose
     elements are the ``arglists``); then each of its chunks is mapped over where it

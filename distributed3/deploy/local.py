@@ -1,7 +1,7 @@
 """A local cluster: one center process, which forks the workers, beside this one.
 
 ``Pool()`` uses this.  This process opens the center's listening socket and
-starts ``python -m distributed3.cli center --workers N`` on it; that interpreter
+starts ``python -m distributed3.deploy.cli center --workers N`` on it; that interpreter
 forks its workers before it serves, so one interpreter start-up brings up the
 whole cluster and no port is ever guessed.  The center's bookkeeping of every
 result runs beside the client, not on its event loop; a worker that crashes
@@ -33,11 +33,11 @@ import sys
 import time
 import weakref
 
-from .core import rpc
-from .exceptions import CommClosedError, ConnectionBrokenError
+from ..core.server import rpc
+from ..exceptions import CommClosedError, ConnectionBrokenError
 from .procs import spawn, worker_command
-from .utils import format_address
-from .security import normalize_secret
+from ..utils import format_address
+from ..core.security import normalize_secret
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class LocalCluster:
         with socket.create_server((self.host, 0), family=family, backlog=1024) as listener:
             self.center_address = (self.host, listener.getsockname()[1])
             fd = listener.fileno()
-            cmd = [sys.executable, "-m", "distributed3.cli", "center", "--host", self.host,
+            cmd = [sys.executable, "-m", "distributed3.deploy.cli", "center", "--host", self.host,
                    "--listen-fd", str(fd), "--parent-pid", str(os.getpid()),
                    "--workers", str(self.n_workers), "--worker-ncores", str(self.ncores),
                    "--log-level", "warning"]  # fmt: skip

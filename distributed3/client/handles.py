@@ -7,9 +7,9 @@ import asyncio
 import pickle
 import weakref
 
-from .core import raise_remote
-from .protocol import sizeof
-from .utils import format_address
+from ..core.server import raise_remote
+from ..core.protocol import sizeof
+from ..utils import format_address
 
 _ONLY = {}
 
@@ -64,7 +64,7 @@ class RemoteData(Awaitable):
     exception, with the remote traceback as its cause) or ``"deleted"``.
     ``workers`` (a frozenset, replaced rather than changed) is where the pool last
     knew it to live, ``nbytes`` its size.  An element of a chunked map's results
-    belongs to its chunk's ``group`` (a :class:`~distributed3.results.ResultGroup`) at
+    belongs to its chunk's ``group`` (a :class:`~distributed3.client.results.ResultGroup`) at
     ``index``; its data lives, and is released, with that chunk.
     """
 

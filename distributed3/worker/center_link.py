@@ -11,17 +11,17 @@ keys are queued (``_queue_report``) and go out together ``REPORT_DELAY`` later,
 never on a task's path; ``_report`` waits until the center has acknowledged them.
 A lost center is registered with again, which reports every key held.
 
-Mixed into :class:`distributed3.worker.Worker`, which provides ``center_address``,
+Mixed into :class:`distributed3.worker.worker.Worker`, which provides ``center_address``,
 ``address``, ``data``, ``nbytes``, ``owners`` and the connection settings.
 """
 import asyncio
 import logging
 
-from .comm import connect
-from .exceptions import CommClosedError, ConnectionBrokenError, DistributedError
-from .utils import format_address
+from ..core.comm import connect
+from ..exceptions import CommClosedError, ConnectionBrokenError, DistributedError
+from ..utils import format_address
 
-logger = logging.getLogger("distributed3.worker")
+logger = logging.getLogger(__name__)
 
 # seconds a key report waits for others to go with it: nobody's task waits for it, and
 # each report costs the worker and the center a round trip (at 5 ms, ~40 us of worker

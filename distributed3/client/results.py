@@ -1,7 +1,7 @@
 """The results of a map, kept one key per chunk, with handles made only when asked for.
 
 A map of 100,000 tiny tasks goes out in a few dozen chunks.  Each chunk's results
-stay on its worker as one entry (a :class:`~distributed3.task.Parts` list under
+stay on its worker as one entry (a :class:`~distributed3.keys.Parts` list under
 the chunk's key), the center tracks that one key, and the client keeps one
 :class:`ResultGroup`.  ``pool.map`` returns a :class:`RemoteList`: a sequence
 whose ``RemoteData`` handles are made when first asked for.  Element ``i`` of
@@ -23,8 +23,8 @@ import weakref
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from .client import Awaitable, RemoteData, only
-from .task import KeyRef, element_key
+from .handles import Awaitable, RemoteData, only
+from ..keys import KeyRef, element_key
 
 
 _NONE = object()

@@ -4,7 +4,7 @@ Everything here runs in the worker's thread pool, never on its event loop.
 A task's exception is returned, not raised, so one failing element of a chunk
 does not cost the others their results.
 
->>> from distributed3.protocol import dumps_function
+>>> from distributed3.core.protocol import dumps_function
 >>> values, errors = run_chunk(dumps_function(lambda x: 10 // x), [(1,), (0,)], None, None)
 >>> values, errors
 ([10, None], {1: ZeroDivisionError('integer division or modulo by zero')})
@@ -15,8 +15,8 @@ import threading
 import traceback
 from itertools import chain
 
-from .exceptions import TaskError
-from .protocol import loads_function, sizeof, small_pickle
+from ..exceptions import TaskError
+from ..core.protocol import loads_function, sizeof, small_pickle
 
 __all__ = ["run_chunk", "run_guarded", "chunk_reply", "lone_reply", "stateful_call",
            "format_task_traceback"]

@@ -21,24 +21,24 @@ import logging
 import uuid
 from collections import defaultdict
 
-from .client import RemoteData
+from .handles import RemoteData
 from .results import RemoteList, ResultGroup
 from .sync import loop_thread, run_in_loop
-from .comm import connect
-from .core import ConnectionPool
-from .exceptions import (
+from ..core.comm import connect
+from ..core.server import ConnectionPool
+from ..exceptions import (
     CommClosedError,
     ConnectionBrokenError,
     DistributedError,
 )
 from .progress import progress_bar
 from .recovery import recover
-from .security import TLS, normalize_secret
-from .pool_data import DataMixin
-from .pool_streaming import StreamingMixin
+from ..core.security import TLS, normalize_secret
+from .data import DataMixin
+from .streams import StreamingMixin
 from .stateful import StatefulPool
-from .submission import Options, TaskTimes, funcname, make_batch, make_tasks, mapped_over
-from .utils import format_address, gc_paused, parse_address, wait_for
+from .tasks import Options, TaskTimes, funcname, make_batch, make_tasks, mapped_over
+from ..utils import format_address, gc_paused, parse_address, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Pool(StreamingMixin, DataMixin):
         self.timeout = timeout
         self.cluster = None
         if address is None:
-            from .local import LocalCluster
+            from ..deploy.local import LocalCluster
 
             self.cluster = LocalCluster(n_workers=n_workers, secret=self.secret)
             self.secret = self.cluster.secret
@@ -338,7 +338,7 @@ class Pool(StreamingMixin, DataMixin):
     def map(self, func, *iterables, timeout=None, retries=3, chunksize=None, seed=None,
             progress=False, resources=None, **kwargs):  # fmt: skip
         """Apply ``func`` to every item of the iterables, on the workers; a
-        :class:`~distributed3.results.RemoteList` of ``RemoteData``, in input order.
+        :class:`~distributed3.client.results.RemoteList` of ``RemoteData``, in input order.
 
         Items (and ``kwargs``) may be ``RemoteData``, or lists, tuples and dicts
         holding some: each task runs on the worker that holds its inputs, and
@@ -502,7 +502,7 @@ class Pool(StreamingMixin, DataMixin):
 
         ``cls(*args, **kwargs)`` is made once on each worker, before its first task,
         including workers that join later (with every update so far replayed).
-        See :mod:`distributed3.stateful` for an example.
+        See :mod:`distributed3.client.stateful` for an example.
         """
         return StatefulPool(self, cls, args, kwargs)
 
