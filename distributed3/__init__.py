@@ -24,7 +24,8 @@ _WHERE = {
     "ConnectionBrokenError": "exceptions", "DistributedError": "exceptions",
     "ProtocolError": "exceptions", "RemoteTraceback": "exceptions",
     "SerializationError": "exceptions", "TaskError": "exceptions",
-    "WorkerLostError": "exceptions",
+    "WorkerLostError": "exceptions", "MissingDataError": "exceptions",
+    "WorkerRetiringError": "exceptions", "StateMissingError": "exceptions",
 }  # fmt: skip
 
 
@@ -47,5 +48,6 @@ __all__ = [
     "FIRST_EXCEPTION", "Center", "Worker", "LocalCluster", "Server", "rpc",
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",
-    "TaskError", "WorkerLostError", "__version__",
+    "TaskError", "WorkerLostError", "MissingDataError", "WorkerRetiringError",
+    "StateMissingError", "__version__",
 ]  # fmt: skip

@@ -41,6 +41,21 @@ class WorkerLostError(DistributedError):
     """A worker holding the data or running the task went away."""
 
 
+class MissingDataError(WorkerLostError, KeyError):
+    """A key is held by no reachable worker (a task's input, or a key asked of a worker).
+
+    >>> str(MissingDataError("worker 127.0.0.1:9000 does not hold key 'x'"))
+    "worker 127.0.0.1:9000 does not hold key 'x'"
+    """
+
+    def __str__(self):
+        return self.args[0] if self.args else ""
+
+
+class StateMissingError(DistributedError):
+    """A stateful task reached a worker whose instance is missing or behind."""
+
+
 class WorkerRetiringError(DistributedError):
     """The worker is leaving and takes no new tasks; the pool sends them elsewhere."""
 

@@ -47,9 +47,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..core.server import REPLIED, ConnectionPool, Server, ok_message
 from ..exceptions import (
-    DistributedError,
+    MissingDataError,
     SerializationError,
-    WorkerLostError,
+    StateMissingError,
     WorkerRetiringError,
 )
 from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
@@ -60,17 +60,6 @@ from ..utils import format_address, parse_address
 from .center_link import CenterLink
 
 logger = logging.getLogger(__name__)
-
-
-class StateMissingError(DistributedError):
-    """A stateful task reached a worker whose instance is missing or behind."""
-
-
-class MissingDataError(WorkerLostError, KeyError):
-    """An input of a task is held by no reachable worker."""
-
-    def __str__(self):
-        return self.args[0]
 
 
 _MISSING = object()
