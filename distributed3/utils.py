@@ -1,4 +1,4 @@
-"""Small helpers shared by every layer: addresses, loopback checks, waiting."""
+"""Small helpers shared by every layer: addresses, loopback checks, waiting, backoff."""
 import asyncio
 import gc
 import ipaddress
@@ -97,6 +97,45 @@ async def wait_for(predicate, timeout, message, interval=0.005):
             raise TimeoutError(f"{message} (waited {timeout} s)")
         await asyncio.sleep(interval)
         interval = min(interval * 1.5, 0.1)
+
+
+class Backoff:
+    """Delays between attempts that double from ``first`` up to ``most``; with a
+    ``deadline`` (seconds from now), :meth:`wait` says when the next wait would pass it.
+
+    >>> backoff = Backoff(first=0.001, most=0.004)
+    >>> async def attempts():
+    ...     slept = []
+    ...     for _ in range(4):
+    ...         slept.append(backoff.delay)
+    ...         await backoff.wait()
+    ...     return slept
+    >>> asyncio.run(attempts())
+    [0.001, 0.002, 0.004, 0.004]
+    >>> asyncio.run(Backoff(deadline=0).wait())
+    False
+    """
+
+    __slots__ = ("first", "most", "delay", "deadline")
+
+    def __init__(self, first=0.05, most=1.0, deadline=None):
+        self.first = first
+        self.most = most
+        self.delay = first
+        self.deadline = None if deadline is None else time.monotonic() + deadline
+
+    def reset(self):
+        """The next wait is the first one again (after an attempt that worked)."""
+        self.delay = self.first
+
+    async def wait(self):
+        """Sleep the current delay and double it; ``False``, without sleeping, when that
+        would go past the deadline."""
+        if self.deadline is not None and time.monotonic() + self.delay > self.deadline:
+            return False
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+        return True
 
 
 def wait_for_sync(predicate, timeout, message, interval=0.005):

@@ -4,6 +4,7 @@
 
     exceptions, utils, keys, scheduling     import nothing of distributed3's
     core/      the substrate                 imports only the above and itself
+    fetch      values from their holders     core and the above
     center, worker/   the roles              core and the above; never the client
     client/    the Pool                      core and the above; deploy.local for Pool()
     deploy/    executables, local cluster    the roles, core and the above
@@ -24,9 +25,10 @@ ALLOWED = {
     "keys": set(),
     "scheduling": set(),
     "core": {"core", "exceptions", "utils"},
+    "fetch": {"core"} | BASE,
     "center": {"core"} | BASE,
-    "worker": {"worker", "core"} | BASE,
-    "client": {"client", "core"} | BASE,
+    "worker": {"worker", "core", "fetch"} | BASE,
+    "client": {"client", "core", "fetch"} | BASE,
     "deploy": {"deploy", "center", "worker", "core"} | BASE,
     "testing": {"center", "worker", "client", "core"} | BASE,
     "__init__": {"core"},

@@ -55,7 +55,7 @@ from ..utils import format_address, parse_address
 
 __all__ = [
     "Server", "rpc", "ConnectionPool", "connect", "read", "write", "Comm", "Limits",
-    "error_message", "ok_message", "raise_remote", "REPLIED",
+    "error_message", "ok_message", "raise_remote", "REPLIED", "request", "exchange", "result_of",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,46 @@ def raise_remote(exception, tb_text, peer):
         peer = format_address(peer)
     exception.__cause__ = RemoteTraceback(tb_text, peer)
     raise exception
+
+
+def result_of(response, peer):
+    """The ``result`` of a structured reply from ``peer``, or its error re-raised (see
+    :func:`raise_remote`); anything else is a :class:`ProtocolError` naming the peer.
+
+    >>> result_of({"status": "OK", "result": 3}, ("127.0.0.1", 9000))
+    3
+    >>> result_of({"oops": 1}, ("127.0.0.1", 9000))
+    Traceback (most recent call last):
+    ...
+    distributed3.exceptions.ProtocolError: 127.0.0.1:9000 sent a reply without a status: {'oops': 1}
+    """
+    status = response.get("status") if isinstance(response, dict) else None
+    if status == "OK":
+        return response.get("result")
+    if status == "error":
+        raise_remote(response.get("exception"), response.get("traceback", ""), peer)
+    if isinstance(peer, tuple):
+        peer = format_address(peer)
+    raise ProtocolError(f"{peer} sent a reply without a status: {response!r:.200}")
+
+
+async def request(comm, msg, timeout=None):
+    """Send ``msg`` on ``comm`` and return the ``result`` of the reply, or re-raise the
+    remote error with its traceback; ``timeout`` bounds the wait for the reply.
+
+    The one request/reply helper: :meth:`ConnectionPool.call`, a worker's link to the
+    center and a pool's subscription all use it.
+    """
+    return result_of(await exchange(comm, msg, timeout), comm.peer)
+
+
+async def exchange(comm, msg, timeout=None):
+    """Send ``msg`` on ``comm`` and return the reply as it came (see :func:`request`)."""
+    await comm.write(msg)
+    if timeout is None:
+        return await comm.read()
+    async with asyncio.timeout(timeout):  # loses no cancellation (see comm)
+        return await comm.read()
 
 
 def _unpicklable_error(response):
@@ -359,12 +399,7 @@ class ConnectionPool:
             reused = bool(self.idle.get(address))
             comm = await self.connect(address)
             try:
-                await comm.write(msg)
-                if timeout is None:
-                    response = await comm.read()
-                else:
-                    async with asyncio.timeout(timeout):  # loses no cancellation (see comm)
-                        response = await comm.read()
+                response = await exchange(comm, msg, timeout)
             except ConnectionBrokenError:
                 self.busy.discard(comm)
                 comm.close()
@@ -385,10 +420,7 @@ class ConnectionPool:
                 comm.close()
                 raise
             self.reuse(address, comm)
-            break
-        if response.get("status") == "OK":
-            return response.get("result")
-        raise_remote(response.get("exception"), response.get("traceback", ""), address)
+            return result_of(response, address)
 
     async def close(self):
         """Close every connection, idle or busy."""

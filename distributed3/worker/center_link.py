@@ -18,8 +18,9 @@ import asyncio
 import logging
 
 from ..core.comm import connect
-from ..exceptions import CommClosedError, ConnectionBrokenError, DistributedError
-from ..utils import format_address
+from ..core.server import request
+from ..exceptions import CommClosedError, ConnectionBrokenError
+from ..utils import Backoff, format_address
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,7 @@ class CenterLink:
         self._center_task = None
 
     async def _call_center(self, comm, op, **kwargs):
-        await comm.write({"op": op, "address": self.address, **kwargs})
-        response = await comm.read()
-        if response.get("status") != "OK":
-            raise response.get("exception") or DistributedError(str(response))
-        return response.get("result")
+        return await request(comm, {"op": op, "address": self.address, **kwargs})
 
     async def _register(self):
         comm = await connect(self.center_address, self.secret, limits=self.limits, tls=self.tls)
@@ -87,14 +84,14 @@ class CenterLink:
 
     async def _center_loop(self):
         """Send batched key reports and heartbeats; re-register if the center is lost."""
-        delay = 0.05
+        backoff = Backoff(first=0.05, most=2.0)
         while not self._closing:
             try:
                 if self._center_comm is None:
                     await self._register()
                     logger.info("Registered again with %s", format_address(self.center_address))
                     self._release_waiters()  # registering sends every key we hold
-                    delay = 0.05
+                    backoff.reset()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
                 except asyncio.TimeoutError:
@@ -132,8 +129,7 @@ class CenterLink:
                                    format_address(self.center_address), e)  # fmt: skip
                     self._center_comm.close()
                     self._center_comm = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.wait()
 
     def _release_waiters(self):
         waiters, self._waiters = self._waiters, []

@@ -54,7 +54,8 @@ from ..exceptions import (
 )
 from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
 from ..core.protocol import loads_function, sizeof
-from ..scheduling import split_by_worker, spread
+from ..fetch import fetch_from_holders
+from ..scheduling import spread
 from ..keys import Parts, element_of, split_element, substitute
 from ..utils import format_address, parse_address
 from .center_link import CenterLink
@@ -393,35 +394,17 @@ class Worker(CenterLink, Server):
                 missing[k] = {parse_address(w) for w in ws}
             else:
                 values[k] = value
-        for attempt in range(2):
-            if not missing:
-                break
-            unknown = [k for k, ws in missing.items() if not ws]
-            if unknown or attempt:
-                found = await self.peers(self.center_address).who_has(keys=list(missing))
-                for k in missing:
-                    missing[k] = set(found.get(k, ())) - {self.address}
-            holders = {k: ws for k, ws in missing.items() if ws}
-            if not holders:
-                break
-            groups = split_by_worker(list(holders), holders)
-            results = await asyncio.gather(
-                *[self.peers(w).get_data(keys=keys) for w, keys in groups.items()],
-                return_exceptions=True,
-            )
-            for (worker, keys), result in zip(groups.items(), results):
-                if isinstance(result, Exception):
-                    logger.info("Could not fetch %d keys from %s: %s",
-                                len(keys), format_address(worker), result)  # fmt: skip
-                    continue
-                for k, v in result.items():
-                    values[k] = v
-                    self.peer_bytes_in += sizeof(v)
-                    missing.pop(k, None)
         if missing:
-            keys = ", ".join(map(repr, sorted(missing)))
-            raise MissingDataError(f"worker {format_address(self.address)} could not find "
-                                   f"inputs {keys} on any live worker")  # fmt: skip
+            center = self.peers(self.center_address)
+            fetched, lost = await fetch_from_holders(missing, self.peers, center.who_has,
+                                                     exclude={self.address})  # fmt: skip
+            if lost:
+                keys = ", ".join(map(repr, sorted(lost, key=str)))
+                raise MissingDataError(f"worker {format_address(self.address)} could not find "
+                                       f"inputs {keys} on any live worker")  # fmt: skip
+            for v in fetched.values():
+                self.peer_bytes_in += sizeof(v)
+            values.update(fetched)
         return values
 
     def get_data(self, comm, keys):

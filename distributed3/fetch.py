@@ -1,0 +1,82 @@
+"""Getting keys' values from whichever workers hold them: the one fetch both a worker
+(its task's inputs) and a client (``gather``) use.
+
+::
+
+    fetch_from_holders(who_has, peers, ask_center)
+      |  keys nobody is known to hold: ask_center(keys) -> {key: holders}
+      |  one get_data(keys) per holder, all at once (scheduling.split_by_worker)
+      |  a holder that fails (gone, or lost the key): its keys try their other holders
+      '-> ({key: value}, {keys no live holder gave})
+
+>>> import asyncio
+>>> from distributed3.center import Center
+>>> from distributed3.core import ConnectionPool
+>>> from distributed3.worker import Worker
+>>> async def demo():
+...     center = await Center().start(port=0)
+...     alice = await Worker(center.address, ncores=1).start(port=0)
+...     await alice.update_data(None, {"x": 1})
+...     peers = ConnectionPool()
+...     got = await fetch_from_holders({"x": {alice.address}, "y": set()}, peers,
+...                                    peers(center.address).who_has)
+...     await peers.close(); await alice.close(); await center.close()
+...     return got
+>>> asyncio.run(demo())
+({'x': 1}, {'y'})
+"""
+import asyncio
+import logging
+
+from .exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
+from .scheduling import split_by_worker
+from .utils import format_address
+
+logger = logging.getLogger(__name__)
+
+# what a holder that cannot give its keys raises: it died, left, or no longer has them
+HOLDER_FAILED = (ConnectionBrokenError, CommClosedError, WorkerLostError, OSError)
+
+
+async def fetch_from_holders(who_has, peers, ask_center, exclude=(), attempts=3):
+    """``({key: value}, missing keys)`` for the keys of ``who_has`` (``{key: holders}``).
+
+    ``peers(worker)`` is an rpc to a worker (a :class:`~distributed3.core.ConnectionPool`);
+    ``ask_center(keys=...)`` returns ``{key: holders}``, and is asked for the keys with no
+    holder left, at most ``attempts`` times.  A holder that fails is not asked again in
+    this call, nor is one in ``exclude`` (the caller itself).  Any other error of a
+    holder's (a value that cannot be sent) is raised.
+    """
+    holders = {k: set(ws) - set(exclude) for k, ws in who_has.items()}
+    values, failed, asked = {}, set(exclude), 0
+    while holders:
+        unknown = [k for k, ws in holders.items() if not ws]
+        if unknown and asked < attempts:
+            asked += 1
+            found = await ask_center(keys=unknown)
+            for k in unknown:
+                holders[k] = set(found.get(k, ())) - failed
+        todo = [k for k, ws in holders.items() if ws]
+        if not todo:
+            break
+        groups = split_by_worker(todo, holders)
+        results = await asyncio.gather(
+            *[peers(w).get_data(keys=keys) for w, keys in groups.items()], return_exceptions=True
+        )
+        for (worker, keys), result in zip(groups.items(), results):
+            if isinstance(result, HOLDER_FAILED):
+                logger.info("Could not fetch %d keys from %s: %s",
+                            len(keys), format_address(worker), result)  # fmt: skip
+                failed.add(worker)
+                for k in keys:
+                    holders[k].discard(worker)
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            values.update(result)
+            for k in keys:
+                if k in result:
+                    del holders[k]
+                else:  # not sent after all: ask the others
+                    holders[k].discard(worker)
+    return values, set(holders)
