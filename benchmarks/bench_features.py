@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from distributed3 import Pool
-from distributed3.client import tasks as submission
+from distributed3.client import tasks
 
 
 def noop(x):
@@ -53,13 +53,13 @@ def main(n=10_000, repeat=3):
         before = bytes_in(pool)
         t_once = timed(big_map, repeat)
         b_once = (bytes_in(pool) - before) / repeat
-        limit, submission.BIG_CONSTANT = submission.BIG_CONSTANT, float("inf")
+        limit, tasks.BIG_CONSTANT = tasks.BIG_CONSTANT, float("inf")
         try:
             before = bytes_in(pool)
             t_each = timed(big_map, repeat)
             b_each = (bytes_in(pool) - before) / repeat
         finally:
-            submission.BIG_CONSTANT = limit
+            tasks.BIG_CONSTANT = limit
     with multiprocessing.get_context("fork").Pool(2) as mp:
         t_mp = timed(lambda: mp.map(noop, range(n), chunksize=1), repeat)
 

@@ -1,9 +1,13 @@
-"""Placement decisions as pure functions: no sockets, no clocks, easy to test.
+"""Placement and sizing decisions as pure functions: no sockets, no clocks, easy to test.
 
 Inputs are plain tables -- ``who_has {key: {worker}}``, ``nbytes {key: int}``,
 ``ncores {worker: int}``, ``occupancy {worker: tasks in flight}`` -- and the
-output is a worker.  The pool calls these; swapping a policy touches only here.
+output is a worker (where a task runs, where scattered data goes, which queued task
+an idle worker takes) or a number (how many tasks go in one message, from the task
+times :class:`TaskTimes` learned).  The client calls these; swapping a policy
+touches only here.
 """
+import pickle
 from collections import defaultdict
 
 
@@ -101,3 +105,89 @@ def split_by_worker(keys, who_has, preferred=None):
             worker = max(sorted(holders, key=str), key=lambda w: len(groups.get(w, ())))
         groups[worker].append(key)
     return dict(groups)
+
+
+def steal_choice(queues, cost, limit):
+    """The queue whose last task an idle worker should take, or ``None``: the longest
+    queue whose last task's ``cost`` (bytes of inputs the idle worker lacks) is at most
+    ``limit`` -- moving those costs less than waiting for the busy worker.
+
+    >>> queues = {"alice": ["a1", "a2", "a3"], "bob": ["b1"]}
+    >>> cost = {"a3": 10_000, "b1": 100}.get
+    >>> steal_choice(queues, cost, 4096)
+    'bob'
+    >>> steal_choice(queues, cost, 100_000)
+    'alice'
+    >>> steal_choice({"alice": []}, cost, 4096) is None
+    True
+    """
+    for owner, queue in sorted(queues.items(), key=lambda kv: len(kv[1]), reverse=True):
+        if not queue:
+            break
+        if cost(queue[-1]) <= limit:
+            return owner
+    return None
+
+
+CHUNK_SECONDS = 0.002  # work per message, at least, once a function's task time is known
+MAX_CHUNK = 10_000
+
+
+def adaptive_chunksize(ntasks, ncores, seconds=None):
+    """Tasks per message when the caller did not say: 1 for small maps, else about 8 per
+    core -- but, when a task is known to take ``seconds``, at least ``CHUNK_SECONDS`` of
+    work per message, however many cores there are: tiny tasks spread thin over many
+    workers cost more in messages than they gain.
+
+    >>> adaptive_chunksize(10, 2), adaptive_chunksize(10_000, 2), adaptive_chunksize(10**6, 2)
+    (1, 625, 10000)
+    >>> adaptive_chunksize(10_000, 64), adaptive_chunksize(10_000, 64, seconds=1e-5)
+    (20, 200)
+    >>> adaptive_chunksize(100, 64, seconds=1e-6), adaptive_chunksize(100, 64, seconds=0.1)
+    (100, 1)
+    """
+    ncores = max(ncores, 1)
+    size = 1 if ntasks <= 32 * ncores else -(-ntasks // (8 * ncores))
+    if seconds is not None:
+        size = max(size, int(CHUNK_SECONDS / max(seconds, 1e-9)))
+    return max(1, min(MAX_CHUNK, size, ntasks))
+
+
+class TaskTimes:
+    """Seconds a task took on the workers, as the chunks' replies said, per function and
+    keyword arguments (a map's message ``base``): a running mean over the last few
+    maps, for a bounded number of them.  Chunks whose every task failed say nothing.
+
+    >>> times = TaskTimes()
+    >>> times.note({"function": b"f"}, 0.004, 2); times.get({"function": b"f"})
+    0.002
+    >>> times.get({"function": b"f", "kwargs": {"n": 10**6}}) is None
+    True
+    """
+
+    def __init__(self, size=256):
+        self.size = size
+        self.seconds = {}
+
+    @staticmethod
+    def _key(base):
+        if base.get("function") is None:  # a stateful pool's instances: no function
+            return None
+        try:
+            return pickle.dumps((base["function"], base.get("kwargs")), protocol=5)
+        except Exception:
+            return None
+
+    def get(self, base):
+        key = self._key(base)
+        return None if key is None else self.seconds.get(key)
+
+    def note(self, base, seconds, ntasks):
+        key = self._key(base)
+        if key is None or not ntasks:
+            return
+        mean = seconds / ntasks
+        old = self.seconds.pop(key, None)
+        if old is None and len(self.seconds) >= self.size:
+            self.seconds.pop(next(iter(self.seconds)))  # the least recently noted
+        self.seconds[key] = mean if old is None else (old + mean) / 2

@@ -191,12 +191,12 @@ def test_handles_dropped_while_the_center_is_away_are_released_after_it_returns(
             A = pool.map(lambda x: np.full(10, x), range(6))
             kept = pool.map(lambda x: x + 1, range(3))
             center.kill()
-            wait_for_sync(lambda: pool._subscription is None or pool._subscription.closed,
+            wait_for_sync(pool.session.center_link_down,
                           10, "pool did not notice the center went")  # fmt: skip
             del A
             gc.collect()
             # the release is noted, and cannot be sent: it waits for the center
-            wait_for_sync(lambda: len(pool._unsent_releases) == 6, 10, "releases not kept")
+            wait_for_sync(lambda: pool.session.unsent_releases() == 6, 10, "releases not kept")
             port = address.rsplit(":", 1)[1]
             with Proc([os.path.join(BIN, "dcenter"), "--port", port]) as again:
                 again.wait_for_line(rf"Started center at 127\.0\.0\.1:{port}")

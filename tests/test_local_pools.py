@@ -135,7 +135,7 @@ def test_a_pool_whose_local_center_died_says_so():
     with Pool(n_workers=2) as pool:
         assert pool.apply(abs, (-1,)).get() == 1
         os.kill(pool.cluster.center_proc.pid, signal.SIGKILL)
-        wait_for_sync(lambda: pool._broken is not None, 10, "the pool notices its center died")
+        wait_for_sync(lambda: pool.session.broken is not None, 10, "the pool notices its center died")
         with pytest.raises(DistributedError, match="center process exited with code -9"):
             pool.apply(abs, (-2,))
 

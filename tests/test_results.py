@@ -54,7 +54,7 @@ def test_one_key_per_chunk_and_lazy_handles(pool_and_workers):
     out = pool.map(inc, range(1000), chunksize=100)
     assert isinstance(out, RemoteList) and len(out) == 1000
     assert [type(s) for s in out.spans] == [ResultGroup] * 10
-    assert not any(g._made for g in out.spans)  # no handle made yet
+    assert not any(g.made() for g in out.spans)  # no handle made yet
     keys = held(workers)
     assert set(keys) == {g.key for g in out.spans}  # 10 keys, not 1000
     assert sum(w.tasks_done for w in workers) == 1000
@@ -305,8 +305,7 @@ def test_copies_of_elements_are_released_when_their_client_vanishes():
 
 
 async def _vanish(pool):
-    pool._watcher.cancel()  # it will not subscribe again
-    pool._subscription.close()  # gone, without a word to the center
+    pool.session.disconnect()  # gone, without a word to the center, for good
 
 
 def test_replicating_a_map_result_copies_whole_chunks(pool_and_workers):
@@ -443,9 +442,9 @@ def test_deleting_halves_of_a_chunk_at_once_releases_it(pool_and_workers):
     first = out.spans[0]
 
     async def both():
-        await asyncio.gather(pool._delete(out[:5]), pool._delete(out[5:10]))
+        await asyncio.gather(pool.adelete(out[:5]), pool.adelete(out[5:10]))
 
-    pool._sync(both())
+    pool.session.sync(both())
     assert first.status == "deleted" and first.key not in held(workers)
 
 

@@ -60,9 +60,9 @@ class Distributed3:
 
         def measure():
             start = time.perf_counter()
-            pool._sync(pool.connection_pool(target).fetch_data(who_has={data.key: [holder]}))
+            pool.session.sync(pool.session.rpc(target).fetch_data(who_has={data.key: [holder]}))
             elapsed = time.perf_counter() - start
-            pool._sync(pool.connection_pool(target).delete_data(keys=[data.key]))  # untimed
+            pool.session.sync(pool.session.rpc(target).delete_data(keys=[data.key]))  # untimed
             return elapsed
 
         measure()  # warms up
@@ -85,7 +85,7 @@ class Distributed3:
         return sorted(info["pid"] for info in self.pool.worker_info().values())
 
     def center_messages(self):
-        counters = self.pool._sync(self.pool._center("counters"))
+        counters = self.pool.session.sync(self.pool.session.center("counters"))
         return sum(n for op, n in counters.items() if op != "bytes_in")
 
 

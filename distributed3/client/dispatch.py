@@ -1,4 +1,5 @@
-"""Feeding the tasks of one map or apply to the workers as their slots free up.
+"""Feeding the tasks of one call to the workers as their slots free up, putting values
+on them, and bringing back data whose every copy died.
 
 ::
 
@@ -6,12 +7,22 @@
       |-- pinned[worker]: tasks whose inputs that worker holds (decide_worker)
       |-- free: everything else, pulled by whichever worker has a free slot
       |-- per worker, up to ncores * slots_per_core runners:
-      |      task = pinned[worker] or free  --compute-->  worker  --reply-->  handle
+      |      task = pinned[worker] or free  --compute-->  worker  --reply-->  task.results
       |-- a worker dies mid-task: the task goes back to `free` (at most `retries` times)
-      '-- a task's inputs were lost: it waits in `stalled` until the pool has
-             recomputed them, then runs again
+      '-- a task's inputs were lost: it waits in `stalled` until recover() has made
+             them again, then runs again
 
-Used by ``Pool``; knows nothing of the wire beyond ``ConnectionPool.call``.
+    recover([C])          C = f(B), B = g(A), every copy of B and C died
+      who_has(B, C, A) -> center          A alive, B and C lost
+      recover([B])  ->  a Batch computes B = g(A) where A is
+      a Batch computes C = f(B) where B now is, under C's own options
+
+A result of ``map``/``apply`` keeps its recipe -- what its compute message is made
+of, its input handles and its call's options -- so it is recomputed, after its own
+lost inputs, transitively down a chain of maps.  Scattered data has no recipe: it is
+sent again from the client if the client still holds the value, else the error
+names the key.  Uses only the :class:`~distributed3.client.session.Session`'s
+public methods.
 """
 import asyncio
 import logging
@@ -24,21 +35,24 @@ from ..exceptions import (
     WorkerLostError,
     WorkerRetiringError,
 )
-from ..scheduling import decide_worker
-from ..utils import format_address, gc_paused, wait_for
+from ..scheduling import decide_worker, spread, steal_choice
+from ..utils import format_address, wait_for
+from .handles import only
+from .options import DEFAULTS
+from .results import Handles
 
 logger = logging.getLogger(__name__)
 
 
 class Task:
-    """One message's worth of work: its results -- a list of handles (one, or a chunk),
-    or a chunk's ``ResultGroup`` -- its compute message, its input handles, and the
-    index of its first element."""
+    """One message's worth of work: its ``results`` (:class:`~.results.Handles`, or a
+    chunk's :class:`~.results.ResultGroup`: the same interface), its compute message,
+    its input handles, and the index of its first element."""
 
-    __slots__ = ("handles", "msg", "inputs", "index", "deaths", "fallback")
+    __slots__ = ("results", "msg", "inputs", "index", "deaths", "fallback")
 
-    def __init__(self, handles, msg, inputs, index):
-        self.handles = handles
+    def __init__(self, results, msg, inputs, index):
+        self.results = results
         self.msg = msg
         self.inputs = inputs
         self.index = index
@@ -48,28 +62,7 @@ class Task:
     @property
     def key(self):
         """The key of its first result (or of its chunk's results), to name it by."""
-        handles = self.handles
-        return handles[0].key if type(handles) is list else handles.key
-
-    def settle(self, reply, worker):
-        if type(self.handles) is list:
-            _settle(self.handles, reply, worker)
-        else:
-            self.handles.settle(reply, worker)
-
-    def set_error(self, exception, traceback, worker):
-        if type(self.handles) is list:
-            for handle in self.handles:
-                handle.set_error(exception, traceback, worker)
-        else:
-            self.handles.set_error(exception, traceback, worker)
-
-    def finished(self):
-        """Its handles (or chunk) that hold a result now."""
-        handles = self.handles
-        if type(handles) is list:
-            return [h for h in handles if h.status == "finished"]
-        return [handles] if handles.status == "finished" else []
+        return self.results.key
 
     def spread_inputs(self):
         """Name its inputs one by one (its ``fallback``), if it has not yet."""
@@ -83,9 +76,22 @@ class Task:
         if self.inputs:
             self.msg["who_has"] = {k: list(h.workers) for k, h in self.inputs.items()}
 
+    def missing_bytes(self, worker):
+        """Bytes of its inputs that ``worker`` lacks; of a chunk it maps over a part of,
+        that part's share."""
+        over = self.msg.get("over")
+        missing = 0
+        for key, h in self.inputs.items():
+            if worker not in h.workers:
+                n = _total(h.nbytes)
+                if over is not None and key == over[0]:
+                    n = n * (over[2] - over[1]) // max(len(h), 1)
+                missing += n
+        return missing
+
 
 class Batch:
-    """The tasks of one map or apply, fed to the workers as their slots free up.
+    """The tasks of one call, fed to the workers as their slots free up.
 
     A task with remote inputs is pinned to the worker :func:`decide_worker`
     picks; the rest go to a shared queue that every worker pulls from, so free
@@ -95,23 +101,20 @@ class Batch:
     has died, each worker gets only one task per core at a time, so a later
     death is blamed on the task that was really running.  A worker with nothing
     left to do takes tasks queued for another whose inputs it lacks are small
-    (``steal_bytes``): moving them costs less than waiting.  ``timeout`` bounds
-    each task's run.
+    (``steal_bytes``): moving them costs less than waiting.  ``options.timeout``
+    bounds each task's run; ``on_done`` is called with each task's results as it ends.
     """
 
     slots_per_core = 4
     recovery_rounds = 5
     steal_bytes = 4096  # an idle worker takes others' tasks whose inputs it lacks are this small
 
-    def __init__(self, pool, tasks, name, timeout=None, retries=3, on_done=None, prepare=None,
-                 resources=None):  # fmt: skip
-        self.need = {r: float(n) for r, n in (resources or {}).items() if n}
-        self.on_done = on_done  # called with the handles of each task as it ends
-        self.prepare = prepare  # awaited with a worker before its first task (stateful pools)
-        self.pool = pool
+    def __init__(self, session, tasks, name, *, options=DEFAULTS, on_done=None):
+        self.session = session
         self.name = name
-        self.timeout = timeout
-        self.retries = retries
+        self.options = options
+        self.need = {r: float(n) for r, n in (options.resources or {}).items() if n}
+        self.on_done = on_done
         self.pinned = defaultdict(deque)
         self.free = deque()
         self.stalled = []
@@ -125,51 +128,36 @@ class Batch:
             self._place(task)
 
     def _place(self, task):
-        cores = self.pool.available_cores
+        cores = self.session.cores
         if self.need:  # only where the resources it needs exist
             cores = {w: n for w, n in cores.items() if self._eligible(w)}
         if task.inputs and cores:
             who_has = {k: h.workers for k, h in task.inputs.items()}
             nbytes = {k: _total(h.nbytes) for k, h in task.inputs.items()}
             # ties (inputs on several workers) go round by what this batch already placed
-            load = {w: self.pool.occupancy[w] + len(self.pinned.get(w, ())) for w in cores}
+            occupancy = self.session.occupancy
+            load = {w: occupancy[w] + len(self.pinned.get(w, ())) for w in cores}
             worker = decide_worker(list(who_has), who_has, nbytes, cores, load)
             if any(worker in ws for ws in who_has.values()):
                 self.pinned[worker].append(task)
                 return
         self.free.append(task)
 
+    def _eligible(self, worker):
+        return self.session.has_resources(worker, self.need)
+
     async def run(self):
-        pool = self.pool
-        pool._batches.add(self)
+        """Run every task; raise the batch's error (a timeout, an unsendable task)."""
+        self.session.listen(self)
         rounds = 0
         try:
             while self.remaining:
                 if self.stalled and not any(self.runners.values()):
                     rounds += 1
                     await self._recover_inputs(rounds)
-                if not pool.available_cores.keys() - self.lost:
-                    self.lost.clear()  # give reconnecting workers another chance
-                    try:
-                        await pool._wait_for_workers(1)
-                    except TimeoutError:
-                        raise WorkerLostError(
-                            f"no workers left to run {self.remaining} tasks of {self.name}; "
-                            f"waited {pool.timeout} s for one to join"
-                        ) from None
-                workers = sorted(pool.available_cores,
-                                 key=lambda w: pool.occupancy[w] / pool.available_cores[w])  # fmt: skip
-                started = [o for worker in workers for o in self._openings(worker)]
-                if len(started) == 1 and sum(self.runners.values()) == 1:
-                    # the only task running (an apply): run it here rather than in a task
-                    # of its own -- two turns of the loop fewer on its round trip
-                    await self._runner(*started[0])
-                    self.done = asyncio.get_running_loop().create_future()
-                    if self.error is not None:
-                        raise self.error
-                    continue  # done, or back in the queue (its worker died)
-                for worker, task in started:
-                    asyncio.ensure_future(self._runner(worker, task))
+                await self._wait_for_any_worker()
+                if await self._start_round():
+                    continue
                 if not self.remaining:
                     break
                 if any(self.runners.values()):
@@ -180,48 +168,55 @@ class Batch:
                 if self.error is not None:
                     raise self.error
         finally:
-            pool._batches.discard(self)
+            self.session.unlisten(self)
+
+    async def _start_round(self):
+        """Start what the workers can take now; ``True`` when that was the only task
+        (an apply), run here to its end rather than in a task of its own -- two turns
+        of the loop fewer on its round trip."""
+        session = self.session
+        workers = sorted(session.cores, key=lambda w: session.occupancy[w] / session.cores[w])
+        started = [o for worker in workers for o in self._openings(worker)]
+        if len(started) == 1 and sum(self.runners.values()) == 1:
+            await self._runner(*started[0])
+            self.done = asyncio.get_running_loop().create_future()
+            if self.error is not None:
+                raise self.error
+            return True  # done, or back in the queue (its worker died)
+        for worker, task in started:
+            asyncio.ensure_future(self._runner(worker, task))
+        return False
+
+    async def _wait_for_any_worker(self):
+        session = self.session
+        if session.cores.keys() - self.lost:
+            return
+        self.lost.clear()  # give reconnecting workers another chance
+        try:
+            await session.wait_for_workers(1)
+        except TimeoutError:
+            raise WorkerLostError(
+                f"no workers left to run {self.remaining} tasks of {self.name}; "
+                f"waited {session.timeout} s for one to join"
+            ) from None
 
     async def _wait_for_a_suitable_worker(self):
-        pool = self.pool
-        known = set(pool.available_cores)
+        session = self.session
+        known = set(session.cores)
         try:
             await wait_for(
-                lambda: set(pool.available_cores) - known
+                lambda: set(session.cores) - known
                 or not self.remaining
                 or any(self.runners.values()),
-                pool.timeout,
+                session.timeout,
                 "",
             )
         except TimeoutError:
             what = f"none has resources {self.need}" if self.need else "none is available"
             raise WorkerLostError(
                 f"no worker can run {self.remaining} tasks of {self.name}: {what} "
-                f"(waited {pool.timeout} s for one to join)"
+                f"(waited {session.timeout} s for one to join)"
             ) from None
-
-    def _eligible(self, worker):
-        totals = self.pool.worker_resources.get(worker, {})
-        return all(totals.get(r, 0) >= n for r, n in self.need.items())
-
-    def _fits(self, worker):
-        totals = self.pool.worker_resources.get(worker, {})
-        used = self.pool.resources_in_use[worker]
-        return all(used[r] + n <= totals.get(r, 0) for r, n in self.need.items())
-
-    async def _acquire(self, worker):
-        """Reserve this batch's resources on ``worker``, waiting while others hold them."""
-        pool = self.pool
-        while not self._fits(worker):
-            await pool._resources_freed().wait()
-        for r, n in self.need.items():
-            pool.resources_in_use[worker][r] += n
-
-    def _release(self, worker):
-        pool = self.pool
-        for r, n in self.need.items():
-            pool.resources_in_use[worker][r] -= n
-        pool._resources_freed().set()
 
     async def _recover_inputs(self, rounds):
         stalled, self.stalled = self.stalled, []
@@ -233,7 +228,7 @@ class Batch:
                 f"{self.recovery_rounds} times over; giving up"
             )
         inputs = {k: h for task in stalled for k, h in task.inputs.items()}
-        await self.pool._recover(list(inputs.values()))
+        await recover(self.session, list(inputs.values()))
         for task in stalled:
             task.refresh_hints()
             self._place(task)
@@ -245,11 +240,12 @@ class Batch:
 
     def _openings(self, worker):
         """``[(worker, task)]`` to start on ``worker`` now, counted as running already."""
-        ncores = self.pool.available_cores.get(worker)
+        cores = self.session.cores
+        ncores = cores.get(worker)
         if not ncores or worker in self.lost or (self.need and not self._eligible(worker)):
             return []
         # tasks pinned to a worker that is gone are free for anyone
-        alive = self.pool.available_cores.keys() - self.lost
+        alive = cores.keys() - self.lost
         for w in [w for w in self.pinned if w not in alive]:
             self.free.extend(self.pinned.pop(w))
         per_core = 1 if self.careful else self.slots_per_core
@@ -270,59 +266,28 @@ class Batch:
             return mine.popleft()
         if self.free:
             return self.free.popleft()
-        return self._steal(worker)
-
-    def _steal(self, worker):
-        """A task waiting for another worker, whose inputs cost less to bring here than
-        the wait: the last of the longest queue whose missing inputs are small."""
-        for queue in sorted(self.pinned.values(), key=len, reverse=True):
-            if not queue:
-                break
-            task = queue[-1]
-            if _missing_bytes(task, worker) <= self.steal_bytes:
-                task.spread_inputs()  # to fetch its own elements, not their whole chunk
-                return queue.pop()
-        return None
+        owner = steal_choice(self.pinned, lambda task: task.missing_bytes(worker),
+                             self.steal_bytes)  # fmt: skip
+        if owner is None:
+            return None
+        task = self.pinned[owner].pop()
+        task.spread_inputs()  # to fetch its own elements, not their whole chunk
+        return task
 
     async def _runner(self, worker, first):
         """Run tasks on ``worker`` one after the other, starting with ``first``."""
-        pool = self.pool
+        cores = self.session.cores
         try:
-            while self.error is None and worker in pool.available_cores and worker not in self.lost:
+            while self.error is None and worker in cores and worker not in self.lost:
                 task, first = first, None
                 if task is None:
-                    if self.careful and self.runners[worker] > pool.available_cores[worker]:
+                    if self.careful and self.runners[worker] > cores[worker]:
                         return  # fewer tasks in flight from now on
                     task = self._next(worker)
                     if task is None:
                         return
-                if self.need:
-                    await self._acquire(worker)
-                pool.occupancy[worker] += 1
-                try:
-                    if self.prepare is not None:
-                        await self.prepare(worker)
-                    reply = await pool.connection_pool.call(worker, task.msg, self.timeout)
-                except (ConnectionBrokenError, CommClosedError) as e:
-                    self._worker_died(worker, task, e)
+                if not await self._run_one(worker, task):
                     return
-                except WorkerRetiringError:  # not the task's fault: elsewhere, no blame
-                    self.lost.add(worker)
-                    self.free.append(task)
-                    return
-                except WorkerLostError as e:  # the worker could not find the inputs
-                    logger.info("Inputs of %s lost: %s", task.key, e)
-                    self.stalled.append(task)
-                    continue
-                except Exception as e:
-                    self._task_failed(worker, task, e)
-                    continue
-                finally:
-                    pool.occupancy[worker] -= 1
-                    if self.need:
-                        self._release(worker)
-                task.settle(reply, worker)
-                self._finished_one(task)
         finally:
             if first is not None:  # never started: someone else may run it
                 self.free.appendleft(first)
@@ -330,9 +295,42 @@ class Batch:
             if not any(self.runners.values()) and not self.done.done():
                 self.done.set_result(None)
 
+    async def _run_one(self, worker, task):
+        """Send ``task`` to ``worker`` and take its reply; ``False`` when ``worker`` may
+        take no more tasks of this batch."""
+        session = self.session
+        if self.need:
+            await session.reserve(worker, self.need)
+        session.occupancy[worker] += 1
+        try:
+            if self.options.prepare is not None:
+                await self.options.prepare(worker)
+            reply = await session.call(worker, task.msg, self.options.timeout)
+        except (ConnectionBrokenError, CommClosedError) as e:
+            self._worker_died(worker, task, e)
+            return False
+        except WorkerRetiringError:  # not the task's fault: elsewhere, no blame
+            self.lost.add(worker)
+            self.free.append(task)
+            return False
+        except WorkerLostError as e:  # the worker could not find the inputs
+            logger.info("Inputs of %s lost: %s", task.key, e)
+            self.stalled.append(task)
+            return True
+        except Exception as e:
+            self._task_failed(worker, task, e)
+            return True
+        finally:
+            session.occupancy[worker] -= 1
+            if self.need:
+                session.give_back(worker, self.need)
+        task.results.settle(reply, worker)
+        self._finished_one(task)
+        return True
+
     def _finished_one(self, task):
         if self.on_done is not None:
-            self.on_done(task.handles)
+            self.on_done(task.results)
         self.remaining -= 1
         if not self.remaining and not self.done.done():
             self.done.set_result(None)
@@ -343,48 +341,35 @@ class Batch:
         self.lost.add(worker)
         self.careful = True
         task.deaths += 1
-        if task.deaths > self.retries:
+        if task.deaths > self.options.retries:
             err = WorkerLostError(
                 f"task {task.index} of {self.name} (key {task.key!r}) was running on "
                 f"{task.deaths} workers that died, the last {format_address(worker)}; it may "
                 f"be what killed them, so it is not retried again"
             )
-            task.set_error(err, "", worker)
+            task.results.set_error(err, "", worker)
             self._finished_one(task)
         else:
             self.free.append(task)
 
     def _task_failed(self, worker, task, error):
+        timeout = self.options.timeout
         if isinstance(error, SerializationError):
             why = error.__cause__ if error.__cause__ is not None else error
             self._fail(SerializationError(
                 f"could not serialize the arguments of task {task.index} of "
                 f"{self.name}: {type(why).__name__}: {why}"))  # fmt: skip
-        elif isinstance(error, TimeoutError) and self.timeout is not None:
+        elif isinstance(error, TimeoutError) and timeout is not None:
             self._fail(TimeoutError(
                 f"task {task.index} of {self.name} (key {task.key!r}) did not finish "
-                f"within {self.timeout} s on worker {format_address(worker)}"))  # fmt: skip
+                f"within {timeout} s on worker {format_address(worker)}"))  # fmt: skip
         else:  # the worker could not run it at all
-            task.set_error(error, getattr(error.__cause__, "text", ""), worker)
+            task.results.set_error(error, getattr(error.__cause__, "text", ""), worker)
             self._finished_one(task)
 
     def _fail(self, error):
         if self.error is None:
             self.error = error
-
-
-def _missing_bytes(task, worker):
-    """Bytes of ``task``'s inputs that ``worker`` lacks; of a chunk it maps over a
-    part of, that part's share."""
-    over = task.msg.get("over")
-    missing = 0
-    for key, h in task.inputs.items():
-        if worker not in h.workers:
-            n = _total(h.nbytes)
-            if over is not None and key == over[0]:
-                n = n * (over[2] - over[1]) // max(len(h), 1)
-            missing += n
-    return missing
 
 
 def _total(nbytes):
@@ -394,22 +379,87 @@ def _total(nbytes):
     return nbytes or 0
 
 
-def _settle(handles, reply, worker):
-    """Set each handle from a ``compute`` (one handle) or ``compute_chunk`` reply.
+async def recover(session, handles, depth=0):
+    """Make every handle's key held by a live worker again; update ``handle.workers``."""
+    if depth > 1000:
+        raise WorkerLostError("lineage too deep to recompute")
+    handles = {h.key: h for h in handles if h.status == "finished"}
+    if not handles:
+        return
+    found = await session.center("who_has", keys=list(handles))
+    lost = []
+    for key, handle in handles.items():
+        if found.get(key):
+            handle.workers = frozenset(found[key])
+        else:
+            lost.append(handle)
+    if not lost:
+        return
+    logger.info("Recovering %d lost keys", len(lost))
+    await _send_again(session, [h for h in lost if h.recipe is None])
+    computed = [h for h in lost if h.recipe is not None]
+    if computed:
+        inputs = {k: i for h in computed for k, i in h.recipe.inputs.items()}
+        await recover(session, list(inputs.values()), depth + 1)
+        await _compute_again(session, computed)
 
-    A result counts once, however often it came: handles no longer pending stay.
-    """
-    if "key" in reply:  # a lone task's reply: the same, as lists of one
-        failed = "exception" in reply
-        reply = {"nbytes": [reply.get("nbytes")], "pickled": [reply.get("pickled")],
-                 "errors": {0: reply} if failed else {}}  # fmt: skip
-    errors = reply["errors"]
-    with gc_paused(len(handles)):
-        for i, (handle, nbytes, pickled) in enumerate(zip(handles, reply["nbytes"],
-                                                           reply["pickled"])):  # fmt: skip
-            if handle.status != "pending":
-                continue
-            if i in errors:
-                handle.set_error(errors[i]["exception"], errors[i]["traceback"], worker)
-            else:
-                handle.set_finished(worker, nbytes, pickled)
+
+async def _send_again(session, scattered):
+    """Scatter again the values the client still holds; else name what is gone."""
+    if not scattered:
+        return
+    held = [(h, h.held_source()) for h in scattered]
+    gone = [h.key for h, value in held if value is None]
+    if gone:
+        raise WorkerLostError(
+            f"the only copy of scattered data {gone[0]!r}"
+            + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")
+            + " died with its worker, and this client no longer holds the value; "
+            "scatter it again"
+        )
+    await put(session, [h for h, _ in held], [value[0] for _, value in held])
+
+
+async def _compute_again(session, handles):
+    """Run each handle's recipe again, a batch per set of options they were made under."""
+    by_options = defaultdict(list)
+    for handle in handles:
+        by_options[handle.recipe.options].append(handle)
+    try:
+        for options, group in by_options.items():
+            tasks = []
+            for index, handle in enumerate(group):
+                handle.status = "pending"
+                task = Task(Handles([handle]), handle.recipe.message(handle.key),
+                            handle.recipe.inputs, index)  # fmt: skip
+                task.refresh_hints()
+                tasks.append(task)
+            await Batch(session, tasks, "recompute", options=options.replace(progress=False)).run()
+    finally:
+        for handle in handles:
+            if handle.status == "pending":
+                handle.status = "finished"  # not recomputed: it stays lost, not stuck
+
+
+async def put(session, handles, values, broadcast=False):
+    """Store ``values`` under the handles' keys: spread by cores, or on every worker."""
+    groups = defaultdict(dict)
+    if broadcast:
+        for worker in session.cores:
+            groups[worker] = {h.key: v for h, v in zip(handles, values)}
+        for handle in handles:
+            handle.workers = frozenset(groups)
+    else:
+        placement = spread(len(handles), session.cores)
+        for handle, value, worker in zip(handles, values, placement):
+            groups[worker][handle.key] = value
+            handle.workers = only(worker)
+    replies = await asyncio.gather(
+        *[session.rpc(w).update_data(data=data) for w, data in groups.items()]
+    )
+    nbytes = {}
+    for reply in replies:
+        nbytes.update(reply["nbytes"])
+    for handle in handles:
+        handle.nbytes = nbytes.get(handle.key)
+        handle.status = "finished"

@@ -49,11 +49,11 @@ class _Endings:
             w.cancel()
 
 
-def _pool_of(handles):
-    pools = {id(h.pool): h.pool for h in handles}
-    if len(pools) > 1:
+def _session_of(handles):
+    sessions = {id(h.session): h.session for h in handles}
+    if len(sessions) > 1:
         raise ValueError("as_completed/wait take handles of one pool at a time")
-    return next(iter(pools.values()))
+    return next(iter(sessions.values()))
 
 
 def as_completed(handles, timeout=None):
@@ -64,32 +64,32 @@ def as_completed(handles, timeout=None):
     pending = list(dict.fromkeys(handles))
     if not pending:
         return
-    pool = _pool_of(pending)
+    session = _session_of(pending)
     deadline = None if timeout is None else time.monotonic() + timeout
     endings = _Endings(pending)
-    pool._sync(endings.start())
+    session.sync(endings.start())
     left = len(pending)
     try:
         while left:
             if deadline is None:
-                ended = pool._sync(endings.next())
+                ended = session.sync(endings.next())
             else:
                 wait_s = deadline - time.monotonic()
                 if wait_s > 0:
                     try:
-                        ended = pool._sync(endings.next(), wait_s)
+                        ended = session.sync(endings.next(), wait_s)
                     except TimeoutError:
                         ended = []
                 else:  # out of time: only what has ended already
-                    ended = pool._sync(endings.ready())
+                    ended = session.sync(endings.ready())
                 if not ended:
                     raise TimeoutError(f"{left} of the tasks did not end within {timeout} s")
             for h in ended:
                 left -= 1
                 yield h
     finally:
-        if pool.status == "running":
-            pool._sync(endings.stop())
+        if session.status == "running":
+            session.sync(endings.stop())
 
 
 def wait(handles, timeout=None, return_when=ALL_COMPLETED):

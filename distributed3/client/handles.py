@@ -12,6 +12,7 @@ from ..core.protocol import sizeof
 from ..utils import format_address
 
 _ONLY = {}
+_MISSING = object()
 
 
 def only(worker):
@@ -28,11 +29,24 @@ def only(worker):
     return found
 
 
-class Awaitable:
-    """Something a task makes: ``status`` is ``"pending"`` until it ends, and ``wait()``
-    waits for that on the pool's loop."""
+class Held:
+    """What a task makes, held on the cluster: one value (:class:`RemoteData`) or a
+    chunk's values under one key (:class:`~distributed3.client.results.ResultGroup`).
+
+    Both answer the same small interface, so callers need not ask which they hold:
+    ``key``, ``status`` (``"pending"`` until the task ends), ``workers``, ``size``
+    (how many values), ``handle(i)`` and ``handles()`` (the values' ``RemoteData``),
+    ``made()`` (those that exist now), ``intact()`` (finished, nothing failed or
+    deleted), ``inline_values()`` (the values, when they came with the reply),
+    ``settle(reply, worker)``, ``set_error(...)``, ``set_deleted()``, ``done()`` and
+    ``wait()``.  ``keeps_parts`` says whether a worker holds it as one entry of many
+    parts that a map can go over in place.
+    """
 
     __slots__ = ()
+    keeps_parts = False
+    seconds = None  # how long its tasks ran, when the reply said
+    group = None  # the chunk an element belongs to
 
     def done(self):
         """Whether the task has ended (finished or failed), as for a future."""
@@ -53,8 +67,12 @@ class Awaitable:
             if not future.done():
                 future.set_result(None)
 
+    def finished(self):
+        """``[self]`` once it holds a result, else ``[]``."""
+        return [self] if self.status == "finished" else []
 
-class RemoteData(Awaitable):
+
+class RemoteData(Held):
     """A handle to a value that lives on the workers; ``get()`` brings it here.
 
     Made by ``Pool.map``, ``apply``, ``scatter``.  Pass handles back into
@@ -66,15 +84,21 @@ class RemoteData(Awaitable):
     knew it to live, ``nbytes`` its size.  An element of a chunked map's results
     belongs to its chunk's ``group`` (a :class:`~distributed3.client.results.ResultGroup`) at
     ``index``; its data lives, and is released, with that chunk.
+
+    >>> h = RemoteData("x", None, status="pending")
+    >>> h.settle({"key": "x", "nbytes": 28, "pickled": None}, ("127.0.0.1", 1))
+    >>> h.status, h.size, h.handles() == [h], h.nbytes
+    ('finished', 1, True, 28)
     """
 
-    __slots__ = ("key", "pool", "workers", "nbytes", "status", "exception", "traceback",
+    __slots__ = ("key", "session", "workers", "nbytes", "status", "exception", "traceback",
                  "recipe", "source", "inline", "group", "index", "_waiters",
                  "__weakref__")  # fmt: skip
+    size = 1
 
-    def __init__(self, key, pool, workers=(), nbytes=None, status="finished"):
+    def __init__(self, key, session, workers=(), nbytes=None, status="finished"):
         self.key = key
-        self.pool = pool
+        self.session = session
         self.workers = frozenset(workers)
         self.nbytes = nbytes
         self.status = status
@@ -88,7 +112,7 @@ class RemoteData(Awaitable):
         self._waiters = None
 
     def __repr__(self):
-        center = format_address(self.pool.center_address) if self.pool else "?"
+        center = format_address(self.session.center_address) if self.session else "?"
         extra = "" if self.status == "finished" else f", status={self.status}"
         return f"RemoteData<center={center}, key={self.key}{extra}>"
 
@@ -130,6 +154,48 @@ class RemoteData(Awaitable):
             return None if value is None else (value,)
         return self.source
 
+    def handle(self, index):
+        """Itself: a lone value is its own element 0."""
+        return self
+
+    def handles(self):
+        return [self]
+
+    def made(self):
+        return [self]
+
+    def intact(self):
+        return self.status == "finished"
+
+    def local_value(self, missing=None):
+        """Its value, if it came with the task's reply (its own, or its chunk's), a fresh
+        copy each call; else ``missing``."""
+        if self.inline is not None:
+            return pickle.loads(self.inline)
+        if self.group is not None and self.group.pickled is not None:
+            return self.group.value(self.index)
+        return missing
+
+    def inline_values(self):
+        if self.inline is None:
+            return None
+        return [pickle.loads(self.inline)]
+
+    def settle(self, reply, worker):
+        """Take the reply of its task (see ``Worker.compute``); a result counts once."""
+        if self.status != "pending":
+            return
+        if "exception" in reply:
+            self.set_error(reply["exception"], reply["traceback"], worker)
+        else:
+            self.set_finished(worker, reply.get("nbytes"), reply.get("pickled"))
+
+    def set_deleted(self):
+        self.status = "deleted"
+        self.workers = frozenset()
+        if self.group is not None:
+            self.group.drop(self)
+
     def get(self, timeout=None):
         """The value, gathered from the worker that holds it.
 
@@ -137,25 +203,24 @@ class RemoteData(Awaitable):
         6
         """
         if self.status == "finished":  # small results came with the reply
-            if self.inline is not None:
-                return pickle.loads(self.inline)
-            if self.group is not None and self.group.pickled is not None:
-                return self.group.value(self.index)
-        return self.pool._sync(self.pool._gather([self]), timeout)[0]
+            value = self.local_value(_MISSING)
+            if value is not _MISSING:
+                return value
+        return self.session.sync(self.session.gather([self]), timeout)[0]
 
     async def aget(self):
         """Async form of :meth:`get`."""
-        return (await self.pool.agather([self]))[0]
+        return (await self.session.run(self.session.gather([self])))[0]
 
     def result(self, timeout=None):
         """Same as :meth:`get`, under the name ``concurrent.futures`` uses."""
         return self.get(timeout)
 
     def __del__(self):
-        pool = self.pool
-        if pool is not None and self.status != "deleted" and self.group is None:
+        session = self.session
+        if session is not None and self.status != "deleted" and self.group is None:
             try:
-                pool._release_soon(self.key)
+                session.release_soon(self.key)
             except Exception:  # the pool's loop is gone: interpreter shutdown
                 pass
 

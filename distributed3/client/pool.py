@@ -7,6 +7,11 @@
     pool <--{"key", "nbytes"}-------------------- worker   (the value stays there)
     pool --get_data(keys)-----------------------> worker   (only on gather / get)
 
+``Pool`` is a facade: each method builds the call's
+:class:`~distributed3.client.options.Options` and hands the work, with the pool's
+:class:`~distributed3.client.session.Session`, to the module that does it (tasks,
+data, streams, stateful); every blocking method is one line over its coroutine.
+
 >>> from distributed3 import Pool
 >>> with Pool(n_workers=2) as pool:
 ...     A = pool.map(lambda x: x ** 2, range(10))     # results stay on the workers
@@ -15,35 +20,18 @@
 -285
 """
 import asyncio
-import collections
-import itertools
-import logging
-import uuid
-from collections import defaultdict
 
-from .handles import RemoteData
-from .results import RemoteList, ResultGroup
-from .sync import loop_thread, run_in_loop
-from ..core.comm import connect
-from ..core.server import ConnectionPool
-from ..exceptions import (
-    CommClosedError,
-    ConnectionBrokenError,
-    DistributedError,
-)
-from .progress import progress_bar
-from .recovery import recover
-from ..core.security import TLS, normalize_secret
-from .data import DataMixin
-from .streams import StreamingMixin
+from ..utils import format_address, gc_paused, parse_address
+from . import data
+from .options import DEFAULTS, Options
+from .results import RemoteList
+from .session import Session
 from .stateful import StatefulPool
-from .tasks import Options, TaskTimes, funcname, make_batch, make_tasks, mapped_over
-from ..utils import format_address, gc_paused, parse_address, wait_for
-
-logger = logging.getLogger(__name__)
+from .streams import adrain, drain, stream
+from .tasks import mapped_over, submit
 
 
-class Pool(StreamingMixin, DataMixin):
+class Pool:
     """A client of a distributed3 cluster, used like ``multiprocessing.Pool``.
 
     ``Pool("127.0.0.1:8787")`` connects to a running center; ``Pool()``
@@ -57,76 +45,66 @@ class Pool(StreamingMixin, DataMixin):
     Every blocking method has an ``a``-prefixed coroutine twin (``amap``,
     ``aapply``, ``agather``, ...) usable from any running event loop.  With
     ``asynchronous=True`` the pool lives on the caller's loop; start it with
-    ``await pool`` or ``async with``.
+    ``await pool`` or ``async with``.  ``pool.session`` is the
+    :class:`~distributed3.client.session.Session` behind it.
     """
 
     def __init__(self, address=None, *, secret=None, tls=None, n_workers=None, timeout=10,
                  asynchronous=False):  # fmt: skip
-        self.secret = normalize_secret(secret)
-        self.tls = TLS.coerce(tls)
-        self.timeout = timeout
-        self.cluster = None
+        cluster = None
         if address is None:
             from ..deploy.local import LocalCluster
 
-            self.cluster = LocalCluster(n_workers=n_workers, secret=self.secret)
-            self.secret = self.cluster.secret
-            self.center_address = None
+            cluster = LocalCluster(n_workers=n_workers, secret=secret)
+            secret = cluster.secret
+        elif n_workers is not None:
+            raise ValueError("n_workers starts a local cluster; give no address with it")
         else:
-            if n_workers is not None:
-                raise ValueError("n_workers starts a local cluster; give no address with it")
-            self.center_address = parse_address(address)
-        self.available_cores = {}
-        self.worker_resources = {}  # worker -> {"GPU": 2, ...} as announced
-        self.resources_in_use = defaultdict(lambda: defaultdict(float))
-        self.occupancy = defaultdict(int)
-        self.id = uuid.uuid4().hex[:8]
-        self._counter = itertools.count()
-        self._batches = set()
-        self._subscription = None
-        self._task_times = TaskTimes()  # seconds per task of the functions mapped, for chunks
-        self._owned = set()  # keys of our live handles, which the center knows we own
-        self._to_release = collections.deque()
-        self._release_due = False  # a flush of _to_release is scheduled
-        self._unsent_releases = []  # released while the center was away: sent on resubscribe
-        self._notes = {"own": [], "release": []}  # for the center, sent together
-        self._watcher = None
-        self._broken = None  # why every call fails: the local cluster is gone
-        self.connection_pool = None
-        self.status = "created"
-        self.asynchronous = asynchronous
-        if asynchronous:
-            self.loop = None
-        else:
-            self._loop_thread = loop_thread()
-            self.loop = self._loop_thread.loop
-            self._sync(self._start())
+            address = parse_address(address)
+        self.session = Session(address, secret=secret, tls=tls, timeout=timeout,
+                               cluster=cluster, asynchronous=asynchronous)  # fmt: skip
+        if not asynchronous:
+            self.session.sync(self.session.start())
 
     def __repr__(self):
-        where = format_address(self.center_address) if self.center_address else "not started"
-        return f"<Pool center={where} workers={len(self.available_cores)} status={self.status}>"
+        s = self.session
+        where = format_address(s.center_address) if s.center_address else "not started"
+        return f"<Pool center={where} workers={len(s.cores)} status={s.status}>"
 
-    # -- sync / async plumbing ------------------------------------------------
+    # -- what the session knows, under the pool's names -------------------------
 
-    def _sync(self, coro, timeout=None):
-        if self.asynchronous:
-            coro.close()
-            raise RuntimeError("this Pool is asynchronous: use the a* methods with await")
-        return self._loop_thread.run_sync(coro, timeout)
+    secret = property(lambda self: self.session.secret)
+    tls = property(lambda self: self.session.tls)
+    timeout = property(lambda self: self.session.timeout)
+    cluster = property(lambda self: self.session.cluster, doc="The local cluster, if any.")
+    center_address = property(lambda self: self.session.center_address)
+    id = property(lambda self: self.session.id, doc="This client's id at the center.")
+    status = property(lambda self: self.session.status)
+    asynchronous = property(lambda self: self.session.asynchronous)
+    loop = property(lambda self: self.session.loop, doc="The event loop the pool runs on.")
+    available_cores = property(lambda self: self.session.cores, doc="``{worker: ncores}``.")
+    worker_resources = property(lambda self: self.session.resources,
+                                doc="``{worker: {resource: amount}}`` as announced.")  # fmt: skip
+    connection_pool = property(lambda self: self.session.connections)
 
-    async def _run(self, coro):
-        if self.loop is None:
-            coro.close()
-            raise RuntimeError("start the Pool first: `await pool` or `async with pool`")
-        return await run_in_loop(coro, self.loop)
+    @property
+    def nworkers(self):
+        """How many workers the pool currently sees."""
+        return len(self.session.cores)
+
+    @property
+    def nhosts(self):
+        """How many distinct hosts the pool's workers run on."""
+        return len({host for host, _ in self.session.cores})
+
+    # -- lifecycle ----------------------------------------------------------------
 
     def __await__(self):
         return self._astart().__await__()
 
     async def _astart(self):
-        if self.status == "created":
-            self.loop = asyncio.get_running_loop()
-            await self._start()
+        if self.session.status == "created":
+            await self.session.start()
         return self
 
     def __enter__(self):
@@ -141,202 +119,61 @@ class Pool(StreamingMixin, DataMixin):
     async def __aexit__(self, *exc):
         await self.aclose()
 
-    # -- lifecycle ------------------------------------------------------------
-
-    async def _start(self):
-        self.status = "starting"
-        try:
-            if self.cluster is not None:
-                await self.cluster.start()
-                self.center_address = self.cluster.center_address
-            self.connection_pool = ConnectionPool(
-                secret=self.secret, timeout=self.timeout, tls=self.tls
-            )
-            comm = await self._subscribe()
-        except BaseException:
-            await self._close()
-            raise
-        self._watcher = asyncio.ensure_future(self._watch_membership(comm))
-        self.status = "running"
-        logger.info("Pool connected to center %s with %d workers",
-                    format_address(self.center_address), len(self.available_cores))  # fmt: skip
-
-    async def _subscribe(self):
-        """Connect to the center for membership events; sets ``available_cores``."""
-        comm = await connect(self.center_address, self.secret, self.timeout, tls=self.tls)
-        try:
-            await comm.write({"op": "subscribe", "client": self.id, "keys": list(self._owned)})
-            async with asyncio.timeout(self.timeout):  # loses no cancellation (see comm)
-                reply = await comm.read()
-        except BaseException:
-            comm.close()
-            raise
-        self._subscription = comm
-        if self._unsent_releases:  # dropped while the center was away
-            keys, self._unsent_releases = self._unsent_releases, []
-            self._note_release(keys)
-        self.available_cores = dict(reply["result"]["workers"])
-        self.worker_resources = dict(reply["result"].get("resources", {}))
-        for batch in list(self._batches):
-            for worker in self.available_cores:
-                batch.add_worker(worker)
-        return comm
-
-    async def _watch_membership(self, comm):
-        """Apply the center's pushed events; reconnect, with backoff, if the center is lost."""
-        while True:
-            try:
-                event = await comm.read()
-            except (CommClosedError, ConnectionBrokenError) as e:
-                if self.status != "running":
-                    return
-                logger.warning("Lost the center %s: %s", format_address(self.center_address), e)
-                if await self._local_center_died():
-                    return
-                comm = await self._resubscribe()
-                continue
-            op = event.get("op")
-            address = event.get("address")
-            if op == "add_worker":
-                self.worker_resources[address] = event.get("resources", {})
-                self.available_cores[address] = event["ncores"]
-                for batch in list(self._batches):
-                    batch.add_worker(address)
-            elif op == "remove_worker":
-                self.available_cores.pop(address, None)
-
-    async def _local_center_died(self):
-        """Whether the center this pool started has ended; if so, later calls say so."""
-        if self.cluster is None:
-            return False
-        code = await self.cluster.center_exit_code(timeout=1.0)
-        if code is None:
-            return False
-        self._broken = DistributedError(
-            f"the local cluster's center process exited with code {code}, and its workers "
-            "with it; start a new Pool"
-        )
-        logger.error("%s", self._broken)
-        return True
-
-    async def _resubscribe(self):
-        delay = 0.05
-        while self.status == "running":
-            try:
-                comm = await self._subscribe()
-                logger.info("Reconnected to center %s", format_address(self.center_address))
-                return comm
-            except (ConnectionBrokenError, OSError, TimeoutError) as e:
-                logger.debug("Center still unreachable: %s", e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    def _resources_freed(self):
-        """An event set whenever a task gives resources back (cleared by each waiter)."""
-        event = getattr(self, "_freed_event", None)
-        if event is None:
-            event = self._freed_event = asyncio.Event()
-        else:
-            event.clear()
-        return event
-
-    async def _center(self, op, **kwargs):
-        """Call the center, retrying while it restarts, for up to ``timeout`` seconds."""
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        delay = 0.05
-        while True:
-            try:
-                return await self.connection_pool.call(self.center_address, {"op": op, **kwargs})
-            except ConnectionBrokenError as e:
-                if asyncio.get_running_loop().time() + delay > deadline:
-                    raise ConnectionBrokenError(
-                        f"center {format_address(self.center_address)} unreachable for "
-                        f"{self.timeout} s: {e}"
-                    ) from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
     def close(self):
         """Disconnect, and stop the local cluster if this pool started one. Idempotent."""
-        if self.status in ("closed", "created") and not self.asynchronous and self.cluster is None:
-            self.status = "closed"
+        s = self.session
+        if s.status in ("closed", "created") and not s.asynchronous and s.cluster is None:
+            s.status = "closed"
             return
-        if self.asynchronous:
+        if s.asynchronous:
             raise RuntimeError("this Pool is asynchronous: use `await pool.aclose()`")
-        self._sync(self._close())
+        s.sync(s.close())
 
     async def aclose(self):
         """Async form of :meth:`close`."""
-        if self.loop is None:
-            self.status = "closed"
+        if self.session.loop is None:
+            self.session.status = "closed"
             return
-        await self._run(self._close())
-
-    async def _close(self):
-        if self.status == "closed":
-            return
-        self._notes = {"own": [], "release": []}  # superseded: we release all now
-        if self.status == "running" and self._owned:
-            keys, self._owned = list(self._owned), set()
-            await self._tell_center({"op": "release_keys", "keys": keys, "reply": False})
-        self.status = "closing"
-        if self._watcher is not None:
-            self._watcher.cancel()
-        if self._subscription is not None:
-            self._subscription.close()
-        if self.connection_pool is not None:
-            await self.connection_pool.close()
-        if self.cluster is not None:
-            await self.cluster.close()
-        self.status = "closed"
-
-    def __del__(self):
-        if getattr(self, "status", "closed") == "running" and getattr(self, "cluster", None):
-            try:
-                self.cluster.kill()
-            except Exception:
-                pass
-
-    # -- membership -----------------------------------------------------------
-
-    @property
-    def nhosts(self):
-        """How many distinct hosts the pool's workers run on."""
-        return len({host for host, _ in self.available_cores})
+        await self.session.run(self.session.close())
 
     def halt(self):
         """Stop the cluster this pool started (``Pool()``, ``Pool(n_workers=...)``) and close."""
-        if self.cluster is None:
+        if self.session.cluster is None:
             raise RuntimeError(
                 f"this pool connects to the cluster at {format_address(self.center_address)}, "
                 "which it did not start; stop that with its dcenter/dworker processes"
             )
         self.close()
 
-    @property
-    def nworkers(self):
-        """How many workers the pool currently sees."""
-        return len(self.available_cores)
+    def __del__(self):
+        session = getattr(self, "session", None)
+        if session is not None and session.status == "running" and session.cluster:
+            try:
+                session.cluster.kill()
+            except Exception:
+                pass
+
+    # -- membership -----------------------------------------------------------------
 
     def sync_center(self):
         """Refresh ``available_cores`` from the center (it is also kept current by events)."""
-        return self._sync(self._sync_center())
+        return self.session.sync(self._sync_center())
 
     async def _sync_center(self):
-        self.available_cores = await self._center("ncores")
+        self.session.cores = await self.session.center("ncores")
 
     def wait_for_workers(self, n, timeout=None):
-        """Block until the pool sees at least ``n`` workers, or raise ``TimeoutError``."""
-        return self._sync(self._wait_for_workers(n, timeout))
+        """Block until the pool sees at least ``n`` workers, or raise ``TimeoutError``.
 
-    async def _wait_for_workers(self, n, timeout=None):
-        await wait_for(lambda: len(self.available_cores) >= n, timeout or self.timeout,
-                       f"pool saw fewer than {n} workers")  # fmt: skip
+        >>> pool.wait_for_workers(1)
+        """
+        return self.session.sync(self.session.wait_for_workers(n, timeout))
 
-    # -- map / apply / submit -------------------------------------------------
+    # -- map / apply / submit -------------------------------------------------------
 
-    def map(self, func, *iterables, timeout=None, retries=3, chunksize=None, seed=None,
-            progress=False, resources=None, **kwargs):  # fmt: skip
+    def map(self, func, *iterables, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
+            chunksize=DEFAULTS.chunksize, seed=DEFAULTS.seed, progress=DEFAULTS.progress,
+            resources=DEFAULTS.resources, **kwargs):  # fmt: skip
         """Apply ``func`` to every item of the iterables, on the workers; a
         :class:`~distributed3.client.results.RemoteList` of ``RemoteData``, in input order.
 
@@ -359,34 +196,61 @@ class Pool(StreamingMixin, DataMixin):
           workers' announced resources (``dworker --resources``) is free;
         * a task whose worker dies is sent to another, at most ``retries`` times;
           ``timeout`` makes the map raise ``TimeoutError`` naming a task that runs
-          longer.  Inputs lost with a worker are recomputed.
+          longer.  Inputs lost with a worker are recomputed, under the same options.
 
         >>> squares = pool.map(lambda x: x ** 2, range(4))
         >>> pool.gather(squares)
         [0, 1, 4, 9]
         """
-        options = Options(timeout, retries, chunksize, seed, progress, resources=resources)
-        return self._sync(self._map(func, *iterables, options=options, **kwargs))
+        options = Options(timeout=timeout, retries=retries, chunksize=chunksize, seed=seed,
+                          progress=progress, resources=resources)  # fmt: skip
+        return self.session.sync(self._map(func, iterables, kwargs, options))
 
-    async def amap(self, func, *iterables, timeout=None, retries=3, chunksize=None, seed=None,
-                   progress=False, resources=None, **kwargs):  # fmt: skip
+    async def amap(self, func, *iterables, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
+                   chunksize=DEFAULTS.chunksize, seed=DEFAULTS.seed,
+                   progress=DEFAULTS.progress, resources=DEFAULTS.resources,
+                   **kwargs):  # fmt: skip
         """Async form of :meth:`map`."""
-        options = Options(timeout, retries, chunksize, seed, progress, resources=resources)
-        return await self._run(self._map(func, *iterables, options=options, **kwargs))
+        options = Options(timeout=timeout, retries=retries, chunksize=chunksize, seed=seed,
+                          progress=progress, resources=resources)  # fmt: skip
+        return await self.session.run(self._map(func, iterables, kwargs, options))
 
-    def apply(self, func, args=(), kwargs=None, timeout=None, retries=3):
+    async def _map(self, func, iterables, kwargs, options):
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        over = mapped_over(iterables)  # a map over a map's results goes chunk for chunk
+        arglists = None
+        single = len(iterables) == 1  # f(x) for x in one sequence: no tuple per element
+        if over is None:
+            # the handles of a RemoteList passed in are made here, none of them garbage
+            with gc_paused(sum(len(it) for it in iterables if isinstance(it, RemoteList))):
+                arglists = list(iterables[0]) if single else list(zip(*iterables))
+        return await submit(self.session, func, arglists, kwargs, options=options,
+                            grouped=True, over=over, single=single)  # fmt: skip
+
+    def apply(self, func, args=(), kwargs=None, timeout=DEFAULTS.timeout,
+              retries=DEFAULTS.retries, resources=DEFAULTS.resources):  # fmt: skip
         """Run ``func(*args, **kwargs)`` where most bytes of its remote inputs live.
 
-        ``timeout`` and ``retries`` as for :meth:`map`.
+        ``timeout``, ``retries`` and ``resources`` as for :meth:`map`.
 
         >>> pool.apply(sum, [pool.scatter([1, 2, 3])]).get()
         6
         """
-        return self._sync(self._apply(func, args, kwargs, Options(timeout, retries)))
+        options = Options(timeout=timeout, retries=retries, resources=resources)
+        return self.session.sync(self._apply(func, args, kwargs, options))
 
-    async def aapply(self, func, args=(), kwargs=None, timeout=None, retries=3):
+    async def aapply(self, func, args=(), kwargs=None, timeout=DEFAULTS.timeout,
+                     retries=DEFAULTS.retries, resources=DEFAULTS.resources):  # fmt: skip
         """Async form of :meth:`apply`."""
-        return await self._run(self._apply(func, args, kwargs, Options(timeout, retries)))
+        options = Options(timeout=timeout, retries=retries, resources=resources)
+        return await self.session.run(self._apply(func, args, kwargs, options))
+
+    async def _apply(self, func, args, kwargs, options):
+        if not isinstance(args, (tuple, list)):
+            args = (args,)
+        handles = await submit(self.session, func, [tuple(args)], kwargs or {}, options=options)
+        return handles[0]
 
     def submit(self, func, *args, **kwargs):
         """Start ``func(*args, **kwargs)`` and return its ``RemoteData`` at once.
@@ -398,104 +262,115 @@ class Pool(StreamingMixin, DataMixin):
         >>> future.result()
         256
         """
-        return self._sync(self._submit(func, [args], kwargs, Options(), wait=False))[0]
+        return self.session.sync(self._submit(func, args, kwargs))
 
     async def asubmit(self, func, *args, **kwargs):
         """Async form of :meth:`submit`."""
-        return (await self._run(self._submit(func, [args], kwargs, Options(), wait=False)))[0]
+        return await self.session.run(self._submit(func, args, kwargs))
 
-    async def _apply(self, func, args=(), kwargs=None, options=None):
-        if not isinstance(args, (tuple, list)):
-            args = (args,)
-        (handle,) = await self._submit(func, [tuple(args)], kwargs or {}, options or Options())
-        return handle
+    async def _submit(self, func, args, kwargs):
+        return (await submit(self.session, func, [args], kwargs, wait=False))[0]
 
-    async def _map(self, func, *iterables, options=None, **kwargs):
-        if not iterables:
-            raise TypeError("map() needs at least one iterable")
-        over = mapped_over(iterables)  # a map over a map's results goes chunk for chunk
-        arglists = None
-        single = len(iterables) == 1  # f(x) for x in one sequence: no tuple per element
-        if over is None:
-            # the handles of a RemoteList passed in are made here, none of them garbage
-            lazy = sum(len(it) for it in iterables if isinstance(it, RemoteList))
-            with gc_paused(lazy):
-                arglists = list(iterables[0]) if single else list(zip(*iterables))
-        handles = await self._submit(func, arglists, kwargs, options or Options(), grouped=True,
-                                     over=over, single=single)  # fmt: skip
-        return handles if isinstance(handles, RemoteList) else RemoteList(handles)
+    # -- streaming --------------------------------------------------------------------
 
-    async def _recover(self, handles):
-        """Make the data behind ``handles`` live again (see :func:`recovery.recover`)."""
-        await recover(self, handles)
+    def imap(self, func, *iterables, chunksize=DEFAULTS.chunksize, seed=DEFAULTS.seed,
+             progress=DEFAULTS.progress, resources=DEFAULTS.resources, timeout=DEFAULTS.timeout,
+             retries=DEFAULTS.retries, **kwargs):  # fmt: skip
+        """Like :meth:`map`, but yield the *values*, in order, while later tasks still run.
 
-    def _new_key(self, name):
-        return f"{name}-{self.id}-{next(self._counter)}"
+        Options as for :meth:`map`, except that ``chunksize`` left unset sends one task
+        per message, as ``multiprocessing``'s ``imap`` does.
 
-    async def _submit(self, func, arglists, kwargs, options, wait=True, on_done=None,
-                      grouped=False, over=None, single=False):  # fmt: skip
-        """Make and run the tasks; with ``wait=False`` they run in the background.
-
-        ``grouped``: chunks may keep their results as one key each, and the handles
-        come as a lazy :class:`RemoteList`; ``single``: each of ``arglists`` is a
-        task's one argument (see :func:`submission.make_tasks`).
+        >>> list(pool.imap(lambda x: x + 1, range(3)))
+        [1, 2, 3]
         """
-        if self.status != "running":
-            raise CommClosedError(f"{self!r} is not running")
-        if self._broken is not None:
-            raise self._broken
-        grouped = grouped and wait and on_done is None  # the others need every handle
-        handles, tasks = await make_tasks(self, func, arglists, kwargs, options, grouped, over,
-                                          single)  # fmt: skip
-        name = funcname(func) if options.stateful is None else options.stateful["name"]
-        bar = progress_bar(len(handles), name) if options.progress else None
-        if bar is not None or on_done is not None:
-            # failed inputs (a RemoteList's elements have no inputs of their own)
-            early = [] if isinstance(handles, RemoteList) else [
-                h for h in handles if h.status != "pending"]  # fmt: skip
+        options = Options(timeout=timeout, retries=retries, chunksize=chunksize, seed=seed,
+                          progress=progress, resources=resources)  # fmt: skip
+        return drain(self.session, self._stream(func, iterables, kwargs, True, options))
 
-            def done(finished):
-                if bar is not None:
-                    bar.update(len(finished))
-                if on_done is not None:
-                    on_done(finished)
+    def imap_unordered(self, func, *iterables, chunksize=DEFAULTS.chunksize, seed=DEFAULTS.seed,
+                       progress=DEFAULTS.progress, resources=DEFAULTS.resources,
+                       timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
+                       **kwargs):  # fmt: skip
+        """Like :meth:`imap`, but yield values in the order tasks finish.
 
-            if early:
-                done(early)
-        else:
-            done = None
-        batch = make_batch(self, tasks, name, options, done)
-        if not wait:
-            asyncio.ensure_future(self._in_background(batch, handles, bar))
-            return handles
-        try:
-            if tasks:
-                await batch.run()
-            if isinstance(handles, RemoteList):
-                self._task_times.learn(handles)
-        except BaseException:
-            finished = [h for t in tasks for h in t.finished()]
-            if finished and self.status == "running":
-                await self._delete(finished)
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        return handles
+        >>> sorted(pool.imap_unordered(lambda x: x * 2, range(3)))
+        [0, 2, 4]
+        """
+        options = Options(timeout=timeout, retries=retries, chunksize=chunksize, seed=seed,
+                          progress=progress, resources=resources)  # fmt: skip
+        return drain(self.session, self._stream(func, iterables, kwargs, False, options))
 
-    async def _in_background(self, batch, handles, bar):
-        try:
-            if batch.remaining:
-                await batch.run()
-        except Exception as e:  # the error belongs to the handles nobody awaits here
-            for handle in handles:
-                if handle.status == "pending":
-                    handle.set_error(e, "")
-        finally:
-            if bar is not None:
-                bar.close()
+    def aimap(self, func, *iterables, ordered=True, chunksize=DEFAULTS.chunksize,
+              seed=DEFAULTS.seed, resources=DEFAULTS.resources, timeout=DEFAULTS.timeout,
+              retries=DEFAULTS.retries, **kwargs):  # fmt: skip
+        """Async iterator form of :meth:`imap` (``ordered=False``: :meth:`imap_unordered`)."""
+        options = Options(timeout=timeout, retries=retries, chunksize=chunksize, seed=seed,
+                          resources=resources)  # fmt: skip
+        return adrain(self.session, self._stream(func, iterables, kwargs, ordered, options))
 
-    # -- stateful workers --------------------------------------------------------
+    def _stream(self, func, iterables, kwargs, ordered, options):
+        return stream(self.session, func, list(zip(*iterables)), kwargs, ordered=ordered,
+                      options=options)  # fmt: skip
+
+    # -- data -------------------------------------------------------------------------
+
+    def scatter(self, seq, broadcast=False):
+        """Send local values to the workers, spread by cores; list of ``RemoteData``.
+
+        With ``broadcast=True`` every current worker gets a copy of each value.
+
+        >>> data = pool.scatter([1, 2, 3])
+        >>> pool.gather(data)
+        [1, 2, 3]
+        """
+        return self.session.sync(data.scatter(self.session, seq, broadcast))
+
+    async def ascatter(self, seq, broadcast=False):
+        """Async form of :meth:`scatter`."""
+        return await self.session.run(data.scatter(self.session, seq, broadcast))
+
+    def gather(self, seq, timeout=None):
+        """The values behind a list of ``RemoteData``, one request per worker.
+
+        Non-handle items pass through unchanged.  A handle whose task failed
+        re-raises that task's exception.  ``timeout``: seconds to wait at most.
+
+        >>> pool.gather(pool.map(str, [1, 2]))
+        ['1', '2']
+        """
+        return self.session.sync(data.gather(self.session, seq), timeout)
+
+    async def agather(self, seq):
+        """Async form of :meth:`gather`."""
+        return await self.session.run(data.gather(self.session, seq))
+
+    def delete(self, seq):
+        """Remove the data behind these handles from every worker that holds it.
+
+        >>> pool.delete(pool.scatter([1, 2]))
+        """
+        return self.session.sync(data.delete(self.session, seq))
+
+    async def adelete(self, seq):
+        """Async form of :meth:`delete`."""
+        return await self.session.run(data.delete(self.session, seq))
+
+    def replicate(self, seq, n=2):
+        """Keep at least ``n`` copies of each handle's data, on different workers.
+
+        >>> data = pool.scatter([1, 2])
+        >>> pool.replicate(data, n=2)
+        >>> sorted(len(ws) for ws in pool.who_has(data).values())
+        [2, 2]
+        """
+        return self.session.sync(data.replicate(self.session, seq, n))
+
+    async def areplicate(self, seq, n=2):
+        """Async form of :meth:`replicate`."""
+        return await self.session.run(data.replicate(self.session, seq, n))
+
+    # -- stateful workers ---------------------------------------------------------------
 
     def stateful(self, cls, *args, **kwargs):
         """Tasks for instances of ``cls`` (a :class:`WorkerInterface`), one per worker.
@@ -504,9 +379,9 @@ class Pool(StreamingMixin, DataMixin):
         including workers that join later (with every update so far replayed).
         See :mod:`distributed3.client.stateful` for an example.
         """
-        return StatefulPool(self, cls, args, kwargs)
+        return StatefulPool(self.session, cls, args, kwargs)
 
-    # -- introspection --------------------------------------------------------
+    # -- introspection ------------------------------------------------------------------
 
     def who_has(self, seq=None):
         """``{key: {worker address}}`` from the center, for ``seq`` or every key.
@@ -517,36 +392,19 @@ class Pool(StreamingMixin, DataMixin):
         >>> pool.who_has(pool.scatter([1]))                    # doctest: +ELLIPSIS
         {'data-...': {('127.0.0.1', ...)}}
         """
-        return self._sync(self._who_has(seq))
+        return self.session.sync(data.who_has(self.session, seq))
 
     async def awho_has(self, seq=None):
         """Async form of :meth:`who_has`."""
-        return await self._run(self._who_has(seq))
-
-    async def _who_has(self, seq=None, parts=False):
-        seq = None if seq is None else list(seq)
-        held = (RemoteData, ResultGroup)  # handles, or a map's chunks
-        keys = None if seq is None else [h.key if isinstance(h, held) else h for h in seq]
-        who_has = await self._center("who_has", keys=keys, parts=parts)
-        for h in seq or ():
-            if not isinstance(h, held):
-                continue
-            if h.status == "finished":  # where a task just ran, if its report is on its way
-                who_has[h.key] = set(who_has.get(h.key, ())) | (h.workers & set(self.available_cores))
-            elif h.status in ("error", "deleted"):  # held by nobody, though its chunk is
-                who_has[h.key] = set()
-        return who_has
+        return await self.session.run(data.who_has(self.session, seq))
 
     def has_what(self):
         """``{worker address: {key}}`` from the center."""
-        return self._sync(self._has_what())
+        return self.session.sync(self.session.center("has_what"))
 
     async def ahas_what(self):
         """Async form of :meth:`has_what`."""
-        return await self._run(self._has_what())
-
-    async def _has_what(self):
-        return await self._center("has_what")
+        return await self.session.run(self.session.center("has_what"))
 
     def worker_info(self):
         """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in", "pid"}}``.
@@ -555,13 +413,13 @@ class Pool(StreamingMixin, DataMixin):
         which is how locality is checked: it stays 0 when tasks ran where their
         inputs were.
         """
-        return self._sync(self._worker_info())
+        return self.session.sync(self._worker_info())
 
     async def aworker_info(self):
         """Async form of :meth:`worker_info`."""
-        return await self._run(self._worker_info())
+        return await self.session.run(self._worker_info())
 
     async def _worker_info(self):
-        workers = list(self.available_cores)
-        infos = await asyncio.gather(*[self.connection_pool(w).info() for w in workers])
+        workers = list(self.session.cores)
+        infos = await asyncio.gather(*[self.session.rpc(w).info() for w in workers])
         return dict(zip(workers, infos))

@@ -23,7 +23,9 @@ import weakref
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from .handles import Awaitable, RemoteData, only
+from ..utils import gc_paused
+from .handles import Held, RemoteData, only
+from .options import DEFAULTS
 from ..keys import KeyRef, element_key
 
 
@@ -42,51 +44,52 @@ def task_seed(seed, index):
 
 class Recipe:
     """How one element's result is made -- its compute message is built when needed
-    (the first run of a lone task, or recomputing it), not kept per element.
+    (the first run of a lone task, or recomputing it), not kept per element -- and the
+    call's :class:`~distributed3.client.options.Options`, which a recomputation runs under.
 
-    >>> r = Recipe({"op": "compute", "function": b"f"}, (1, 2), 7, None, {})
+    >>> r = Recipe({"op": "compute", "function": b"f"}, (1, 2), 7, DEFAULTS, {})
     >>> r.message("k")
     {'op': 'compute', 'function': b'f', 'key': 'k', 'args': (1, 2)}
     """
 
-    __slots__ = ("base", "args", "index", "seed", "inputs")
+    __slots__ = ("base", "args", "index", "options", "inputs")
 
-    def __init__(self, base, args, index, seed, inputs):
+    def __init__(self, base, args, index, options, inputs):
         self.base = base
         self.args = args
         self.index = index
-        self.seed = seed
+        self.options = options
         self.inputs = inputs
 
     def message(self, key):
         msg = {**self.base, "key": key, "args": self.args}
-        if self.seed is not None:
+        if self.options.seed is not None:
             msg["seed"] = self.task_seed()
         return msg
 
     def task_seed(self):
         """This element's seed, from the call's ``seed`` and its position."""
-        return task_seed(self.seed, self.index)
+        return task_seed(self.options.seed, self.index)
 
 
 class ChunkRecipe:
     """How the elements of a chunk are made: the message base, the argument tuples (with
     ``single``, each element's one argument instead), the position of the first
-    element, the map's seed and the inputs all elements share.
+    element, the call's options and the inputs all elements share.
 
-    >>> ChunkRecipe({}, [(1,), (2,)], 10, None, {}).element(1).args
+    >>> ChunkRecipe({}, [(1,), (2,)], 10, DEFAULTS, {}).element(1).args
     (2,)
-    >>> ChunkRecipe({}, [1, 2], 10, None, {}, single=True).element(1).args
+    >>> ChunkRecipe({}, [1, 2], 10, DEFAULTS, {}, single=True).element(1).args
     (2,)
     """
 
-    __slots__ = ("base", "args", "first", "seed", "inputs", "single")
+    __slots__ = ("base", "args", "first", "options", "inputs", "single")
 
-    def __init__(self, base, args, first, seed, inputs, single=False):
+    def __init__(self, base, args, first, options, inputs, single=False):
         self.base = base
         self.args = args
         self.first = first
-        self.seed = seed
+        self.options = options
         self.inputs = inputs
         self.single = single
 
@@ -97,7 +100,7 @@ class ChunkRecipe:
     def element(self, index):
         """The recipe of element ``index`` alone."""
         args = (self.args[index],) if self.single else self.args[index]
-        return Recipe(self.base, args, self.first + index, self.seed, self.inputs)
+        return Recipe(self.base, args, self.first + index, self.options, self.inputs)
 
 
 class OverChunk(ChunkRecipe):
@@ -105,16 +108,16 @@ class OverChunk(ChunkRecipe):
     (``args``), from ``offset`` on, on the worker that holds them (``pool.map(f,
     results)``): element ``i`` is ``f(source[offset + i])``, whose handle is its input.
 
-    >>> source = ResultGroup("g", None, ChunkRecipe({}, [(1,), (2,), (3,)], 0, None, {}))
-    >>> r = OverChunk({}, source, 1, None, {}, offset=1, count=2).element(1)
+    >>> source = ResultGroup("g", None, ChunkRecipe({}, [(1,), (2,), (3,)], 0, DEFAULTS, {}))
+    >>> r = OverChunk({}, source, 1, DEFAULTS, {}, offset=1, count=2).element(1)
     >>> r.args, list(r.inputs), r.index
     ((KeyRef('g#2'),), ['g#2'], 2)
     """
 
     __slots__ = ("offset", "count")
 
-    def __init__(self, base, source, first, seed, inputs, offset, count):
-        super().__init__(base, source, first, seed, inputs)
+    def __init__(self, base, source, first, options, inputs, offset, count):
+        super().__init__(base, source, first, options, inputs)
         self.offset = offset
         self.count = count
 
@@ -128,11 +131,11 @@ class OverChunk(ChunkRecipe):
 
     def element(self, index):
         source = self.args.handle(self.offset + index)
-        return Recipe(self.base, (KeyRef(source.key),), self.first + index, self.seed,
+        return Recipe(self.base, (KeyRef(source.key),), self.first + index, self.options,
                       {source.key: source, **self.inputs})  # fmt: skip
 
 
-class ResultGroup(Awaitable):
+class ResultGroup(Held):
     """The results of one chunk of a map, kept by a worker under one key.
 
     ``status`` is ``"pending"``, ``"finished"`` (failed elements are in
@@ -140,20 +143,21 @@ class ResultGroup(Awaitable):
     ``pickled`` is every result pickled together when all were small.  Its
     :class:`ChunkRecipe` makes each element's own recipe, to compute it again.
 
-    >>> g = ResultGroup("f-1", None, ChunkRecipe({}, [(1,), (2,)], 10, None, {}))
+    >>> g = ResultGroup("f-1", None, ChunkRecipe({}, [(1,), (2,)], 10, DEFAULTS, {}))
     >>> g.settle({"nbytes": [28, None], "pickled": None,
     ...           "errors": {1: {"exception": ValueError(), "traceback": ""}}}, ("h", 1))
     >>> [g.handle(i).status for i in range(2)], g.handle(1).key, g.handle(0).recipe.index
     (['finished', 'error'], 'f-1#1', 10)
     """
 
-    __slots__ = ("key", "pool", "size", "status", "workers", "nbytes", "pickled", "errors",
+    __slots__ = ("key", "session", "size", "status", "workers", "nbytes", "pickled", "errors",
                  "recipe", "seconds", "deleted", "_made", "_spare", "_lock", "_waiters",
                  "__weakref__")  # fmt: skip
+    keeps_parts = True
 
-    def __init__(self, key, pool, recipe):
+    def __init__(self, key, session, recipe):
         self.key = key
-        self.pool = pool
+        self.session = session
         self.recipe = recipe
         self.size = recipe.size
         self.status = "pending"
@@ -187,7 +191,7 @@ class ResultGroup(Awaitable):
             ref = self._made[index]
             handle = None if ref is None else ref()
             if handle is None:
-                handle = RemoteData(element_key(self.key, index), self.pool, status="pending")
+                handle = RemoteData(element_key(self.key, index), self.session, status="pending")
                 handle.group = self
                 handle.index = index
                 handle.recipe = self.recipe.element(index)
@@ -210,6 +214,10 @@ class ResultGroup(Awaitable):
     def intact(self):
         """Finished, no element failed, and none was deleted on its own."""
         return self.status == "finished" and not self.errors and not self.deleted
+
+    def inline_values(self):
+        """Every value, unpickled afresh, when they all came with the reply; else ``None``."""
+        return None if self.pickled is None else pickle.loads(self.pickled)
 
     def value(self, index):
         """Element ``index``'s value from the results that came with the reply, a fresh
@@ -276,15 +284,62 @@ class ResultGroup(Awaitable):
             handle.workers = frozenset()
 
     def __del__(self):
-        pool = self.pool
-        if pool is not None and self.status != "deleted":
+        session = self.session
+        if session is not None and self.status != "deleted":
             try:
-                pool._release_soon(self.key)
+                session.release_soon(self.key)
             except Exception:  # the pool's loop is gone: interpreter shutdown
                 pass
 
     def __reduce__(self):
         raise TypeError(f"{self!r} cannot be pickled")
+
+
+class Handles(list):
+    """The results of a task that keeps each under its own key: an apply's one handle,
+    or the handles of a chunk whose elements have inputs of their own.  It answers what
+    a task asks of a :class:`ResultGroup`: ``key``, ``settle``, ``set_error``,
+    ``finished``.
+
+    >>> hs = Handles([RemoteData("a", None, status="pending"),
+    ...               RemoteData("b", None, status="pending")])
+    >>> hs.settle({"nbytes": [28, None], "pickled": [None, None],
+    ...            "errors": {1: {"exception": ValueError(), "traceback": ""}}}, ("h", 1))
+    >>> hs.key, [h.status for h in hs], [h.key for h in hs.finished()]
+    ('a', ['finished', 'error'], ['a'])
+    """
+
+    __slots__ = ()
+
+    @property
+    def key(self):
+        return self[0].key
+
+    def settle(self, reply, worker):
+        """Set each handle from a ``compute`` (one handle) or ``compute_chunk`` reply.
+
+        A result counts once, however often it came: handles no longer pending stay.
+        """
+        if "key" in reply:  # a lone task's reply
+            self[0].settle(reply, worker)
+            return
+        errors = reply["errors"]
+        with gc_paused(len(self)):
+            for i, (handle, nbytes, pickled) in enumerate(zip(self, reply["nbytes"],
+                                                               reply["pickled"])):  # fmt: skip
+                if handle.status != "pending":
+                    continue
+                if i in errors:
+                    handle.set_error(errors[i]["exception"], errors[i]["traceback"], worker)
+                else:
+                    handle.set_finished(worker, nbytes, pickled)
+
+    def set_error(self, exception, traceback, worker=None):
+        for handle in self:
+            handle.set_error(exception, traceback, worker)
+
+    def finished(self):
+        return [h for h in self if h.status == "finished"]
 
 
 class RemoteList(Sequence):
@@ -304,11 +359,11 @@ class RemoteList(Sequence):
     __slots__ = ("spans", "starts", "_len")
 
     def __init__(self, spans):
-        self.spans = list(spans)  # RemoteData and ResultGroup, in input order
+        self.spans = list(spans)  # RemoteData and ResultGroup (see Held), in input order
         starts, n = [], 0
         for span in self.spans:
             starts.append(n)
-            n += span.size if type(span) is ResultGroup else 1
+            n += span.size
         self.starts = starts  # the position of each span's first element
         self._len = n
 
@@ -325,15 +380,12 @@ class RemoteList(Sequence):
             raise IndexError("RemoteList index out of range")
         k = bisect_right(self.starts, i) - 1
         span = self.spans[k]
-        return span.handle(i - self.starts[k]) if type(span) is ResultGroup else span
+        return span.handle(i - self.starts[k])
 
     def __iter__(self):
         for span in self.spans:
-            if type(span) is ResultGroup:
-                for i in range(span.size):
-                    yield span.handle(i)
-            else:
-                yield span
+            for i in range(span.size):
+                yield span.handle(i)
 
     def __add__(self, other):
         return list(self) + list(other)

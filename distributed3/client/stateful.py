@@ -28,7 +28,9 @@ import uuid
 from collections import defaultdict
 
 from ..core.protocol import dumps_function
-from .tasks import Options
+from .options import DEFAULTS, Options
+from .streams import drain, stream
+from .tasks import submit
 
 
 class WorkerInterface:
@@ -58,11 +60,12 @@ def _split(item):
 class StatefulPool:
     """Tasks for instances of one :class:`WorkerInterface` class, one per worker.
 
-    Made by :meth:`Pool.stateful`; use it as a context manager.
+    Made by :meth:`Pool.stateful`; use it as a context manager.  It uses only the
+    public methods of the pool's :class:`~distributed3.client.session.Session`.
     """
 
-    def __init__(self, pool, cls, args, kwargs):
-        self.pool = pool
+    def __init__(self, session, cls, args, kwargs):
+        self.session = session
         self.cls = cls
         self.name = f"{cls.__name__}-{uuid.uuid4().hex[:8]}"
         self.cls_bytes = dumps_function(cls)
@@ -84,12 +87,18 @@ class StatefulPool:
         stateful = {"name": self.name, "version": len(self.updates)}
         return Options(stateful=stateful, prepare=self._prepare, **kwargs)
 
+    def _stream(self, items, ordered, chunksize):
+        arglists = [_split(item) for item in items]
+        agen = stream(self.session, self.cls, arglists, {}, ordered=ordered,
+                      options=self._options(chunksize=chunksize))  # fmt: skip
+        return drain(self.session, agen)
+
     async def _prepare(self, worker):
         """Make this worker's instance, or bring it up to date, before it runs a task."""
         if self.ready.get(worker) == len(self.updates):
             return
         async with self._locks[worker]:
-            call = self.pool.connection_pool(worker)
+            call = self.session.rpc(worker)
             if worker not in self.ready:
                 await call.stateful_init(name=self.name, cls=self.cls_bytes, args=self.args,
                                          kwargs=self.kwargs, updates=list(self.updates))  # fmt: skip
@@ -101,44 +110,40 @@ class StatefulPool:
                                            version=version)  # fmt: skip
                 self.ready[worker] = version
 
-    def map(self, items, chunksize=1, timeout=None, retries=3):
+    def map(self, items, chunksize=1, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
         """``instance.run(item)`` for each item on the workers' instances; list of ``RemoteData``.
 
         An item ``{"args": [...], "kwargs": {...}}`` is called as ``run(*args, **kwargs)``.
         """
         arglists = [_split(item) for item in items]
         options = self._options(chunksize=chunksize, timeout=timeout, retries=retries)
-        return self.pool._sync(self.pool._submit(self.cls, arglists, {}, options))
+        return self.session.sync(submit(self.session, self.cls, arglists, {}, options=options))
 
     def imap_unordered(self, items, chunksize=1):
         """Like :meth:`map`, but yield the values as tasks finish."""
-        arglists = [_split(item) for item in items]
-        agen = self.pool._stream(self.cls, arglists, {}, False, self._options(chunksize=chunksize))
-        return self.pool._drain(agen)
+        return self._stream(items, False, chunksize)
 
     def imap(self, items, chunksize=1):
         """Like :meth:`map`, but yield the values in order as they become available."""
-        arglists = [_split(item) for item in items]
-        agen = self.pool._stream(self.cls, arglists, {}, True, self._options(chunksize=chunksize))
-        return self.pool._drain(agen)
+        return self._stream(items, True, chunksize)
 
     def update_workers(self, *args, **kwargs):
         """Call ``handle_update(*args, **kwargs)`` on every instance, now and on later ones."""
-        self.pool._sync(self._update(args, kwargs))
+        self.session.sync(self._update(args, kwargs))
 
     async def _update(self, args, kwargs):
         self.updates.append((args, kwargs))
-        live = [w for w in self.ready if w in self.pool.available_cores]
+        live = [w for w in self.ready if w in self.session.cores]
         await asyncio.gather(*[self._prepare(w) for w in live])
 
     def close(self):
         """Drop the instances (calling their ``close()`` if they define one)."""
-        self.pool._sync(self._close())
+        self.session.sync(self._close())
 
     async def _close(self):
         workers, self.ready = list(self.ready), {}
         await asyncio.gather(
-            *[self.pool.connection_pool(w).stateful_close(name=self.name) for w in workers
-              if w in self.pool.available_cores],
+            *[self.session.rpc(w).stateful_close(name=self.name) for w in workers
+              if w in self.session.cores],
             return_exceptions=True,
         )  # fmt: skip
