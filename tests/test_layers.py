@@ -88,3 +88,61 @@ def test_every_module_opens_with_a_docstring():
         with open(path) as f:
             doc = ast.get_docstring(ast.parse(f.read()))
         assert doc and doc.strip(), f"distributed3.{name} has no module docstring"
+
+
+# ``x._name`` where ``x`` is not ``self``: each is a documented name of another library
+OUTSIDE_PRIVATES = {
+    "os._exit": "the documented way for a forked child to end without cleanup",
+    "asyncio._get_running_loop": "the documented, cheap check for a running loop",
+    "self.pool._pool": "multiprocessing's worker processes, for the benchmark's RSS figures",
+    "self.ex._processes": "ProcessPoolExecutor's processes, for the same figures",
+}
+
+
+def private_reaches(path):
+    """``(line, expression)`` for each ``x._name`` in ``path`` where ``x`` is not
+    ``self``, ``cls`` or ``super()``."""
+    found = []
+    for node in ast.walk(ast.parse(open(path).read())):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__")):  # fmt: skip
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+            continue
+        if isinstance(owner, ast.Call) and getattr(owner.func, "id", None) == "super":
+            continue
+        found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_no_module_reaches_into_another_objects_private_members():
+    """What a helper needs of the pool, the session or a handle is a public method:
+    ``pool._x`` from outside the Pool class (or any such reach) fails here."""
+    wrong = []
+    for folder, dirs, files in os.walk(PACKAGE):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                wrong += [f"{os.path.relpath(path, ROOT)}:{line}: {expr}"
+                          for line, expr in private_reaches(path)
+                          if expr not in OUTSIDE_PRIVATES]  # fmt: skip
+    assert not wrong, "private members used from outside their class:\n" + "\n".join(wrong)
+
+
+def test_no_function_is_longer_than_60_lines():
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"distributed3.{name}.{node.name}: {lines} lines")
+    assert not long, "\n".join(long)
+
+
+def test_no_module_is_longer_than_500_lines():
+    long = [f"distributed3.{name}: {n} lines" for name, path in modules().items()
+            if (n := sum(1 for _ in open(path))) > 500]  # fmt: skip
+    assert not long, "\n".join(long)

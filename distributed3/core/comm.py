@@ -360,6 +360,33 @@ async def accept(stream, address, secret=None, limits=DEFAULT_LIMITS):
     return Comm(stream, peer, limits)
 
 
+async def _client_handshake(stream, name, secret):
+    """Our side of the mutual HMAC challenge-response with server ``name``."""
+    magic, version, mode, nonce_s = _SERVER_HELLO.unpack(
+        await stream.read_bytes(_SERVER_HELLO.size)
+    )
+    if magic != MAGIC:
+        raise ProtocolError(f"{name} is not a distributed3 server")
+    if version != VERSION:
+        raise ProtocolError(f"{name} speaks protocol version {version}, we speak {VERSION}")
+    if mode == 1 and not secret:
+        raise AuthenticationError(f"{name} requires a secret and we have none")
+    if mode == 0 and secret:
+        raise AuthenticationError(
+            f"{name} does not know the cluster's secret; refusing to trust it"
+        )
+    nonce_c = os.urandom(NONCE)
+    mac_c = _mac(secret, b"client", nonce_s, nonce_c) if secret else bytes(32)
+    await stream.write(_CLIENT_HELLO.pack(MAGIC, VERSION, mode, nonce_c, mac_c))
+    status, mac_s = _SERVER_REPLY.unpack(await stream.read_bytes(_SERVER_REPLY.size))
+    if status == 1:
+        raise AuthenticationError(f"{name} rejected our secret")
+    if status != 0:
+        raise AuthenticationError(f"{name} rejected the connection (status {status})")
+    if secret and not hmac.compare_digest(mac_s, _mac(secret, b"server", nonce_c, nonce_s)):
+        raise AuthenticationError(f"{name} failed to prove it holds the secret")
+
+
 async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=None):
     """Open an authenticated connection to a distributed3 server; returns a ``Comm``.
 
@@ -386,33 +413,8 @@ async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=N
         raise ConnectionBrokenError(f"could not connect to {name}: {why}") from None
     _tune(stream)
 
-    async def handshake():
-        magic, version, mode, nonce_s = _SERVER_HELLO.unpack(
-            await stream.read_bytes(_SERVER_HELLO.size)
-        )
-        if magic != MAGIC:
-            raise ProtocolError(f"{name} is not a distributed3 server")
-        if version != VERSION:
-            raise ProtocolError(f"{name} speaks protocol version {version}, we speak {VERSION}")
-        if mode == 1 and not secret:
-            raise AuthenticationError(f"{name} requires a secret and we have none")
-        if mode == 0 and secret:
-            raise AuthenticationError(
-                f"{name} does not know the cluster's secret; refusing to trust it"
-            )
-        nonce_c = os.urandom(NONCE)
-        mac_c = _mac(secret, b"client", nonce_s, nonce_c) if secret else bytes(32)
-        await stream.write(_CLIENT_HELLO.pack(MAGIC, VERSION, mode, nonce_c, mac_c))
-        status, mac_s = _SERVER_REPLY.unpack(await stream.read_bytes(_SERVER_REPLY.size))
-        if status == 1:
-            raise AuthenticationError(f"{name} rejected our secret")
-        if status != 0:
-            raise AuthenticationError(f"{name} rejected the connection (status {status})")
-        if secret and not hmac.compare_digest(mac_s, _mac(secret, b"server", nonce_c, nonce_s)):
-            raise AuthenticationError(f"{name} failed to prove it holds the secret")
-
     try:
-        await _with_deadline(handshake(), timeout, "handshake", peer)
+        await _with_deadline(_client_handshake(stream, name, secret), timeout, "handshake", peer)
     except StreamClosedError as e:
         stream.close()
         raise _closed_in_handshake(peer, e, "" if tls else " (does it require TLS?)") from None

@@ -165,8 +165,8 @@ async def _watch_parent(pid):
     logger.warning("Parent process %d is gone; shutting down", pid)
 
 
-def dcenter(argv=None):
-    """Entry point of ``dcenter``: run a center until interrupted."""
+def _center_parser():
+    """The command line of ``dcenter``."""
     parser = argparse.ArgumentParser(prog="dcenter", description="Run a distributed3 center.")
     parser.add_argument("--port", type=int, default=None,
                         help=f"port to listen on (default {DEFAULT_CENTER_PORT}, "
@@ -183,21 +183,32 @@ def dcenter(argv=None):
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-ncores", type=int, default=1, help=argparse.SUPPRESS)
     _common(parser)
+    return parser
+
+
+def _write_new_secret(args, parser):
+    """``--new-secret PATH``: write a fresh secret there, say how to use it, use it."""
+    if args.secret_file:
+        parser.error("give either --new-secret or --secret-file, not both")
+    try:
+        new_secret_file(args.new_secret)
+    except OSError as e:
+        sys.exit(f"error: cannot create secret file {args.new_secret}: {e.strerror}")
+    args.secret_file = os.path.abspath(args.new_secret)
+    logger.info("Wrote a new secret to %s (readable by you only). Start workers with:\n"
+                "    dworker HOST:PORT --secret-file %s\n"
+                "and connect with Pool('HOST:PORT', secret=open(%r).read().strip())",
+                args.secret_file, args.secret_file, args.secret_file)  # fmt: skip
+
+
+def dcenter(argv=None):
+    """Entry point of ``dcenter``: run a center until interrupted."""
+    parser = _center_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     host = args.host or "127.0.0.1"
     if args.new_secret:
-        if args.secret_file:
-            parser.error("give either --new-secret or --secret-file, not both")
-        try:
-            new_secret_file(args.new_secret)
-        except OSError as e:
-            sys.exit(f"error: cannot create secret file {args.new_secret}: {e.strerror}")
-        args.secret_file = os.path.abspath(args.new_secret)
-        logger.info("Wrote a new secret to %s (readable by you only). Start workers with:\n"
-                    "    dworker HOST:PORT --secret-file %s\n"
-                    "and connect with Pool('HOST:PORT', secret=open(%r).read().strip())",
-                    args.secret_file, args.secret_file, args.secret_file)  # fmt: skip
+        _write_new_secret(args, parser)
     secret = read_secret(args)
     tls = read_tls(args)
     check_exposure(host, secret, args.insecure)
