@@ -17,7 +17,6 @@ at a time where they can.
 import asyncio
 import functools
 import itertools
-import pickle
 from collections import defaultdict
 
 from ..exceptions import WorkerLostError

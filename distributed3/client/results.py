@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from ..utils import gc_paused
 from .handles import Held, RemoteData, only
-from .options import DEFAULTS
+from .options import DEFAULTS  # noqa: F401 -- the options of the doctests here
 from ..keys import KeyRef, element_key
 
 

@@ -26,31 +26,18 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import time
 import weakref
 
 from ..core.server import rpc
 from ..exceptions import CommClosedError, ConnectionBrokenError
-from .procs import spawn, worker_command
+from .procs import kill, spawn, stop, worker_command
 from ..utils import format_address
 from ..core.security import normalize_secret
 
 logger = logging.getLogger(__name__)
-
-
-def _kill(procs):
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-    for proc in procs:
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 class LocalCluster:
@@ -78,7 +65,7 @@ class LocalCluster:
 
     async def start(self):
         """Start the center and its workers; return when all registered."""
-        self._finalizer = weakref.finalize(self, _kill, self._children)
+        self._finalizer = weakref.finalize(self, kill, self._children)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         with socket.create_server((self.host, 0), family=family, backlog=1024) as listener:
             self.center_address = (self.host, listener.getsockname()[1])
@@ -156,19 +143,10 @@ class LocalCluster:
     async def close(self, timeout=5):
         """SIGTERM every worker (they leave cleanly), then the center (it stops the ones it
         forked); kill stragglers."""
-        await self._stop(self.procs, timeout)
-        await self._stop([self.center_proc] if self.center_proc else [], timeout * 2)
-
-    async def _stop(self, procs, timeout):
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        _kill(procs)
+        await stop(self.procs, timeout)
+        await stop([self.center_proc] if self.center_proc else [], timeout * 2)
 
     def kill(self):
         """Kill every process at once (used when the owner vanishes); the center's workers
         see it go and end within a second."""
-        _kill(self._children)
+        kill(self._children)

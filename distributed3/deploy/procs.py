@@ -8,6 +8,7 @@ local cluster.  The secret travels in the environment, never on a command line.
 >>> [g.index for g in visible_gpus({"DISTRIBUTED3_FAKE_GPUS": "0:16e9,1:2e9"}, 4e9)]
 ['0']
 """
+import asyncio
 import os
 import shutil
 import signal
@@ -87,18 +88,28 @@ def spawn(cmd, secret=None, env=None, **kwargs):
     return subprocess.Popen(cmd, env=full, stdin=subprocess.DEVNULL, **kwargs)
 
 
-def stop(procs, timeout=10, sig=signal.SIGTERM):
-    """Signal every process, wait up to ``timeout`` s, then kill what is left."""
+async def stop(procs, timeout=10, sig=signal.SIGTERM):
+    """Signal every process (``Popen``), wait up to ``timeout`` s without blocking the
+    loop, then kill what is left."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(sig)
     deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    kill(procs)
+
+
+def kill(procs):
+    """Kill every process (``Popen``) still running, and reap them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
     for proc in procs:
         try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
             proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def fork_workers(n, body):
@@ -178,7 +189,7 @@ def reap(pids):
 
 
 def stop_pids(pids, timeout=10, sig=signal.SIGTERM):
-    """:func:`stop` for children known by pid (forked ones): signal, wait, then kill."""
+    """:func:`stop`, blocking, for children known by pid (forked ones): signal, wait, then kill."""
     for pid in pids:
         try:
             os.kill(pid, sig)
