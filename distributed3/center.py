@@ -11,7 +11,7 @@ Its state is soft: a restarted center is rebuilt by workers registering again
 with the keys they hold.
 
 >>> import asyncio
->>> from distributed3.core.server import rpc
+>>> from distributed3.core import rpc
 >>> async def demo():
 ...     center = await Center().start(port=0)
 ...     async with rpc(center.address) as c:

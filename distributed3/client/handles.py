@@ -7,8 +7,8 @@ import asyncio
 import pickle
 import weakref
 
-from ..core.server import raise_remote
 from ..core.protocol import sizeof
+from ..core.server import raise_remote
 from ..utils import format_address
 
 _ONLY = {}

@@ -23,11 +23,10 @@ import weakref
 from bisect import bisect_right
 from collections.abc import Sequence
 
+from ..keys import KeyRef, element_key
 from ..utils import gc_paused
 from .handles import Held, RemoteData, only
 from .options import DEFAULTS  # noqa: F401 -- the options of the doctests here
-from ..keys import KeyRef, element_key
-
 
 _NONE = object()
 

@@ -58,9 +58,9 @@ from ..exceptions import (
     ProtocolError,
     SerializationError,
 )
+from ..utils import format_address, parse_address
 from .protocol import dumps, loads
 from .security import TLS, normalize_secret
-from ..utils import format_address, parse_address
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ traceback as ``__cause__``.
 >>> asyncio.run(demo())
 (3, 'TypeError')
 
-``connect``, ``read`` and ``write`` come from ``comm.py`` and are re-exported here.
+``connect``, ``read`` and ``write`` come from ``comm.py``; ``distributed3.core`` exports
+all of these names.
 """
 import asyncio
 import inspect
@@ -40,7 +41,6 @@ from collections import Counter, defaultdict
 
 from tornado.tcpserver import TCPServer
 
-from .comm import DEFAULT_LIMITS, Comm, Limits, accept, connect, read, write
 from ..exceptions import (
     AuthenticationError,
     CommClosedError,
@@ -50,13 +50,9 @@ from ..exceptions import (
     SerializationError,
     TaskError,
 )
-from .security import TLS, normalize_secret
 from ..utils import format_address, parse_address
-
-__all__ = [
-    "Server", "rpc", "ConnectionPool", "connect", "read", "write", "Comm", "Limits",
-    "error_message", "ok_message", "raise_remote", "REPLIED", "request", "exchange", "result_of",
-]  # fmt: skip
+from .comm import DEFAULT_LIMITS, accept, connect
+from .security import TLS, normalize_secret
 
 logger = logging.getLogger(__name__)
 

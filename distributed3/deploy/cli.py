@@ -21,12 +21,20 @@ import socket
 import sys
 
 from ..center import Center
-from ..exceptions import DistributedError
-from .procs import fork_workers, format_resources, parse_resources, reap, spawn
-from .procs import stop_pids, supervise, visible_gpus
 from ..core.security import TLS, new_secret_file, read_secret_file
+from ..exceptions import DistributedError
 from ..utils import is_loopback, local_ip_for, parse_address
 from ..worker.worker import Worker
+from .procs import (
+    fork_workers,
+    format_resources,
+    parse_resources,
+    reap,
+    spawn,
+    stop_pids,
+    supervise,
+    visible_gpus,
+)
 
 logger = logging.getLogger(__name__)
 

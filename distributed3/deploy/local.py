@@ -31,11 +31,11 @@ import sys
 import time
 import weakref
 
+from ..core.security import normalize_secret
 from ..core.server import rpc
 from ..exceptions import CommClosedError, ConnectionBrokenError
-from .procs import kill, spawn, stop, worker_command
 from ..utils import format_address
-from ..core.security import normalize_secret
+from .procs import kill, spawn, stop, worker_command
 
 logger = logging.getLogger(__name__)
 

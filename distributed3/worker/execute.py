@@ -15,8 +15,8 @@ import threading
 import traceback
 from itertools import chain
 
-from ..exceptions import TaskError
 from ..core.protocol import loads_function, sizeof, small_pickle
+from ..exceptions import TaskError
 
 __all__ = ["run_chunk", "run_guarded", "chunk_reply", "lone_reply", "stateful_call",
            "format_task_traceback"]

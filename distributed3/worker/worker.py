@@ -25,7 +25,7 @@ results: no wake-up of the loop stands between a task's end and its reply.
 
 >>> import asyncio
 >>> from distributed3.center import Center
->>> from distributed3.core.server import rpc
+>>> from distributed3.core import rpc
 >>> async def demo():
 ...     center = await Center().start(port=0)
 ...     worker = await Worker(center.address, ncores=1).start(port=0)
@@ -45,6 +45,7 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
+from ..core.protocol import loads_function, sizeof
 from ..core.server import REPLIED, ConnectionPool, Server, ok_message
 from ..exceptions import (
     MissingDataError,
@@ -52,13 +53,12 @@ from ..exceptions import (
     StateMissingError,
     WorkerRetiringError,
 )
-from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
-from ..core.protocol import loads_function, sizeof
 from ..fetch import fetch_from_holders
-from ..scheduling import spread
 from ..keys import Parts, element_of, split_element, substitute
+from ..scheduling import spread
 from ..utils import format_address, parse_address
 from .center_link import CenterLink
+from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
 
 logger = logging.getLogger(__name__)
 
