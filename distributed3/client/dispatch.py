@@ -422,11 +422,12 @@ async def _send_again(session, scattered):
 
 async def _compute_again(session, handles):
     """Run each handle's recipe again, a batch per set of options they were made under."""
-    by_options = defaultdict(list)
+    by_options = {}  # id -> (options, handles): an options record may hold a dict
     for handle in handles:
-        by_options[handle.recipe.options].append(handle)
+        options = handle.recipe.options
+        by_options.setdefault(id(options), (options, []))[1].append(handle)
     try:
-        for options, group in by_options.items():
+        for options, group in by_options.values():
             tasks = []
             for index, handle in enumerate(group):
                 handle.status = "pending"

@@ -105,9 +105,11 @@ async def _in_background(batch, handles, bar):
         if batch.remaining:
             await batch.run()
     except Exception as e:  # the error belongs to the handles nobody awaits here
-        for handle in handles:
-            if handle.status == "pending":
-                handle.set_error(e, "")
+        failed = [h for h in handles if h.status == "pending"]
+        for handle in failed:
+            handle.set_error(e, "")
+        if failed and batch.on_done is not None:  # a stream waits for every one
+            batch.on_done(failed)
     finally:
         if bar is not None:
             bar.close()

@@ -1,0 +1,124 @@
+"""The Session: the client's view of the cluster that batches, tasks and handles share."""
+import asyncio
+
+import pytest
+
+from distributed3 import CommClosedError, ConnectionBrokenError, Worker
+from distributed3.client.session import Session
+from distributed3.core import ConnectionPool
+from distributed3.testing import cluster, gen_test
+from distributed3.utils import wait_for
+
+
+async def started(center, **kwargs):
+    session = Session(center.address, asynchronous=True, **kwargs)
+    await session.start()
+    return session
+
+
+@gen_test()
+async def test_it_learns_membership_and_tells_listeners_of_workers_that_join():
+    async with cluster(1) as (center, workers):
+        session = await started(center)
+        try:
+            assert session.cores == {workers[0].address: 1}
+            joined = []
+
+            class Listener:
+                def add_worker(self, worker):
+                    joined.append(worker)
+
+            listener = Listener()
+            session.listen(listener)
+            late = await Worker(center.address, ncores=2, resources={"GPU": 1}).start(port=0)
+            try:
+                await session.wait_for_workers(2, timeout=5)
+                assert session.cores[late.address] == 2
+                assert session.resources[late.address] == {"GPU": 1}
+                assert session.has_resources(late.address, {"GPU": 1})
+                assert not session.has_resources(workers[0].address, {"GPU": 1})
+                await wait_for(lambda: joined, 5, "the listener was not told")
+                assert joined == [late.address]
+                session.unlisten(listener)
+            finally:
+                await late.close()
+            await wait_for(lambda: late.address not in session.cores, 5, "still listed")
+        finally:
+            await session.close()
+        assert session.status == "closed"
+        with pytest.raises(CommClosedError, match="not running"):
+            session.check()
+
+
+@gen_test()
+async def test_keys_it_owns_are_released_at_the_center_when_dropped_or_closed():
+    async with cluster(1) as (center, workers):
+        session = await started(center)
+        try:
+            a, b = session.new_key("data"), session.new_key("data")
+            assert a != b and a.startswith(f"data-{session.id}-")
+            await session.own([a, b])
+            await wait_for(lambda: center.owner.get(a) == session.id, 5, "not owned")
+            session.release([a])
+            await wait_for(lambda: a in center.released and a not in center.owner, 5,
+                           "not released")  # fmt: skip
+            assert center.owner.get(b) == session.id
+        finally:
+            await session.close()  # releases what it still owns
+        await wait_for(lambda: b not in center.owner, 5, "close did not release b")
+
+
+@gen_test()
+async def test_releases_dropped_from_any_thread_go_out_together():
+    async with cluster(1) as (center, _):
+        session = await started(center)
+        try:
+            keys = [session.new_key("x") for _ in range(50)]
+            await session.own(keys)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, lambda: [session.release_soon(k) for k in keys])
+            await wait_for(lambda: all(k in center.released for k in keys), 5, "not released")
+            assert center.counters["ownership"] <= 3  # a message for many, not one each
+        finally:
+            await session.close()
+
+
+@gen_test()
+async def test_reserved_resources_wait_for_each_other():
+    session = Session(("127.0.0.1", 1), asynchronous=True)
+    session.resources = {"w": {"GPU": 1}}
+    await session.reserve("w", {"GPU": 1})
+    second = asyncio.ensure_future(session.reserve("w", {"GPU": 1}))
+    await asyncio.sleep(0)  # it runs up to its wait, which nothing has ended yet
+    assert not second.done()
+    session.give_back("w", {"GPU": 1})
+    await asyncio.wait_for(second, 5)
+    session.give_back("w", {"GPU": 1})
+
+
+@gen_test()
+async def test_calls_to_an_unreachable_center_fail_naming_it_after_its_timeout():
+    async with cluster(0) as (center, _):
+        address = center.address
+    session = Session(address, asynchronous=True, timeout=0.3)  # nothing listens there now
+    session.connections = ConnectionPool()
+    try:
+        with pytest.raises(ConnectionBrokenError, match=r"unreachable for 0.3 s"):
+            await session.center("ncores")
+    finally:
+        await session.connections.close()
+
+
+@gen_test()
+async def test_a_disconnected_session_is_seen_as_gone_by_the_center():
+    async with cluster(1, center_kwargs={"client_grace": 0.05}) as (center, _):
+        session = await started(center)
+        try:
+            key = session.new_key("x")
+            await session.own([key])
+            await wait_for(lambda: key in center.owner, 5, "not owned")
+            session.disconnect()
+            await wait_for(session.center_link_down, 5, "still linked")
+            await wait_for(lambda: key not in center.owner, 5, "the center kept its keys")
+        finally:
+            await session.close()
