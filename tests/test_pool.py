@@ -19,15 +19,7 @@ from distributed3.testing import cluster, cluster_in_thread, gen_test, run_in_cl
 from distributed3.utils import wait_for_sync
 
 
-@pytest.fixture
-def two_workers():
-    with cluster_in_thread(2) as (center, workers):
-        with Pool(center.address) as pool:
-            yield pool, center, workers
-
-
-def test_issue_example(two_workers):
-    pool, center, workers = two_workers
+def test_issue_example(pool, center, workers):
     pool.sync_center()
     assert pool.available_cores == {w.address: 1 for w in workers}
     A = pool.map(lambda x: x**2, range(10))
@@ -45,8 +37,7 @@ def test_issue_example(two_workers):
                   >= {a.key for a in A}, 5, "the center never heard of A")  # fmt: skip
 
 
-def test_map_many_iterables_and_kwargs(two_workers):
-    pool, _, _ = two_workers
+def test_map_many_iterables_and_kwargs(pool):
     out = pool.map(lambda x, y, z=0: x * y + z, [1, 2, 3], [10, 20, 30], z=5)
     assert pool.gather(out) == [15, 45, 95]
     assert pool.map(lambda x: x, []) == []
@@ -54,8 +45,7 @@ def test_map_many_iterables_and_kwargs(two_workers):
         pool.map(lambda x: x)
 
 
-def test_remote_data_nested_in_arguments(two_workers):
-    pool, _, _ = two_workers
+def test_remote_data_nested_in_arguments(pool):
     x, y, z = pool.scatter([1, 2, 3])
     out = pool.apply(lambda a, b, c=None: a[0] + b["k"][1] + c, ([x],),
                      {"b": {"k": (0, y)}, "c": z})  # fmt: skip
@@ -63,8 +53,7 @@ def test_remote_data_nested_in_arguments(two_workers):
     assert pool.gather([x, 7, y]) == [1, 7, 2]
 
 
-def test_locality_map_moves_no_bytes(two_workers):
-    pool, _, _ = two_workers
+def test_locality_map_moves_no_bytes(pool):
     A = pool.map(lambda i: np.full(50_000, i, dtype="f8"), range(8))
     before = pool.worker_info()
     B = pool.map(lambda a: a * 2, A)
@@ -82,10 +71,9 @@ def test_locality_map_moves_no_bytes(two_workers):
     assert all(i["tasks_done"] > 0 for i in after.values())  # both workers used
 
 
-def test_big_map_is_chunked_by_where_its_inputs_are(two_workers):
+def test_big_map_is_chunked_by_where_its_inputs_are(pool, workers):
     """Past 32 tasks per core a map goes in chunks; a chunk only holds elements whose
     inputs live on the same worker, so chunking moves no data either."""
-    pool, _, workers = two_workers
     A = pool.map(lambda i: np.full(1_000, i, dtype="f8"), range(300))
     assert {frozenset(a.workers) for a in A} == {frozenset({w.address}) for w in workers}
     before = pool.worker_info()
@@ -99,8 +87,7 @@ def test_big_map_is_chunked_by_where_its_inputs_are(two_workers):
     assert 2 <= chunks <= 40  # tens of messages, not 300
 
 
-def test_apply_runs_where_most_bytes_are_and_pulls_the_rest(two_workers):
-    pool, _, workers = two_workers
+def test_apply_runs_where_most_bytes_are_and_pulls_the_rest(pool, workers):
     big, small = workers[0].address, workers[1].address
     sizes = {big: 200_000, small: 1_000}
     arrays = []
@@ -120,8 +107,7 @@ def test_apply_runs_where_most_bytes_are_and_pulls_the_rest(two_workers):
     assert after[small]["peer_bytes_in"] == before[small]["peer_bytes_in"]
 
 
-def test_task_error_keeps_other_results(two_workers):
-    pool, _, workers = two_workers
+def test_task_error_keeps_other_results(pool, workers):
 
     def inverse(x):
         return 1 / x
@@ -145,8 +131,7 @@ def test_task_error_keeps_other_results(two_workers):
     assert pool.gather([downstream[0], downstream[2]]) == [2.0, 1.25]
 
 
-def test_error_raised_by_a_builtin_task_shows_no_worker_frames(two_workers):
-    pool, _, _ = two_workers
+def test_error_raised_by_a_builtin_task_shows_no_worker_frames(pool):
     [bad] = pool.map(int, ["abc"])
     with pytest.raises(ValueError, match="invalid literal") as info:
         bad.get()
@@ -155,8 +140,7 @@ def test_error_raised_by_a_builtin_task_shows_no_worker_frames(two_workers):
     assert "execute.py" not in text and "_run_task" not in text
 
 
-def test_unpicklable_argument_is_a_clear_error(two_workers):
-    pool, center, _ = two_workers
+def test_unpicklable_argument_is_a_clear_error(pool, center):
     keys_before = set(pool.who_has())
     with pytest.raises(SerializationError, match="_thread.lock") as info:
         pool.map(lambda x: x, [1, threading.Lock(), 3])
@@ -176,15 +160,13 @@ def _leave(code):
     raise SystemExit(code)
 
 
-def test_a_task_calling_sys_exit_fails_alone(two_workers):
-    pool, _, _ = two_workers
+def test_a_task_calling_sys_exit_fails_alone(pool):
     with pytest.raises(TaskError, match=r"SystemExit\(3\)"):
         pool.apply(_leave, (3,)).get()
     assert pool.apply(lambda: 42).get() == 42  # the worker, and the caller, carry on
 
 
-def test_unpicklable_result_is_a_clear_error_on_gather(two_workers):
-    pool, _, _ = two_workers
+def test_unpicklable_result_is_a_clear_error_on_gather(pool):
     handle = pool.apply(threading.Lock)
     assert handle.status == "finished"
     with pytest.raises(Exception, match="lock"):
@@ -192,8 +174,7 @@ def test_unpicklable_result_is_a_clear_error_on_gather(two_workers):
     assert pool.apply(lambda: "still fine").get() == "still fine"
 
 
-def test_scatter_gather_delete(two_workers):
-    pool, center, workers = two_workers
+def test_scatter_gather_delete(pool, center, workers):
     data = pool.scatter(range(10))
     assert len({next(iter(h.workers)) for h in data}) == 2
     before = [w.counters["get_data"] for w in workers]
@@ -208,8 +189,7 @@ def test_scatter_gather_delete(two_workers):
     assert pool.gather(data[5:]) == list(range(5, 10))
 
 
-def test_worker_info_fields(two_workers):
-    pool, _, workers = two_workers
+def test_worker_info_fields(pool, workers):
     pool.scatter([np.zeros(100)])
     info = pool.worker_info()
     assert set(info) == {w.address for w in workers}
@@ -235,8 +215,7 @@ def test_worker_joining_later_gets_tasks():
             wait_for_sync(lambda: pool.nworkers == 1, 5, "pool did not see the worker leave")
 
 
-def test_async_forms_from_another_loop(two_workers):
-    pool, _, _ = two_workers
+def test_async_forms_from_another_loop(pool):
 
     async def main():  # the caller's own loop, as in Jupyter
         A = await pool.amap(lambda x: x + 1, range(5))
@@ -253,8 +232,7 @@ def test_async_forms_from_another_loop(two_workers):
     assert asyncio.run(main())
 
 
-def test_sync_calls_while_a_loop_runs_in_this_thread(two_workers):
-    pool, _, _ = two_workers
+def test_sync_calls_while_a_loop_runs_in_this_thread(pool):
 
     async def notebook_cell():  # Jupyter: a loop is running, the user calls sync methods
         return pool.gather(pool.map(lambda x: x * 3, range(4)))
@@ -336,8 +314,7 @@ def test_function_from_a_module_workers_cannot_import():
         del sys.modules[module.__name__]
 
 
-def test_small_results_come_with_the_reply_and_stay_on_the_worker(two_workers):
-    pool, _, workers = two_workers
+def test_small_results_come_with_the_reply_and_stay_on_the_worker(pool, workers):
     small, big = pool.map(lambda n: list(range(n)), [3, 10_000])
     assert small.inline is not None and big.inline is None
     served = {w.address: w.counters["get_data"] for w in workers}
@@ -351,7 +328,7 @@ def test_small_results_come_with_the_reply_and_stay_on_the_worker(two_workers):
     assert holders == small.workers
 
 
-def test_tasks_may_run_their_own_event_loop(two_workers):
+def test_tasks_may_run_their_own_event_loop(pool):
     """Tasks run in worker threads, never on the worker's loop: a task may call
     asyncio.run, however often (and however quick) it is."""
     import asyncio
@@ -362,6 +339,5 @@ def test_tasks_may_run_their_own_event_loop(two_workers):
 
         return asyncio.run(double())
 
-    pool, _, _ = two_workers
     assert [pool.apply(with_loop, (i,)).get() for i in range(6)] == [0, 2, 4, 6, 8, 10]
     assert pool.gather(pool.map(with_loop, range(100))) == [2 * i for i in range(100)]

@@ -20,19 +20,10 @@ def gated(x):
     return x * 10
 
 
-@pytest.fixture
-def pool2():
-    # 4 threads each: a task blocked on GATE must not hold up the tasks queued behind it
-    with cluster_in_thread(2, ncores=4) as (center, workers):
-        with Pool(center.address) as pool:
-            yield pool, workers
-
-
-def test_imap_unordered_yields_while_others_still_run(pool2):
-    pool, _ = pool2
+def test_imap_unordered_yields_while_others_still_run(pool4):
     GATE.clear()
     try:
-        it = pool.imap_unordered(gated, range(5))
+        it = pool4.imap_unordered(gated, range(5))
         first_four = sorted(next(it) for _ in range(4))  # task 0 is still blocked
         assert first_four == [10, 20, 30, 40]
         GATE.set()
@@ -43,8 +34,7 @@ def test_imap_unordered_yields_while_others_still_run(pool2):
         GATE.set()
 
 
-def test_imap_keeps_order_and_raises_in_place(pool2):
-    pool, _ = pool2
+def test_imap_keeps_order_and_raises_in_place(pool):
     assert list(pool.imap(lambda x, y: x * y, range(6), range(6), chunksize=4)) == [
         0, 1, 4, 9, 16, 25
     ]  # fmt: skip
@@ -54,8 +44,7 @@ def test_imap_keeps_order_and_raises_in_place(pool2):
         next(it)
 
 
-def test_imap_releases_what_it_yielded(pool2):
-    pool, workers = pool2
+def test_imap_releases_what_it_yielded(pool, workers):
     assert sum(pool.imap(lambda x: np.ones(1000) * x, range(20), chunksize=3)).sum() == 190_000
     deadline = time.monotonic() + 10
     while any(w.data for w in workers):
@@ -63,8 +52,7 @@ def test_imap_releases_what_it_yielded(pool2):
         time.sleep(0.01)
 
 
-def test_chunksize_sends_one_message_per_chunk(pool2):
-    pool, workers = pool2
+def test_chunksize_sends_one_message_per_chunk(pool, workers):
     before = sum(w.counters["compute_chunk"] + w.counters["compute"] for w in workers)
     out = pool.map(lambda x: 100 // x, [1, 2, 0, 4, 5, 10, 20], chunksize=3)
     after = sum(w.counters["compute_chunk"] + w.counters["compute"] for w in workers)
@@ -76,11 +64,10 @@ def test_chunksize_sends_one_message_per_chunk(pool2):
     assert len({o.key for o in out}) == 7  # one handle, and one key, per element
 
 
-def test_submit_as_completed_and_wait(pool2):
-    pool, _ = pool2
+def test_submit_as_completed_and_wait(pool4):
     GATE.clear()
     try:
-        futures = [pool.submit(gated, x) for x in range(4)]
+        futures = [pool4.submit(gated, x) for x in range(4)]
         assert not futures[0].done()
         order = []
         for f in as_completed(futures[1:]):
@@ -95,16 +82,15 @@ def test_submit_as_completed_and_wait(pool2):
         assert done and futures[0].result(timeout=5) == 0
     finally:
         GATE.set()
-    failing = pool.submit(lambda: 1 / 0)
+    failing = pool4.submit(lambda: 1 / 0)
     (f,) = list(as_completed([failing]))
     with pytest.raises(ZeroDivisionError):
         f.result()
-    downstream = pool.submit(lambda a, b: a + b, pool.submit(pow, 2, 3), 1)
+    downstream = pool4.submit(lambda a, b: a + b, pool4.submit(pow, 2, 3), 1)
     assert downstream.result() == 9  # a pending input is waited for
 
 
-def test_big_constant_reaches_each_worker_once(pool2):
-    pool, workers = pool2
+def test_big_constant_reaches_each_worker_once(pool, workers):
     model = np.random.default_rng(0).random(250_000)  # 2 MB
     before = [w.counters["bytes_in"] for w in workers]
     out = pool.map(lambda x, model: float(model[x]), range(40), model=model)
@@ -115,8 +101,7 @@ def test_big_constant_reaches_each_worker_once(pool2):
     wait_for_sync(lambda: all(w.tasks_done > 0 for w in workers), 5, "a worker ran no task")
 
 
-def test_scatter_broadcast_puts_a_copy_everywhere(pool2):
-    pool, workers = pool2
+def test_scatter_broadcast_puts_a_copy_everywhere(pool, workers):
     (table,) = pool.scatter([{"a": 1}], broadcast=True)
     assert pool.who_has([table])[table.key] == {w.address for w in workers}
     assert all(w.data[table.key] == {"a": 1} for w in workers)
@@ -143,19 +128,17 @@ def test_seeded_maps_are_reproducible_across_worker_counts(chunksize):
     assert other != results[0]
 
 
-def test_progress_bar_with_tqdm(pool2, capsys):
+def test_progress_bar_with_tqdm(pool, capsys):
     pytest.importorskip("tqdm")
-    pool, _ = pool2
     pool.map(lambda x: x, range(10), progress=True)
     err = capsys.readouterr().err
     assert "10/10" in err and "lambda" in err and "task/s" in err  # tqdm's own format
 
 
-def test_progress_bar_without_tqdm(pool2, capsys, monkeypatch):
+def test_progress_bar_without_tqdm(pool, capsys, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
-    pool, _ = pool2
     assert sorted(pool.imap_unordered(abs, range(-5, 5), progress=True)) == sorted(
         abs(x) for x in range(-5, 5)
     )
