@@ -149,12 +149,6 @@ def test_small_maps_and_maps_over_handles_return_a_remote_list_too(pool):
     assert pool.map(inc, []) == [] and len(pool.map(inc, [])) == 0
 
 
-def test_progress_bar_counts_chunked_elements(pool, capsys):
-    out = pool.map(inc, range(300), chunksize=100, progress=True)
-    assert pool.gather(out)[-1] == 300
-    assert "300/300" in capsys.readouterr().err
-
-
 def boom(x):
     return 1 // (x - 3)
 

@@ -2,7 +2,6 @@
 import pytest
 
 from distributed3.scheduling import decide_worker, least_loaded, local_bytes, split_by_worker, spread
-from distributed3.keys import KeyRef, extract_keys, substitute
 
 NCORES = {"alice": 2, "bob": 2, "carol": 1}
 
@@ -60,20 +59,3 @@ def test_split_by_worker_prefers_fewest_requests():
     assert split_by_worker(["a"], who_has, preferred="alice") == {"alice": ["a"]}
     with pytest.raises(KeyError):
         split_by_worker(["lost"], who_has)
-
-
-def test_extract_and_substitute_round_trip():
-    class H:
-        def __init__(self, key):
-            self.key = key
-
-    h1, h2 = H("k1"), H("k2")
-    args = ([h1, (1, {"deep": [h2]})], {"plain": 3})
-    packed, handles = extract_keys(args, H)
-    assert handles == {"k1": h1, "k2": h2}
-    assert packed[0][0] == KeyRef("k1")
-    assert substitute(packed, {"k1": "one", "k2": "two"}) == (
-        ["one", (1, {"deep": ["two"]})], {"plain": 3}
-    )
-    untouched = {"a": [1, 2]}
-    assert extract_keys(untouched, H)[0] is untouched

@@ -1,0 +1,67 @@
+"""Feeding tasks to the workers: where each runs, a task that fails, retries, time-outs."""
+import numpy as np
+import pytest
+
+from distributed3 import RemoteData, RemoteTraceback
+from distributed3.testing import run_in_cluster_loop
+
+
+def test_locality_map_moves_no_bytes(pool):
+    A = pool.map(lambda i: np.full(50_000, i, dtype="f8"), range(8))
+    before = pool.worker_info()
+    B = pool.map(lambda a: a * 2, A)
+    C = pool.map(lambda a, b: a + b, A, B)
+    after = pool.worker_info()
+    assert {w: i["peer_bytes_in"] for w, i in after.items()} == {
+        w: i["peer_bytes_in"] for w, i in before.items()
+    }
+    who = pool.who_has(A + B + C)
+    for a, b, c in zip(A, B, C):
+        assert who[a.key] == who[b.key] == who[c.key]
+    assert sum(i["tasks_done"] for i in after.values()) - sum(
+        i["tasks_done"] for i in before.values()
+    ) == 16
+    assert all(i["tasks_done"] > 0 for i in after.values())  # both workers used
+
+
+def test_apply_runs_where_most_bytes_are_and_pulls_the_rest(pool, workers):
+    big, small = workers[0].address, workers[1].address
+    sizes = {big: 200_000, small: 1_000}
+    arrays = []
+    for i in range(6):
+        worker = big if i % 2 == 0 else small
+        fut = run_in_cluster_loop(
+            pool.connection_pool(worker).update_data(data={f"arr-{i}": np.ones(sizes[worker])})
+        )
+        arrays.append(RemoteData(f"arr-{i}", pool, {worker}, fut["nbytes"][f"arr-{i}"]))
+    before = pool.worker_info()
+    total = pool.apply(lambda xs: sum(float(x.sum()) for x in xs), [arrays])
+    assert total.get() == 3 * 200_000 + 3 * 1_000
+    after = pool.worker_info()
+    assert pool.who_has([total])[total.key] == {big}
+    moved = after[big]["peer_bytes_in"] - before[big]["peer_bytes_in"]
+    assert moved == 3 * 1_000 * 8  # exactly the small arrays, nothing that was local
+    assert after[small]["peer_bytes_in"] == before[small]["peer_bytes_in"]
+
+
+def test_task_error_keeps_other_results(pool, workers):
+    def inverse(x):
+        return 1 / x
+
+    out = pool.map(inverse, [1, 0, 4])
+    assert [o.status for o in out] == ["finished", "error", "finished"]
+    assert out[0].get() == 1.0 and out[2].get() == 0.25
+    with pytest.raises(ZeroDivisionError) as info:
+        out[1].get()
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "return 1 / x" in str(cause) and "inverse" in str(cause)
+    assert "_run_task" not in str(cause)
+    assert cause.peer in {f"127.0.0.1:{w.address[1]}" for w in workers}
+    with pytest.raises(ZeroDivisionError):
+        pool.gather(out)
+    downstream = pool.map(lambda x: x + 1, out)
+    assert downstream[1].status == "error"
+    with pytest.raises(ZeroDivisionError):
+        downstream[1].get()
+    assert pool.gather([downstream[0], downstream[2]]) == [2.0, 1.25]

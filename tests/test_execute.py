@@ -1,0 +1,61 @@
+"""Running user code on a worker: tracebacks without the worker's frames, ``sys.exit``,
+functions from modules the workers lack, tasks that run their own event loop."""
+import pytest
+
+from distributed3 import Pool, TaskError
+
+
+def test_error_raised_by_a_builtin_task_shows_no_worker_frames(pool):
+    [bad] = pool.map(int, ["abc"])
+    with pytest.raises(ValueError, match="invalid literal") as info:
+        bad.get()
+    text = str(info.value.__cause__)
+    assert "invalid literal for int()" in text
+    assert "execute.py" not in text and "_run_task" not in text
+
+
+def _leave(code):
+    raise SystemExit(code)
+
+
+def test_a_task_calling_sys_exit_fails_alone(pool):
+    with pytest.raises(TaskError, match=r"SystemExit\(3\)"):
+        pool.apply(_leave, (3,)).get()
+    assert pool.apply(lambda: 42).get() == 42  # the worker, and the caller, carry on
+
+
+def test_function_from_a_module_workers_cannot_import():
+    import sys
+    import types
+
+    module = types.ModuleType("only_in_this_process")
+
+    def helper(x):
+        return x
+
+    helper.__module__ = module.__name__
+    helper.__qualname__ = "helper"
+    module.helper = helper
+    sys.modules[module.__name__] = module
+    try:
+        with Pool(n_workers=1) as pool:  # a real worker process, without that module
+            out = pool.apply(helper, (1,))
+            with pytest.raises(ImportError, match="only_in_this_process.*workers can import"):
+                out.get()
+    finally:
+        del sys.modules[module.__name__]
+
+
+def test_tasks_may_run_their_own_event_loop(pool):
+    """Tasks run in worker threads, never on the worker's loop: a task may call
+    asyncio.run, however often (and however quick) it is."""
+    import asyncio
+
+    def with_loop(x):
+        async def double():
+            return 2 * x
+
+        return asyncio.run(double())
+
+    assert [pool.apply(with_loop, (i,)).get() for i in range(6)] == [0, 2, 4, 6, 8, 10]
+    assert pool.gather(pool.map(with_loop, range(100))) == [2 * i for i in range(100)]
