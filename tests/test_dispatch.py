@@ -1,9 +1,14 @@
 """Feeding tasks to the workers: where each runs, a task that fails, retries, time-outs."""
+import os
+import time
+
 import numpy as np
 import pytest
 
-from distributed3 import RemoteData, RemoteTraceback
-from distributed3.testing import run_in_cluster_loop
+from distributed3 import Pool, RemoteData, RemoteTraceback
+from distributed3.testing import BIN, Proc, run_in_cluster_loop
+
+DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
 
 
 def test_locality_map_moves_no_bytes(pool):
@@ -65,3 +70,25 @@ def test_task_error_keeps_other_results(pool, workers):
     with pytest.raises(ZeroDivisionError):
         downstream[1].get()
     assert pool.gather([downstream[0], downstream[2]]) == [2.0, 1.25]
+
+
+@pytest.mark.slow
+def test_resources_limit_where_and_how_many_at_once():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--ncores", "4", "--resources", "GPU=2", "--name", "gpu"]), \
+             Proc([DWORKER, address, "--ncores", "4", "--name", "cpu"]):  # fmt: skip
+            with Pool(address) as pool:
+                pool.wait_for_workers(2, timeout=20)
+
+                def span(_):
+                    start = time.time()
+                    time.sleep(0.05)
+                    return os.getpid(), start, time.time()
+
+                spans = pool.gather(pool.map(span, range(10), resources={"GPU": 1}))
+                assert len({pid for pid, _, _ in spans}) == 1  # all on the GPU worker
+                most = max(sum(s <= t < e for _, s, e in spans) for _, t, _ in spans)
+                assert most <= 2  # never more than GPU=2 at once
+                with pytest.raises(Exception, match="none has resources"):
+                    Pool(address, timeout=1).map(abs, [1], resources={"TPU": 1})

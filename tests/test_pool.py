@@ -1,10 +1,9 @@
 """Pool: the issue's example, map's arguments, errors at submission, async forms,
-membership, secrets, pools that start their own cluster."""
+membership, secrets."""
 import asyncio
 import threading
 
 import numpy as np
-import psutil
 import pytest
 
 from distributed3 import (
@@ -130,34 +129,3 @@ def test_secret_required_and_checked():
             Pool(center.address, secret="wrong")
         with pytest.raises(AuthenticationError, match="requires a secret"):
             Pool(center.address)
-
-
-def test_embedded_default_pool_starts_and_stops_processes():
-    me = psutil.Process()
-    before = {p.pid for p in me.children(recursive=True)}
-    with Pool() as pool:
-        ncpu = psutil.cpu_count() or 1
-        assert pool.nworkers == ncpu
-        assert all(n == 1 for n in pool.available_cores.values())
-        assert all(h == "127.0.0.1" for h, _ in pool.available_cores)
-        started = {p.pid for p in me.children(recursive=True)} - before
-        assert len(started) == ncpu + 1  # the workers and the center
-        assert pool.cluster.center_proc.pid in started
-        assert pool.gather(pool.map(lambda x: x + 1, range(10))) == list(range(1, 11))
-        assert pool.cluster.secret  # a random secret, never open
-    pool.close()  # idempotent
-    assert pool.status == "closed"
-    alive = {p.pid for p in me.children(recursive=True)} & started
-    assert not alive
-
-
-def test_embedded_pool_with_n_workers_and_close_twice():
-    pool = Pool(n_workers=1)
-    try:
-        assert pool.nworkers == 1
-        assert pool.apply(pow, (2, 10)).get() == 1024
-    finally:
-        pool.close()
-        pool.close()
-    with pytest.raises(Exception, match="not running"):
-        pool.map(len, ["a"])

@@ -1,0 +1,89 @@
+"""Worker processes: forked by ``dcenter --workers``, started by ``dworker --nprocs N|gpu``,
+and the GPUs they are given."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from distributed3 import Pool
+from distributed3.testing import BIN, Proc
+
+DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
+
+
+def children_of(proc):
+    return psutil.Process(proc.proc.pid).children(recursive=True)
+
+
+@pytest.mark.slow
+def test_dcenter_workers_starts_and_stops_local_workers(all_end):
+    with Proc([DCENTER, "--port", "0", "--workers", "2"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Pool(address) as pool:
+            pool.wait_for_workers(2, timeout=20)
+            assert pool.nworkers == 2 and pool.nhosts == 1
+            assert pool.gather(pool.map(abs, [-1, -2])) == [1, 2]
+            with pytest.raises(RuntimeError, match="did not start"):
+                pool.halt()
+        kids = children_of(center)
+        assert len(kids) == 2
+        center.signal(signal.SIGTERM)
+        assert center.wait() == 0
+        assert all_end(kids)
+
+
+@pytest.mark.slow
+def test_forked_workers_flush_what_tasks_print_and_run_their_exit_handlers(tmp_path):
+    script = textwrap.dedent(f"""
+        import atexit
+        from distributed3 import Pool
+
+        def shout(i):
+            print("TASK-OUTPUT", i)  # block-buffered: stdout is a pipe here
+            atexit.register(lambda: open({str(tmp_path)!r} + f"/exit-{{i}}", "w").close())
+            return i
+
+        with Pool(n_workers=1) as p:
+            assert p.gather(p.map(shout, range(3))) == [0, 1, 2]
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert sorted(line for line in out.stdout.splitlines() if "TASK-OUTPUT" in line) == [
+        "TASK-OUTPUT 0", "TASK-OUTPUT 1", "TASK-OUTPUT 2"]  # fmt: skip
+    assert sorted(os.listdir(tmp_path)) == ["exit-0", "exit-1", "exit-2"]
+
+
+@pytest.mark.slow
+def test_nprocs_starts_and_stops_several_workers():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--nprocs", "3", "--ncores", "1"]) as sup:
+            with Pool(address) as pool:
+                pool.wait_for_workers(3, timeout=20)
+                pids = set(pool.gather(pool.map(lambda _: os.getpid(), range(30))))
+                assert len(pids) == 3
+            sup.signal(signal.SIGTERM)
+            assert sup.wait() == 0
+            center.wait_for_line("it left")
+
+
+@pytest.mark.slow
+def test_nprocs_gpu_one_worker_per_gpu_with_enough_memory():
+    fake = {"DISTRIBUTED3_FAKE_GPUS": "0:16e9,1:1e9,2:8e9"}
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        args = [DWORKER, address, "--nprocs", "gpu", "--min-gpu-memory", "4e9"]
+        with Proc(args, env=fake):
+            with Pool(address) as pool:
+                pool.wait_for_workers(2, timeout=20)
+                assert sorted(pool.worker_resources.values(), key=str) == [{"GPU": 1.0}] * 2
+                seen = pool.gather(pool.map(lambda _: os.environ["CUDA_VISIBLE_DEVICES"],
+                                            range(20), resources={"GPU": 1}))  # fmt: skip
+                assert set(seen) == {"0", "2"}
+                assert pool.nworkers == 2  # GPU 1 had too little memory
