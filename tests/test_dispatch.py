@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from distributed3 import Pool, RemoteData, RemoteTraceback
+from distributed3 import Pool, RemoteData, RemoteTraceback, WorkerLostError
 from distributed3.testing import BIN, Proc, run_in_cluster_loop
 
 DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
@@ -90,5 +90,6 @@ def test_resources_limit_where_and_how_many_at_once():
                 assert len({pid for pid, _, _ in spans}) == 1  # all on the GPU worker
                 most = max(sum(s <= t < e for _, s, e in spans) for _, t, _ in spans)
                 assert most <= 2  # never more than GPU=2 at once
-                with pytest.raises(Exception, match="none has resources"):
-                    Pool(address, timeout=1).map(abs, [1], resources={"TPU": 1})
+                with Pool(address, timeout=1) as impatient, \
+                     pytest.raises(WorkerLostError, match="none has resources"):  # fmt: skip
+                    impatient.map(abs, [1], resources={"TPU": 1})
