@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from distributed3 import Pool, RemoteData, RemoteTraceback, WorkerLostError
-from distributed3.testing import BIN, Proc, run_in_cluster_loop
+from distributed3.testing import BIN, Proc, cluster_in_thread, process_cluster, run_in_cluster_loop
+from distributed3.utils import wait_for_sync
 
 DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
 
@@ -93,3 +94,38 @@ def test_resources_limit_where_and_how_many_at_once():
                 with Pool(address, timeout=1) as impatient, \
                      pytest.raises(WorkerLostError, match="none has resources"):  # fmt: skip
                     impatient.map(abs, [1], resources={"TPU": 1})
+
+
+def test_task_timeout_names_the_task():
+    with cluster_in_thread(1) as (center, _):
+        with Pool(center.address) as pool:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError, match=r"task 1 of sleeper .* did not finish within 0.3 s"):
+
+                def sleeper(x):
+                    time.sleep(x)
+                    return x
+
+                pool.map(sleeper, [0, 3], timeout=0.3)
+            assert time.monotonic() - start < 2.5
+
+
+@pytest.mark.slow
+def test_task_that_kills_workers_is_retried_then_fails():
+    with process_cluster(nworkers=3) as (address, _, workers):
+        with Pool(address) as pool:
+
+            def maybe_crash(x):
+                if x == 0:
+                    os._exit(3)  # takes the worker process down with it
+                return x
+
+            out = pool.map(maybe_crash, range(6), retries=1)
+            assert [o.status for o in out[1:]] == ["finished"] * 5
+            with pytest.raises(WorkerLostError, match="task 0 of maybe_crash .* 2 workers that died"):
+                out[0].get()
+            assert pool.gather(out[1:]) == [1, 2, 3, 4, 5]
+            # the pool saw each connection break; the process may take a moment more to end
+            wait_for_sync(lambda: sum(w.proc.poll() is not None for w in workers) == 2, 10,
+                          "two workers should have died")  # fmt: skip
+            assert sum(w.proc.poll() is not None for w in workers) == 2

@@ -3,6 +3,9 @@ functions from modules the workers lack, tasks that run their own event loop."""
 import pytest
 
 from distributed3 import Pool, TaskError
+from distributed3.core.protocol import dumps_function
+from distributed3.core.server import ConnectionPool
+from distributed3.testing import cluster, gen_test
 
 
 def test_error_raised_by_a_builtin_task_shows_no_worker_frames(pool):
@@ -59,3 +62,18 @@ def test_tasks_may_run_their_own_event_loop(pool):
 
     assert [pool.apply(with_loop, (i,)).get() for i in range(6)] == [0, 2, 4, 6, 8, 10]
     assert pool.gather(pool.map(with_loop, range(100))) == [2 * i for i in range(100)]
+
+
+class _ExitsOnInit:
+    def __init__(self):
+        raise SystemExit(3)
+
+
+@gen_test(timeout=20)
+async def test_a_stateful_instance_calling_sys_exit_fails_that_call_alone():
+    async with cluster(1) as (center, [w]):
+        pool = ConnectionPool()
+        with pytest.raises(Exception, match=r"SystemExit\(3\)"):
+            await pool(w.address).stateful_init(name="s", cls=dumps_function(_ExitsOnInit))
+        assert await pool(w.address).keys() == []  # still serving
+        await pool.close()
