@@ -10,6 +10,14 @@ import psutil
 import pytest
 
 from distributed3 import Pool
+from distributed3.deploy.procs import (
+    format_resources,
+    parse_resources,
+    spawn,
+    stop,
+    visible_gpus,
+    worker_command,
+)
 from distributed3.testing import BIN, Proc
 
 DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
@@ -87,3 +95,48 @@ def test_nprocs_gpu_one_worker_per_gpu_with_enough_memory():
                                             range(20), resources={"GPU": 1}))  # fmt: skip
                 assert set(seen) == {"0", "2"}
                 assert pool.nworkers == 2  # GPU 1 had too little memory
+
+
+def test_resources_parse_and_format_back():
+    assert parse_resources("GPU=2, MEM=64e9") == {"GPU": 2.0, "MEM": 64e9}
+    assert parse_resources("") == parse_resources(None) == {}
+    assert parse_resources(format_resources({"GPU": 1.0, "TPU": 0.5})) == {"GPU": 1.0, "TPU": 0.5}
+    for bad in ("GPU", "=2", "GPU=two"):
+        with pytest.raises(ValueError):
+            parse_resources(bad)
+
+
+def test_visible_gpus_keep_the_allowed_ones_with_enough_memory():
+    env = {"DISTRIBUTED3_FAKE_GPUS": "0:16e9,1:2e9,2:8e9,3:32e9"}
+    assert [g.index for g in visible_gpus(env)] == ["0", "1", "2", "3"]
+    assert [g.index for g in visible_gpus(env, min_free_bytes=4e9)] == ["0", "2", "3"]
+    limited = dict(env, CUDA_VISIBLE_DEVICES="1, 3")
+    assert [g.index for g in visible_gpus(limited, min_free_bytes=4e9)] == ["3"]
+
+
+def test_the_secret_goes_in_the_environment_not_on_the_command_line():
+    cmd = worker_command(("127.0.0.1", 8787), "--ncores", "2")
+    assert cmd[1:] == ["-m", "distributed3.deploy.cli", "worker", "127.0.0.1:8787",
+                       "--ncores", "2"]  # fmt: skip
+    proc = spawn([sys.executable, "-c", "import os; print(os.environ['DISTRIBUTED3_SECRET'])"],
+                 secret=b"s3cret", stdout=subprocess.PIPE, text=True)  # fmt: skip
+    out, _ = proc.communicate(timeout=30)
+    assert out.strip() == "s3cret" and not any("s3cret" in a for a in proc.args)
+
+
+def test_stop_kills_what_ignores_sigterm():
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+         "; print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert stubborn.stdout.readline() == "ready\n"  # its handler is in place
+        stop([stubborn, polite], timeout=0.5)
+        assert polite.returncode == -signal.SIGTERM and stubborn.returncode == -signal.SIGKILL
+    finally:
+        for proc in (stubborn, polite):
+            proc.kill()
+            proc.wait()
+        stubborn.stdout.close()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from distributed3 import Pool
+from distributed3.client.tasks import CHUNK_SECONDS, MAX_CHUNK, TaskTimes, adaptive_chunksize
 from distributed3.testing import cluster_in_thread
 from distributed3.utils import wait_for_sync
 
@@ -65,3 +66,35 @@ def test_seeded_maps_are_reproducible_across_worker_counts(chunksize):
     assert results[0] == results[1]
     assert len({r[1] for r in results[0]}) == 12  # different per task
     assert other != results[0]
+
+
+def test_adaptive_chunksize_one_by_one_for_small_maps_else_eight_chunks_per_core():
+    assert adaptive_chunksize(64, 2) == 1  # up to 32 tasks per core: no chunks
+    assert adaptive_chunksize(65, 2) == 5  # then about 8 chunks per core: ceil(65 / 16)
+    assert adaptive_chunksize(1000, 4) == 32
+    assert adaptive_chunksize(1000, 0) == adaptive_chunksize(1000, 1) == 125  # no cores yet
+    assert adaptive_chunksize(10**9, 1) == MAX_CHUNK
+
+
+def test_adaptive_chunksize_sends_enough_work_per_message_once_task_times_are_known():
+    tiny = CHUNK_SECONDS / 100  # a hundred such tasks make one message's worth
+    assert adaptive_chunksize(10, 64, seconds=tiny) == 10  # never more than there are
+    assert adaptive_chunksize(10_000, 64, seconds=tiny) == 100  # not 20: too little work
+    assert adaptive_chunksize(10_000, 64, seconds=1.0) == 20  # slow tasks: the usual spread
+    assert adaptive_chunksize(50, 64, seconds=0.0) == 50  # however fast, a bounded count
+
+
+def test_task_times_average_per_function_and_keywords_and_forget_the_oldest():
+    times = TaskTimes(size=2)
+    f, g, h = {"function": b"f"}, {"function": b"g"}, {"function": b"h"}
+    times.note(f, 0.004, 2)
+    times.note(f, 0.012, 3)  # a mean of the maps: (0.002 + 0.004) / 2
+    assert times.get(f) == pytest.approx(0.003)
+    assert times.get({"function": b"f", "kwargs": {"n": 1}}) is None  # other keywords
+    times.note(g, 1.0, 0)  # every task failed: nothing learnt
+    assert times.get(g) is None
+    times.note(g, 0.1, 1)
+    times.note(f, 0.003, 1)  # f noted again: g is now the oldest
+    times.note(h, 0.5, 1)
+    assert times.get(g) is None and times.get(f) is not None and times.get(h) == 0.5
+    assert times.get({"function": None}) is None  # a stateful pool's calls have no function
