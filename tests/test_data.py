@@ -3,6 +3,9 @@ import threading
 
 import pytest
 
+from distributed3.testing import run_in_cluster_loop
+from distributed3.utils import wait_for_sync
+
 
 def test_unpicklable_result_is_a_clear_error_on_gather(pool):
     handle = pool.apply(threading.Lock)
@@ -34,3 +37,21 @@ def test_scatter_broadcast_puts_a_copy_everywhere(pool, workers):
     out = pool.map(lambda i, t: t["a"] + i, range(10), t=table)
     assert pool.worker_info() and sum(i["peer_bytes_in"] for i in pool.worker_info().values()) == 0
     assert pool.gather(out) == list(range(1, 11))
+
+
+def test_replicate_puts_copies_on_other_workers_which_outlive_the_first(pool, workers):
+    A = pool.map(lambda x: x * 3, range(6))
+    assert all(len(ws) == 1 for ws in pool.who_has(A).values())
+    pool.replicate(A, n=2)
+    assert all(ws == {w.address for w in workers} for ws in pool.who_has(A).values())
+    assert all(a.key in w.data for a in A for w in workers)
+    pool.replicate(A, n=5)  # no more copies than workers, and no error for asking
+    assert all(len(ws) == 2 for ws in pool.who_has(A).values())
+    # a worker counts a task a moment after its reply left
+    wait_for_sync(lambda: sum(w.tasks_done for w in workers) == 6, 10, "tasks not counted")
+    leaving, staying = workers
+    done = staying.tasks_done
+    run_in_cluster_loop(leaving.close(handoff=False))  # hands nothing over
+    wait_for_sync(lambda: pool.nworkers == 1, 10, "the pool still sees the worker that left")
+    assert pool.gather(A) == [x * 3 for x in range(6)]
+    assert staying.tasks_done == done  # served from the copies, nothing computed again

@@ -1,4 +1,5 @@
-"""``imap``, ``imap_unordered`` and ``aimap``: values as their tasks finish, released once yielded."""
+"""``imap``, ``imap_unordered``, ``aimap``: values as their tasks finish, released once yielded."""
+import asyncio
 import threading
 import time
 
@@ -46,3 +47,19 @@ def test_imap_releases_what_it_yielded(pool, workers):
     while any(w.data for w in workers):
         assert time.monotonic() < deadline, "imap left its results on the workers"
         time.sleep(0.01)
+
+
+def test_aimap_from_the_callers_own_loop(pool):
+    async def main():  # the caller's loop, as in Jupyter: not the pool's
+        ordered = [v async for v in pool.aimap(lambda x, y: x - y, range(5), range(5, 10))]
+        unordered = [v async for v in pool.aimap(abs, range(-4, 0), ordered=False)]
+        seen = []
+        with pytest.raises(ZeroDivisionError):
+            async for v in pool.aimap(lambda x: 10 // x, [1, 2, 0, 5]):
+                seen.append(v)
+        return ordered, unordered, seen
+
+    ordered, unordered, seen = asyncio.run(main())
+    assert ordered == [-5] * 5
+    assert sorted(unordered) == [1, 2, 3, 4]
+    assert seen == [10, 5]  # the values before the failed one, then its error
