@@ -3,6 +3,7 @@ import threading
 
 import pytest
 
+from distributed3 import SerializationError
 from distributed3.testing import run_in_cluster_loop
 from distributed3.utils import wait_for_sync
 
@@ -10,7 +11,7 @@ from distributed3.utils import wait_for_sync
 def test_unpicklable_result_is_a_clear_error_on_gather(pool):
     handle = pool.apply(threading.Lock)
     assert handle.status == "finished"
-    with pytest.raises(Exception, match="lock"):
+    with pytest.raises(SerializationError, match="cannot pickle '_thread.lock'"):
         handle.get()
     assert pool.apply(lambda: "still fine").get() == "still fine"
 
@@ -25,7 +26,7 @@ def test_scatter_gather_delete(pool, center, workers):
     assert all(h.status == "deleted" for h in data[:5])
     assert not any(h.key in w.data for h in data[:5] for w in workers)
     assert not any(h.key in center.who_has for h in data[:5])
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="was deleted"):
         data[0].get()
     assert pool.gather(data[5:]) == list(range(5, 10))
 

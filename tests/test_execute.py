@@ -84,7 +84,7 @@ class _ExitsOnInit:
 async def test_a_stateful_instance_calling_sys_exit_fails_that_call_alone():
     async with cluster(1) as (center, [w]):
         pool = ConnectionPool()
-        with pytest.raises(Exception, match=r"SystemExit\(3\)"):
+        with pytest.raises(TaskError, match=r"SystemExit\(3\)"):
             await pool(w.address).stateful_init(name="s", cls=dumps_function(_ExitsOnInit))
         assert await pool(w.address).keys() == []  # still serving
         await pool.close()

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from distributed3 import DistributedError, Pool, WorkerLostError
+from distributed3 import CommClosedError, DistributedError, Pool, WorkerLostError
 from distributed3.testing import Proc
 from distributed3.utils import wait_for_sync
 
@@ -44,7 +44,7 @@ def test_embedded_pool_with_n_workers_and_close_twice():
     finally:
         pool.close()
         pool.close()
-    with pytest.raises(Exception, match="not running"):
+    with pytest.raises(CommClosedError, match="is not running"):
         pool.map(len, ["a"])
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from distributed3 import DistributedError, Pool, RemoteData
+from distributed3 import DistributedError, MissingDataError, Pool, RemoteData
 from distributed3.client.results import RemoteList, ResultGroup
 from distributed3.testing import cluster_in_thread, run_in_cluster_loop
 from distributed3.utils import wait_for_sync
@@ -135,7 +135,7 @@ def test_delete_a_map_result(pool, workers):
     pool.delete(out)
     assert not held(workers)
     assert first.status == "deleted" and out[299].status == "deleted"
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="was deleted"):
         pool.gather(out)
 
 
@@ -174,7 +174,7 @@ def test_failed_deleted_or_pending_keyword_inputs_of_a_chunked_map(pool):
 def test_a_failed_element_is_held_by_nobody(pool, workers):
     out = pool.map(boom, range(100), chunksize=10)
     assert pool.who_has([out[3]]) == {out[3].key: set()}
-    with pytest.raises(Exception, match="does not hold"):  # nor served, were it asked
+    with pytest.raises(MissingDataError, match="does not hold"):  # nor served, were it asked
         run_in_cluster_loop(pool.connection_pool(next(iter(out[3].workers))).get_data(
             keys=[out[3].key]))  # fmt: skip
 
@@ -217,7 +217,7 @@ def test_deleting_elements_frees_their_memory_for_good(pool, workers):
     gc.collect()  # the deleted handles are gone: made again, they are still deleted
     assert out[0].status == "deleted" and out[10].status == "finished"
     assert pool.who_has([out[0]]) == {out[0].key: set()}
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="was deleted"):
         pool.gather(out)
     assert float(pool.gather(out[10:])[0][0]) == 10.0
 
@@ -378,7 +378,7 @@ def test_deleting_every_element_one_by_one_releases_the_chunk(pool, workers):
     assert first.status == "deleted" and first.key not in held(workers)
     assert second.key in held(workers)
     assert pool.gather(out[10:]) == list(range(11, 21))
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="was deleted"):
         pool.gather(out[:10])
 
 
