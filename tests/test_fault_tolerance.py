@@ -71,16 +71,12 @@ def test_no_workers_left_waits_then_raises_clearly():
             with pytest.raises(WorkerLostError, match="no workers left to run 3 tasks"):
                 pool.map(abs, [1, 2, 3])
             assert time.monotonic() - start < 5
-            # a worker that joins while a call waits gets the work
-            joiner = threading.Timer(0.3, lambda: workers.append(start_worker(address)))
-            joiner.start()
-            try:
-                with Pool(address, timeout=10) as patient:
-                    assert patient.gather(patient.map(abs, [-1, -2])) == [1, 2]
-            finally:
-                joiner.join()
-                for w in workers[1:]:
-                    w.kill()
+            # a worker that joins while tasks wait for one gets them
+            with Pool(address, timeout=10) as patient:
+                waiting = [patient.submit(abs, -1), patient.submit(abs, -2)]
+                assert not any(f.done() for f in waiting)  # nobody to run them yet
+                with start_worker(address):
+                    assert [f.result(timeout=10) for f in waiting] == [1, 2]
 
 
 def test_sigterm_hands_keys_to_peers_before_exiting():
@@ -140,9 +136,15 @@ def test_center_restart_loses_nothing_and_work_in_flight_completes():
             def slow_map():
                 result["B"] = pool.map(lambda x: (time.sleep(0.3), x * 2)[1], A)
 
+            def tasks_done():
+                return sum(i["tasks_done"] for i in pool.worker_info().values())
+
+            # a worker counts a task a moment after its reply left
+            wait_for_sync(lambda: tasks_done() == 10, 10, "A's tasks were not counted")
             runner = threading.Thread(target=slow_map)
             runner.start()
-            time.sleep(0.1)  # let the slow map get going: this is the scenario, not a wait
+            # the scenario: the center dies while the slow map is under way
+            wait_for_sync(lambda: tasks_done() > 10, 10, "the slow map never got going")
             center.kill()
             port = address.rsplit(":", 1)[1]
             with Proc([os.path.join(BIN, "dcenter"), "--port", port]) as again:

@@ -1,10 +1,11 @@
 """``imap``, ``imap_unordered``, ``aimap``: values as their tasks finish, released once yielded."""
 import asyncio
 import threading
-import time
 
 import numpy as np
 import pytest
+
+from distributed3.utils import wait_for_sync
 
 
 # in-process workers share this module: a task can block on it until the test lets go
@@ -43,10 +44,7 @@ def test_imap_keeps_order_and_raises_in_place(pool):
 
 def test_imap_releases_what_it_yielded(pool, workers):
     assert sum(pool.imap(lambda x: np.ones(1000) * x, range(20), chunksize=3)).sum() == 190_000
-    deadline = time.monotonic() + 10
-    while any(w.data for w in workers):
-        assert time.monotonic() < deadline, "imap left its results on the workers"
-        time.sleep(0.01)
+    wait_for_sync(lambda: not any(w.data for w in workers), 10, "imap left results behind")
 
 
 def test_aimap_from_the_callers_own_loop(pool):
