@@ -1,5 +1,6 @@
 """Feeding tasks to the workers: where each runs, a task that fails, retries, time-outs."""
 import os
+import threading
 import time
 
 import numpy as np
@@ -96,18 +97,26 @@ def test_resources_limit_where_and_how_many_at_once():
                     impatient.map(abs, [1], resources={"TPU": 1})
 
 
+# in-process workers share this module: a task can block on it until the test lets go
+GATE = threading.Event()
+
+
+def held_back(x):
+    if x:
+        assert GATE.wait(30), "the test never opened the gate"
+    return x
+
+
 def test_task_timeout_names_the_task():
+    GATE.clear()
     with cluster_in_thread(1) as (center, _):
         with Pool(center.address) as pool:
-            start = time.monotonic()
-            with pytest.raises(TimeoutError, match=r"task 1 of sleeper .* did not finish within 0.3 s"):
-
-                def sleeper(x):
-                    time.sleep(x)
-                    return x
-
-                pool.map(sleeper, [0, 3], timeout=0.3)
-            assert time.monotonic() - start < 2.5
+            try:  # task 1 can only end when the gate opens: the map must give up on it
+                with pytest.raises(TimeoutError,
+                                   match=r"task 1 of held_back .* did not finish within 0.3 s"):
+                    pool.map(held_back, [0, 1], timeout=0.3)
+            finally:
+                GATE.set()  # before the cluster closes: its worker waits for running tasks
 
 
 @pytest.mark.slow
