@@ -109,10 +109,11 @@ def test_a_crashing_task_takes_only_its_forked_worker_down():
         assert [c.status() for c in center.children()] != [psutil.STATUS_ZOMBIE]
 
 
-def test_a_pool_whose_local_center_died_says_so():
+def test_a_pool_whose_local_center_died_says_so(caplog):
     with Pool(n_workers=2) as pool:
         assert pool.apply(abs, (-1,)).get() == 1
         os.kill(pool.cluster.center_proc.pid, signal.SIGKILL)
-        wait_for_sync(lambda: pool._broken is not None, 10, "the pool notices its center died")
+        wait_for_sync(lambda: "center process exited with code -9" in caplog.text, 10,
+                      "the pool did not notice its center died")  # fmt: skip
         with pytest.raises(DistributedError, match="center process exited with code -9"):
             pool.apply(abs, (-2,))

@@ -406,10 +406,10 @@ def test_deleting_halves_of_a_chunk_at_once_releases_it(pool, workers):
     out = pool.map(inc, range(20), chunksize=10)
     first = out.spans[0]
 
-    async def both():
-        await asyncio.gather(pool._delete(out[:5]), pool._delete(out[5:10]))
+    async def both():  # from another loop: both run on the pool's loop at once
+        await asyncio.gather(pool.adelete(out[:5]), pool.adelete(out[5:10]))
 
-    pool._sync(both())
+    asyncio.run(both())
     assert first.status == "deleted" and first.key not in held(workers)
 
 
