@@ -1,4 +1,5 @@
-"""Feeding tasks to the workers: where each runs, a task that fails, retries, time-outs."""
+"""Feeding tasks to the workers: where each runs, a task that fails, retries, time-outs,
+resources."""
 import os
 import threading
 import time

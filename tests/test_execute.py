@@ -1,5 +1,6 @@
-"""Running user code on a worker: tracebacks without the worker's frames, ``sys.exit``,
-functions from modules the workers lack, tasks that run their own event loop."""
+"""Running user code on a worker: chunks that go on past a failure, seeds, tracebacks
+without the worker's frames, ``sys.exit``, functions from modules the workers lack,
+tasks that run their own event loop, replies that carry small results."""
 import pickle
 import random
 

@@ -1,5 +1,5 @@
-"""Worker processes: forked by ``dcenter --workers``, started by ``dworker --nprocs N|gpu``,
-and the GPUs they are given."""
+"""Worker processes: forked by ``dcenter --workers``, started by ``dworker --nprocs N|gpu``
+and stopped; the GPUs and resources they are given; the secret in their environment."""
 import os
 import signal
 import subprocess

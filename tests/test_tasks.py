@@ -1,5 +1,5 @@
 """Turning a map into tasks: chunks by where their inputs live, one message per chunk,
-seeds, big constants sent once."""
+the chunk size chosen, seeds, big constants sent once."""
 import random
 
 import numpy as np
