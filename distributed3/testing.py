@@ -104,15 +104,6 @@ def run_in_cluster_loop(coro):
     return loop_thread().run_sync(coro)
 
 
-async def wait_for_workers(center, n, timeout=10):
-    """Wait until ``center`` has exactly ``n`` workers registered."""
-    deadline = time.monotonic() + timeout
-    while len(center.ncores) != n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"center has {len(center.ncores)} workers, expected {n}")
-        await asyncio.sleep(0.005)
-
-
 class Proc:
     """A real subprocess whose merged output is collected line by line.
 

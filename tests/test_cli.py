@@ -117,3 +117,22 @@ def test_dworker_stops_at_once_while_its_center_does_not_answer():
             with conn:
                 w.signal(signal.SIGTERM)
                 w.wait(timeout=5)  # not the handshake's 10 s time-out
+
+
+def test_max_tasks_and_lifetime_retire_gracefully():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--ncores", "1"]), \
+             Proc([DWORKER, address, "--ncores", "1", "--max-tasks", "5"]) as short:  # fmt: skip
+            with Pool(address) as pool:
+                pool.wait_for_workers(2, timeout=20)
+                out = pool.map(lambda x: x * 2, range(40))
+                assert short.wait() == 0
+                short.wait_for_line(r"Retiring: it has run \d+ tasks")
+                assert pool.gather(out) == [x * 2 for x in range(40)]  # handed off, not lost
+                with Proc([DWORKER, address, "--lifetime", "0.5"]) as brief:
+                    brief.wait_for_line("Register with center")
+                    data = pool.scatter(list(range(10)))
+                    assert brief.wait() == 0
+                    brief.wait_for_line(r"Retiring: its lifetime of 0.5 s is over")
+                    assert pool.gather(data) == list(range(10))

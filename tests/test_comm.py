@@ -191,20 +191,16 @@ async def test_nothing_listening():
 def test_a_big_receive_buffer_costs_memory_only_as_bytes_arrive():
     """A peer may announce a message up to the limits and then send little of it: the
     buffer for it must not be zero-filled or committed up front."""
-    import time
-
     import psutil
 
     from distributed3.core.comm import _allocate
 
     process = psutil.Process()
     before = process.memory_info().rss
-    start = time.perf_counter()
     buf = _allocate(512 << 20)
-    elapsed = time.perf_counter() - start
     grown = process.memory_info().rss - before
     assert len(memoryview(buf).cast("B")) == 512 << 20
+    # zero-filling it, as committing it, would touch every page: the RSS would grow by 512 MiB
     assert grown < 64 << 20, f"{grown} bytes committed for an empty 512 MiB buffer"
-    assert elapsed < 0.2
     memoryview(buf).cast("B")[:4096] = b"x" * 4096  # writable, as read_into needs
     del buf

@@ -26,30 +26,29 @@ class Counter(WorkerInterface):
         self.step = kwargs.get("step", self.step)
 
 
-def test_init_once_per_worker_updates_in_order_and_late_joiners():
+def test_init_once_per_worker_updates_in_order_and_late_joiners(pool, center, workers):
     INITS.clear()
-    with cluster_in_thread(2) as (center, workers):
-        with Pool(center.address) as pool, pool.stateful(Counter, 100, step=2) as sp:
-            out = sp.map(range(20))
-            assert pool.gather(out) == [100 + 2 * x for x in range(20)]
-            assert INITS == [100, 100]  # two workers, two set-ups, not twenty
-            sp.update_workers(1, step=10)
-            sp.update_workers(2, step=3)
-            assert sorted(sp.imap_unordered([{"args": [1]}, {"args": [2], "kwargs": {"extra": 5}}])) == [
-                103, 111
-            ]  # fmt: skip
-            late = run_in_cluster_loop(Worker(center.address, ncores=1).start(port=0))
-            try:
-                pool.wait_for_workers(3)
-                wait_for_sync(lambda: pool.nworkers == 3, 5, "late worker not seen")
-                assert pool.gather(sp.map(range(30))) == [100 + 3 * x for x in range(30)]
-                assert len(INITS) == 3
-                wait_for_sync(lambda: late.tasks_done > 0, 5, "the late worker ran no task")
-                instance = late.stateful[sp.name]
-                assert instance.updates == [((1,), {"step": 10}), ((2,), {"step": 3})]
-            finally:
-                run_in_cluster_loop(late.close())
-        assert not any(w.stateful for w in workers)  # closed with the stateful pool
+    with pool.stateful(Counter, 100, step=2) as sp:
+        out = sp.map(range(20))
+        assert pool.gather(out) == [100 + 2 * x for x in range(20)]
+        assert INITS == [100, 100]  # two workers, two set-ups, not twenty
+        sp.update_workers(1, step=10)
+        sp.update_workers(2, step=3)
+        assert sorted(sp.imap_unordered([{"args": [1]}, {"args": [2], "kwargs": {"extra": 5}}])) == [
+            103, 111
+        ]  # fmt: skip
+        late = run_in_cluster_loop(Worker(center.address, ncores=1).start(port=0))
+        try:
+            pool.wait_for_workers(3)
+            wait_for_sync(lambda: pool.nworkers == 3, 5, "late worker not seen")
+            assert pool.gather(sp.map(range(30))) == [100 + 3 * x for x in range(30)]
+            assert len(INITS) == 3
+            wait_for_sync(lambda: late.tasks_done > 0, 5, "the late worker ran no task")
+            instance = late.stateful[sp.name]
+            assert instance.updates == [((1,), {"step": 10}), ((2,), {"step": 3})]
+        finally:
+            run_in_cluster_loop(late.close())
+    assert not any(w.stateful for w in workers)  # closed with the stateful pool
 
 
 def test_stateful_tasks_survive_a_worker_death():

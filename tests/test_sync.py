@@ -150,13 +150,18 @@ def test_loop_thread_is_new_after_fork():
 
 
 def test_background_work_resumes_soon_after_a_long_call():
+    """While a call runs, the daemon looks in less and less often (every 0.1 s once the
+    call has run a second); the call wakes it as it ends, so background work waits about
+    LINGER (5 ms), not anything up to 0.1 s.  That is a matter of time, so it is measured
+    -- five times, forgiving one stalled run on a loaded machine: were the daemon not
+    woken, four waits of five under 0.04 s would come by chance one time in eleven."""
     lt = loop_thread()
-    worst = 0.0
-    for i in range(4):  # the daemon sleeps longer while a long call runs: it is woken
-        lt.run_sync(asyncio.sleep(1.0 + 0.021 * i))
+    waits = []
+    for i in range(5):
+        lt.run_sync(asyncio.sleep(1.0 + 0.021 * i))  # call ends in another phase each time
         ran = threading.Event()
         start = time.monotonic()
         lt.loop.call_soon_threadsafe(ran.set)
         assert ran.wait(5)
-        worst = max(worst, time.monotonic() - start)
-    assert worst < 0.05, f"background work waited {worst:.3f} s after the call"
+        waits.append(time.monotonic() - start)
+    assert sum(w < 0.04 for w in waits) >= 4, f"background work waited {waits} s after calls"

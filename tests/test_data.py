@@ -1,0 +1,58 @@
+"""``scatter``, ``gather``, ``delete`` and ``replicate``: data into and out of the workers."""
+import threading
+
+import pytest
+
+from distributed3 import SerializationError
+from distributed3.testing import run_in_cluster_loop
+from distributed3.utils import wait_for_sync
+
+
+def test_unpicklable_result_is_a_clear_error_on_gather(pool):
+    handle = pool.apply(threading.Lock)
+    assert handle.status == "finished"
+    with pytest.raises(SerializationError, match="cannot pickle '_thread.lock'"):
+        handle.get()
+    assert pool.apply(lambda: "still fine").get() == "still fine"
+
+
+def test_scatter_gather_delete(pool, center, workers):
+    data = pool.scatter(range(10))
+    assert len({next(iter(h.workers)) for h in data}) == 2
+    before = [w.counters["get_data"] for w in workers]
+    assert pool.gather(data) == list(range(10))
+    assert [w.counters["get_data"] - b for w, b in zip(workers, before)] == [1, 1]
+    pool.delete(data[:5])
+    assert all(h.status == "deleted" for h in data[:5])
+    assert not any(h.key in w.data for h in data[:5] for w in workers)
+    assert not any(h.key in center.who_has for h in data[:5])
+    with pytest.raises(KeyError, match="was deleted"):
+        data[0].get()
+    assert pool.gather(data[5:]) == list(range(5, 10))
+
+
+def test_scatter_broadcast_puts_a_copy_everywhere(pool, workers):
+    (table,) = pool.scatter([{"a": 1}], broadcast=True)
+    assert pool.who_has([table])[table.key] == {w.address for w in workers}
+    assert all(w.data[table.key] == {"a": 1} for w in workers)
+    out = pool.map(lambda i, t: t["a"] + i, range(10), t=table)
+    assert pool.worker_info() and sum(i["peer_bytes_in"] for i in pool.worker_info().values()) == 0
+    assert pool.gather(out) == list(range(1, 11))
+
+
+def test_replicate_puts_copies_on_other_workers_which_outlive_the_first(pool, workers):
+    A = pool.map(lambda x: x * 3, range(6))
+    assert all(len(ws) == 1 for ws in pool.who_has(A).values())
+    pool.replicate(A, n=2)
+    assert all(ws == {w.address for w in workers} for ws in pool.who_has(A).values())
+    assert all(a.key in w.data for a in A for w in workers)
+    pool.replicate(A, n=5)  # no more copies than workers, and no error for asking
+    assert all(len(ws) == 2 for ws in pool.who_has(A).values())
+    # a worker counts a task a moment after its reply left
+    wait_for_sync(lambda: sum(w.tasks_done for w in workers) == 6, 10, "tasks not counted")
+    leaving, staying = workers
+    done = staying.tasks_done
+    run_in_cluster_loop(leaving.close(handoff=False))  # hands nothing over
+    wait_for_sync(lambda: pool.nworkers == 1, 10, "the pool still sees the worker that left")
+    assert pool.gather(A) == [x * 3 for x in range(6)]
+    assert staying.tasks_done == done  # served from the copies, nothing computed again

@@ -1,0 +1,141 @@
+"""Feeding tasks to the workers: where each runs, a task that fails, retries, time-outs,
+resources."""
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from distributed3 import Pool, RemoteData, RemoteTraceback, WorkerLostError
+from distributed3.testing import BIN, Proc, cluster_in_thread, process_cluster, run_in_cluster_loop
+from distributed3.utils import wait_for_sync
+
+DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
+
+
+def test_locality_map_moves_no_bytes(pool):
+    A = pool.map(lambda i: np.full(50_000, i, dtype="f8"), range(8))
+    before = pool.worker_info()
+    B = pool.map(lambda a: a * 2, A)
+    C = pool.map(lambda a, b: a + b, A, B)
+    after = pool.worker_info()
+    assert {w: i["peer_bytes_in"] for w, i in after.items()} == {
+        w: i["peer_bytes_in"] for w, i in before.items()
+    }
+    who = pool.who_has(A + B + C)
+    for a, b, c in zip(A, B, C):
+        assert who[a.key] == who[b.key] == who[c.key]
+    assert sum(i["tasks_done"] for i in after.values()) - sum(
+        i["tasks_done"] for i in before.values()
+    ) == 16
+    assert all(i["tasks_done"] > 0 for i in after.values())  # both workers used
+
+
+def test_apply_runs_where_most_bytes_are_and_pulls_the_rest(pool, workers):
+    big, small = workers[0].address, workers[1].address
+    sizes = {big: 200_000, small: 1_000}
+    arrays = []
+    for i in range(6):
+        worker = big if i % 2 == 0 else small
+        fut = run_in_cluster_loop(
+            pool.connection_pool(worker).update_data(data={f"arr-{i}": np.ones(sizes[worker])})
+        )
+        arrays.append(RemoteData(f"arr-{i}", pool, {worker}, fut["nbytes"][f"arr-{i}"]))
+    before = pool.worker_info()
+    total = pool.apply(lambda xs: sum(float(x.sum()) for x in xs), [arrays])
+    assert total.get() == 3 * 200_000 + 3 * 1_000
+    after = pool.worker_info()
+    assert pool.who_has([total])[total.key] == {big}
+    moved = after[big]["peer_bytes_in"] - before[big]["peer_bytes_in"]
+    assert moved == 3 * 1_000 * 8  # exactly the small arrays, nothing that was local
+    assert after[small]["peer_bytes_in"] == before[small]["peer_bytes_in"]
+
+
+def test_task_error_keeps_other_results(pool, workers):
+    def inverse(x):
+        return 1 / x
+
+    out = pool.map(inverse, [1, 0, 4])
+    assert [o.status for o in out] == ["finished", "error", "finished"]
+    assert out[0].get() == 1.0 and out[2].get() == 0.25
+    with pytest.raises(ZeroDivisionError) as info:
+        out[1].get()
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "return 1 / x" in str(cause) and "inverse" in str(cause)
+    assert "_run_task" not in str(cause)
+    assert cause.peer in {f"127.0.0.1:{w.address[1]}" for w in workers}
+    with pytest.raises(ZeroDivisionError):
+        pool.gather(out)
+    downstream = pool.map(lambda x: x + 1, out)
+    assert downstream[1].status == "error"
+    with pytest.raises(ZeroDivisionError):
+        downstream[1].get()
+    assert pool.gather([downstream[0], downstream[2]]) == [2.0, 1.25]
+
+
+@pytest.mark.slow
+def test_resources_limit_where_and_how_many_at_once():
+    with Proc([DCENTER, "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--ncores", "4", "--resources", "GPU=2", "--name", "gpu"]), \
+             Proc([DWORKER, address, "--ncores", "4", "--name", "cpu"]):  # fmt: skip
+            with Pool(address) as pool:
+                pool.wait_for_workers(2, timeout=20)
+
+                def span(_):
+                    start = time.time()
+                    time.sleep(0.05)
+                    return os.getpid(), start, time.time()
+
+                spans = pool.gather(pool.map(span, range(10), resources={"GPU": 1}))
+                assert len({pid for pid, _, _ in spans}) == 1  # all on the GPU worker
+                most = max(sum(s <= t < e for _, s, e in spans) for _, t, _ in spans)
+                assert most <= 2  # never more than GPU=2 at once
+                with Pool(address, timeout=1) as impatient, \
+                     pytest.raises(WorkerLostError, match="none has resources"):  # fmt: skip
+                    impatient.map(abs, [1], resources={"TPU": 1})
+
+
+# in-process workers share this module: a task can block on it until the test lets go
+GATE = threading.Event()
+
+
+def held_back(x):
+    if x:
+        assert GATE.wait(30), "the test never opened the gate"
+    return x
+
+
+def test_task_timeout_names_the_task():
+    GATE.clear()
+    with cluster_in_thread(1) as (center, _):
+        with Pool(center.address) as pool:
+            try:  # task 1 can only end when the gate opens: the map must give up on it
+                with pytest.raises(TimeoutError,
+                                   match=r"task 1 of held_back .* did not finish within 0.3 s"):
+                    pool.map(held_back, [0, 1], timeout=0.3)
+            finally:
+                GATE.set()  # before the cluster closes: its worker waits for running tasks
+
+
+@pytest.mark.slow
+def test_task_that_kills_workers_is_retried_then_fails():
+    with process_cluster(nworkers=3) as (address, _, workers):
+        with Pool(address) as pool:
+
+            def maybe_crash(x):
+                if x == 0:
+                    os._exit(3)  # takes the worker process down with it
+                return x
+
+            out = pool.map(maybe_crash, range(6), retries=1)
+            assert [o.status for o in out[1:]] == ["finished"] * 5
+            with pytest.raises(WorkerLostError, match="task 0 of maybe_crash .* 2 workers that died"):
+                out[0].get()
+            assert pool.gather(out[1:]) == [1, 2, 3, 4, 5]
+            # the pool saw each connection break; the process may take a moment more to end
+            wait_for_sync(lambda: sum(w.proc.poll() is not None for w in workers) == 2, 10,
+                          "two workers should have died")  # fmt: skip
+            assert sum(w.proc.poll() is not None for w in workers) == 2

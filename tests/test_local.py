@@ -1,0 +1,119 @@
+"""Local clusters: ``Pool()`` and ``Pool(n_workers=...)`` start a center process that
+forks the workers, and whatever ends first, what it started ends with it."""
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from distributed3 import CommClosedError, DistributedError, Pool, WorkerLostError
+from distributed3.testing import Proc
+from distributed3.utils import wait_for_sync
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_default_pool_starts_and_stops_processes():
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    with Pool() as pool:
+        ncpu = psutil.cpu_count() or 1
+        assert pool.nworkers == ncpu
+        assert all(n == 1 for n in pool.available_cores.values())
+        assert all(h == "127.0.0.1" for h, _ in pool.available_cores)
+        started = {p.pid for p in me.children(recursive=True)} - before
+        assert len(started) == ncpu + 1  # the workers and the center
+        assert pool.cluster.center_proc.pid in started
+        assert pool.gather(pool.map(lambda x: x + 1, range(10))) == list(range(1, 11))
+        assert pool.cluster.secret  # a random secret, never open
+    pool.close()  # idempotent
+    assert pool.status == "closed"
+    alive = {p.pid for p in me.children(recursive=True)} & started
+    assert not alive
+
+
+def test_embedded_pool_with_n_workers_and_close_twice():
+    pool = Pool(n_workers=1)
+    try:
+        assert pool.nworkers == 1
+        assert pool.apply(pow, (2, 10)).get() == 1024
+    finally:
+        pool.close()
+        pool.close()
+    with pytest.raises(CommClosedError, match="is not running"):
+        pool.map(len, ["a"])
+
+
+def test_halt_stops_an_embedded_cluster(all_end):
+    pool = Pool(n_workers=2)
+    kids = psutil.Process().children(recursive=True)
+    assert pool.nworkers == 2 and len(kids) == 3  # the center and the workers it forked
+    pool.halt()
+    assert pool.status == "closed"
+    assert all_end(kids)
+
+
+def test_embedded_cluster_ends_when_its_client_is_killed(all_end):
+    script = ("import threading; from distributed3 import Pool; p = Pool(n_workers=2); "
+              "print('pids', p.cluster.center_proc.pid, "
+              "*[i['pid'] for i in p.worker_info().values()], flush=True); "
+              "threading.Event().wait()")  # until the test kills it  # fmt: skip
+    with Proc([sys.executable, "-c", script]) as client:
+        pids = [int(p) for p in client.wait_for_line(r"pids ([\d ]+)").group(1).split()]
+        kids = [psutil.Process(p) for p in pids]
+        assert len(kids) == 3  # the center and two workers
+        client.proc.kill()
+        assert all_end(kids)
+
+
+def test_closing_an_embedded_cluster_is_quiet():
+    script = ("from distributed3 import Pool\n"
+              "for _ in range(3):\n"
+              "    with Pool(n_workers=2) as p:\n"
+              "        assert [p.apply(abs, (-i,)).get() for i in range(300)] == \\\n"
+              "            list(range(300))\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # the workers stop before their center: nobody "lost" anything
+
+
+def test_a_cluster_that_cannot_start_says_why_at_once():
+    from distributed3 import LocalCluster
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="local center process exited with code 1"):
+        asyncio.run(LocalCluster(n_workers=2, ncores=-1, timeout=60).start())
+    assert time.monotonic() - start < 20  # not the 60 s time-out
+
+
+def test_a_crashing_task_takes_only_its_forked_worker_down():
+    with Pool(n_workers=2) as pool:
+        center = psutil.Process(pool.cluster.center_proc.pid)
+
+        def crash(_):
+            os._exit(3)  # takes the worker process down with it
+
+        lost = pool.apply(crash, (0,), retries=0)
+        with pytest.raises(WorkerLostError):
+            lost.get()
+        pool.wait_for_workers(1, timeout=10)
+        assert center.is_running() and center.status() != psutil.STATUS_ZOMBIE
+        assert pool.gather(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        # the center collected its dead child: no zombie left under it
+        wait_for_sync(lambda: len(center.children()) == 1, 10, "the dead worker is reaped")
+        assert [c.status() for c in center.children()] != [psutil.STATUS_ZOMBIE]
+
+
+def test_a_pool_whose_local_center_died_says_so(caplog):
+    with Pool(n_workers=2) as pool:
+        assert pool.apply(abs, (-1,)).get() == 1
+        os.kill(pool.cluster.center_proc.pid, signal.SIGKILL)
+        wait_for_sync(lambda: "center process exited with code -9" in caplog.text, 10,
+                      "the pool did not notice its center died")  # fmt: skip
+        with pytest.raises(DistributedError, match="center process exited with code -9"):
+            pool.apply(abs, (-2,))

@@ -1,0 +1,63 @@
+"""``imap``, ``imap_unordered``, ``aimap``: values as their tasks finish, released once yielded."""
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from distributed3.utils import wait_for_sync
+
+
+# in-process workers share this module: a task can block on it until the test lets go
+GATE = threading.Event()
+
+
+def gated(x):
+    if x == 0:
+        assert GATE.wait(10), "the test never opened the gate"
+    return x * 10
+
+
+def test_imap_unordered_yields_while_others_still_run(pool4):
+    GATE.clear()
+    try:
+        it = pool4.imap_unordered(gated, range(5))
+        first_four = sorted(next(it) for _ in range(4))  # task 0 is still blocked
+        assert first_four == [10, 20, 30, 40]
+        GATE.set()
+        assert next(it) == 0
+        with pytest.raises(StopIteration):
+            next(it)
+    finally:
+        GATE.set()
+
+
+def test_imap_keeps_order_and_raises_in_place(pool):
+    assert list(pool.imap(lambda x, y: x * y, range(6), range(6), chunksize=4)) == [
+        0, 1, 4, 9, 16, 25
+    ]  # fmt: skip
+    it = pool.imap(lambda x: 10 // x, [1, 2, 0, 5])
+    assert next(it) == 10 and next(it) == 5
+    with pytest.raises(ZeroDivisionError):
+        next(it)
+
+
+def test_imap_releases_what_it_yielded(pool, workers):
+    assert sum(pool.imap(lambda x: np.ones(1000) * x, range(20), chunksize=3)).sum() == 190_000
+    wait_for_sync(lambda: not any(w.data for w in workers), 10, "imap left results behind")
+
+
+def test_aimap_from_the_callers_own_loop(pool):
+    async def main():  # the caller's loop, as in Jupyter: not the pool's
+        ordered = [v async for v in pool.aimap(lambda x, y: x - y, range(5), range(5, 10))]
+        unordered = [v async for v in pool.aimap(abs, range(-4, 0), ordered=False)]
+        seen = []
+        with pytest.raises(ZeroDivisionError):
+            async for v in pool.aimap(lambda x: 10 // x, [1, 2, 0, 5]):
+                seen.append(v)
+        return ordered, unordered, seen
+
+    ordered, unordered, seen = asyncio.run(main())
+    assert ordered == [-5] * 5
+    assert sorted(unordered) == [1, 2, 3, 4]
+    assert seen == [10, 5]  # the values before the failed one, then its error
