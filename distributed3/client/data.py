@@ -30,7 +30,12 @@ _MISSING = object()
 
 
 async def scatter(session, seq, broadcast=False):
-    """Handles to ``seq``'s values, sent to the workers (to every one with ``broadcast``)."""
+    """Handles to ``seq``'s values, sent to the workers (to every one with ``broadcast``).
+
+    >>> handles = pool.session.sync(scatter(pool.session, [1, 2]))
+    >>> [h.status for h in handles]
+    ['finished', 'finished']
+    """
     seq = list(seq)
     if not session.cores:
         await session.wait_for_workers(1)
@@ -43,7 +48,12 @@ async def scatter(session, seq, broadcast=False):
 
 
 async def gather(session, seq):
-    """The values behind ``seq``; other items pass through, a failed handle raises."""
+    """The values behind ``seq``; other items pass through, a failed handle raises.
+
+    >>> session = pool.session
+    >>> session.sync(gather(session, [*session.sync(scatter(session, [1, 2])), "x"]))
+    [1, 2, 'x']
+    """
     if isinstance(seq, RemoteList):
         values = await _gather_spans(session, seq)
         if values is not None:
@@ -85,7 +95,12 @@ async def _gather_spans(session, results):
 
 async def values_of(session, handles):
     """``{key: value}`` for finished ``handles`` (``{key: handle}``): those that came
-    with their task's reply unpickled here, a fresh copy each time; the rest fetched."""
+    with their task's reply unpickled here, a fresh copy each time; the rest fetched.
+
+    >>> (h,) = pool.scatter([[1, 2]])
+    >>> pool.session.sync(values_of(pool.session, {h.key: h})) == {h.key: [1, 2]}
+    True
+    """
     values = {}
     with gc_paused(len(handles)):
         for k, h in handles.items():
@@ -118,7 +133,13 @@ async def _fetch(session, handles, rounds=3):
 
 
 async def delete(session, seq):
-    """Remove the data behind ``seq``'s handles from every worker that holds it."""
+    """Remove the data behind ``seq``'s handles from every worker that holds it.
+
+    >>> handles = pool.scatter([1, 2])
+    >>> pool.session.sync(delete(pool.session, handles))
+    >>> [h.status for h in handles]
+    ['deleted', 'deleted']
+    """
     # a map's chunks go whole; an element on its own is freed with its chunk
     seq = seq.spans if isinstance(seq, RemoteList) else seq
     handles = [h for h in seq if isinstance(h, Held)]
@@ -159,6 +180,10 @@ async def who_has(session, seq=None, parts=False):
     A handle also counts the worker its task ran on, which the center may learn some
     tens of milliseconds after the task's reply; a failed or deleted one is held by
     nobody, though its chunk is.  ``parts``: a chunk's elements held on their own too.
+
+    >>> (h,) = pool.scatter([1])
+    >>> pool.session.sync(who_has(pool.session, [h]))[h.key] == h.workers
+    True
     """
     seq = None if seq is None else list(seq)
     keys = None if seq is None else [h.key if isinstance(h, Held) else h for h in seq]
@@ -174,7 +199,12 @@ async def who_has(session, seq=None, parts=False):
 
 
 async def replicate(session, seq, n=2):
-    """Copy each handle's data peer to peer until at least ``n`` workers hold it."""
+    """Copy each handle's data peer to peer until at least ``n`` workers hold it.
+
+    >>> (h,) = pool.scatter([1])
+    >>> pool.session.sync(replicate(pool.session, [h], n=2)); len(h.workers)
+    2
+    """
     alive = set(session.cores)
     if isinstance(seq, RemoteList):  # a map's chunks are copied whole where they can be
         seq = [h for s in seq.spans

@@ -380,7 +380,12 @@ def _total(nbytes):
 
 
 async def recover(session, handles, depth=0):
-    """Make every handle's key held by a live worker again; update ``handle.workers``."""
+    """Make every handle's key held by a live worker again; update ``handle.workers``.
+
+    >>> (h,) = pool.scatter([1])
+    >>> pool.session.sync(recover(pool.session, [h])); h.workers == pool.who_has([h])[h.key]
+    True
+    """
     if depth > 1000:
         raise WorkerLostError("lineage too deep to recompute")
     handles = {h.key: h for h in handles if h.status == "finished"}
@@ -443,7 +448,15 @@ async def _compute_again(session, handles):
 
 
 async def put(session, handles, values, broadcast=False):
-    """Store ``values`` under the handles' keys: spread by cores, or on every worker."""
+    """Store ``values`` under the handles' keys: spread by cores, or on every worker.
+
+    >>> from distributed3.client.handles import RemoteData
+    >>> session = pool.session
+    >>> handle = RemoteData(session.new_key("data"), session, status="pending")
+    >>> session.sync(put(session, [handle], ["hello"])); handle.get()
+    'hello'
+    >>> session.release([handle.key])
+    """
     groups = defaultdict(dict)
     if broadcast:
         for worker in session.cores:

@@ -48,6 +48,12 @@ class Session:
     worker.  ``cluster`` is the :class:`~distributed3.deploy.local.LocalCluster` the
     session starts first, if any.  Blocking callers use :meth:`sync`, coroutines on
     another loop :meth:`run`.
+
+    >>> session = pool.session
+    >>> session.cores == pool.available_cores, session.status
+    (True, 'running')
+    >>> session.sync(session.center("ncores")) == session.cores
+    True
     """
 
     def __init__(self, center_address, *, secret=None, tls=None, timeout=10, cluster=None,

@@ -42,7 +42,12 @@ def stream_options(options):
 
 async def stream(session, func, arglists, kwargs, *, ordered=True, options=DEFAULTS):
     """Yield lists of ``(True, value)`` or ``(False, failed handle)``, in input order
-    (``ordered``) or as tasks finish; each list is what became ready at once."""
+    (``ordered``) or as tasks finish; each list is what became ready at once.
+
+    >>> session = pool.session
+    >>> list(drain(session, stream(session, abs, [(-1,), (-2,)], {})))
+    [1, 2]
+    """
     queue = asyncio.Queue()
     handles = await submit(session, func, arglists, kwargs, options=stream_options(options),
                            wait=False, on_done=queue.put_nowait)  # fmt: skip

@@ -27,7 +27,7 @@ from ..utils import gc_paused
 from .data import delete, scatter
 from .dispatch import Batch, Task
 from .handles import RemoteData
-from .options import DEFAULTS
+from .options import DEFAULTS, Options  # noqa: F401 -- Options for the doctests
 from .progress import progress_bar
 from .results import ChunkRecipe, Handles, OverChunk, Recipe, RemoteList, ResultGroup, task_seed
 
@@ -45,7 +45,11 @@ def funcname(func):
 
 
 def call_name(func, options):
-    """The name of a call's tasks: its function's, or its stateful pool's."""
+    """The name of a call's tasks: its function's, or its stateful pool's.
+
+    >>> call_name(len, DEFAULTS), call_name(None, Options(stateful={"name": "Model-1"}))
+    ('len', 'Model-1')
+    """
     return funcname(func) if options.stateful is None else options.stateful["name"]
 
 
@@ -56,6 +60,10 @@ async def submit(session, func, arglists, kwargs, *, options=DEFAULTS, wait=True
     With ``wait=False`` they run in the background.  ``on_done`` is called with each
     task's results as it ends.  ``grouped``, ``over``, ``single``: see
     :func:`make_tasks`.  If the call fails, what it had finished is deleted.
+
+    >>> results = pool.session.sync(submit(pool.session, abs, [(-1,), (-2,)], {}))
+    >>> pool.gather(results)
+    [1, 2]
     """
     session.check()
     grouped = grouped and wait and on_done is None  # the others need every handle
@@ -118,7 +126,13 @@ async def _in_background(batch, handles, bar):
 def learn_times(times, results):
     """Note in ``times`` (a :class:`~distributed3.scheduling.TaskTimes`) what the
     chunks of a finished map took, as their replies said; chunks whose every task
-    failed say nothing."""
+    failed say nothing.
+
+    >>> from distributed3.scheduling import TaskTimes
+    >>> times = TaskTimes()
+    >>> learn_times(times, pool.map(abs, range(3))); times.seconds  # no chunk: nothing
+    {}
+    """
     chunks = [g for g in results.spans if g.seconds is not None and len(g.errors) < g.size]
     if chunks:
         times.note(chunks[0].recipe.base, sum(g.seconds for g in chunks),
@@ -137,6 +151,11 @@ async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, group
     each of the ``arglists`` is a task's only argument, not a tuple of them
     (``pool.map`` over one sequence, the usual case: no tuple is made, sent or taken
     apart per element).
+
+    >>> results, tasks = pool.session.sync(make_tasks(pool.session, abs, range(1000), {},
+    ...                                               grouped=True, single=True))
+    >>> len(results), len(tasks) == len(results.spans) < 100
+    (1000, True)
     """
     name = call_name(func, options)
     base, kw_handles = await _base_message(session, func, name, kwargs, options)
@@ -186,7 +205,11 @@ async def _base_message(session, func, name, kwargs, options):
 
 
 async def broadcast_constants(session, kwargs):
-    """Replace big keyword arguments by handles to one copy on every worker."""
+    """Replace big keyword arguments by handles to one copy on every worker.
+
+    >>> pool.session.sync(broadcast_constants(pool.session, {"n": 3}))
+    ({'n': 3}, [])
+    """
     out, keep = {}, []
     for name, value in kwargs.items():
         if not isinstance(value, RemoteData) and _pickled_size(value) >= BIG_CONSTANT:
@@ -298,7 +321,11 @@ def _grouped_tasks(session, name, base, arglists, inputs, size, options, single=
 
 def mapped_over(iterables):
     """The map's results that a map goes over, when it goes over just them and each of
-    their chunks finished whole: it can go chunk for chunk (see :func:`make_tasks`)."""
+    their chunks finished whole: it can go chunk for chunk (see :func:`make_tasks`).
+
+    >>> mapped_over([[1, 2]]) is None, mapped_over([pool.map(abs, range(100))]) is not None
+    (True, True)
+    """
     if len(iterables) != 1 or not isinstance(iterables[0], RemoteList):
         return None
     results = iterables[0]

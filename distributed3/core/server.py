@@ -138,6 +138,19 @@ async def request(comm, msg, timeout=None):
 
     The one request/reply helper: :meth:`ConnectionPool.call`, a worker's link to the
     center and a pool's subscription all use it.
+
+    >>> async def demo():
+    ...     server = await Server({"add": lambda comm, x, y: x + y}).start(port=0)
+    ...     comm = await connect(server.address)
+    ...     total = await request(comm, {"op": "add", "x": 1, "y": 2})
+    ...     try:
+    ...         await request(comm, {"op": "add", "x": 1, "y": "two"})
+    ...     except TypeError as e:
+    ...         error = type(e).__name__
+    ...     comm.close(); await server.close()
+    ...     return total, error
+    >>> asyncio.run(demo())
+    (3, 'TypeError')
     """
     return result_of(await exchange(comm, msg, timeout), comm.peer)
 
