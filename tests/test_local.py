@@ -1,6 +1,7 @@
 """Local clusters: ``Pool()`` and ``Pool(n_workers=...)`` start a center process that
 forks the workers, and whatever ends first, what it started ends with it."""
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -46,6 +47,20 @@ def test_embedded_pool_with_n_workers_and_close_twice():
         pool.close()
     with pytest.raises(CommClosedError, match="is not running"):
         pool.map(len, ["a"])
+
+
+def test_a_dropped_pool_keeps_its_cluster_while_its_stream_runs():
+    # list(Pool().imap(...)): the Pool object is garbage at once, but the stream it made
+    # (like its handles) holds its session, which still needs the cluster
+    pool = Pool(n_workers=1)
+    session = pool.session
+    stream = pool.imap(abs, [-1, -2, -3])
+    del pool
+    gc.collect()
+    try:
+        assert list(stream) == [1, 2, 3]
+    finally:
+        session.sync(session.close())
 
 
 def test_halt_stops_an_embedded_cluster(all_end):

@@ -145,14 +145,6 @@ class Pool:
             )
         self.close()
 
-    def __del__(self):
-        session = getattr(self, "session", None)
-        if session is not None and session.status == "running" and session.cluster:
-            try:
-                session.cluster.kill()
-            except Exception:
-                pass
-
     # -- membership -----------------------------------------------------------------
 
     def sync_center(self):

@@ -154,6 +154,14 @@ class Session:
             await self.cluster.close()
         self.status = "closed"
 
+    def __del__(self):
+        # not the Pool's: its handles and streams hold the session, not the facade
+        if getattr(self, "status", "closed") == "running" and getattr(self, "cluster", None):
+            try:
+                self.cluster.kill()
+            except Exception:
+                pass
+
     def disconnect(self):
         """Drop the center link, without a word to the center and without reconnecting,
         as a client that dies would (for tests of what the cluster does then)."""
