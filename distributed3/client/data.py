@@ -113,22 +113,24 @@ async def values_of(session, handles):
     return values
 
 
-async def _fetch(session, handles, rounds=3):
+async def _fetch(session, handles, recomputes=3):
     """``{key: value}`` from the workers; keys whose every copy died are made again."""
     values = {}
     alive = set(session.cores)
     holders = {k: set(h.workers) & alive for k, h in handles.items()}
-    for _ in range(rounds):
+    for attempt in range(recomputes + 1):
         got, lost = await fetch_from_holders(holders, session.rpc,
                                              functools.partial(session.center, "who_has"))
         values.update(got)
         if not lost:
             return values
+        if attempt == recomputes:  # no recomputing what would not be fetched
+            break
         await recover(session, [handles[k] for k in lost])
         holders = {k: set(handles[k].workers) for k in lost}
     raise WorkerLostError(
-        f"could not fetch {len(holders)} keys, among them {next(iter(holders))!r}, from any "
-        f"worker after recomputing them {rounds} times"
+        f"could not fetch {len(lost)} keys, among them {next(iter(lost))!r}, from any "
+        f"worker after recomputing them {recomputes} times"
     )
 
 

@@ -276,12 +276,12 @@ class Batch:
 
     async def _runner(self, worker, first):
         """Run tasks on ``worker`` one after the other, starting with ``first``."""
-        cores = self.session.cores
+        session = self.session  # whose `cores` is a new dict after each resubscription
         try:
-            while self.error is None and worker in cores and worker not in self.lost:
+            while self.error is None and worker in session.cores and worker not in self.lost:
                 task, first = first, None
                 if task is None:
-                    if self.careful and self.runners[worker] > cores[worker]:
+                    if self.careful and self.runners[worker] > session.cores[worker]:
                         return  # fewer tasks in flight from now on
                     task = self._next(worker)
                     if task is None:
@@ -426,21 +426,24 @@ async def _send_again(session, scattered):
 
 
 async def _compute_again(session, handles):
-    """Run each handle's recipe again, a batch per set of options they were made under."""
+    """Run each handle's recipe again, a batch per set of options they were made under,
+    all at once."""
     by_options = {}  # id -> (options, handles): an options record may hold a dict
     for handle in handles:
         options = handle.recipe.options
         by_options.setdefault(id(options), (options, []))[1].append(handle)
+    batches = []
+    for options, group in by_options.values():
+        tasks = []
+        for index, handle in enumerate(group):
+            handle.status = "pending"
+            task = Task(Handles([handle]), handle.recipe.message(handle.key),
+                        handle.recipe.inputs, index)  # fmt: skip
+            task.refresh_hints()
+            tasks.append(task)
+        batches.append(Batch(session, tasks, "recompute", options=options.replace(progress=False)))
     try:
-        for options, group in by_options.values():
-            tasks = []
-            for index, handle in enumerate(group):
-                handle.status = "pending"
-                task = Task(Handles([handle]), handle.recipe.message(handle.key),
-                            handle.recipe.inputs, index)  # fmt: skip
-                task.refresh_hints()
-                tasks.append(task)
-            await Batch(session, tasks, "recompute", options=options.replace(progress=False)).run()
+        await asyncio.gather(*[batch.run() for batch in batches])
     finally:
         for handle in handles:
             if handle.status == "pending":

@@ -75,7 +75,15 @@ class Pool:
 
     secret = property(lambda self: self.session.secret)
     tls = property(lambda self: self.session.tls)
-    timeout = property(lambda self: self.session.timeout)
+    @property
+    def timeout(self):
+        """Seconds a call waits for the center or for a worker to join."""
+        return self.session.timeout
+
+    @timeout.setter
+    def timeout(self, seconds):
+        self.session.timeout = seconds
+
     cluster = property(lambda self: self.session.cluster, doc="The local cluster, if any.")
     center_address = property(lambda self: self.session.center_address)
     id = property(lambda self: self.session.id, doc="This client's id at the center.")

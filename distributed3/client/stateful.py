@@ -111,7 +111,8 @@ class StatefulPool:
                 self.ready[worker] = version
 
     def map(self, items, chunksize=1, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
-        """``instance.run(item)`` for each item on the workers' instances; list of ``RemoteData``.
+        """``instance.run(item)`` for each item on the workers' instances; a
+        :class:`~distributed3.client.results.RemoteList` of ``RemoteData``, as ``Pool.map``.
 
         An item ``{"args": [...], "kwargs": {...}}`` is called as ``run(*args, **kwargs)``.
         """
