@@ -33,6 +33,33 @@ from .worker.worker import Worker
 BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
 
 
+# Tasks of in-process clusters run in this process: a task can wait on this event until
+# the test lets it go (the ``gate`` fixture of the tests clears it first, sets it after)
+GATE = threading.Event()
+
+
+def gated(x):
+    """``x * 10``, but task ``0`` first waits for :data:`GATE` (at most 30 s).
+
+    >>> GATE.set(); gated(0), gated(2)
+    (0, 20)
+    """
+    if x == 0:
+        assert GATE.wait(30), "the test never opened the gate"
+    return x * 10
+
+
+def held(x):
+    """``x``, once :data:`GATE` is open (at most 30 s): a task that runs until the test
+    says so.
+
+    >>> GATE.set(); held(3)
+    3
+    """
+    assert GATE.wait(30), "the test never opened the gate"
+    return x
+
+
 def gen_test(timeout=30):
     """Run the decorated coroutine function in a new event loop, failing after ``timeout`` s."""
 

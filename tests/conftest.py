@@ -3,14 +3,15 @@
 ``two_workers`` is a center and two one-core workers on port 0, in this process, on
 the background loop that sync pools use (:func:`distributed3.testing.cluster_in_thread`);
 ``center`` and ``workers`` are its two halves and ``pool`` a ``Pool`` connected to it.
-``pool4`` is a ``Pool`` on two workers of four threads each.  Everything is torn down
-after each test.
+``pool4`` is a ``Pool`` on two workers of four threads each.  ``gate`` is
+:data:`distributed3.testing.GATE`, closed for the test and opened after it, for tasks
+that must not end until the test says so.  Everything is torn down after each test.
 """
 import psutil
 import pytest
 
 from distributed3 import Pool
-from distributed3.testing import cluster_in_thread
+from distributed3.testing import GATE, cluster_in_thread
 
 
 @pytest.fixture
@@ -57,3 +58,13 @@ def _all_end(procs, timeout=10):
 def all_end():
     """``all_end(procs, timeout=10)``: whether the processes (psutil) have all ended."""
     return _all_end
+
+
+@pytest.fixture
+def gate():
+    """:data:`distributed3.testing.GATE`, closed; opened after the test, whatever happened,
+    so that no task waits on it past the test (a worker's close waits for its tasks)."""
+    GATE.clear()
+    yield GATE
+    GATE.set()
+

@@ -3,14 +3,20 @@ resources; and recovery: results whose every copy died computed again down a cha
 maps, scattered data sent again from the client's copy, or named when there is none."""
 import gc
 import os
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from distributed3 import Pool, RemoteData, RemoteTraceback, WorkerLostError
-from distributed3.testing import BIN, Proc, cluster_in_thread, process_cluster, run_in_cluster_loop
+from distributed3.testing import (
+    BIN,
+    Proc,
+    cluster_in_thread,
+    held,
+    process_cluster,
+    run_in_cluster_loop,
+)
 from distributed3.utils import wait_for_sync
 
 DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
@@ -100,18 +106,12 @@ def test_resources_limit_where_and_how_many_at_once():
                     impatient.map(abs, [1], resources={"TPU": 1})
 
 
-# in-process workers share this module: a task can block on it until the test lets go
-GATE = threading.Event()
-
-
 def held_back(x):
-    if x:
-        assert GATE.wait(30), "the test never opened the gate"
-    return x
+    """``x``; a true ``x`` once the gate opens."""
+    return held(x) if x else x
 
 
-def test_task_timeout_names_the_task():
-    GATE.clear()
+def test_task_timeout_names_the_task(gate):
     with cluster_in_thread(1) as (center, _):
         with Pool(center.address) as pool:
             try:  # task 1 can only end when the gate opens: the map must give up on it
@@ -119,7 +119,7 @@ def test_task_timeout_names_the_task():
                                    match=r"task 1 of held_back .* did not finish within 0.3 s"):
                     pool.map(held_back, [0, 1], timeout=0.3)
             finally:
-                GATE.set()  # before the cluster closes: its worker waits for running tasks
+                gate.set()  # before the cluster closes: its worker waits for running tasks
 
 
 @pytest.mark.slow

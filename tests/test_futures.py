@@ -1,22 +1,11 @@
 """``submit``, ``as_completed`` and ``wait``: handles used as ``concurrent.futures`` futures."""
-import threading
 
 import pytest
 
 from distributed3 import FIRST_COMPLETED, as_completed, wait
+from distributed3.testing import gated
 
-# in-process workers share this module: a task can block on it until the test lets go
-GATE = threading.Event()
-
-
-def gated(x):
-    if x == 0:
-        assert GATE.wait(10), "the test never opened the gate"
-    return x * 10
-
-
-def test_submit_as_completed_and_wait(pool4):
-    GATE.clear()
+def test_submit_as_completed_and_wait(pool4, gate):
     try:
         futures = [pool4.submit(gated, x) for x in range(4)]
         assert not futures[0].done()
@@ -28,11 +17,11 @@ def test_submit_as_completed_and_wait(pool4):
         assert futures[0] in not_done and len(done) == 3
         with pytest.raises(TimeoutError):
             list(as_completed([futures[0]], timeout=0.1))
-        GATE.set()
+        gate.set()
         done, not_done = wait(futures, return_when=FIRST_COMPLETED)
         assert done and futures[0].result(timeout=5) == 0
     finally:
-        GATE.set()
+        gate.set()
     failing = pool4.submit(lambda: 1 / 0)
     (f,) = list(as_completed([failing]))
     with pytest.raises(ZeroDivisionError):

@@ -8,20 +8,15 @@ import pytest
 
 from distributed3 import Pool, Worker
 from distributed3.client.options import DEFAULTS, Options
-from distributed3.testing import cluster_in_thread, run_in_cluster_loop
+from distributed3.testing import cluster_in_thread, held, run_in_cluster_loop
 from distributed3.utils import wait_for_sync
 
-GATE = threading.Event()  # tasks that must not end until the test says so wait on it
-SLOW_AGAIN = threading.Event()  # set: `fast_once` waits on GATE, as a recomputation
+SLOW_AGAIN = threading.Event()  # set: `fast_once` waits on the gate, as a recomputation
 
 
 def inc(x):
     return x + 1
 
-
-def blocked(x):
-    GATE.wait(20)
-    return x
 
 
 def big(x):
@@ -31,16 +26,14 @@ def big(x):
 
 def fast_once(x):
     if SLOW_AGAIN.is_set():
-        GATE.wait(20)
+        held(x)
     return big(x)
 
 
 @pytest.fixture
-def gate():
-    GATE.clear()
+def slow_again(gate):
     SLOW_AGAIN.clear()
-    yield
-    GATE.set()  # whatever still waits ends now
+    yield gate
 
 
 def test_the_record_is_built_by_keyword_and_cannot_change():
@@ -90,7 +83,7 @@ def test_recomputing_lost_results_runs_under_the_call_s_resources():
                 run_in_cluster_loop(w.close())
 
 
-def test_recomputing_lost_results_runs_under_the_call_s_timeout(gate):
+def test_recomputing_lost_results_runs_under_the_call_s_timeout(slow_again):
     with cluster_in_thread(2) as (center, workers):
         with Pool(center.address, timeout=5) as pool:
             out = pool.map(fast_once, pool.scatter([1, 2]), timeout=0.5)
@@ -104,10 +97,10 @@ def test_recomputing_lost_results_runs_under_the_call_s_timeout(gate):
 def test_streams_take_a_timeout(gate):
     with cluster_in_thread(2) as (center, _):
         with Pool(center.address, timeout=5) as pool:
-            with pytest.raises(TimeoutError, match=r"task 0 of blocked .* within 0.3 s"):
-                list(pool.imap(blocked, [1], timeout=0.3))
+            with pytest.raises(TimeoutError, match=r"task 0 of held .* within 0.3 s"):
+                list(pool.imap(held, [1], timeout=0.3))
             with pytest.raises(TimeoutError, match=r"within 0.3 s"):
-                list(pool.imap_unordered(blocked, [1], timeout=0.3))
+                list(pool.imap_unordered(held, [1], timeout=0.3))
 
 
 def test_streams_take_resources():

@@ -1,35 +1,24 @@
 """``imap``, ``imap_unordered``, ``aimap``: values as their tasks finish, released once yielded."""
 import asyncio
-import threading
 
 import numpy as np
 import pytest
 
+from distributed3.testing import gated
 from distributed3.utils import wait_for_sync
 
 
-# in-process workers share this module: a task can block on it until the test lets go
-GATE = threading.Event()
-
-
-def gated(x):
-    if x == 0:
-        assert GATE.wait(10), "the test never opened the gate"
-    return x * 10
-
-
-def test_imap_unordered_yields_while_others_still_run(pool4):
-    GATE.clear()
+def test_imap_unordered_yields_while_others_still_run(pool4, gate):
     try:
         it = pool4.imap_unordered(gated, range(5))
         first_four = sorted(next(it) for _ in range(4))  # task 0 is still blocked
         assert first_four == [10, 20, 30, 40]
-        GATE.set()
+        gate.set()
         assert next(it) == 0
         with pytest.raises(StopIteration):
             next(it)
     finally:
-        GATE.set()
+        gate.set()
 
 
 def test_imap_keeps_order_and_raises_in_place(pool):

@@ -1,6 +1,5 @@
 """Every worker op, peer-to-peer input fetching, reports to the center, hand-offs on close."""
 import asyncio
-import threading
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ from distributed3 import Worker, WorkerLostError
 from distributed3.core.server import ConnectionPool
 from distributed3.core.protocol import dumps_function
 from distributed3.keys import KeyRef
-from distributed3.testing import cluster, gen_test
+from distributed3.testing import cluster, gen_test, held
 from distributed3.utils import wait_for
 
 
@@ -158,24 +157,15 @@ async def test_terminate_stops():
         await pool.close()
 
 
-GATE = threading.Event()
-
-
-def _held(x):
-    GATE.wait(10)
-    return x
-
-
 @gen_test(timeout=20)
-async def test_closing_a_worker_ends_the_handlers_of_its_queued_tasks():
-    GATE.clear()
+async def test_closing_a_worker_ends_the_handlers_of_its_queued_tasks(gate):
     async with cluster(1, ncores=1) as (center, [w]):
         pool = ConnectionPool()
-        calls = [asyncio.ensure_future(pool(w.address).compute(**compute_msg(k, _held, i)))
+        calls = [asyncio.ensure_future(pool(w.address).compute(**compute_msg(k, held, i)))
                  for i, k in enumerate("ab")]  # fmt: skip
         await wait_for(lambda: w.active == 2, 5, "both tasks should be in the worker")
         await w.close()  # "b" is still queued: it never runs, and its handler must end
-        GATE.set()
+        gate.set()
         await asyncio.gather(*calls, return_exceptions=True)
         await wait_for(lambda: w.active == 0, 5, "a compute handler never ended")
         await pool.close()
