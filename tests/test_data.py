@@ -56,3 +56,16 @@ def test_replicate_puts_copies_on_other_workers_which_outlive_the_first(pool, wo
     wait_for_sync(lambda: pool.nworkers == 1, 10, "the pool still sees the worker that left")
     assert pool.gather(A) == [x * 3 for x in range(6)]
     assert staying.tasks_done == done  # served from the copies, nothing computed again
+
+
+def test_gather_keeps_the_structure_it_is_given(pool):
+    """Lists, tuples and dicts of handles, nested, come back as the same structure of
+    values, as dask's ``Client.gather`` does; a dict never comes back as its keys."""
+    a, b = pool.scatter([1, [2, 3]])
+    squares = pool.map(lambda x: x * x, range(4))
+    assert pool.gather({"a": a, "b": 5}) == {"a": 1, "b": 5}
+    assert pool.gather((a, b)) == (1, [2, 3])
+    assert pool.gather([a, {"deep": (b, [a, "x"])}]) == [1, {"deep": ([2, 3], [1, "x"])}]
+    assert pool.gather({"squares": squares, "n": 4}) == {"squares": [0, 1, 4, 9], "n": 4}
+    assert pool.gather(h for h in (a, b)) == [1, [2, 3]]  # any iterable: a list
+    assert pool.gather({}) == {} and pool.gather([]) == []

@@ -21,6 +21,7 @@ from collections import defaultdict
 
 from ..exceptions import WorkerLostError
 from ..fetch import fetch_from_holders
+from ..keys import extract_keys, substitute
 from ..utils import gc_paused
 from .dispatch import put, recover
 from .handles import Held, RemoteData
@@ -48,18 +49,24 @@ async def scatter(session, seq, broadcast=False):
 
 
 async def gather(session, seq):
-    """The values behind ``seq``; other items pass through, a failed handle raises.
+    """The values behind ``seq``: a list, tuple or dict of handles, nested to any depth,
+    comes back as the same structure of values; other items pass through, a failed
+    handle raises.
 
     >>> session = pool.session
     >>> session.sync(gather(session, [*session.sync(scatter(session, [1, 2])), "x"]))
     [1, 2, 'x']
+    >>> (h,) = pool.scatter([3])
+    >>> session.sync(gather(session, {"a": h, "b": (h, [h, 4])}))
+    {'a': 3, 'b': (3, [3, 4])}
     """
     if isinstance(seq, RemoteList):
         values = await _gather_spans(session, seq)
         if values is not None:
             return values
-    seq = list(seq)
-    handles = {x.key: x for x in seq if isinstance(x, RemoteData)}
+    if not isinstance(seq, (list, tuple, dict)):
+        seq = list(seq)  # any other iterable: a list of its items
+    structure, handles = extract_keys(seq, RemoteData, RemoteList)
     pending = [h.wait() for h in handles.values() if h.status == "pending"]
     if pending:
         await asyncio.gather(*pending)
@@ -70,7 +77,7 @@ async def gather(session, seq):
             raise KeyError(f"{h!r} was deleted")
     values = await values_of(session, handles)
     with gc_paused(len(handles)):
-        return [values[x.key] if isinstance(x, RemoteData) else x for x in seq]
+        return substitute(structure, values)
 
 
 async def _gather_spans(session, results):

@@ -333,8 +333,9 @@ class Pool:
     def gather(self, seq, timeout=None):
         """The values behind a list of ``RemoteData``, one request per worker.
 
-        Non-handle items pass through unchanged.  A handle whose task failed
-        re-raises that task's exception.  ``timeout``: seconds to wait at most.
+        Lists, tuples and dicts of handles, nested to any depth, come back as the same
+        structure of values; non-handle items pass through unchanged.  A handle whose
+        task failed re-raises that task's exception.  ``timeout``: seconds to wait at most.
 
         >>> pool.gather(pool.map(str, [1, 2]))
         ['1', '2']
