@@ -196,3 +196,34 @@ def test_results_lost_with_a_worker_are_computed_again_where_their_inputs_live(p
     wait_for_sync(lambda: survivor.tasks_done >= done + 2, 5, "nothing was computed again")
     assert survivor.tasks_done == done + 2  # B[0] again, then C[0] from it, nothing else
     assert pool.who_has(C)[C[0].key] == {survivor.address}
+
+
+def add(x, y):
+    return x + y
+
+
+def test_a_task_runs_where_its_input_is_when_every_worker_is_idle(pool, workers):
+    """The 2015 project's test: the holder of ``x`` is idle, so ``add(x, 10)`` runs there,
+    whichever worker registered first; no byte moves."""
+    data = pool.scatter([1, 2])
+    assert {next(iter(d.workers)) for d in data} == {w.address for w in workers}
+    for _ in range(3):
+        for x in data:
+            result = pool.apply(add, [x, 10])
+            assert result.workers == x.workers
+            assert result.get() == x.get() + 10
+    assert all(info["peer_bytes_in"] == 0 for info in pool.worker_info().values())
+
+
+def test_an_idle_worker_takes_queued_tasks_of_a_busy_holder_whatever_the_order(pool, workers):
+    """Every input on one worker, more tasks than its slots: the other worker takes the
+    tasks left queued from the start, whichever of the two is offered work first."""
+    for holder in workers:
+        other = next(w for w in workers if w is not holder)
+        data = pool.scatter(list(range(40)))
+        pool.replicate(data, n=1)
+        on_holder = [d for d in data if holder.address in d.workers]
+        before = other.tasks_done
+        out = pool.map(add, on_holder, [1] * len(on_holder), chunksize=1)
+        assert pool.gather(out) == [d.get() + 1 for d in on_holder]
+        assert other.tasks_done > before  # small inputs: the idle worker helped

@@ -100,8 +100,9 @@ class Batch:
     times; after that it fails, since it may be what kills them.  Once a worker
     has died, each worker gets only one task per core at a time, so a later
     death is blamed on the task that was really running.  A worker with nothing
-    left to do takes tasks queued for another whose inputs it lacks are small
-    (``steal_bytes``): moving them costs less than waiting.  ``options.timeout``
+    left to do takes tasks queued for a worker whose slots are all taken, when the
+    inputs it lacks are small (``steal_bytes``): moving them costs less than waiting;
+    an idle holder runs its own.  ``options.timeout``
     bounds each task's run; ``on_done`` is called with each task's results as it ends.
     """
 
@@ -176,7 +177,8 @@ class Batch:
         of the loop fewer on its round trip."""
         session = self.session
         workers = sorted(session.cores, key=lambda w: session.occupancy[w] / session.cores[w])
-        started = [o for worker in workers for o in self._openings(worker)]
+        # twice: once the holders have taken their own tasks, the idle take what is left
+        started = [o for _ in range(2) for worker in workers for o in self._openings(worker)]
         if len(started) == 1 and sum(self.runners.values()) == 1:
             await self._runner(*started[0])
             self.done = asyncio.get_running_loop().create_future()
@@ -248,9 +250,8 @@ class Batch:
         alive = cores.keys() - self.lost
         for w in [w for w in self.pinned if w not in alive]:
             self.free.extend(self.pinned.pop(w))
-        per_core = 1 if self.careful else self.slots_per_core
         queued = sum(map(len, self.pinned.values()))  # its own, and others' it may take
-        want = min(ncores * per_core, len(self.free) + queued)
+        want = min(self._slots(worker), len(self.free) + queued)
         out = []
         for _ in range(want - self.runners[worker]):
             task = self._next(worker)  # taken now, so the next worker sees what is left
@@ -260,14 +261,20 @@ class Batch:
             out.append((worker, task))
         return out
 
+    def _slots(self, worker):
+        """How many of this batch's tasks ``worker`` may run at once."""
+        per_core = 1 if self.careful else self.slots_per_core
+        return self.session.cores.get(worker, 0) * per_core
+
     def _next(self, worker):
         mine = self.pinned.get(worker)
         if mine:
             return mine.popleft()
         if self.free:
             return self.free.popleft()
-        owner = steal_choice(self.pinned, lambda task: task.missing_bytes(worker),
-                             self.steal_bytes)  # fmt: skip
+        # only from workers with every slot taken: an idle holder runs its own tasks
+        busy = {w: q for w, q in self.pinned.items() if self.runners[w] >= self._slots(w)}
+        owner = steal_choice(busy, lambda task: task.missing_bytes(worker), self.steal_bytes)
         if owner is None:
             return None
         task = self.pinned[owner].pop()
