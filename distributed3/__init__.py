@@ -25,6 +25,7 @@ _WHERE = {
     "ProtocolError": "exceptions", "RemoteTraceback": "exceptions",
     "SerializationError": "exceptions", "TaskError": "exceptions",
     "WorkerLostError": "exceptions", "MissingDataError": "exceptions",
+    "DataLostError": "exceptions",
     "WorkerRetiringError": "exceptions", "StateMissingError": "exceptions",
 }  # fmt: skip
 
@@ -48,6 +49,6 @@ __all__ = [
     "FIRST_EXCEPTION", "Center", "Worker", "LocalCluster", "Server", "rpc",
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",
-    "TaskError", "WorkerLostError", "MissingDataError", "WorkerRetiringError",
+    "TaskError", "WorkerLostError", "MissingDataError", "DataLostError", "WorkerRetiringError",
     "StateMissingError", "__version__",
 ]  # fmt: skip

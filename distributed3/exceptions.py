@@ -41,15 +41,28 @@ class WorkerLostError(DistributedError):
     """A worker holding the data or running the task went away."""
 
 
-class MissingDataError(WorkerLostError, KeyError):
-    """A key is held by no reachable worker (a task's input, or a key asked of a worker).
+class DataLostError(DistributedError, KeyError):
+    """The data behind a key is gone: deleted, or every copy died and it cannot be made
+    again.  A ``KeyError``, as a missing key of a dict is; ``gather``, ``get`` and a
+    task whose input it was all raise this family.
 
-    >>> str(MissingDataError("worker 127.0.0.1:9000 does not hold key 'x'"))
-    "worker 127.0.0.1:9000 does not hold key 'x'"
+    >>> str(DataLostError("RemoteData<key=x> was deleted"))
+    'RemoteData<key=x> was deleted'
     """
 
     def __str__(self):
         return self.args[0] if self.args else ""
+
+
+class MissingDataError(DataLostError, WorkerLostError):
+    """A key is held by no reachable worker (a task's input, or a key asked of a worker),
+    and what held it is gone.
+
+    >>> str(MissingDataError("worker 127.0.0.1:9000 does not hold key 'x'"))
+    "worker 127.0.0.1:9000 does not hold key 'x'"
+    >>> issubclass(MissingDataError, KeyError), issubclass(MissingDataError, WorkerLostError)
+    (True, True)
+    """
 
 
 class StateMissingError(DistributedError):

@@ -1,9 +1,10 @@
 """``scatter``, ``gather``, ``delete`` and ``replicate``: data into and out of the workers."""
 import threading
 
+import numpy as np
 import pytest
 
-from distributed3 import SerializationError
+from distributed3 import DataLostError, MissingDataError, SerializationError, WorkerLostError
 from distributed3.testing import run_in_cluster_loop
 from distributed3.utils import wait_for_sync
 
@@ -69,3 +70,28 @@ def test_gather_keeps_the_structure_it_is_given(pool):
     assert pool.gather({"squares": squares, "n": 4}) == {"squares": [0, 1, 4, 9], "n": 4}
     assert pool.gather(h for h in (a, b)) == [1, [2, 3]]  # any iterable: a list
     assert pool.gather({}) == {} and pool.gather([]) == []
+
+
+def test_data_that_is_gone_raises_one_family_from_gather_get_and_task_inputs(pool, workers):
+    """Deleted, or the only copy of scattered data died and the client no longer holds
+    it: a ``DataLostError``, a ``KeyError`` as a missing key of a dict is, however asked."""
+    deleted = pool.scatter([1])
+    pool.delete(deleted)
+    for ask in (lambda: pool.gather(deleted), deleted[0].get):
+        with pytest.raises(DataLostError, match="was deleted") as e:
+            ask()
+        assert isinstance(e.value, KeyError)
+    with pytest.raises(DataLostError, match="was deleted"):
+        pool.apply(abs, [deleted[0]]).get()
+    array = np.arange(1000)
+    (lost,) = pool.scatter([array])
+    del array  # the pool keeps a weak reference only: it cannot send it again
+    holder = next(w for w in workers if w.address in lost.workers)
+    run_in_cluster_loop(holder.close(handoff=False))
+    with pytest.raises(MissingDataError, match="only copy of scattered data") as e:
+        pool.gather([lost])
+    assert isinstance(e.value, (KeyError, DataLostError, WorkerLostError))
+    with pytest.raises(DataLostError, match="only copy of scattered data"):
+        lost.get()
+    with pytest.raises(DataLostError, match="only copy of scattered data"):
+        pool.apply(np.sum, [lost])

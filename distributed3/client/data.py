@@ -19,7 +19,7 @@ import functools
 import itertools
 from collections import defaultdict
 
-from ..exceptions import WorkerLostError
+from ..exceptions import DataLostError, MissingDataError
 from ..fetch import fetch_from_holders
 from ..keys import extract_keys, substitute
 from ..utils import gc_paused
@@ -74,7 +74,7 @@ async def gather(session, seq):
         if h.status == "error":
             h.raise_error()
         if h.status == "deleted":
-            raise KeyError(f"{h!r} was deleted")
+            raise DataLostError(f"{h!r} was deleted")
     values = await values_of(session, handles)
     with gc_paused(len(handles)):
         return substitute(structure, values)
@@ -135,7 +135,7 @@ async def _fetch(session, handles, recomputes=3):
             break
         await recover(session, [handles[k] for k in lost])
         holders = {k: set(handles[k].workers) for k in lost}
-    raise WorkerLostError(
+    raise MissingDataError(
         f"could not fetch {len(lost)} keys, among them {next(iter(lost))!r}, from any "
         f"worker after recomputing them {recomputes} times"
     )

@@ -31,6 +31,7 @@ from collections import defaultdict, deque
 from ..exceptions import (
     CommClosedError,
     ConnectionBrokenError,
+    MissingDataError,
     SerializationError,
     WorkerLostError,
     WorkerRetiringError,
@@ -423,7 +424,7 @@ async def _send_again(session, scattered):
     held = [(h, h.held_source()) for h in scattered]
     gone = [h.key for h, value in held if value is None]
     if gone:
-        raise WorkerLostError(
+        raise MissingDataError(
             f"the only copy of scattered data {gone[0]!r}"
             + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")
             + " died with its worker, and this client no longer holds the value; "

@@ -20,7 +20,7 @@ import functools
 from toolz import partition_all
 
 from ..core.protocol import dumps, dumps_function
-from ..exceptions import DistributedError, SerializationError
+from ..exceptions import DataLostError, SerializationError
 from ..keys import ELEMENT, KeyRef, extract_keys, plain_arguments
 from ..scheduling import adaptive_chunksize
 from ..utils import gc_paused
@@ -381,4 +381,4 @@ def _chunks(recipes, size):
 def _input_error(handle):
     if handle.status == "error":
         return handle.exception, handle.traceback
-    return DistributedError(f"input {handle.key!r} was {handle.status}"), ""
+    return DataLostError(f"input {handle.key!r} was {handle.status}"), ""
