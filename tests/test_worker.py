@@ -189,3 +189,31 @@ async def test_a_retiring_worker_hands_off_its_last_result_with_its_owner():
         center._client_gone("client-1")  # the client died without releasing it
         await wait_for(lambda: "k" not in b.data, 5, "k stayed on the peer")
         await pool.close()
+
+
+def double(x):
+    return 2 * x
+
+
+@gen_test()
+async def test_an_input_fetch_tries_the_other_holders_of_a_key_whose_first_holder_died():
+    """The center still lists a holder that no longer answers (its link to the center
+    lives on) beside a live one: the fetch goes to the live one, even when the dead one
+    sorts first, where it used to ask the center again and pick the same dead one."""
+    async with cluster(3) as (center, workers):
+        pool = ConnectionPool()
+        try:
+            dead, alive = sorted(workers[:2], key=lambda w: str(w.address))
+            for w in (dead, alive):
+                await pool(w.address).update_data(data={"x": 21})
+            dead.stop()  # it takes no connection any more, yet heartbeats on
+            for comm in list(dead.comms):
+                comm.close()
+            assert dead.address in center.who_has["x"]
+            holders = [dead.address, alive.address]
+            result = await pool(workers[2].address).compute(
+                **compute_msg("y", double, KeyRef("x"), who_has={"x": holders}))
+            assert result["key"] == "y" and result["pickled"] is not None  # small: inline
+            await wait_for(lambda: workers[2].data.get("y") == 42, 5, "y was not kept")
+        finally:
+            await pool.close()
