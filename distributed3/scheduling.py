@@ -129,6 +129,20 @@ def steal_choice(queues, cost, limit):
     return None
 
 
+def pipeline_depth(seconds, most=4):
+    """Tasks to keep in flight per core on a worker whose messages take ``seconds`` of
+    work each: several for short ones, whose reply and next message would otherwise
+    leave the core idle; one for long ones, which must not wait on a worker behind
+    another while a core elsewhere is free.  ``None`` (not known yet): one.
+
+    >>> [pipeline_depth(s) for s in (None, 0.0001, 0.003, 0.05, 2.0)]
+    [1, 4, 2, 1, 1]
+    """
+    if seconds is None or seconds >= 0.01:
+        return 1
+    return most if seconds < 0.001 else min(2, most)
+
+
 CHUNK_SECONDS = 0.002  # work per message, at least, once a function's task time is known
 MAX_CHUNK = 10_000
 

@@ -7,8 +7,8 @@
                   occupancy, resources, keys owned and released
     options.py    Options: how tasks run (timeout, retries, chunksize, seed, resources)
     tasks.py      making tasks from a call: chunks, seeds, constants sent once
-    dispatch.py   Batch: sending tasks to workers as their slots free up, retries;
-                  recover(): recomputing lost data from its recipe; put()
+    dispatch.py   Batch: sending tasks to workers as their slots free up, retries
+    recovery.py   recomputing lost data from its recipe; putting values on workers
     handles.py    RemoteData, a value on the cluster; results.py: a map's chunks, RemoteList
     data.py       scatter, gather, delete, replicate
     streams.py    imap and friends; futures.py: as_completed, wait

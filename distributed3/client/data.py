@@ -23,7 +23,7 @@ from ..exceptions import DataLostError, MissingDataError
 from ..fetch import fetch_from_holders
 from ..keys import extract_keys, substitute
 from ..utils import gc_paused
-from .dispatch import put, recover
+from .recovery import put, recover
 from .handles import Held, RemoteData
 from .results import RemoteList
 

@@ -1,28 +1,17 @@
-"""Feeding the tasks of one call to the workers as their slots free up, putting values
-on them, and bringing back data whose every copy died.
+"""Feeding the tasks of one call to the workers as their slots free up.
 
 ::
 
     Batch.run()
       |-- pinned[worker]: tasks whose inputs that worker holds (decide_worker)
       |-- free: everything else, pulled by whichever worker has a free slot
-      |-- per worker, up to ncores * slots_per_core runners:
+      |-- per worker, up to ncores * depth runners (1, or up to 4 for short tasks):
       |      task = pinned[worker] or free  --compute-->  worker  --reply-->  task.results
       |-- a worker dies mid-task: the task goes back to `free` (at most `retries` times)
-      '-- a task's inputs were lost: it waits in `stalled` until recover() has made
-             them again, then runs again
+      '-- a task's inputs were lost: it waits in `stalled` until session.recover() has
+             made them again (see :mod:`distributed3.client.recovery`), then runs again
 
-    recover([C])          C = f(B), B = g(A), every copy of B and C died
-      who_has(B, C, A) -> center          A alive, B and C lost
-      recover([B])  ->  a Batch computes B = g(A) where A is
-      a Batch computes C = f(B) where B now is, under C's own options
-
-A result of ``map``/``apply`` keeps its recipe -- what its compute message is made
-of, its input handles and its call's options -- so it is recomputed, after its own
-lost inputs, transitively down a chain of maps.  Scattered data has no recipe: it is
-sent again from the client if the client still holds the value, else the error
-names the key.  Uses only the :class:`~distributed3.client.session.Session`'s
-public methods.
+Uses only the :class:`~distributed3.client.session.Session`'s public methods.
 """
 import asyncio
 import logging
@@ -31,16 +20,13 @@ from collections import defaultdict, deque
 from ..exceptions import (
     CommClosedError,
     ConnectionBrokenError,
-    MissingDataError,
     SerializationError,
     WorkerLostError,
     WorkerRetiringError,
 )
-from ..scheduling import decide_worker, spread, steal_choice
+from ..scheduling import decide_worker, pipeline_depth, steal_choice
 from ..utils import format_address, wait_for
-from .handles import only
 from .options import DEFAULTS
-from .results import Handles
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +82,10 @@ class Batch:
 
     A task with remote inputs is pinned to the worker :func:`decide_worker`
     picks; the rest go to a shared queue that every worker pulls from, so free
-    cores take work first.  Workers that join mid-batch start pulling at once.
+    cores take work first.  A worker has one task per core in flight until its
+    replies say how long tasks run; then several for short ones, to hide the round
+    trip, and still one for long ones, which must not wait on a busy worker while a
+    core elsewhere is free.  Workers that join mid-batch start pulling at once.
     A task whose worker dies goes back to the shared queue, up to ``retries``
     times; after that it fails, since it may be what kills them.  Once a worker
     has died, each worker gets only one task per core at a time, so a later
@@ -126,6 +115,7 @@ class Batch:
         self.error = None
         self.lost = set()
         self.careful = False  # after a worker death: one task per core, so blame is exact
+        self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times
         for task in tasks:
             self._place(task)
 
@@ -178,8 +168,11 @@ class Batch:
         of the loop fewer on its round trip."""
         session = self.session
         workers = sorted(session.cores, key=lambda w: session.occupancy[w] / session.cores[w])
-        # twice: once the holders have taken their own tasks, the idle take what is left
-        started = [o for _ in range(2) for worker in workers for o in self._openings(worker)]
+        # a task per core everywhere first; then the rest of each worker's slots, the
+        # holders taking their own tasks before the idle take what is left
+        started = [o for worker in workers
+                   for o in self._openings(worker, limit=session.cores[worker])]  # fmt: skip
+        started += [o for _ in range(2) for worker in workers for o in self._openings(worker)]
         if len(started) == 1 and sum(self.runners.values()) == 1:
             await self._runner(*started[0])
             self.done = asyncio.get_running_loop().create_future()
@@ -231,7 +224,7 @@ class Batch:
                 f"{self.recovery_rounds} times over; giving up"
             )
         inputs = {k: h for task in stalled for k, h in task.inputs.items()}
-        await recover(self.session, list(inputs.values()))
+        await self.session.recover(list(inputs.values()))
         for task in stalled:
             task.refresh_hints()
             self._place(task)
@@ -241,8 +234,9 @@ class Batch:
         for worker, task in self._openings(worker):
             asyncio.ensure_future(self._runner(worker, task))
 
-    def _openings(self, worker):
-        """``[(worker, task)]`` to start on ``worker`` now, counted as running already."""
+    def _openings(self, worker, limit=None):
+        """``[(worker, task)]`` to start on ``worker`` now, counted as running already:
+        up to its slots (and ``limit``) in all."""
         cores = self.session.cores
         ncores = cores.get(worker)
         if not ncores or worker in self.lost or (self.need and not self._eligible(worker)):
@@ -252,7 +246,8 @@ class Batch:
         for w in [w for w in self.pinned if w not in alive]:
             self.free.extend(self.pinned.pop(w))
         queued = sum(map(len, self.pinned.values()))  # its own, and others' it may take
-        want = min(self._slots(worker), len(self.free) + queued)
+        slots = self._slots(worker) if limit is None else min(limit, self._slots(worker))
+        want = min(slots, len(self.free) + queued)
         out = []
         for _ in range(want - self.runners[worker]):
             task = self._next(worker)  # taken now, so the next worker sees what is left
@@ -263,9 +258,20 @@ class Batch:
         return out
 
     def _slots(self, worker):
-        """How many of this batch's tasks ``worker`` may run at once."""
-        per_core = 1 if self.careful else self.slots_per_core
+        """How many of this batch's tasks ``worker`` may have at once: one per core until
+        its replies say how long a task takes, more for short tasks (see
+        :func:`~distributed3.scheduling.pipeline_depth`)."""
+        per_core = 1 if self.careful else self.depth.get(worker, 1)
         return self.session.cores.get(worker, 0) * per_core
+
+    def _learn(self, worker, reply):
+        """Set ``worker``'s pipeline depth from the run time its reply reports; start the
+        runners that new slots allow."""
+        depth = pipeline_depth(reply.get("duration"), self.slots_per_core)
+        grown = depth > self.depth.get(worker, 1)
+        self.depth[worker] = depth
+        if grown:
+            self.add_worker(worker)
 
     def _next(self, worker):
         mine = self.pinned.get(worker)
@@ -289,7 +295,7 @@ class Batch:
             while self.error is None and worker in session.cores and worker not in self.lost:
                 task, first = first, None
                 if task is None:
-                    if self.careful and self.runners[worker] > session.cores[worker]:
+                    if self.runners[worker] > self._slots(worker):
                         return  # fewer tasks in flight from now on
                     task = self._next(worker)
                     if task is None:
@@ -334,6 +340,8 @@ class Batch:
                 session.give_back(worker, self.need)
         task.results.settle(reply, worker)
         self._finished_one(task)
+        if self.remaining:
+            self._learn(worker, reply)
         return True
 
     def _finished_one(self, task):
@@ -385,106 +393,3 @@ def _total(nbytes):
     if type(nbytes) is list:
         return sum(n for n in nbytes if n is not None)
     return nbytes or 0
-
-
-async def recover(session, handles, depth=0):
-    """Make every handle's key held by a live worker again; update ``handle.workers``.
-
-    >>> (h,) = pool.scatter([1])
-    >>> pool.session.sync(recover(pool.session, [h])); h.workers == pool.who_has([h])[h.key]
-    True
-    """
-    if depth > 1000:
-        raise WorkerLostError("lineage too deep to recompute")
-    handles = {h.key: h for h in handles if h.status == "finished"}
-    if not handles:
-        return
-    found = await session.center("who_has", keys=list(handles))
-    lost = []
-    for key, handle in handles.items():
-        if found.get(key):
-            handle.workers = frozenset(found[key])
-        else:
-            lost.append(handle)
-    if not lost:
-        return
-    logger.info("Recovering %d lost keys", len(lost))
-    await _send_again(session, [h for h in lost if h.recipe is None])
-    computed = [h for h in lost if h.recipe is not None]
-    if computed:
-        inputs = {k: i for h in computed for k, i in h.recipe.inputs.items()}
-        await recover(session, list(inputs.values()), depth + 1)
-        await _compute_again(session, computed)
-
-
-async def _send_again(session, scattered):
-    """Scatter again the values the client still holds; else name what is gone."""
-    if not scattered:
-        return
-    held = [(h, h.held_source()) for h in scattered]
-    gone = [h.key for h, value in held if value is None]
-    if gone:
-        raise MissingDataError(
-            f"the only copy of scattered data {gone[0]!r}"
-            + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")
-            + " died with its worker, and this client no longer holds the value; "
-            "scatter it again"
-        )
-    await put(session, [h for h, _ in held], [value[0] for _, value in held])
-
-
-async def _compute_again(session, handles):
-    """Run each handle's recipe again, a batch per set of options they were made under,
-    all at once."""
-    by_options = {}  # id -> (options, handles): an options record may hold a dict
-    for handle in handles:
-        options = handle.recipe.options
-        by_options.setdefault(id(options), (options, []))[1].append(handle)
-    batches = []
-    for options, group in by_options.values():
-        tasks = []
-        for index, handle in enumerate(group):
-            handle.status = "pending"
-            task = Task(Handles([handle]), handle.recipe.message(handle.key),
-                        handle.recipe.inputs, index)  # fmt: skip
-            task.refresh_hints()
-            tasks.append(task)
-        batches.append(Batch(session, tasks, "recompute", options=options.replace(progress=False)))
-    try:
-        await asyncio.gather(*[batch.run() for batch in batches])
-    finally:
-        for handle in handles:
-            if handle.status == "pending":
-                handle.status = "finished"  # not recomputed: it stays lost, not stuck
-
-
-async def put(session, handles, values, broadcast=False):
-    """Store ``values`` under the handles' keys: spread by cores, or on every worker.
-
-    >>> from distributed3.client.handles import RemoteData
-    >>> session = pool.session
-    >>> handle = RemoteData(session.new_key("data"), session, status="pending")
-    >>> session.sync(put(session, [handle], ["hello"])); handle.get()
-    'hello'
-    >>> session.release([handle.key])
-    """
-    groups = defaultdict(dict)
-    if broadcast:
-        for worker in session.cores:
-            groups[worker] = {h.key: v for h, v in zip(handles, values)}
-        for handle in handles:
-            handle.workers = frozenset(groups)
-    else:
-        placement = spread(len(handles), session.cores)
-        for handle, value, worker in zip(handles, values, placement):
-            groups[worker][handle.key] = value
-            handle.workers = only(worker)
-    replies = await asyncio.gather(
-        *[session.rpc(w).update_data(data=data) for w, data in groups.items()]
-    )
-    nbytes = {}
-    for reply in replies:
-        nbytes.update(reply["nbytes"])
-    for handle in handles:
-        handle.nbytes = nbytes.get(handle.key)
-        handle.status = "finished"

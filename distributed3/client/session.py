@@ -32,7 +32,7 @@ from ..core.server import ConnectionPool, request
 from ..exceptions import CommClosedError, ConnectionBrokenError, DistributedError
 from ..scheduling import TaskTimes
 from ..utils import Backoff, format_address, wait_for
-from . import data
+from . import data, recovery
 from .sync import loop_thread, run_in_loop
 
 logger = logging.getLogger(__name__)
@@ -387,8 +387,13 @@ class Session:
                 # and must release these, or they would stay on the workers
                 self._unsent_releases.extend(notes["release"])
 
-    # -- data, for handles ----------------------------------------------------------
+    # -- data, for handles and batches -------------------------------------------------
 
     async def gather(self, seq):
         """The values behind ``seq``'s handles (see :func:`distributed3.client.data.gather`)."""
         return await data.gather(self, seq)
+
+    async def recover(self, handles):
+        """Make the data behind ``handles`` live again, computing or sending it anew
+        (see :func:`distributed3.client.recovery.recover`)."""
+        await recovery.recover(self, handles)

@@ -198,8 +198,9 @@ def lone_reply(key, reply, values):
     'int'
     """
     if reply["errors"]:
-        return {"key": key, **reply["errors"][0]}
-    out = {"key": key, "nbytes": reply["nbytes"][0], "type": type(values[0]).__name__}
+        return {"key": key, **reply["errors"][0], "duration": reply["duration"]}
+    out = {"key": key, "nbytes": reply["nbytes"][0], "type": type(values[0]).__name__,
+           "duration": reply["duration"]}  # fmt: skip
     if reply["pickled"][0] is not None:
         out["pickled"] = reply["pickled"][0]
     return out
