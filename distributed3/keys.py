@@ -139,7 +139,11 @@ def plain_arguments(arglists, single=False):
     >>> import numpy as np
     >>> plain_arguments([1, "a", None, (2, np.float32(3))], single=True)
     True
+    >>> plain_arguments(np.arange(10), single=True)  # an array of numbers, as it is
+    True
     """
+    if single and numeric_array(arglists):
+        return True
     types = set(map(type, arglists))  # by type, in passes that run in C
     if not single:
         if not types <= {tuple}:
@@ -150,6 +154,19 @@ def plain_arguments(arglists, single=False):
         tuples = [args for args in arglists if type(args) is tuple] if types else arglists
         types.update(map(type, chain.from_iterable(tuples)))
     return types <= _PLAIN or all(map(_plain_type, types))
+
+
+def numeric_array(obj):
+    """Whether ``obj`` is a numpy array of numbers (no object that could be a handle
+    inside): a map over it can send slices of it, not one pickled scalar per element.
+
+    >>> import numpy as np
+    >>> numeric_array(np.arange(3)), numeric_array(np.array([None])), numeric_array([1])
+    (True, False, False)
+    """
+    numpy = sys.modules.get("numpy")  # imported by whoever made such an array
+    return (numpy is not None and isinstance(obj, numpy.ndarray) and obj.ndim >= 1
+            and obj.dtype.kind in "biufcmMSU")  # fmt: skip
 
 
 def _plain_type(typ):

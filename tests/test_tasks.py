@@ -65,3 +65,23 @@ def test_seeded_maps_are_reproducible_across_worker_counts(chunksize):
     assert results[0] == results[1]
     assert len({r[1] for r in results[0]}) == 12  # different per task
     assert other != results[0]
+
+
+def test_a_map_over_a_numpy_array_sends_slices_and_gets_its_scalars_back(pool, workers):
+    """A numeric array goes in slices of itself, each one buffer, not a pickled scalar
+    per element; numpy scalar results come back as one array per chunk, unpickled as
+    the same scalars."""
+    arr = np.arange(20_000, dtype="f8")
+    before = sum(w.counters["bytes_in"] for w in workers)
+    out = pool.gather(pool.map(lambda x: x * 2, arr))
+    sent = sum(w.counters["bytes_in"] for w in workers) - before
+    assert out == [x * 2 for x in arr] and type(out[0]) is np.float64
+    assert sent < 1.5 * arr.nbytes  # a pickled np.float64 each: about 2.5 times that
+    rows = np.arange(12).reshape(4, 3)
+    assert [list(r) for r in pool.gather(pool.map(lambda r: r + 1, rows))] == [
+        list(r + 1) for r in rows]  # fmt: skip
+    mixed = np.array([1, "a", None], dtype=object)  # may hold anything: element by element
+    assert pool.gather(pool.map(repr, mixed)) == ["1", "'a'", "None"]
+    seeded = pool.gather(pool.map(lambda x: x + random.random(), arr[:100], seed=7))
+    assert seeded == pool.gather(pool.map(lambda x: x + random.random(), list(arr[:100]),
+                                          seed=7))  # fmt: skip

@@ -21,6 +21,7 @@ data, streams, stateful); every blocking method is one line over its coroutine.
 """
 import asyncio
 
+from ..keys import numeric_array
 from ..utils import format_address, gc_paused, parse_address
 from . import data
 from .options import DEFAULTS, Options
@@ -221,7 +222,9 @@ class Pool:
         over = mapped_over(iterables)  # a map over a map's results goes chunk for chunk
         arglists = None
         single = len(iterables) == 1  # f(x) for x in one sequence: no tuple per element
-        if over is None:
+        if over is None and single and numeric_array(iterables[0]):
+            arglists = iterables[0]  # its chunks go as slices of it, each one buffer
+        elif over is None:
             # the handles of a RemoteList passed in are made here, none of them garbage
             with gc_paused(sum(len(it) for it in iterables if isinstance(it, RemoteList))):
                 arglists = list(iterables[0]) if single else list(zip(*iterables))

@@ -142,6 +142,12 @@ def chunk_reply(values, errors, duration, whole=False):
     """
     failed = {i: {"exception": e, "traceback": format_task_traceback(e)}
               for i, e in errors.items()}  # fmt: skip
+    run = scalar_run(values) if whole and not errors else None
+    if run is not None:  # numpy scalars of one type: one array on the wire
+        pickled = small_pickle(run, INLINE_BYTES * len(values))
+        if pickled is not None:
+            return {"nbytes": len(pickled), "pickled": pickled, "errors": failed,
+                    "duration": duration}  # fmt: skip
     if whole and _all_small(values):
         pickled = small_pickle(values, INLINE_BYTES * len(values))
         if pickled is not None:
@@ -154,6 +160,43 @@ def chunk_reply(values, errors, duration, whole=False):
         pickled = [small_pickle(v, INLINE_BYTES) if n is not None and n <= INLINE_BYTES
                    else None for v, n in zip(values, sizes)]  # fmt: skip
     return {"nbytes": sizes, "pickled": pickled, "errors": failed, "duration": duration}
+
+
+class ScalarRun:
+    """Numpy scalars of one type, pickled as one array and unpickled as the list of them
+    (``list(array)``): a chunk's numeric results in one buffer, not a pickle each.
+
+    >>> import numpy as np, pickle
+    >>> values = [np.float64(1.5), np.float64(2.5)]
+    >>> back = pickle.loads(pickle.dumps(scalar_run(values)))
+    >>> back == values, type(back[0]).__name__
+    (True, 'float64')
+    >>> scalar_run([1, 2]) is None, scalar_run([np.float64(1), np.int64(1)]) is None
+    (True, True)
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+    def __reduce__(self):
+        return (list, (self.array,))
+
+
+def scalar_run(values):
+    """A :class:`ScalarRun` of ``values`` when they are numpy numbers of one type, else
+    ``None``."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None or not values:
+        return None
+    types = set(map(type, values))
+    if len(types) != 1:
+        return None
+    (typ,) = types
+    if not issubclass(typ, numpy.generic) or numpy.dtype(typ).kind not in "biufc":
+        return None
+    return ScalarRun(numpy.array(values, dtype=typ))
 
 
 _TINY = frozenset({int, float, bool, complex, type(None)})
