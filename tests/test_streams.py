@@ -50,3 +50,27 @@ def test_aimap_from_the_callers_own_loop(pool):
     assert ordered == [-5] * 5
     assert sorted(unordered) == [1, 2, 3, 4]
     assert seen == [10, 5]  # the values before the failed one, then its error
+
+
+def test_imap_reads_its_input_as_it_goes(pool):
+    """An endless generator starts at once; what it has been asked for stays within a
+    window of the values taken; seeds are those of ``map``."""
+    import itertools
+    import random
+
+    consumed = []
+
+    def endless():
+        for i in itertools.count():
+            consumed.append(i)
+            yield i
+
+    it = pool.imap(lambda x: x * 3, endless())
+    assert [next(it) for _ in range(10)] == [x * 3 for x in range(10)]
+    assert len(consumed) < 10 + 64  # a window ahead at most, not the whole input
+    it.close()
+    assert list(itertools.islice(pool.imap_unordered(abs, itertools.count()), 5)) != []
+    draw = lambda x: (x, random.random())  # noqa: E731
+    assert list(pool.imap(draw, range(70), seed=3)) == pool.gather(pool.map(draw, range(70),
+                                                                             seed=3))  # fmt: skip
+    assert sorted(pool.imap_unordered(lambda x: -x, range(500))) == sorted(-x for x in range(500))

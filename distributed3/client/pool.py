@@ -281,8 +281,10 @@ class Pool:
              retries=DEFAULTS.retries, **kwargs):  # fmt: skip
         """Like :meth:`map`, but yield the *values*, in order, while later tasks still run.
 
-        Options as for :meth:`map`, except that ``chunksize`` left unset sends one task
-        per message, as ``multiprocessing``'s ``imap`` does.
+        The iterables are read as the stream goes, a window of tasks at a time, so an
+        endless generator works and memory stays bounded.  Options as for :meth:`map`
+        (a seed gives each task the seed it gets in ``map``), except that ``chunksize``
+        left unset sends one task per message, as ``multiprocessing``'s ``imap`` does.
 
         >>> list(pool.imap(lambda x: x + 1, range(3)))
         [1, 2, 3]
@@ -313,8 +315,12 @@ class Pool:
         return adrain(self.session, self._stream(func, iterables, kwargs, ordered, options))
 
     def _stream(self, func, iterables, kwargs, ordered, options):
-        return stream(self.session, func, list(zip(*iterables)), kwargs, ordered=ordered,
-                      options=options)  # fmt: skip
+        try:
+            total = min(len(it) for it in iterables)
+        except TypeError:  # a generator, an endless iterator: read as the stream goes
+            total = None
+        return stream(self.session, func, zip(*iterables), kwargs, ordered=ordered,
+                      options=options, total=total)  # fmt: skip
 
     # -- data -------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ import time
 
 
 class TextBar:
-    """A dependency-free progress line: ``name: done/total pct [rate, ETA]``."""
+    """A dependency-free progress line: ``name: done/total pct [rate, ETA]``, or
+    ``name: done [rate]`` when the total is not known (``total=None``)."""
 
     def __init__(self, total, desc="tasks", file=None, clock=time.monotonic):
         self.total, self.desc = total, desc
@@ -31,6 +32,11 @@ class TextBar:
 
     def update(self, n=1):
         self.n += n
+        if self.total is None:  # a stream of unknown length: a line per power of ten
+            step = 10 ** max(len(str(self.n)) - 1, 0)
+            if self.tty or self.n % step < n:
+                self._draw(None)
+            return
         pct = 100 * self.n // max(self.total, 1)
         if self.tty or pct // 10 != self._last_decile or self.n >= self.total:
             self._last_decile = pct // 10
@@ -39,8 +45,12 @@ class TextBar:
     def _draw(self, pct):
         elapsed = max(self.clock() - self.start, 1e-9)
         rate = self.n / elapsed
-        eta = (self.total - self.n) / rate if rate else 0
-        line = f"{self.desc}: {self.n}/{self.total} {pct}% [{rate:.1f} tasks/s, ETA {eta:.0f}s]"
+        if pct is None:
+            line = f"{self.desc}: {self.n} [{rate:.1f} tasks/s]"
+        else:
+            eta = (self.total - self.n) / rate if rate else 0
+            line = (f"{self.desc}: {self.n}/{self.total} {pct}% "
+                    f"[{rate:.1f} tasks/s, ETA {eta:.0f}s]")  # fmt: skip
         self.file.write(("\r" + line) if self.tty else line + "\n")
         self.file.flush()
 

@@ -88,7 +88,7 @@ class StatefulPool:
         return Options(stateful=stateful, prepare=self._prepare, **kwargs)
 
     def _stream(self, items, ordered, chunksize):
-        arglists = [_split(item) for item in items]
+        arglists = (_split(item) for item in items)
         agen = stream(self.session, self.cls, arglists, {}, ordered=ordered,
                       options=self._options(chunksize=chunksize))  # fmt: skip
         return drain(self.session, agen)

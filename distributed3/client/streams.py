@@ -2,7 +2,8 @@
 
 ::
 
-    stream()   submit(wait=False, on_done=queue.put)  -- tasks run in the background
+    stream()   reads its input a window at a time: submit(wait=False,
+                 on_done=queue.put) -- tasks run in the background
                  each time tasks end: their values, from the replies (small results)
                  or fetched (one request per worker), as one batch, in input order
                  (``ordered``) or as they end; the handles are dropped at once, so
@@ -13,10 +14,12 @@
 these two functions of a :class:`~distributed3.client.session.Session`.
 """
 import asyncio
+import itertools
 
 from .data import values_of
 from .options import DEFAULTS
-from .tasks import submit
+from .progress import progress_bar
+from .tasks import call_name, submit
 
 
 def unwrap(outcome):
@@ -40,40 +43,69 @@ def stream_options(options):
     return options if options.chunksize else options.replace(chunksize=1)
 
 
-async def stream(session, func, arglists, kwargs, *, ordered=True, options=DEFAULTS):
-    """Yield lists of ``(True, value)`` or ``(False, failed handle)``, in input order
-    (``ordered``) or as tasks finish; each list is what became ready at once.
+async def stream(session, func, items, kwargs, *, ordered=True, options=DEFAULTS,
+                 total=None, window=None):  # fmt: skip
+    """Yield lists of ``(True, value)`` or ``(False, failed handle)`` for ``func(*args)``
+    over the argument tuples ``items``, in input order (``ordered``) or as tasks finish;
+    each list is what became ready at once.  ``total``: how many items, if known, for
+    the progress bar.
+
+    The input is read as it goes: at most ``window`` tasks are in flight or waiting to
+    be yielded (by default 4 per core, and at least 16), so an endless generator starts
+    at once and uses bounded memory.  Task ``i`` gets the seed it would get in ``map``.
 
     >>> session = pool.session
     >>> list(drain(session, stream(session, abs, [(-1,), (-2,)], {})))
     [1, 2]
     """
+    options = stream_options(options)
+    quiet = options.replace(progress=False)  # one bar for the stream, not one a window
+    window = window or max(16, 4 * sum(session.cores.values()), 2 * options.chunksize)
+    items = iter(items)
+    bar = progress_bar(total, call_name(func, options)) if options.progress else None
     queue = asyncio.Queue()
-    handles = await submit(session, func, arglists, kwargs, options=stream_options(options),
-                           wait=False, on_done=queue.put_nowait)  # fmt: skip
-    position = {h.key: i for i, h in enumerate(handles)}
-    del handles  # from here on, a yielded value's handle can be collected and released
-    ready, next_index, left = {}, 0, len(position)
-    while left:
-        finished = list(await queue.get())
-        while not queue.empty():
-            finished.extend(queue.get_nowait())
-        good = {h.key: h for h in finished if h.status == "finished"}
-        values = await values_of(session, good) if good else {}
-        batch = []
-        for h in finished:
-            outcome = (True, values[h.key]) if h.key in good else (False, h)
-            left -= 1
-            if not ordered:
-                batch.append(outcome)
-            else:
-                ready[position[h.key]] = outcome
-        while next_index in ready:
-            batch.append(ready.pop(next_index))
-            next_index += 1
-        del finished, good, values
-        if batch:
-            yield batch
+    position, ready, next_index, taken, exhausted = {}, {}, 0, 0, False
+    try:
+        while True:
+            if not exhausted and taken - next_index <= window // 2:  # refill, in bulk
+                arglists = list(itertools.islice(items, window - (taken - next_index)))
+                exhausted = not arglists
+                if arglists:
+                    handles = await submit(session, func, arglists, kwargs, options=quiet,
+                                           wait=False, on_done=queue.put_nowait, start=taken)
+                    position.update((h.key, taken + i) for i, h in enumerate(handles))
+                    taken += len(arglists)
+                    del handles  # a yielded value's handle can be collected and released
+            if exhausted and next_index == taken:
+                return
+            batch = await _next_batch(session, queue, position, ready, ordered, next_index)
+            next_index += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+            if batch:
+                yield batch
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+async def _next_batch(session, queue, position, ready, ordered, next_index):
+    """The outcomes to yield once at least one task has ended: as they ended, or in
+    input order from ``next_index`` on (the others wait in ``ready`` for their turn)."""
+    finished = list(await queue.get())
+    while not queue.empty():
+        finished.extend(queue.get_nowait())
+    good = {h.key: h for h in finished if h.status == "finished"}
+    values = await values_of(session, good) if good else {}
+    outcomes = [(position.pop(h.key), (True, values[h.key]) if h.key in good else (False, h))
+                for h in finished]  # fmt: skip
+    if not ordered:
+        return [outcome for _, outcome in outcomes]
+    ready.update(outcomes)
+    batch = []
+    while next_index + len(batch) in ready:
+        batch.append(ready.pop(next_index + len(batch)))
+    return batch
 
 
 def drain(session, agen):

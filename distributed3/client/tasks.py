@@ -54,11 +54,11 @@ def call_name(func, options):
 
 
 async def submit(session, func, arglists, kwargs, *, options=DEFAULTS, wait=True,
-                 on_done=None, grouped=False, over=None, single=False):  # fmt: skip
+                 on_done=None, grouped=False, over=None, single=False, start=0):  # fmt: skip
     """Make and run the tasks of one call: a :class:`RemoteList` of their results.
 
     With ``wait=False`` they run in the background.  ``on_done`` is called with each
-    task's results as it ends.  ``grouped``, ``over``, ``single``: see
+    task's results as it ends.  ``grouped``, ``over``, ``single``, ``start``: see
     :func:`make_tasks`.  If the call fails, what it had finished is deleted.
 
     >>> results = pool.session.sync(submit(pool.session, abs, [(-1,), (-2,)], {}))
@@ -68,7 +68,8 @@ async def submit(session, func, arglists, kwargs, *, options=DEFAULTS, wait=True
     session.check()
     grouped = grouped and wait and on_done is None  # the others need every handle
     handles, tasks = await make_tasks(session, func, arglists, kwargs, options=options,
-                                      grouped=grouped, over=over, single=single)  # fmt: skip
+                                      grouped=grouped, over=over, single=single,
+                                      start=start)  # fmt: skip
     name = call_name(func, options)
     bar = progress_bar(len(handles), name) if options.progress else None
     batch = Batch(session, tasks, name, options=options, on_done=_on_done(handles, bar, on_done))
@@ -140,7 +141,7 @@ def learn_times(times, results):
 
 
 async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, grouped=False,
-                     over=None, single=False):  # fmt: skip
+                     over=None, single=False, start=0):  # fmt: skip
     """``(RemoteList of the results in input order, tasks to run)`` for one call.
 
     ``grouped``: a chunked call whose elements have no remote inputs of their own
@@ -150,7 +151,8 @@ async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, group
     each of its chunks is mapped over where it is, as a chunk of its own.  ``single``:
     each of the ``arglists`` is a task's only argument, not a tuple of them
     (``pool.map`` over one sequence, the usual case: no tuple is made, sent or taken
-    apart per element).
+    apart per element).  ``start``: the position of the first of the ``arglists`` in
+    the call, for seeds (a stream makes its tasks a window at a time).
 
     >>> results, tasks = pool.session.sync(make_tasks(pool.session, abs, range(1000), {},
     ...                                               grouped=True, single=True))
@@ -170,7 +172,8 @@ async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, group
         arglists = [(h,) for h in over]
     elif single:
         arglists = [(a,) for a in arglists]
-    handles, recipes = _element_recipes(session, name, base, arglists, kw_handles, options)
+    handles, recipes = _element_recipes(session, name, base, arglists, kw_handles, options,
+                                        start)  # fmt: skip
     session.adopt(h.key for h in handles)  # the workers' reports tell the center
     # inputs still being computed must finish before tasks that need them are placed
     pending = {k: h for _, r in recipes for k, h in r.inputs.items() if h.status == "pending"}
@@ -242,12 +245,12 @@ def _chunked_tasks(session, name, base, arglists, inputs, options, over, single)
     return _grouped_tasks(session, name, base, plain, inputs, size, options, single)
 
 
-def _element_recipes(session, name, base, arglists, kw_handles, options):
+def _element_recipes(session, name, base, arglists, kw_handles, options, start=0):
     """A handle and a recipe per element; an element whose input failed fails too."""
     handles, recipes = [], []
     # one handle and recipe per element, none of them garbage: no collection meanwhile
     with gc_paused(len(arglists)):
-        for i, args in enumerate(arglists):
+        for i, args in enumerate(arglists, start):
             args, inputs = extract_keys(args, RemoteData, RemoteList)
             if kw_handles:
                 inputs = {**inputs, **kw_handles}
