@@ -94,8 +94,6 @@ def test_every_module_opens_with_a_docstring():
 OUTSIDE_PRIVATES = {
     "os._exit": "the documented way for a forked child to end without cleanup",
     "asyncio._get_running_loop": "the documented, cheap check for a running loop",
-    "self.pool._pool": "multiprocessing's worker processes, for the benchmark's RSS figures",
-    "self.ex._processes": "ProcessPoolExecutor's processes, for the same figures",
 }
 
 

@@ -127,11 +127,13 @@ def test_the_secret_goes_in_the_environment_not_on_the_command_line():
 
 def test_stop_kills_what_ignores_sigterm():
     stubborn = subprocess.Popen(
-        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
-         "; print('ready', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import signal, threading"
+         "; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+         "; print('ready', flush=True); threading.Event().wait(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    polite = subprocess.Popen(
+        [sys.executable, "-c", "import threading; threading.Event().wait(60)"])
     try:
         assert stubborn.stdout.readline() == "ready\n"  # its handler is in place
         asyncio.run(stop([stubborn, polite], timeout=0.5))

@@ -89,6 +89,13 @@ class Distributed3:
         return sum(n for op, n in counters.items() if op != "bytes_in")
 
 
+def _pool_processes():
+    """The pids of this process's multiprocessing children: a pool's workers, here."""
+    import multiprocessing
+
+    return [p.pid for p in multiprocessing.active_children()]
+
+
 class Multiprocessing:
     name = "multiprocessing"
 
@@ -112,7 +119,7 @@ class Multiprocessing:
         assert self.pool.apply(inc, (1,)) == 2
 
     def worker_pids(self):
-        return [p.pid for p in self.pool._pool]
+        return _pool_processes()
 
 
 class ProcessPool:
@@ -136,7 +143,7 @@ class ProcessPool:
         assert self.ex.submit(inc, 1).result() == 2
 
     def worker_pids(self):
-        return list(self.ex._processes)
+        return _pool_processes()
 
 
 class Dask:
