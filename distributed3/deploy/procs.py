@@ -77,7 +77,8 @@ def visible_gpus(environ=None, min_free_bytes=0):
 
 def worker_command(center, *args):
     """The command line of a worker process for ``center``."""
-    return [sys.executable, "-m", "distributed3.deploy.cli", "worker", format_address(center), *args]
+    cli = "distributed3.deploy.cli"
+    return [sys.executable, "-m", cli, "worker", format_address(center), *args]
 
 
 def spawn(cmd, secret=None, env=None, **kwargs):
