@@ -135,10 +135,13 @@ def pipeline_depth(seconds, most=4):
     leave the core idle; one for long ones, which must not wait on a worker behind
     another while a core elsewhere is free.  ``None`` (not known yet): one.
 
-    >>> [pipeline_depth(s) for s in (None, 0.0001, 0.003, 0.05, 2.0)]
-    [1, 4, 2, 1, 1]
+    >>> [pipeline_depth(s) for s in (None, 0.0001, 0.003, 0.02, 0.05, 2.0)]
+    [1, 4, 2, 2, 1, 1]
+
+    Two in flight cost a map at most one such task at its end; below 50 ms that is
+    less than the round trips saved.
     """
-    if seconds is None or seconds >= 0.01:
+    if seconds is None or seconds >= 0.05:
         return 1
     return most if seconds < 0.001 else min(2, most)
 

@@ -12,6 +12,7 @@ import sys
 import time
 
 from .systems import SYSTEMS
+from .tasks import MAKESPAN
 from .timing import median_of
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -103,6 +104,12 @@ def run(name, config):
                                    for size in config.get("transfer", ())}  # fmt: skip
         if config.get("locality") and getattr(s, "moved_bytes", None) is not None:
             results["moved_bytes"] = s.moved_bytes()
+        if config.get("makespan") and getattr(s, "sleeps", None) is not None:
+            results["makespan"] = {}
+            for label, lengths in MAKESPAN.items():
+                start = time.perf_counter()
+                s.sleeps(lengths)
+                results["makespan"][label] = time.perf_counter() - start
         if config.get("messages") and getattr(s, "center_messages", None) is not None:
             n = config["messages"]
             before = s.center_messages()

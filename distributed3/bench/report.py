@@ -8,6 +8,8 @@ bytes         0  —
 """
 import sys
 
+from .tasks import MAKESPAN, ideal_makespan
+
 __all__ = ["print_report", "table"]
 
 
@@ -73,6 +75,12 @@ def measurements(results):
                       "raw limit": raw.get(f"socket {size}")}))  # fmt: skip
         rows.append(("  raw socket into fresh memory (MB/s)",
                      {"raw limit": raw.get(f"socket fresh {size}")}))  # fmt: skip
+    if any(_get(r, "makespan") for r in systems.values()):
+        for label, lengths in MAKESPAN.items():
+            ideal = ideal_makespan(lengths)
+            rows.append((f"makespan / ideal ({ideal:g} s), {label}",
+                         {s: _ratio(_get(r, "makespan", label), ideal)
+                          for s, r in systems.items()}))  # fmt: skip
     rows.append(("bytes moved, map over resident data",
                  {s: _get(r, "moved_bytes") for s, r in systems.items()}))  # fmt: skip
     rows.append(("local cluster up + first result (s)",
@@ -121,6 +129,9 @@ def targets(results):
     for field, what in (("worker_rss_mb", "idle worker"), ("cluster_rss_mb", "whole cluster")):
         check(f"{what} memory: / dask (<= 0.67)",
               _ratio(_get(d3, field), _get(systems, "dask", field)), lambda r: r <= 2 / 3)
+    for label, seconds in (_get(d3, "makespan") or {}).items():
+        check(f"makespan / ideal, {label} (<= 1.05)",
+              _ratio(seconds, ideal_makespan(MAKESPAN[label])), lambda r: r <= 1.05)
     scaling = results.get("scaling") or {}
     for size in _scaling_sizes(results):
         rates = {n: _get(r, "map", str(size)) for n, r in scaling.items()}

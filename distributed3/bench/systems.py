@@ -8,6 +8,8 @@
 * ``s.transfer(size, repeat)`` -- median MB/s pulling a ``size``-byte array from one
   worker to the other,
 * ``s.moved_bytes()``, ``s.center_messages()`` -- distributed3's locality and center load,
+* ``s.sleeps(lengths)`` -- ``gather(map(sleep_for, lengths))`` as a user would write it
+  (the system's default chunks), for the makespan of tasks that take time,
 * ``s.worker_pids()`` -- the worker processes, for their resident memory.
 
 :mod:`distributed3.bench.one` times them.  ``STARTUP[name]`` is a script that starts
@@ -18,7 +20,7 @@ import time
 
 import numpy as np
 
-from .tasks import inc, nbytes, noop, pid
+from .tasks import inc, nbytes, noop, pid, sleep_for
 from .timing import median_of
 
 __all__ = ["SYSTEMS", "STARTUP", "available"]
@@ -50,6 +52,9 @@ class Distributed3:
 
     def roundtrip_once(self):
         assert self.pool.apply(inc, (1,)).get() == 2
+
+    def sleeps(self, lengths):
+        assert self.pool.gather(self.pool.map(sleep_for, lengths)) == lengths
 
     def transfer(self, size, repeat):
         pool = self.pool
@@ -118,6 +123,9 @@ class Multiprocessing:
     def roundtrip_once(self):
         assert self.pool.apply(inc, (1,)) == 2
 
+    def sleeps(self, lengths):
+        assert self.pool.map(sleep_for, lengths) == lengths
+
     def worker_pids(self):
         return _pool_processes()
 
@@ -141,6 +149,9 @@ class ProcessPool:
 
     def roundtrip_once(self):
         assert self.ex.submit(inc, 1).result() == 2
+
+    def sleeps(self, lengths):
+        assert list(self.ex.map(sleep_for, lengths)) == lengths
 
     def worker_pids(self):
         return _pool_processes()
@@ -171,6 +182,9 @@ class Dask:
     def roundtrip_once(self):
         assert self.client.submit(inc, 1, pure=False).result() == 2
 
+    def sleeps(self, lengths):
+        assert self.client.gather(self.client.map(sleep_for, lengths, pure=False)) == lengths
+
     def transfer(self, size, repeat):
         client = self.client
         a, b = sorted(client.scheduler_info()["workers"])
@@ -198,7 +212,8 @@ class Ray:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)  # fmt: skip
         self.ray = ray
-        self.noop, self.inc, self.pid = (ray.remote(f) for f in (noop, inc, pid))
+        self.noop, self.inc, self.pid, self.sleep_for = (
+            ray.remote(f) for f in (noop, inc, pid, sleep_for))
         ray.get([self.noop.remote(i) for i in range(200)])
         return self
 
@@ -210,6 +225,9 @@ class Ray:
 
     def roundtrip_once(self):
         assert self.ray.get(self.inc.remote(1)) == 2
+
+    def sleeps(self, lengths):
+        assert self.ray.get([self.sleep_for.remote(x) for x in lengths]) == lengths
 
     def worker_pids(self):
         return sorted(set(self.ray.get([self.pid.remote() for _ in range(20)])))

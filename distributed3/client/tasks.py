@@ -303,12 +303,17 @@ def _without_handles(arglists, single=False):
 
 
 def _grouped_tasks(session, name, base, arglists, inputs, size, options, single=False):
-    """One task per ``size`` elements, each keeping its results under one key."""
+    """Tasks of at most ``size`` elements, as even as can be (a short last chunk would
+    leave a core idle at the end), each keeping its results under one key."""
     groups, tasks = [], []
     field = "single_args" if single else "args_list"  # see Worker.compute_chunk
-    with gc_paused(len(arglists) // size):
-        for first in range(0, len(arglists), size):
-            args = arglists[first:first + size]
+    n = len(arglists)
+    nchunks = -(-n // size)  # as many chunks as of `size`, but even: sizes differ by 1 at most,
+    each, longer = divmod(n, nchunks)  # the longer ones first, so that they spread
+    with gc_paused(nchunks):
+        for c in range(nchunks):
+            first = c * each + min(c, longer)
+            args = arglists[first:first + each + (c < longer)]
             recipe = ChunkRecipe(base, args, first, options, inputs, single)
             group = ResultGroup(session.new_key(name), session, recipe)
             msg = {**base, "op": "compute_chunk", "group": group.key, field: args}
