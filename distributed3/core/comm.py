@@ -59,6 +59,7 @@ from ..exceptions import (
     SerializationError,
 )
 from ..utils import format_address, parse_address
+from .messages import error_message, unpicklable_error
 from .protocol import dumps, loads
 from .security import TLS, normalize_secret
 
@@ -153,7 +154,7 @@ class Comm:
         if self.closed:
             raise self._broken()
         buffers, nbytes = self.encode(msg)
-        buffers = self._send_now(buffers)
+        buffers = self.send_direct(buffers)
         try:
             for buf in buffers[:-1]:
                 self.stream.write(buf)
@@ -163,6 +164,43 @@ class Comm:
             raise self._broken(e.real_error) from None
         return nbytes
 
+    def send_nowait(self, msg):
+        """On the loop: serialize ``msg`` and send it without waiting -- into the socket
+        what it takes at once, the rest queued behind tornado's earlier writes.  A broken
+        connection is left for the reader to report; raises ``SerializationError``."""
+        buffers, _ = self.encode(msg)
+        for buf in self.send_direct(buffers):
+            self.write_soon(buf)
+
+    def write_soon(self, buf):
+        """On the loop: queue ``buf`` behind the writes before it; a closed stream takes
+        nothing, and its reader says why."""
+        try:
+            self.stream.write(buf)
+        except StreamClosedError:
+            pass
+
+    def answer(self, msg):
+        """On the loop: send the reply ``msg`` without waiting; one that cannot be
+        serialized goes as the error that says so (see :meth:`send_nowait`)."""
+        try:
+            self.send_nowait(msg)
+        except SerializationError as e:
+            fallback = unpicklable_error(msg) if msg.get("status") == "error" else None
+            self.send_nowait(fallback or error_message(e, ""))
+
+    def prepare(self, msg):
+        """A reply ``msg`` encoded in a task thread for :meth:`send_prepared`; ``None``
+        when it cannot be serialized (the loop then answers with what it can send)."""
+        try:
+            return self.encode(msg)[0]
+        except SerializationError:
+            return None
+
+    def send_prepared(self, buffers, loop):
+        """Send what :meth:`prepare` made, from a task thread (see :meth:`send_from_thread`)."""
+        self.send_from_thread(buffers, loop)
+
     def send_from_thread(self, buffers, loop):
         """Send the ``buffers`` of :meth:`encode` from a thread other than ``loop``'s.
 
@@ -171,11 +209,11 @@ class Comm:
         for what the socket did not take, through ``loop``.  Only for a connection
         that nothing else writes to meanwhile.
         """
-        buffers = self._send_now(buffers)
+        buffers = self.send_direct(buffers)
         if buffers:
             loop.call_soon_threadsafe(self._write_later, buffers)
 
-    def _send_now(self, buffers):
+    def send_direct(self, buffers):
         """What is left of ``buffers`` once the socket took what it takes at once of a
         small message, past tornado's buffers (which cost more than the send itself).
         Only on plain TCP with nothing queued before it; a broken socket takes nothing
@@ -191,11 +229,8 @@ class Comm:
         return [memoryview(buffers[0])[sent:]] if sent < len(buffers[0]) else []
 
     def _write_later(self, buffers):
-        try:
-            for buf in buffers:
-                self.stream.write(buf)
-        except StreamClosedError:  # its reader hears of it
-            pass
+        for buf in buffers:
+            self.write_soon(buf)
 
     async def _more(self, need):
         """Read until ``need`` bytes are buffered here; whatever the stream has, at once.

@@ -35,7 +35,6 @@ all of these names.
 import asyncio
 import inspect
 import logging
-import traceback
 import uuid
 from collections import Counter, defaultdict
 
@@ -46,131 +45,26 @@ from ..exceptions import (
     CommClosedError,
     ConnectionBrokenError,
     ProtocolError,
-    RemoteTraceback,
     SerializationError,
-    TaskError,
 )
 from ..utils import format_address, parse_address
+from .channel import serve_many
 from .comm import DEFAULT_LIMITS, accept, connect
+from .messages import (  # noqa: F401 -- the request/reply helpers, importable from here too
+    REPLIED,
+    error_message,
+    exchange,
+    ok_message,
+    raise_remote,
+    request,
+    result_of,
+    unpicklable_error,
+)
 from .security import TLS, normalize_secret
 
 logger = logging.getLogger(__name__)
 
 __version__ = "0.1.0"
-
-
-class _Replied:
-    """What a handler returns when it has sent its reply itself (:func:`ok_message`,
-    ``Comm.encode``, ``Comm.send_from_thread``): the server sends none."""
-
-    def __repr__(self):
-        return "REPLIED"
-
-
-REPLIED = _Replied()
-
-
-def ok_message(result):
-    """The reply for a handler that returned ``result``.
-
-    >>> ok_message(3)
-    {'status': 'OK', 'result': 3}
-    """
-    return {"status": "OK", "result": result}
-
-
-def error_message(exc, tb=None):
-    """The structured reply for an exception raised while handling a message.
-
-    >>> try:
-    ...     1 / 0
-    ... except ZeroDivisionError as e:
-    ...     msg = error_message(e)
-    >>> msg["status"], type(msg["exception"]).__name__, "1 / 0" in msg["traceback"]
-    ('error', 'ZeroDivisionError', True)
-    """
-    if tb is None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"status": "error", "exception": exc, "traceback": tb}
-
-
-def raise_remote(exception, tb_text, peer):
-    """Re-raise an exception from ``peer`` with its remote traceback as ``__cause__``.
-
-    >>> try:
-    ...     raise_remote(ValueError("bad"), "Traceback ...", ("127.0.0.1", 9000))
-    ... except ValueError as e:
-    ...     print(e, "|", e.__cause__.peer)
-    bad | 127.0.0.1:9000
-    """
-    if not isinstance(exception, BaseException):
-        exception = TaskError(f"{peer}: {exception!r}")
-    if isinstance(peer, tuple):
-        peer = format_address(peer)
-    exception.__cause__ = RemoteTraceback(tb_text, peer)
-    raise exception
-
-
-def result_of(response, peer):
-    """The ``result`` of a structured reply from ``peer``, or its error re-raised (see
-    :func:`raise_remote`); anything else is a :class:`ProtocolError` naming the peer.
-
-    >>> result_of({"status": "OK", "result": 3}, ("127.0.0.1", 9000))
-    3
-    >>> result_of({"oops": 1}, ("127.0.0.1", 9000))
-    Traceback (most recent call last):
-    ...
-    distributed3.exceptions.ProtocolError: 127.0.0.1:9000 sent a reply without a status: {'oops': 1}
-    """
-    status = response.get("status") if isinstance(response, dict) else None
-    if status == "OK":
-        return response.get("result")
-    if status == "error":
-        raise_remote(response.get("exception"), response.get("traceback", ""), peer)
-    if isinstance(peer, tuple):
-        peer = format_address(peer)
-    raise ProtocolError(f"{peer} sent a reply without a status: {response!r:.200}")
-
-
-async def request(comm, msg, timeout=None):
-    """Send ``msg`` on ``comm`` and return the ``result`` of the reply, or re-raise the
-    remote error with its traceback; ``timeout`` bounds the wait for the reply.
-
-    The one request/reply helper: :meth:`ConnectionPool.call`, a worker's link to the
-    center and a pool's subscription all use it.
-
-    >>> async def demo():
-    ...     server = await Server({"add": lambda comm, x, y: x + y}).start(port=0)
-    ...     comm = await connect(server.address)
-    ...     total = await request(comm, {"op": "add", "x": 1, "y": 2})
-    ...     try:
-    ...         await request(comm, {"op": "add", "x": 1, "y": "two"})
-    ...     except TypeError as e:
-    ...         error = type(e).__name__
-    ...     comm.close(); await server.close()
-    ...     return total, error
-    >>> asyncio.run(demo())
-    (3, 'TypeError')
-    """
-    return result_of(await exchange(comm, msg, timeout), comm.peer)
-
-
-async def exchange(comm, msg, timeout=None):
-    """Send ``msg`` on ``comm`` and return the reply as it came (see :func:`request`)."""
-    await comm.write(msg)
-    if timeout is None:
-        return await comm.read()
-    async with asyncio.timeout(timeout):  # loses no cancellation (see comm)
-        return await comm.read()
-
-
-def _unpicklable_error(response):
-    exc = response.get("exception")
-    return {
-        "status": "error",
-        "exception": TaskError(f"{type(exc).__name__}: {exc}"),
-        "traceback": response.get("traceback", ""),
-    }
 
 
 class Server(TCPServer):
@@ -289,6 +183,7 @@ class Server(TCPServer):
     async def _serve(self, comm):
         peer = format_address(comm.peer)
         while not self._closing:
+            msg = response = None  # the last ones are not held while the next is awaited
             try:
                 msg = await comm.read()
             except SerializationError as e:
@@ -305,33 +200,53 @@ class Server(TCPServer):
                 err = ProtocolError(f"malformed message from {peer}: expected a dict with an 'op'")
                 await self._reply(comm, error_message(err, ""))
                 continue
-            op = msg.pop("op")
+            if msg["op"] == "many":
+                self.counters["many"] += 1
+                serve_many(self, comm, msg.get("msgs"))
+                continue
             want_reply = msg.pop("reply", True)
-            self.counters[op] += 1
-            handler = self.handlers.get(op)
-            if handler is None:
-                err = ValueError(f"{self} has no operation {op!r} (asked by {peer})")
-                response = error_message(err, "")
-            else:
-                try:
-                    result = handler(comm, **msg)
-                    if inspect.isawaitable(result):
-                        result = await result
-                    if result is REPLIED:
-                        continue
-                    response = ok_message(result)
-                except Exception as e:
-                    logger.debug("%s: op %r from %s failed", self, op, peer, exc_info=True)
-                    response = error_message(e)
-            if want_reply and not await self._reply(comm, response):
+            response = self.dispatch(comm, msg)
+            if type(response) is not dict and response is not REPLIED:
+                response = await response
+            if response is not REPLIED and want_reply and not await self._reply(comm, response):
                 return
+
+    def dispatch(self, comm, msg):
+        """Handle ``msg`` (a dict with an ``op``) from ``comm``: its reply message,
+        ``REPLIED`` when the handler sent it itself, or an awaitable of either."""
+        op = msg.pop("op")
+        self.counters[op] += 1
+        handler = self.handlers.get(op)
+        if handler is None:
+            err = ValueError(f"{self} has no operation {op!r} (asked by "
+                             f"{format_address(comm.peer)})")  # fmt: skip
+            return error_message(err, "")
+        try:
+            result = handler(comm, **msg)
+        except Exception as e:
+            return self._failed(op, comm, e)
+        if inspect.isawaitable(result):
+            return self._finish(op, comm, result)
+        return result if result is REPLIED else ok_message(result)
+
+    async def _finish(self, op, comm, awaitable):
+        try:
+            result = await awaitable
+        except Exception as e:
+            return self._failed(op, comm, e)
+        return result if result is REPLIED else ok_message(result)
+
+    def _failed(self, op, comm, error):
+        logger.debug("%s: op %r from %s failed", self, op, format_address(comm.peer),
+                     exc_info=True)  # fmt: skip
+        return error_message(error)
 
     async def _reply(self, comm, response):
         try:
             await comm.write(response)
         except SerializationError as e:
             if response.get("status") == "error":
-                response = _unpicklable_error(response)
+                response = unpicklable_error(response)
             else:
                 response = error_message(e)
             try:

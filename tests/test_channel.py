@@ -1,0 +1,224 @@
+"""Channels: many requests on one connection, sent and answered together."""
+import asyncio
+import threading
+
+import pytest
+
+from distributed3 import ConnectionBrokenError, ProtocolError, SerializationError
+from distributed3.core.channel import Channel, Channels, SubComm
+from distributed3.core.comm import connect
+from distributed3.core.server import REPLIED, Server, ok_message
+from distributed3.testing import gen_test
+
+
+class Unreadable:
+    """Pickles, but cannot be unpickled: its reconstructor raises."""
+
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def _refuse():
+    raise RuntimeError("refusing to be unpickled")
+
+
+class Echo(Server):
+    """Handlers answered on the loop, later, and from a thread of our own."""
+
+    def __init__(self, **kwargs):
+        super().__init__({
+            "add": lambda comm, x, y: x + y,
+            "later": self.later,
+            "threaded": self.threaded,
+            "unreadable": lambda comm: Unreadable(),
+            "gate": self.wait_gate,
+        }, **kwargs)  # fmt: skip
+        self.gate = asyncio.Event()
+
+    async def later(self, comm, x, delay):
+        await asyncio.sleep(delay)
+        return x
+
+    def threaded(self, comm, x):
+        loop = asyncio.get_running_loop()
+
+        def run():
+            comm.send_prepared(comm.prepare(ok_message(x * 2)), loop)
+
+        threading.Thread(target=run).start()
+        return REPLIED
+
+    async def wait_gate(self, comm, x):
+        await self.gate.wait()
+        return x
+
+
+@gen_test()
+async def test_requests_of_one_turn_leave_in_one_frame_and_replies_match_by_id():
+    server = await Echo().start(port=0)
+    channel = await Channel.open(server.address)
+    try:
+        first = await channel.call({"op": "add", "x": 1, "y": 1})  # alone: at once
+        totals = await asyncio.gather(*[channel.call({"op": "add", "x": i, "y": 100})
+                                        for i in range(500)])  # fmt: skip
+        assert first == 2 and totals == [i + 100 for i in range(500)]
+        assert server.counters["many"] == 3  # the lone one, the first of the burst, the rest
+        assert server.counters["add"] == 501
+    finally:
+        channel.close()
+        await server.close()
+
+
+@gen_test()
+async def test_replies_come_as_they_are_ready_whatever_the_order_of_requests():
+    server = await Echo().start(port=0)
+    channel = await Channel.open(server.address)
+    try:
+        slow = asyncio.ensure_future(channel.call({"op": "gate", "x": "slow"}))
+        fast = [channel.call({"op": "later", "x": i, "delay": 0}) for i in range(20)]
+        threaded = [channel.call({"op": "threaded", "x": i}) for i in range(20)]
+        assert await asyncio.gather(*fast) == list(range(20))
+        assert await asyncio.gather(*threaded) == [2 * i for i in range(20)]
+        assert not slow.done()  # the others did not wait for it
+        server.gate.set()
+        assert await slow == "slow"
+    finally:
+        channel.close()
+        await server.close()
+
+
+@gen_test()
+async def test_an_unserializable_request_fails_alone():
+    server = await Echo().start(port=0)
+    channel = await Channel.open(server.address)
+    try:
+        lock = threading.Lock()
+        results = await asyncio.gather(
+            channel.call({"op": "add", "x": 1, "y": 2}),
+            channel.call({"op": "add", "x": lock, "y": 2}),
+            channel.call({"op": "add", "x": 3, "y": 4}),
+            return_exceptions=True,
+        )
+        assert results[0] == 3 and results[2] == 7
+        assert isinstance(results[1], SerializationError)
+        assert "could not serialize a message for 127.0.0.1:" in str(results[1])
+    finally:
+        channel.close()
+        await server.close()
+
+
+@gen_test()
+async def test_a_reply_that_cannot_be_read_fails_alone():
+    server = await Echo().start(port=0)
+    channel = await Channel.open(server.address)
+    try:
+        results = await asyncio.gather(
+            channel.call({"op": "add", "x": 1, "y": 2}),
+            channel.call({"op": "unreadable"}),
+            channel.call({"op": "add", "x": 3, "y": 4}),
+            return_exceptions=True,
+        )
+        assert results[0] == 3 and results[2] == 7
+        assert isinstance(results[1], SerializationError)
+        assert "refusing to be unpickled" in str(results[1])
+        assert await channel.call({"op": "add", "x": 5, "y": 5}) == 10  # still open
+    finally:
+        channel.close()
+        await server.close()
+
+
+@gen_test()
+async def test_an_unknown_op_and_a_bad_entry_get_errors_and_the_server_goes_on():
+    server = await Echo().start(port=0)
+    channel = await Channel.open(server.address)
+    try:
+        with pytest.raises(ValueError, match="has no operation 'nope'"):
+            await channel.call({"op": "nope"})
+        with pytest.raises(ProtocolError, match="expected a dict with an 'op'"):
+            await channel.call(["not", "a", "dict"])
+        # a 'many' message whose requests are not a list: a clear error, not a crash
+        comm = await connect(server.address)
+        await comm.write({"op": "many", "msgs": 42, "reply": False})
+        reply = await comm.read()
+        assert "expected a list of requests" in str(reply["exception"])
+        comm.close()
+        assert await channel.call({"op": "add", "x": 1, "y": 1}) == 2
+    finally:
+        channel.close()
+        await server.close()
+
+
+@gen_test()
+async def test_when_the_connection_breaks_every_open_request_raises():
+    server = await Echo().start(port=0)
+    channel = await Channel.open(server.address)
+    waiting = [asyncio.ensure_future(channel.call({"op": "gate", "x": i})) for i in range(5)]
+    await asyncio.sleep(0)
+    await server.close()
+    for future in waiting:
+        with pytest.raises(ConnectionBrokenError, match="closed by the peer"):
+            await future
+    assert channel.closed
+    with pytest.raises(ConnectionBrokenError):
+        await channel.call({"op": "add", "x": 1, "y": 1})
+
+
+@gen_test()
+async def test_a_request_that_times_out_leaves_the_channel_usable():
+    server = await Echo().start(port=0)
+    channel = await Channel.open(server.address)
+    try:
+        with pytest.raises(TimeoutError):
+            await channel.call({"op": "gate", "x": 1}, timeout=0.05)
+        assert not channel.waiting  # its late reply will be dropped
+        assert await channel.call({"op": "add", "x": 2, "y": 2}) == 4
+        server.gate.set()
+        assert await channel.call({"op": "add", "x": 3, "y": 3}) == 6
+    finally:
+        channel.close()
+        await server.close()
+
+
+@gen_test()
+async def test_channels_open_one_connection_per_address_and_reopen_after_a_break():
+    server = await Echo(secret="s3cret").start(port=0)
+    channels = Channels(secret="s3cret")
+    try:
+        totals = await asyncio.gather(*[channels.call(server.address, {"op": "add", "x": i,
+                                                                       "y": 0})
+                                        for i in range(50)])  # fmt: skip
+        assert totals == list(range(50)) and len(server.comms) == 1
+        first = channels.open[server.address]
+        first.close()
+        assert await channels.call(server.address, {"op": "add", "x": 1, "y": 1}) == 2
+        assert channels.open[server.address] is not first
+    finally:
+        channels.close()
+        await server.close()
+
+
+@gen_test()
+async def test_a_wrong_secret_is_refused_before_any_request_is_read():
+    from distributed3 import AuthenticationError
+
+    server = await Echo(secret="s3cret").start(port=0)
+    try:
+        with pytest.raises(AuthenticationError):
+            await Channel.open(server.address, secret="wrong")
+        assert server.counters["many"] == 0
+    finally:
+        await server.close()
+
+
+def test_a_sub_comm_names_its_peer():
+    class Box:
+        pass
+
+    class Comm:
+        peer = ("127.0.0.1", 1234)
+        closed = False
+
+    sub = SubComm(Comm(), Box(), 7)
+    assert sub.peer == ("127.0.0.1", 1234) and not sub.closed
+    assert sub.prepare({"x": 1})[0] == 7
+    assert sub.prepare({"x": threading.Lock()}) is None
