@@ -129,22 +129,28 @@ def steal_choice(queues, cost, limit):
     return None
 
 
-def pipeline_depth(seconds, most=4):
+def pipeline_depth(seconds, most=64):
     """Tasks to keep in flight per core on a worker whose messages take ``seconds`` of
     work each: several for short ones, whose reply and next message would otherwise
     leave the core idle; one for long ones, which must not wait on a worker behind
     another while a core elsewhere is free.  ``None`` (not known yet): one.
 
-    >>> [pipeline_depth(s) for s in (None, 0.0001, 0.003, 0.02, 0.05, 2.0)]
-    [1, 4, 2, 2, 1, 1]
+    >>> [pipeline_depth(s) for s in (None, 1e-6, 0.0001, 0.0008, 0.003, 0.02, 0.05, 2.0)]
+    [1, 64, 20, 4, 2, 2, 1, 1]
 
-    Two in flight cost a map at most one such task at its end; below 50 ms that is
-    less than the round trips saved.
+    Below a millisecond, about ``QUEUED_SECONDS`` of work: the messages of that many go
+    out and come back together (see :mod:`~distributed3.core.channel`), and a map's
+    end waits for no more than that.  Two in flight cost a map at most one such task at
+    its end; below 50 ms that is less than the round trips saved.
     """
     if seconds is None or seconds >= 0.05:
         return 1
-    return most if seconds < 0.001 else min(2, most)
+    if seconds >= 0.001:
+        return min(2, most)
+    return max(1, min(most, max(4, int(QUEUED_SECONDS / max(seconds, 1e-9)))))
 
+
+QUEUED_SECONDS = 0.002  # of tiny tasks, in flight per core
 
 CHUNK_SECONDS = 0.002  # work per message, at least, once a function's task time is known
 MAX_CHUNK = 10_000

@@ -163,7 +163,7 @@ def test_an_idle_worker_takes_queued_tasks_of_a_busy_holder_whatever_the_order(p
     tasks left queued from the start, whichever of the two is offered work first."""
     for holder in workers:
         other = next(w for w in workers if w is not holder)
-        data = pool.scatter(list(range(40)))
+        data = pool.scatter(list(range(400)))  # tiny tasks: up to 64 in flight a core
         pool.replicate(data, n=1)
         on_holder = [d for d in data if holder.address in d.workers]
         before = other.tasks_done

@@ -96,7 +96,7 @@ class Batch:
     bounds each task's run; ``on_done`` is called with each task's results as it ends.
     """
 
-    slots_per_core = 4
+    slots_per_core = 64  # the most tasks in flight per core: tiny ones, see pipeline_depth
     recovery_rounds = 5
     steal_bytes = 4096  # an idle worker takes others' tasks whose inputs it lacks are this small
 

@@ -28,6 +28,7 @@ from collections import defaultdict
 
 from ..core.comm import connect
 from ..core.security import TLS, normalize_secret
+from ..core.channel import Channels
 from ..core.server import ConnectionPool, request
 from ..exceptions import CommClosedError, ConnectionBrokenError, DistributedError
 from ..scheduling import TaskTimes
@@ -69,6 +70,7 @@ class Session:
         self.occupancy = defaultdict(int)
         self.task_times = TaskTimes()  # seconds per task of the functions mapped, for chunks
         self.connections = None  # a ConnectionPool, once started
+        self.channels = None  # one Channel per worker for tasks, once started
         self.status = "created"
         self.broken = None  # why every call fails: the local cluster is gone
         self.asynchronous = asynchronous
@@ -126,6 +128,7 @@ class Session:
                 self.center_address = self.cluster.center_address
             self.connections = ConnectionPool(secret=self.secret, timeout=self.timeout,
                                               tls=self.tls)  # fmt: skip
+            self.channels = Channels(secret=self.secret, timeout=self.timeout, tls=self.tls)
             comm = await self._subscribe()
         except BaseException:
             await self.close()
@@ -150,6 +153,8 @@ class Session:
             self._subscription.close()
         if self.connections is not None:
             await self.connections.close()
+        if self.channels is not None:
+            self.channels.close()
         if self.cluster is not None:
             await self.cluster.close()
         self.status = "closed"
@@ -290,8 +295,9 @@ class Session:
                        f"pool saw fewer than {n} workers")  # fmt: skip
 
     def call(self, worker, msg, timeout=None):
-        """Send ``msg`` to ``worker``; its reply's result (see ``ConnectionPool.call``)."""
-        return self.connections.call(worker, msg, timeout)
+        """Send task message ``msg`` to ``worker`` on its channel, with the others sent in
+        this turn of the loop; its reply's result (see :class:`~distributed3.core.channel.Channel`)."""
+        return self.channels.call(worker, msg, timeout)
 
     def rpc(self, worker):
         """An rpc proxy to ``worker`` over the session's connections."""

@@ -41,15 +41,12 @@ import asyncio
 import functools
 import logging
 import os
-import time
-from collections import defaultdict, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
 
 from ..core.protocol import loads_function, sizeof
-from ..core.server import REPLIED, ConnectionPool, Server, ok_message
+from ..core.server import REPLIED, ConnectionPool, Server
 from ..exceptions import (
     MissingDataError,
-    SerializationError,
     StateMissingError,
     WorkerRetiringError,
 )
@@ -58,24 +55,13 @@ from ..keys import Parts, element_of, split_element, substitute
 from ..scheduling import spread
 from ..utils import format_address, parse_address
 from .center_link import CenterLink
-from .execute import chunk_reply, lone_reply, run_chunk, run_guarded, stateful_call
+from .execute import run_guarded, stateful_call
+from .runner import TaskRunner
 
 logger = logging.getLogger(__name__)
 
 
 _MISSING = object()
-
-
-def _fail(future, exc):
-    """``future`` raises ``exc``, unless it has ended already (on the loop)."""
-    if not future.done():
-        future.set_exception(exc)
-
-
-def _cancel(future):
-    """``future`` is cancelled, unless it has ended already (on the loop)."""
-    if not future.done():
-        future.cancel()
 
 
 class Worker(CenterLink, Server):
@@ -116,15 +102,15 @@ class Worker(CenterLink, Server):
         self.max_tasks = max_tasks
         self.resources = dict(resources or {})
         self.retiring = None  # why, once retiring
-        self.active = 0  # tasks running now
+        self.waiting = 0  # tasks waiting for their inputs
         self.data = {}
         self.nbytes = {}
         self.stateful = {}  # name -> instance of a user's WorkerInterface class
         self.stateful_version = {}  # name -> updates applied
         self.tasks_done = 0
         self.peer_bytes_in = 0
-        self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="distributed3-task")
-        self._landed = deque()  # results of task threads the loop has yet to keep
+        self.runner = TaskRunner(self.ncores, self._store)
+        self.executor = self.runner.executor  # also for stateful instances' calls
         self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
         self.owners = {}  # key -> the client a result was computed for (for the center)
         self._init_center_link()
@@ -178,7 +164,7 @@ class Worker(CenterLink, Server):
             comm.close()
         await super().close()
         await self.peers.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()
         logger.info("Worker at %s closed", format_address(self.address))
         self.finished.set()
 
@@ -208,7 +194,7 @@ class Worker(CenterLink, Server):
 
     # -- handlers --------------------------------------------------------------
 
-    async def compute(self, comm, key, function=None, args=(), kwargs=None, who_has=None,
+    def compute(self, comm, key, function=None, args=(), kwargs=None, who_has=None,
                       seed=None, keep=(), stateful=None, owner=None):  # fmt: skip
         """Run ``function(*args, **kwargs)`` with remote inputs filled in; keep the result as ``key``.
 
@@ -218,11 +204,11 @@ class Worker(CenterLink, Server):
         is the function; ``owner`` is the client the result belongs to, which the
         center learns with the key's report.
         """
-        return await self.compute_chunk(comm, [key], function, [args], kwargs, who_has,
-                                        None if seed is None else [seed], keep, stateful,
-                                        owner, lone=True)  # fmt: skip
+        return self.compute_chunk(comm, [key], function, [args], kwargs, who_has,
+                                  None if seed is None else [seed], keep, stateful, owner,
+                                  lone=True)  # fmt: skip
 
-    async def compute_chunk(self, comm, keys=None, function=None, args_list=(), kwargs=None,
+    def compute_chunk(self, comm, keys=None, function=None, args_list=(), kwargs=None,
                             who_has=None, seeds=None, keep=(), stateful=None,
                             owner=None, lone=False, group=None, over=None,
                             single_args=None):  # fmt: skip
@@ -242,77 +228,52 @@ class Worker(CenterLink, Server):
 
         (with ``group``, ``pickled`` is the whole list of results pickled at once when
         every one is small, else ``None``; ``lone``: the reply of :meth:`compute`
-        instead, see :func:`lone_reply`.)  The reply leaves from the task thread, as
-        soon as the loop holds the results.
+        instead, see :func:`~.execute.lone_reply`.)  The reply leaves from the task
+        thread, as soon as the loop holds the results (see :mod:`.runner`).
         """
         if self.retiring is not None:
             raise WorkerRetiringError(
                 f"worker {format_address(self.address)} is retiring ({self.retiring})"
             )
-        self.active += 1
-        try:
-            spread = single_args is None  # each task's arguments are a tuple to spread
-            return await self._compute_chunk(comm, keys if group is None else group, function,
-                                             args_list if spread else single_args, spread,
-                                             kwargs, who_has, seeds, keep, stateful, owner,
-                                             lone, over)  # fmt: skip
-        finally:
-            self.active -= 1
-
-    async def _compute_chunk(self, comm, keys, function, args_list, spread, kwargs, who_has,
-                             seeds, keep, stateful, owner, lone, over=None):  # fmt: skip
+        spread = single_args is None  # each task's arguments are a tuple to spread
+        args_list = args_list if spread else single_args
+        keys = keys if group is None else group
         if stateful is not None:
-            instance = self.stateful.get(stateful["name"])
-            if instance is None or self.stateful_version[stateful["name"]] < stateful["version"]:
-                raise StateMissingError(
-                    f"worker {format_address(self.address)} has no up-to-date instance "
-                    f"{stateful['name']!r}"
-                )
-            function = functools.partial(stateful_call, instance)
-        if who_has:
+            function = self._stateful_function(stateful)
+        if not who_has:  # nothing to wait for: queued now, answered from its thread
+            self.runner.launch(comm, keys, function, args_list, spread, kwargs, seeds, owner,
+                               lone)  # fmt: skip
+            return REPLIED
+        return self._compute_with_inputs(comm, keys, function, args_list, spread, kwargs,
+                                         who_has, seeds, keep, owner, lone, over)  # fmt: skip
+
+    def _stateful_function(self, stateful):
+        instance = self.stateful.get(stateful["name"])
+        if instance is None or self.stateful_version[stateful["name"]] < stateful["version"]:
+            raise StateMissingError(
+                f"worker {format_address(self.address)} has no up-to-date instance "
+                f"{stateful['name']!r}"
+            )
+        return functools.partial(stateful_call, instance)
+
+    async def _compute_with_inputs(self, comm, keys, function, args_list, spread, kwargs,
+                                   who_has, seeds, keep, owner, lone, over):  # fmt: skip
+        self.waiting += 1  # for inputs: busy, for retire
+        try:
             values = await self._gather_inputs(who_has)
-            kept = {k: values[k] for k in keep if k in values and k not in self.data}
-            if kept:
-                await self.update_data(comm, kept)
-            if over is not None:
-                args_list, spread = self._chunk_slice(values, *over), False
-            else:
-                args_list = [substitute(args, values) for args in args_list]
-            kwargs = substitute(kwargs, values) if kwargs else kwargs
-            del values
-        loop = asyncio.get_running_loop()
-        stored = loop.create_future()
-
-        def run():  # in a task thread
-            try:
-                start = time.perf_counter()  # the tasks' own time, not their wait for a thread
-                values, errors = run_chunk(function, args_list, kwargs, seeds, spread)
-                reply = chunk_reply(values, errors, time.perf_counter() - start,
-                                    whole=type(keys) is str)  # fmt: skip
-                sizes = reply["nbytes"]
-                if lone:
-                    reply = lone_reply(keys[0], reply, values)
-                try:
-                    buffers, _ = comm.encode(ok_message(reply))
-                except SerializationError:  # the loop answers, with what it can send
-                    buffers = None
-                # the results are the loop's before anyone can ask for them: it takes
-                # them (catch_up) before it handles any message, and the reply leaves
-                # before the loop is woken, which would hold the GIL meanwhile
-                answer = reply if buffers is None else REPLIED
-                self._landed.append((stored, keys, values, errors, sizes, owner, answer))
-                if buffers is not None:
-                    comm.send_from_thread(buffers, loop)
-                loop.call_soon_threadsafe(self.catch_up)
-            except BaseException as e:  # the handler must not wait for ever
-                loop.call_soon_threadsafe(_fail, stored, e)
-
-        def ended(submitted):
-            if submitted.cancelled():  # before it ran (the worker is closing): so does this
-                loop.call_soon_threadsafe(_cancel, stored)
-
-        self.executor.submit(run).add_done_callback(ended)
-        return await stored
+        finally:
+            self.waiting -= 1
+        kept = {k: values[k] for k in keep if k in values and k not in self.data}
+        if kept:
+            await self.update_data(comm, kept)
+        if over is not None:
+            args_list, spread = self._chunk_slice(values, *over), False
+        else:
+            args_list = [substitute(args, values) for args in args_list]
+        kwargs = substitute(kwargs, values) if kwargs else kwargs
+        del values
+        self.runner.launch(comm, keys, function, args_list, spread, kwargs, seeds, owner, lone)
+        return REPLIED
 
     def _chunk_slice(self, values, key, start, stop):
         parts = values[key]
@@ -323,12 +284,15 @@ class Worker(CenterLink, Server):
 
     def catch_up(self):
         """On the loop: keep the results task threads have finished, queue their report,
-        and let their handlers return."""
-        landed = self._landed
-        while landed:
-            self._store(*landed.popleft())
+        and send the replies they could not."""
+        self.runner.catch_up()
 
-    def _store(self, stored, keys, values, errors, sizes, owner, answer):
+    @property
+    def active(self):
+        """Tasks running, queued, or waiting for their inputs here."""
+        return self.runner.active + self.waiting
+
+    def _store(self, keys, values, errors, sizes, owner):
         self.tasks_done += len(values)
         if self.max_tasks and self.tasks_done >= self.max_tasks:  # before the next message
             self.retire(f"it has run {self.tasks_done} tasks (--max-tasks {self.max_tasks})")
@@ -346,8 +310,6 @@ class Worker(CenterLink, Server):
             # no round trip to the center per task: the report goes with the next batch,
             # and the client already knows where the results are
             self._queue_report(add=report, owner=owner)
-        if not stored.done():
-            stored.set_result(answer)
 
     # -- stateful instances ------------------------------------------------------
 

@@ -1,0 +1,134 @@
+"""A worker's task threads: tasks queued on the loop, run ``ncores`` at a time.
+
+::
+
+    loop:    launch(job) --> queue --+
+                                     |  up to ncores threads, each taking job after job
+    thread:  run_chunk --> reply --> landed (results for the loop) --> reply sent
+    loop:    catch_up(): landed --> store(...) (the worker keeps the results)
+
+A thread takes the next job from the queue as soon as it has answered one, without
+going back to the thread pool, so a burst of small tasks costs no thread wake-up
+per task; and it wakes the loop once for all the results it hands over meanwhile.
+The reply leaves from the thread once the results are in ``landed``: the loop takes
+them (:meth:`TaskRunner.catch_up`) before it handles any other message, so no one
+can ask for a result before it is kept.
+
+>>> import asyncio
+>>> from distributed3.core.protocol import dumps_function
+>>> class Answers:
+...     def prepare(self, msg): return msg
+...     def send_prepared(self, msg, loop): self.reply = msg
+>>> async def demo():
+...     kept = []
+...     runner = TaskRunner(1, lambda *stored: kept.append(stored))
+...     comm = Answers()
+...     runner.launch(comm, ["k"], dumps_function(abs), [(-3,)], True, None, None, None, True)
+...     while not kept:
+...         await asyncio.sleep(0.01)
+...     runner.close()
+...     return kept[0][:2], comm.reply["result"]["key"]
+>>> asyncio.run(demo())
+((['k'], [3]), 'k')
+"""
+import asyncio
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from ..core.messages import error_message, ok_message
+from .execute import chunk_reply, lone_reply, run_chunk
+
+__all__ = ["TaskRunner"]
+
+
+class TaskRunner:
+    """Runs a worker's tasks in ``ncores`` threads and answers each from its thread.
+
+    ``store(keys, values, errors, sizes, owner)`` is called on the loop with each
+    task's results.  ``active`` counts tasks launched and not yet stored.
+    """
+
+    def __init__(self, ncores, store):
+        self.ncores = ncores
+        self.store = store
+        self.executor = ThreadPoolExecutor(ncores, thread_name_prefix="distributed3-task")
+        self.active = 0
+        self._queue = deque()  # jobs not yet taken by a thread
+        self._lock = threading.Lock()  # the queue and the count of threads draining it
+        self._draining = 0
+        self._landed = deque()  # results of task threads the loop has yet to keep
+        self._catch_up_due = False
+        self._loop = None
+
+    def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
+        """Queue a task (see :meth:`~distributed3.worker.Worker.compute_chunk` for the
+        arguments); its reply goes to ``comm`` (``prepare``/``send_prepared`` from its
+        thread, or ``answer`` on the loop)."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        self.active += 1
+        with self._lock:
+            self._queue.append((comm, keys, function, args_list, spread, kwargs, seeds, owner,
+                                lone))  # fmt: skip
+            start = self._draining < self.ncores
+            if start:
+                self._draining += 1
+        if start:
+            self.executor.submit(self._drain)
+
+    def _drain(self):  # in a task thread
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._draining -= 1
+                    return
+                job = self._queue.popleft()
+            self._run(*job)
+
+    def _run(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
+        loop = self._loop
+        try:
+            start = time.perf_counter()  # the tasks' own time, not their wait for a thread
+            values, errors = run_chunk(function, args_list, kwargs, seeds, spread)
+            reply = chunk_reply(values, errors, time.perf_counter() - start,
+                                whole=type(keys) is str)  # fmt: skip
+            sizes = reply["nbytes"]
+            if lone:
+                reply = lone_reply(keys[0], reply, values)
+            prepared = comm.prepare(ok_message(reply))  # None: the loop answers
+            answer = reply if prepared is None else None
+            # kept by the loop before it handles any message, sent after: the results
+            # are the loop's before anyone can ask for them
+            self._landed.append((comm, keys, values, errors, sizes, owner, answer))
+            if prepared is not None:
+                comm.send_prepared(prepared, loop)
+            if not self._catch_up_due:  # once for every result handed over meanwhile
+                self._catch_up_due = True
+                loop.call_soon_threadsafe(self.catch_up)
+        except BaseException as e:  # the task must not go unanswered
+            loop.call_soon_threadsafe(self._failed, comm, e)
+
+    def catch_up(self):
+        """On the loop: store the results the threads have finished, and send the
+        replies they could not (results that could not be serialized)."""
+        self._catch_up_due = False  # before taking: a result landing now wakes us again
+        landed = self._landed
+        while landed:
+            comm, keys, values, errors, sizes, owner, answer = landed.popleft()
+            self.active -= 1
+            self.store(keys, values, errors, sizes, owner)
+            if answer is not None:
+                comm.answer(ok_message(answer))
+
+    def _failed(self, comm, error):
+        self.active -= 1
+        comm.answer(error_message(error))
+
+    def close(self):
+        """Drop the tasks no thread has taken yet; stop the threads once they are idle."""
+        with self._lock:
+            dropped = len(self._queue)
+            self._queue.clear()
+        self.active -= dropped
+        self.executor.shutdown(wait=False, cancel_futures=True)
