@@ -12,6 +12,7 @@ import sys
 import time
 
 from .memory import descendants, rss_mb
+from .pipeline import pipeline_spec, run_pipeline
 from .systems import SYSTEMS
 from .tasks import MAKESPAN
 from .timing import median_of
@@ -73,6 +74,12 @@ def run(name, config):
             before = s.center_messages()
             s.map(n)
             results["center_messages_per_task"] = (s.center_messages() - before) / n
+        # last: the biggest memory of the run, which the figures above should not see
+        if config.get("pipeline") and getattr(s, "pipeline", None) is not None:
+            try:
+                results["pipeline"] = run_pipeline(s, pipeline_spec(config["pipeline"]))
+            except Exception as e:  # a wrong result or a failure: no figures, the rest kept
+                results["pipeline"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     return results
 
 
