@@ -81,6 +81,7 @@ class PeakRSS:
         self.parent_mb = max(self.parent_mb, rss_mb(os.getpid()))
 
     def watch(self):
+        """Sample until told to stop (the thread's loop)."""
         while not self.stop.wait(self.interval):
             self.sample()
 
