@@ -1,4 +1,5 @@
 """The benchmark scripts run and print their tables (speed is not judged here)."""
+import io
 import json
 import os
 import subprocess
@@ -30,7 +31,8 @@ def test_quick_benchmark_runs_and_prints_its_tables(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     for line in ("no-op map+gather, own chunks", "tiny task round trip", "worker to worker",
-                 "local cluster up + first result", "idle worker RSS", "Targets"):  # fmt: skip
+                 "local cluster up + first result", "idle worker RSS", "Data pipeline: 8 arrays",
+                 "peak summed worker RSS", "Targets"):  # fmt: skip
         assert line in proc.stdout
     results = json.loads(out.read_text())
     ours = results["systems"]["distributed3"]
@@ -39,6 +41,36 @@ def test_quick_benchmark_runs_and_prints_its_tables(tmp_path):
     assert ours["transfer"]["10000000"] > 0 and ours["worker_rss_mb"] > 0
     assert ours["moved_bytes"] == 0  # locality is a property, not a speed
     assert results["startup"]["distributed3"] > 0 and results["raw"]["ping_pong_us"] > 0
+    for name in ("distributed3", "multiprocessing", "concurrent.futures"):
+        assert results["systems"][name]["pipeline"]["makespan"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_pipeline_reports_its_measures_for_each_system():
+    """The quick data pipeline in fresh interpreters, as the benchmark runs it: a checked
+    result, and measures that make sense for the system."""
+    from distributed3.bench.main import QUICK, run_system
+    from distributed3.bench.report import print_report
+
+    spec = QUICK["pipeline"]
+    one_generation = spec["arrays"] * spec["elements"] * 8
+    config = {"map": [], "transfer": [], "pipeline": spec}
+    systems = {name: run_system(name, config, timeout=50)
+               for name in ("distributed3", "multiprocessing")}  # fmt: skip
+    ours, mp = systems["distributed3"]["pipeline"], systems["multiprocessing"]["pipeline"]
+    for run in (ours, mp):
+        assert "error" not in run, run
+        assert run["makespan"] > 0 and run["peak_worker_mb"] > 0 and run["peak_parent_mb"] > 0
+    # the reduction pulls the other worker's arrays, and nothing else moves
+    assert 0 <= ours["moved_bytes"] <= one_generation
+    assert one_generation <= ours["parent_bytes"] < one_generation * 1.01  # inputs, 3 floats
+    # out, back, out, back, out: every generation through the parent's pipes
+    assert "moved_bytes" not in mp and mp["parent_bytes"] >= 5 * one_generation
+    out = io.StringIO()
+    print_report({"config": config, "systems": systems, "skipped": {}, "raw": {},
+                  "startup": {}}, file=out)  # fmt: skip
+    report = out.getvalue()
+    assert "Data pipeline: 8 arrays of 1 MB" in report and "peak summed worker RSS" in report
 
 
 def test_bench_features(bench, capsys):

@@ -14,9 +14,11 @@ from .systems import STARTUP, SYSTEMS, available
 __all__ = ["main", "run"]
 
 FULL = {"map": [10_000, 100_000], "roundtrip": 1000, "transfer": [100_000_000, 1_000_000_000],
-        "locality": True, "memory": True, "makespan": True, "repeat": 3}  # fmt: skip
+        "locality": True, "memory": True, "makespan": True, "pipeline": True,
+        "repeat": 3}  # fmt: skip
+# the pipeline: True is 64 arrays of 8 MB (tasks.PIPELINE); quick, 8 of 1 MB
 QUICK = {"map": [2_000], "roundtrip": 200, "transfer": [10_000_000], "locality": True,
-         "memory": True, "repeat": 1}  # fmt: skip
+         "memory": True, "pipeline": {"arrays": 8, "elements": 125_000}, "repeat": 1}  # fmt: skip
 # peers this slow per task would take minutes on the big maps: they run the smaller ones
 SLOW = {"dask": {"map": 10_000, "transfer": 100_000_000}, "ray": {"map": 10_000}}
 

@@ -11,52 +11,11 @@ import statistics
 import sys
 import time
 
+from .memory import descendants, rss_mb
+from .pipeline import pipeline_spec, run_pipeline
 from .systems import SYSTEMS
 from .tasks import MAKESPAN
 from .timing import median_of
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_mb(pid):
-    """Resident memory of process ``pid`` in MB (0 if it is gone).
-
-    >>> rss_mb(os.getpid()) > 1
-    True
-    """
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE / 1e6
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def descendants(pid):
-    """Every process below ``pid``.
-
-    >>> import subprocess
-    >>> child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    >>> child.pid in descendants(os.getpid())
-    True
-    >>> child.kill(); child.wait()
-    -9
-    """
-    out, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except OSError:
-                continue
-            out.extend(kids)
-            todo.extend(kids)
-    return out
 
 
 def _timed(func, n, repeat):
@@ -115,6 +74,12 @@ def run(name, config):
             before = s.center_messages()
             s.map(n)
             results["center_messages_per_task"] = (s.center_messages() - before) / n
+        # last: the biggest memory of the run, which the figures above should not see
+        if config.get("pipeline") and getattr(s, "pipeline", None) is not None:
+            try:
+                results["pipeline"] = run_pipeline(s, pipeline_spec(config["pipeline"]))
+            except Exception as e:  # a wrong result or a failure: no figures, the rest kept
+                results["pipeline"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     return results
 
 

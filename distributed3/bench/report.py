@@ -7,10 +7,12 @@ tasks/s   1,000  —
 bytes         0  —
 """
 import sys
+import textwrap
 
+from .pipeline import pipeline_spec
 from .tasks import MAKESPAN, ideal_makespan
 
-__all__ = ["print_report", "table"]
+__all__ = ["pipeline_rows", "print_report", "table"]
 
 
 def _fmt(value):
@@ -91,6 +93,47 @@ def measurements(results):
     return rows, columns
 
 
+PIPELINE_ROWS = [("makespan, first put to result in hand (s)", "makespan"),
+                 ("bytes moved worker to worker (MB)", "moved_bytes"),
+                 ("bytes through the parent, pickled (MB)", "parent_bytes"),
+                 ("peak summed worker RSS (MB)", "peak_worker_mb"),
+                 ("peak client / parent RSS (MB)", "peak_parent_mb")]  # fmt: skip
+
+
+def _mb(value):
+    return value / 1e6 if isinstance(value, (int, float)) else value
+
+
+def pipeline_rows(results):
+    """The data pipeline's explanation line, and its ``[(measure, {system: value})]``.
+
+    >>> results = {"config": {"pipeline": {"arrays": 2, "elements": 1000}},
+    ...            "systems": {"a": {"pipeline": {"makespan": 0.5, "moved_bytes": 8000,
+    ...                        "parent_bytes": 16000, "peak_worker_mb": 60.0,
+    ...                        "peak_parent_mb": 40.0}}, "b": {}}}
+    >>> what, rows = pipeline_rows(results)
+    >>> print(table(rows, ["a", "b"]))
+    workload                                       a  b
+    makespan, first put to result in hand (s)  0.500  —
+    bytes moved worker to worker (MB)          0.008  —
+    bytes through the parent, pickled (MB)     0.016  —
+    peak summed worker RSS (MB)                60.00  —
+    peak client / parent RSS (MB)              40.00  —
+    """
+    spec = pipeline_spec(results["config"].get("pipeline"))
+    what = (f"Data pipeline: {spec['arrays']} arrays of {_size(spec['elements'] * 8)} put on the "
+            "cluster, map 2*sqrt(a), map a - mean(a) over its results, one task totals them "
+            "all; 3 floats back. Moved: by the workers' own counters (ray's workers share one "
+            "object store, whose pages count in the RSS of each worker that reads them).")
+    runs = {s: _get(r, "pipeline") or {} for s, r in results["systems"].items()}
+    rows = []
+    for label, field in PIPELINE_ROWS:
+        scale = _mb if field.endswith("_bytes") else (lambda v: v)
+        rows.append((label, {s: scale(run[field]) if field in run else None
+                             for s, run in runs.items()}))  # fmt: skip
+    return what, rows
+
+
 def targets(results):
     """``[(target, measured ratio or value, "yes"/"no"/"—")]`` for the issue's targets."""
     systems = results["systems"]
@@ -162,6 +205,12 @@ def print_report(results, file=sys.stdout):
     for name, r in results["systems"].items():
         if "error" in r:
             print(f"{name} failed: {r['error']}", file=file)
+        elif "error" in (_get(r, "pipeline") or {}):
+            print(f"{name}'s data pipeline failed: {r['pipeline']['error']}", file=file)
+    if any(_get(r, "pipeline") for r in results["systems"].values()):
+        what, prows = pipeline_rows(results)
+        print("\n" + textwrap.fill(what, 92), file=file)
+        print(table(prows, list(results["systems"])), file=file)
     if results.get("scaling"):
         print("\ndistributed3, no-op tasks (map + gather) over N workers on one center", file=file)
         labels = {size: f"{size:,} tasks/s" for size in _scaling_sizes(results)}

@@ -10,6 +10,11 @@
 * ``s.moved_bytes()``, ``s.center_messages()`` -- distributed3's locality and center load,
 * ``s.sleeps(lengths)`` -- ``gather(map(sleep_for, lengths))`` as a user would write it
   (the system's default chunks), for the makespan of tasks that take time,
+* ``s.pipeline(arrays)`` -- put the arrays on the cluster, map ``stretch``, map
+  ``centre`` over its results, ``summarize`` them all in one task; returns its result
+  and the pickled bytes the parent sent and received (see :mod:`distributed3.bench.pipeline`),
+* ``s.peer_bytes()`` -- bytes the workers have sent each other so far, by the system's
+  own counter (``None`` where there is none to read),
 * ``s.worker_pids()`` -- the worker processes, for their resident memory.
 
 :mod:`distributed3.bench.one` times them.  ``STARTUP[name]`` is a script that starts
@@ -20,7 +25,9 @@ import time
 
 import numpy as np
 
-from .tasks import inc, nbytes, noop, pid, sleep_for
+from .pipeline import pickled_nbytes
+from .tasks import (centre, inc, nbytes, noop, pid, sent_to_peers, sleep_for, stretch, summarize,
+                    summarize_args)
 from .timing import median_of
 
 __all__ = ["SYSTEMS", "STARTUP", "available"]
@@ -86,6 +93,19 @@ class Distributed3:
         after = sum(i["peer_bytes_in"] for i in pool.worker_info().values())
         return after - before
 
+    def pipeline(self, arrays):
+        pool = self.pool
+        # a nested call drops each step's handles, as a user's would; the next step's
+        # recipes still hold them (to recompute a lost result), and so their data
+        centred = pool.map(centre, pool.map(stretch, pool.scatter(arrays)))
+        summary = pool.apply(summarize, [centred])
+        del centred
+        result = summary.get()
+        return result, pickled_nbytes(arrays) + pickled_nbytes(result)
+
+    def peer_bytes(self):
+        return sum(i["peer_bytes_in"] for i in self.pool.worker_info().values())
+
     def worker_pids(self):
         return sorted(info["pid"] for info in self.pool.worker_info().values())
 
@@ -126,6 +146,15 @@ class Multiprocessing:
     def sleeps(self, lengths):
         assert self.pool.map(sleep_for, lengths) == lengths
 
+    def pipeline(self, arrays):
+        # no storage on the pool: every result comes back here and goes out again
+        stretched = self.pool.map(stretch, arrays)
+        centred = self.pool.map(centre, stretched)
+        through = pickled_nbytes(arrays) + 2 * pickled_nbytes(stretched)
+        del stretched
+        result = self.pool.apply(summarize, (centred,))
+        return result, through + 2 * pickled_nbytes(centred) + pickled_nbytes(result)
+
     def worker_pids(self):
         return _pool_processes()
 
@@ -152,6 +181,15 @@ class ProcessPool:
 
     def sleeps(self, lengths):
         assert list(self.ex.map(sleep_for, lengths)) == lengths
+
+    def pipeline(self, arrays):
+        # no storage on the pool: every result comes back here and goes out again
+        stretched = list(self.ex.map(stretch, arrays))
+        centred = list(self.ex.map(centre, stretched))
+        through = pickled_nbytes(arrays) + 2 * pickled_nbytes(stretched)
+        del stretched
+        result = self.ex.submit(summarize, centred).result()
+        return result, through + 2 * pickled_nbytes(centred) + pickled_nbytes(result)
 
     def worker_pids(self):
         return _pool_processes()
@@ -199,6 +237,20 @@ class Dask:
         measure()  # warms up
         return size / median_of(measure, repeat) / 1e6
 
+    def pipeline(self, arrays):
+        client = self.client
+        # futures dropped here are released once the tasks that need them are done
+        centred = client.map(centre, client.map(stretch, client.scatter(arrays)))
+        summary = client.submit(summarize, centred)
+        del centred
+        result = summary.result()
+        return result, pickled_nbytes(arrays) + pickled_nbytes(result)
+
+    def peer_bytes(self):
+        # bytes each worker served to others (get_data); the client's gather of the
+        # tiny result is the only other reader here
+        return sum(self.client.run(sent_to_peers).values())
+
     def worker_pids(self):
         return sorted(self.client.run(pid).values())
 
@@ -214,6 +266,8 @@ class Ray:
         self.ray = ray
         self.noop, self.inc, self.pid, self.sleep_for = (
             ray.remote(f) for f in (noop, inc, pid, sleep_for))
+        self.stretch, self.centre, self.summarize = (
+            ray.remote(f) for f in (stretch, centre, summarize_args))
         ray.get([self.noop.remote(i) for i in range(200)])
         return self
 
@@ -228,6 +282,20 @@ class Ray:
 
     def sleeps(self, lengths):
         assert self.ray.get([self.sleep_for.remote(x) for x in lengths]) == lengths
+
+    def pipeline(self, arrays):
+        ray = self.ray
+        # refs dropped here are released once the tasks that need them are done
+        centred = [self.centre.remote(self.stretch.remote(ray.put(a))) for a in arrays]
+        summary = self.summarize.remote(*centred)
+        del centred
+        result = ray.get(summary)
+        return result, pickled_nbytes(arrays) + pickled_nbytes(result)
+
+    def peer_bytes(self):
+        """None: on one node every worker reads one shared-memory object store, so no
+        bytes go worker to worker; ray keeps no counter of its in-store reads."""
+        return None
 
     def worker_pids(self):
         return sorted(set(self.ray.get([self.pid.remote() for _ in range(20)])))

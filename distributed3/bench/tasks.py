@@ -40,6 +40,17 @@ def pid(_=None):
     return os.getpid()
 
 
+def sent_to_peers(dask_worker):
+    """Bytes a dask worker has sent to other workers and clients (``get_data``) so far.
+
+    >>> class Worker:
+    ...     transfer_outgoing_bytes_total = 3
+    >>> sent_to_peers(Worker())
+    3
+    """
+    return dask_worker.transfer_outgoing_bytes_total
+
+
 def sleep_for(seconds):
     """Take ``seconds`` and return them: a task of a known length, for makespans.
 
@@ -58,6 +69,73 @@ MAKESPAN = {
     "one 1 s task, then 20 of 50 ms": [1.0] + [0.05] * 20,
     "20 tasks of 50 ms, then one of 1 s": [0.05] * 20 + [1.0],
 }
+
+
+# the data pipeline: this many arrays of this many float64 elements (8 MB each)
+PIPELINE = {"arrays": 64, "elements": 1_000_000}
+
+
+def pipeline_input(i, elements):
+    """Input array ``i`` of the data pipeline: ``elements`` float64s from ``i`` to ``i + 1``,
+    so that every array differs and none is negative.
+
+    >>> pipeline_input(2, 3)
+    array([2. , 2.5, 3. ])
+    """
+    import numpy as np
+
+    return np.linspace(i, i + 1, elements)
+
+
+def stretch(array):
+    """The pipeline's first map: ``2 * sqrt(a)``, a new array of the same size.
+
+    >>> import numpy as np
+    >>> stretch(np.array([1.0, 4.0]))
+    array([2., 4.])
+    """
+    import numpy as np
+
+    return np.sqrt(array) * 2.0
+
+
+def centre(array):
+    """The pipeline's second map: ``a - mean(a)``, a new array of the same size.
+
+    >>> import numpy as np
+    >>> centre(np.array([1.0, 3.0]))
+    array([-1.,  1.])
+    """
+    return array - array.mean()
+
+
+def summarize(arrays):
+    """The pipeline's reduction: the elementwise total of every array (so every array's
+    data must be in one place), told in three floats: its absolute sum, max and min.
+
+    Any iterable of arrays will do, which lets the check compute it one array at a time.
+
+    >>> import numpy as np
+    >>> summarize([np.array([1.0, -2.0]), np.array([1.0, 1.0])])
+    [3.0, 2.0, -1.0]
+    """
+    import numpy as np
+
+    arrays = iter(arrays)
+    total = np.array(next(arrays), dtype=float)  # a copy: inputs may be read-only
+    for array in arrays:
+        total += array
+    return [float(np.abs(total).sum()), float(total.max()), float(total.min())]
+
+
+def summarize_args(*arrays):
+    """:func:`summarize` over its arguments (ray resolves refs given as arguments only).
+
+    >>> import numpy as np
+    >>> summarize_args(np.ones(2), np.ones(2))
+    [4.0, 2.0, 2.0]
+    """
+    return summarize(arrays)
 
 
 def ideal_makespan(lengths, cores=2):
