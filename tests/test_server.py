@@ -171,3 +171,32 @@ async def test_calls_to_a_closed_server_fail_clearly():
     with pytest.raises(ConnectionBrokenError, match=format_address(address)):
         await pool(address).add(x=1, y=2)
     await pool.close()
+
+
+class Payload:
+    """A value a handler returns; weak-referenceable, to see when the server drops it."""
+
+
+@gen_test()
+async def test_the_server_holds_no_reply_or_message_while_it_waits_for_the_next():
+    """A worker kept a 256 MB reply alive until its connection's next message."""
+    import gc
+    import weakref
+
+    kept = {}
+    server = await Server({"give": lambda comm: kept.pop("value"),
+                           "take": lambda comm, value: None}).start(port=0)  # fmt: skip
+    comm = await connect(server.address)
+    try:
+        kept["value"] = Payload()
+        sent = weakref.ref(kept["value"])
+        await comm.write({"op": "give"})
+        assert isinstance((await comm.read())["result"], Payload)
+        await comm.write({"op": "take", "value": Payload()})
+        await comm.read()
+        gc.collect()
+        assert sent() is None  # the connection is open and idle: nothing of it is kept
+        assert not [o for o in gc.get_objects() if type(o) is Payload]
+    finally:
+        comm.close()
+        await server.close()
