@@ -319,7 +319,10 @@ class Batch:
         try:
             if self.options.prepare is not None:
                 await self.options.prepare(worker)
-            reply = await session.call(worker, task.msg, self.options.timeout)
+            channel = session.channels.open.get(worker)  # one coroutine less than call()
+            if channel is None or channel.closed:
+                channel = await session.channels.get(worker)
+            reply = await channel.call(task.msg, self.options.timeout)
         except (ConnectionBrokenError, CommClosedError) as e:
             self._worker_died(worker, task, e)
             return False

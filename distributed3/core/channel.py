@@ -59,6 +59,8 @@ def pack(msg):
         frames = dumps(msg)
     except Exception as e:
         raise SerializationError(f"{type(e).__name__}: {e}") from e
+    if len(frames) == 1 and len(frames[0]) < _OUT_OF_BAND:  # the usual small request
+        return frames
     return [f if memoryview(f).nbytes < _OUT_OF_BAND else pickle.PickleBuffer(f)
             for f in frames]  # fmt: skip
 
@@ -146,6 +148,8 @@ class Channel:
         except BaseException:
             self.waiting.pop(i, None)  # a reply that comes later is dropped
             raise
+        if type(reply) is dict and reply.get("status") == "OK":
+            return reply.get("result")
         return result_of(reply, self.peer)
 
     def _flush(self):
@@ -257,6 +261,8 @@ class ReplyBox:
         self.flush_due = False  # a send of `ready` is scheduled on the loop
         self.behind = False  # the loop has the rest of a thread's send to write first
 
+    WAIT = 0.001  # seconds a thread's reply may wait for the replies of other requests
+
     def opened(self, n):
         """``n`` more requests taken up, to be answered."""
         with self.lock:
@@ -278,21 +284,22 @@ class ReplyBox:
         with self.lock:
             self.ready.append(entry)
             self.open -= 1
-            if self.flush_due:
-                return
-            later = self.flush_due = self.open > 0
-        if later:
-            self.loop.call_soon(self.flush)
-        else:
+            now = not self.open
+            later = not now and not self.flush_due
+            if later:
+                self.flush_due = True
+        if now:
             self.flush()
+        elif later:
+            self.loop.call_soon(self.flush)
 
     def put_from_thread(self, entry):
-        """From a task thread: send ``entry`` now if it answers the last open request,
-        else with the next send the loop makes."""
+        """From a task thread: send ``entry``, with every reply ready, now if it answers
+        the last open request; else within ``WAIT`` seconds, or with the last one."""
         with self.lock:
             self.ready.append(entry)
             self.open -= 1
-            if self.open or self.flush_due or self.behind or self.comm.stream.writing():
+            if self.open or self.behind or self.comm.stream.writing():
                 if self.flush_due:
                     return
                 self.flush_due = True
@@ -303,8 +310,8 @@ class ReplyBox:
                 if not rest:
                     return
                 self.behind, wake = True, False
-        if wake:
-            self.loop.call_soon_threadsafe(self.flush)
+        if wake:  # the others' replies may be long in coming: these do not wait for them
+            self.loop.call_soon_threadsafe(self.loop.call_later, self.WAIT, self.flush)
         else:
             self.loop.call_soon_threadsafe(self._write_rest, rest)
 

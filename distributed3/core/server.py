@@ -195,6 +195,7 @@ class Server(TCPServer):
                     logger.warning("%s: closing connection from %s: %s", self, peer, e)
                 return
             self.counters["bytes_in"] += comm.last_nbytes
+            self.counters["frames_in"] += 1
             self.catch_up()
             if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
                 err = ProtocolError(f"malformed message from {peer}: expected a dict with an 'op'")

@@ -430,8 +430,9 @@ class Worker(CenterLink, Server):
         return list(self.data)
 
     def info(self, comm=None):
-        """Counters: ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``, ``bytes_in``;
-        and ``pid``, ``ncores``, ``resources``, ``name``."""
+        """Counters: ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``, ``bytes_in``,
+        ``frames_in`` (messages read, however many requests each carried); and ``pid``,
+        ``ncores``, ``resources``, ``name``."""
         return {
             "pid": os.getpid(),
             "ncores": self.ncores,
@@ -441,6 +442,7 @@ class Worker(CenterLink, Server):
             "tasks_done": self.tasks_done,
             "peer_bytes_in": self.peer_bytes_in,
             "bytes_in": self.counters["bytes_in"],
+            "frames_in": self.counters["frames_in"],
             "name": self.name,
         }
 
