@@ -208,3 +208,14 @@ def test_short_tasks_do_not_queue_behind_a_long_one(pool, workers, gate):
         gate.set()
         thread.join(10)
     assert pool.gather(result["out"]) == list(range(6))
+
+
+def test_one_task_messages_travel_many_to_a_frame(pool, workers):
+    """chunksize=1 still sends a message per task, but those made in one turn of the
+    loop share a frame: tiny tasks are kept many per core in flight, so a frame carries
+    dozens of them (about 26 here) and the workers read far fewer frames than tasks."""
+    before = sum(w.counters["frames_in"] for w in workers)
+    out = pool.map(add, range(2000), [1] * 2000, chunksize=1)
+    assert pool.gather(out) == list(range(1, 2001))
+    frames = sum(w.counters["frames_in"] for w in workers) - before
+    assert frames < 2000 / 4, f"{frames} frames for 2000 one-task messages"

@@ -4,7 +4,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from distributed3 import Worker, WorkerLostError
+from distributed3 import SerializationError, Worker, WorkerLostError
 from distributed3.core.server import ConnectionPool
 from distributed3.core.protocol import dumps_function
 from distributed3.keys import KeyRef
@@ -217,3 +217,65 @@ async def test_an_input_fetch_tries_the_other_holders_of_a_key_whose_first_holde
             await wait_for(lambda: workers[2].data.get("y") == 42, 5, "y was not kept")
         finally:
             await pool.close()
+
+
+@gen_test(timeout=20)
+async def test_tasks_sent_together_are_answered_together_and_a_held_one_delays_no_other(gate):
+    """One frame of tasks, one of them held: the others' replies come back (together,
+    within the 1 ms a reply may wait) while it runs; its own comes when it ends."""
+    from distributed3.core.channel import Channel
+
+    async with cluster(1, ncores=2) as (center, [w]):
+        channel = await Channel.open(w.address)
+        try:
+            await channel.call({"op": "compute", **compute_msg("warm", _inc, 0)})
+            frames = w.counters["frames_in"]
+            stuck = asyncio.ensure_future(
+                channel.call({"op": "compute", **compute_msg("stuck", held, 7)}))
+            short = [channel.call({"op": "compute", **compute_msg(f"k{i}", _inc, i)})
+                     for i in range(50)]  # fmt: skip
+            replies = await asyncio.gather(*short)
+            assert [r["key"] for r in replies] == [f"k{i}" for i in range(50)]
+            assert w.counters["frames_in"] - frames == 2  # the held one alone, then the rest
+            keys = [f"k{i}" for i in range(50)]  # asked for: kept before any message is read
+            got = await channel.call({"op": "get_data", "keys": keys})
+            assert [got[k] for k in keys] == list(range(1, 51)) and not stuck.done()
+            gate.set()
+            assert (await stuck)["key"] == "stuck"
+            assert await channel.call({"op": "get_data", "keys": ["stuck"]}) == {"stuck": 7}
+        finally:
+            channel.close()
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self):
+        import threading
+
+        return (threading.Lock, (), {"lock": threading.Lock()})
+
+
+def _raise_unpicklable(x):
+    raise _Unpicklable("broke")
+
+
+@gen_test(timeout=20)
+async def test_a_task_whose_reply_cannot_be_sent_fails_alone_on_its_channel():
+    from distributed3.core.channel import Channel
+
+    async with cluster(1, ncores=1) as (center, [w]):
+        channel = await Channel.open(w.address)
+        try:
+            results = await asyncio.gather(
+                channel.call({"op": "compute", **compute_msg("a", _inc, 1)}),
+                channel.call({"op": "compute", **compute_msg("b", _raise_unpicklable, 0)}),
+                channel.call({"op": "compute", **compute_msg("c", _inc, 2)}),
+                return_exceptions=True,
+            )
+            assert results[0]["key"] == "a" and results[2]["key"] == "c"
+            assert isinstance(results[1], SerializationError)
+            assert "could not serialize a reply" in str(results[1])
+            got = await channel.call({"op": "get_data", "keys": ["a", "c"]})
+            assert got == {"a": 2, "c": 3} and "b" not in w.data
+            await wait_for(lambda: w.active == 0, 5, "a task was never accounted for")
+        finally:
+            channel.close()

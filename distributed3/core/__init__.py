@@ -4,7 +4,9 @@
 
     protocol   dumps(obj) -> [frames], loads(frames); functions by cloudpickle
     comm       frames on a socket, the HMAC handshake, connect / read / write
-    server     Server ({op: handler}), rpc(addr).op(**kw), ConnectionPool, request(comm, msg)
+    messages   requests and replies: request(comm, msg), ok_message, error_message
+    server     Server ({op: handler}), rpc(addr).op(**kw), ConnectionPool
+    channel    Channel: many requests on one connection, sent and answered together
     security   secrets and TLS
 
 It imports nothing from the roles (center, worker) nor from the client.  The names a
@@ -12,22 +14,14 @@ program built on it needs are here::
 
     from distributed3.core import Server, rpc, ConnectionPool
 """
+from .channel import Channel, Channels
 from .comm import Comm, Limits, connect, read, write
-from .server import (
-    REPLIED,
-    ConnectionPool,
-    Server,
-    __version__,
-    error_message,
-    ok_message,
-    raise_remote,
-    request,
-    result_of,
-    rpc,
-)
+from .messages import REPLIED, error_message, ok_message, raise_remote, request, result_of
+from .server import ConnectionPool, Server, __version__, rpc
 
 __all__ = [
-    "Server", "rpc", "ConnectionPool", "connect", "read", "write", "Comm", "Limits",
+    "Server", "rpc", "ConnectionPool", "Channel", "Channels", "connect", "read", "write",
+    "Comm", "Limits",
     "error_message", "ok_message", "raise_remote", "REPLIED", "request", "result_of",
     "__version__",
 ]  # fmt: skip

@@ -3,6 +3,7 @@
 ::
 
     worker.py        the Worker server: its ops, its data dict, fetching inputs
+    runner.py        its task threads: a queue they drain, results handed to the loop
     execute.py       running a task or a chunk of them in a task thread, and the reply
     center_link.py   registering with the center, key reports, heartbeats
 """
