@@ -156,9 +156,12 @@ def targets(results):
         mp = _get(systems, "multiprocessing", "map", str(n))
         check(f"{n:,} map: / multiprocessing default chunks (stretch >= 0.25)",
               _ratio(ours, mp), lambda r: r >= 0.25)  # fmt: skip
-    check("round trip: / raw tornado ping-pong (<= 2.5)",
+        mp1 = _get(systems, "multiprocessing", "map1", str(n))
+        check(f"{n:,} map, 1 task/message: / multiprocessing chunksize=1 (>= 1)",
+              _ratio(_get(d3, "map1", str(n)), mp1), lambda r: r >= 1)  # fmt: skip
+    check("round trip: / raw tornado ping-pong (<= 2)",
           _ratio(_get(d3, "roundtrip_us"), results["raw"].get("ping_pong_us")),
-          lambda r: r <= 2.5)  # fmt: skip
+          lambda r: r <= 2)  # fmt: skip
     for size in results["config"]["transfer"]:
         ours = _get(d3, "transfer", str(size))
         check(f"{_size(size)} transfer: / raw socket (>= 0.70)",

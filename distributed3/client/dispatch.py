@@ -172,7 +172,8 @@ class Batch:
         # holders taking their own tasks before the idle take what is left
         started = [o for worker in workers
                    for o in self._openings(worker, limit=session.cores[worker])]  # fmt: skip
-        started += [o for _ in range(2) for worker in workers for o in self._openings(worker)]
+        if self.free or any(self.pinned.values()):  # more than a task per core to start
+            started += [o for _ in range(2) for worker in workers for o in self._openings(worker)]
         if len(started) == 1 and sum(self.runners.values()) == 1:
             await self._runner(*started[0])
             self.done = asyncio.get_running_loop().create_future()
