@@ -66,3 +66,33 @@ def test_gc_paused_only_for_big_blocks_and_leaves_the_switch_as_it_found_it():
         assert not gc.isenabled()  # it was off before: it stays off
     finally:
         gc.enable()
+
+
+class _Made:
+    """A container gc tracks, made inside the block."""
+
+
+def test_gc_paused_sends_what_a_big_block_made_to_the_oldest_generation():
+    import gc
+
+    from distributed3.utils import GC_PROMOTE_MIN, gc_paused
+
+    with gc_paused(GC_PROMOTE_MIN):
+        made = _Made()
+    assert gc.isenabled()
+    assert any(o is made for o in gc.get_objects(generation=2))
+
+
+def test_gc_paused_leaves_objects_someone_froze_frozen():
+    import gc
+
+    from distributed3.utils import GC_PROMOTE_MIN, gc_paused
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused(GC_PROMOTE_MIN):
+            _Made()
+        assert gc.get_freeze_count() == frozen > 0
+    finally:
+        gc.unfreeze()
