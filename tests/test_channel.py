@@ -9,6 +9,7 @@ from distributed3.core.channel import Channel, Channels, SubComm
 from distributed3.core.comm import connect
 from distributed3.core.server import REPLIED, Server, ok_message
 from distributed3.testing import gen_test
+from distributed3.utils import wait_for
 
 
 class Unreadable:
@@ -222,3 +223,22 @@ def test_a_sub_comm_names_its_peer():
     assert sub.peer == ("127.0.0.1", 1234) and not sub.closed
     assert sub.prepare({"x": 1})[0] == 7
     assert sub.prepare({"x": threading.Lock()}) is None
+
+
+@gen_test()
+async def test_dropping_a_channel_fails_its_open_requests_and_the_next_call_reconnects():
+    server = await Echo().start(port=0)
+    channels = Channels()
+    try:
+        waiting = asyncio.ensure_future(channels.call(server.address, {"op": "gate", "x": 1}))
+        await wait_for(lambda: server.address in channels.open
+                       and channels.open[server.address].waiting, 5, "never sent")  # fmt: skip
+        channels.drop(server.address, "was dropped by the center")
+        with pytest.raises(ConnectionBrokenError, match="was dropped by the center"):
+            await waiting
+        assert await channels.call(server.address, {"op": "add", "x": 1, "y": 1}) == 2
+        channels.drop(("127.0.0.1", 1), "is not open")  # nothing open there: nothing to do
+    finally:
+        server.gate.set()
+        channels.close()
+        await server.close()

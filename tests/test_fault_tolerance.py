@@ -127,6 +127,31 @@ def test_frozen_worker_is_removed_and_comes_back():
             pool.wait_for_workers(2, timeout=10)
 
 
+def test_tasks_sent_to_a_worker_that_freezes_go_elsewhere_once_the_center_drops_it(tmp_path):
+    """The frozen worker never wakes during the test: its tasks must not wait for it."""
+    with process_cluster(nworkers=2, center_args=["--heartbeat-timeout", "1"]) as (
+        address, center, workers,
+    ):  # fmt: skip
+        with Pool(address) as pool:
+            def mark_and_sleep(i, directory):  # defined here, so it travels by value
+                open(os.path.join(directory, f"{os.getpid()}-{i}"), "w").close()
+                time.sleep(0.3)
+                return i
+
+            frozen = workers[0]
+            futures = [pool.submit(mark_and_sleep, i, str(tmp_path)) for i in range(8)]
+            wait_for_sync(lambda: any(f.startswith(f"{frozen.proc.pid}-")
+                                      for f in os.listdir(tmp_path)),
+                          10, "the worker to freeze never started a task")  # fmt: skip
+            os.kill(frozen.proc.pid, signal.SIGSTOP)
+            try:
+                assert [f.result(timeout=30) for f in futures] == list(range(8))
+                assert frozen.proc.poll() is None  # stopped all along, not dead
+            finally:
+                os.kill(frozen.proc.pid, signal.SIGCONT)
+            frozen.wait_for_line("Registered again")
+
+
 def test_center_restart_loses_nothing_and_work_in_flight_completes():
     with process_cluster(nworkers=2) as (address, center, workers):
         with Pool(address, timeout=20) as pool:

@@ -39,6 +39,7 @@ from .sync import loop_thread, run_in_loop
 logger = logging.getLogger(__name__)
 
 NOTE_DELAY = 0.01  # seconds ownership notes wait to go out together
+REMOVED_GRACE = 0.5  # seconds before the tasks of a worker the center dropped go elsewhere
 
 
 class Session:
@@ -249,6 +250,20 @@ class Session:
                 self._joined(address)
             elif event.get("op") == "remove_worker":
                 self.cores.pop(address, None)
+                self._drop_later(address)
+
+    def _drop_later(self, worker):
+        """The center dropped ``worker``: unless it is back within ``REMOVED_GRACE``
+        seconds (its last replies may still be on their way), the tasks it still has
+        from us fail over to other workers, as if its connection had broken -- a frozen
+        worker must not hold a map until it wakes."""
+
+        def drop():
+            if worker not in self.cores and self.channels is not None:
+                self.channels.drop(worker, "was dropped by the center (no heartbeat, or "
+                                           "it left)")  # fmt: skip
+
+        self.loop.call_later(REMOVED_GRACE, drop)
 
     async def _local_center_died(self):
         """Whether the center this session started has ended; if so, later calls say so."""

@@ -178,6 +178,10 @@ class Channel:
             self.comm.close()
             self._broke(ProtocolError(f"{self.name} sent a malformed reply: {e!r}"))
 
+    def fail(self, error):
+        """Every open request, and every later one, raises ``error``."""
+        self._broke(error)
+
     def _broke(self, error):
         if self.error is None:
             self.error = error
@@ -232,6 +236,14 @@ class Channels:
             raise CommClosedError("the channels are closed")
         self.open[address] = channel
         return channel
+
+    def drop(self, address, why):
+        """Close the channel to ``address``, if open: its open requests raise
+        ``ConnectionBrokenError`` saying ``why`` (and a late reply goes nowhere)."""
+        channel = self.open.pop(address, None)
+        if channel is not None:
+            channel.comm.close()
+            channel.fail(ConnectionBrokenError(f"{channel.name} {why}"))
 
     def close(self):
         """Close every channel; their open requests raise ``CommClosedError``."""
