@@ -95,6 +95,7 @@ class Center(Server):
         # copy's made before the release) makes the center tell that worker to drop it
         self.released = OrderedDict()
         self.gone = OrderedDict()  # client -> None: its keys were released for good
+        self.awaited = set()  # owners of reported keys given client_grace to subscribe
         self.peers = ConnectionPool(secret=self.secret, tls=self.tls, limits=self.limits)
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
@@ -208,6 +209,7 @@ class Center(Server):
                 elif not self._is_released(key):
                     self.owner[key] = client
                     self.owned[client].add(key)
+            self._await_owners(set(owners.values()))
         if self.released:  # kept until they expire: more than one copy may report late
             dead = [k for k in keys if self._is_released(k)]
             if dead:
@@ -391,6 +393,21 @@ class Center(Server):
             await self.peers(worker).delete_data(keys=keys, report=False)
         except Exception as e:
             logger.info("Could not release %d keys on %s: %s", len(keys), format_address(worker), e)
+
+    def _await_owners(self, clients):
+        """Owners of reported keys that are not subscribed (this center restarted and
+        heard of their keys first, or they died meanwhile): their keys go unless they
+        subscribe within ``client_grace`` seconds, as for a client whose connection
+        closed."""
+        absent = clients - set(self.clients.values()) - self.gone.keys() - self.awaited
+        loop = asyncio.get_running_loop()
+        for client in absent:
+            self.awaited.add(client)
+            loop.call_later(self.client_grace, self._owner_overdue, client)
+
+    def _owner_overdue(self, client):
+        self.awaited.discard(client)
+        self._client_gone(client)
 
     def _client_gone(self, client):
         if client in self.clients.values() or self._closing:

@@ -95,3 +95,41 @@ def test_data_that_is_gone_raises_one_family_from_gather_get_and_task_inputs(poo
         lost.get()
     with pytest.raises(DataLostError, match="only copy of scattered data"):
         pool.apply(np.sum, [lost])
+
+
+def _nothing_listens():
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    address = sock.getsockname()
+    sock.close()  # nothing listens there now: a connection to it is refused
+    return address
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_scatter_goes_around_a_worker_that_died_before_the_pool_heard(pool, workers, broadcast):
+    dead = _nothing_listens()
+    pool.session.cores[dead] = 1  # as if its death had not reached the pool yet
+    try:
+        data = pool.scatter(list(range(10)), broadcast=broadcast)
+        assert pool.gather(data) == list(range(10))
+        assert all(dead not in d.workers and d.workers for d in data)
+        if broadcast:
+            assert all(d.workers == {w.address for w in workers} for d in data)
+    finally:
+        pool.session.cores.pop(dead, None)
+
+
+def test_scatter_with_no_worker_reachable_names_them(pool, workers):
+    dead = _nothing_listens()
+    saved = dict(pool.session.cores)
+    pool.session.cores.clear()
+    pool.session.cores[dead] = 1
+    try:
+        with pytest.raises(WorkerLostError,
+                           match=r"could not put 1 value on any worker .*127\.0\.0\.1"):
+            pool.scatter([1])
+    finally:
+        pool.session.cores.clear()
+        pool.session.cores.update(saved)

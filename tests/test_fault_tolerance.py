@@ -231,6 +231,33 @@ def test_keys_of_a_vanished_client_are_released():
             client.wait(10)
 
 
+def test_keys_of_a_client_that_died_while_the_center_was_down_are_released():
+    """Kill -9 the center, then a client holding data, then restart the center: the
+    workers report the keys again under their owner, who never comes back."""
+    with process_cluster(nworkers=2) as (address, center, workers):
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, address],
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert client.stdout.readline().strip() == "ready"
+            with Pool(address) as pool:
+                wait_for_sync(lambda: sum(i["nkeys"] for i in pool.worker_info().values())
+                              == 40, 10, "the client's keys never all arrived")  # fmt: skip
+            center.kill()
+            client.kill()
+            client.wait(10)
+            port = address.rsplit(":", 1)[1]
+            with Proc([os.path.join(BIN, "dcenter"), "--port", port]) as again:
+                again.wait_for_line(rf"Started center at 127\.0\.0\.1:{port}")
+                with Pool(address, timeout=20) as pool:
+                    pool.wait_for_workers(2, timeout=10)
+                    # released client_grace (5 s) after the workers reported them again
+                    wait_for_sync(lambda: sum(i["nkeys"] for i in pool.worker_info().values())
+                                  == 0, 20, "the dead client's keys stayed")  # fmt: skip
+        finally:
+            client.kill()
+            client.wait(10)
+
+
 def test_no_leak_after_many_rounds():
     with process_cluster(nworkers=2) as (address, _, workers):
         procs = [psutil.Process(w.proc.pid) for w in workers]

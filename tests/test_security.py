@@ -311,3 +311,20 @@ def test_after_fuzzing_the_servers_still_serve(target):
     for address in target.servers:
         with pytest.raises(AuthenticationError):
             asyncio.run(connect(address, secret="wrong"))
+
+
+@gen_test(timeout=30)
+async def test_no_client_certificate_against_mutual_tls_is_a_clear_error_on_every_path(pki):
+    """Under TLS 1.3 the server's refusal comes with its first bytes, after our side of
+    the handshake has finished: it must still be a ConnectionBrokenError naming TLS."""
+    good = pki["good"]
+    bare = TLS(ca=good.ca)
+    with cluster_in_thread(1, tls=good) as (center, _):  # its own loop, as a real server
+        for attempt in range(3):  # the alert may land in the handshake or in a read
+            with pytest.raises(ConnectionBrokenError, match="TLS"):
+                async with rpc(center.address, tls=bare) as r:
+                    await r.identity()
+            with pytest.raises(ConnectionBrokenError, match="TLS"):
+                comm = await connect(center.address, tls=bare, timeout=2)
+                await comm.write({"op": "identity"})
+                await comm.read()

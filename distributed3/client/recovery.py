@@ -18,8 +18,9 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from ..exceptions import MissingDataError, WorkerLostError
+from ..exceptions import CommClosedError, ConnectionBrokenError, MissingDataError, WorkerLostError
 from ..scheduling import spread
+from ..utils import format_address
 from .dispatch import Batch, Task
 from .handles import only
 from .results import Handles
@@ -98,8 +99,15 @@ async def _compute_again(session, handles):
                 handle.status = "finished"  # not recomputed: it stays lost, not stuck
 
 
+PUT_ATTEMPTS = 3  # rounds of placing values, each without the workers that failed before
+
+
 async def put(session, handles, values, broadcast=False):
     """Store ``values`` under the handles' keys: spread by cores, or on every worker.
+
+    A worker that cannot be reached (it died, and the pool has not heard yet) is left
+    out and its share goes to the others; with ``broadcast``, the workers reached are
+    enough.
 
     >>> from distributed3.client.handles import RemoteData
     >>> session = pool.session
@@ -108,23 +116,54 @@ async def put(session, handles, values, broadcast=False):
     'hello'
     >>> session.release([handle.key])
     """
-    groups = defaultdict(dict)
-    if broadcast:
-        for worker in session.cores:
-            groups[worker] = {h.key: v for h, v in zip(handles, values)}
-        for handle in handles:
-            handle.workers = frozenset(groups)
-    else:
-        placement = spread(len(handles), session.cores)
-        for handle, value, worker in zip(handles, values, placement):
-            groups[worker][handle.key] = value
-            handle.workers = only(worker)
+    pending, failed = list(zip(handles, values)), {}
+    for _ in range(PUT_ATTEMPTS):
+        cores = {w: n for w, n in session.cores.items() if w not in failed}
+        if not cores:
+            break
+        if broadcast:
+            groups = {w: list(pending) for w in cores}
+        else:
+            groups = defaultdict(list)
+            for item, worker in zip(pending, spread(len(pending), cores)):
+                groups[worker].append(item)
+        stored = await _put_groups(session, groups, failed)
+        if broadcast and stored:
+            return _finished(pending, stored)
+        _finished([item for w in stored for item in groups[w]], stored)
+        pending = [item for w, items in groups.items() if w not in stored for item in items]
+        if not pending:
+            return
+    why = "; ".join(f"{format_address(w)}: {e}" for w, e in failed.items()) or "none is known"
+    n = len(pending)
+    raise WorkerLostError(f"could not put {n} value{'s' * (n != 1)} on any worker ({why})")
+
+
+async def _put_groups(session, groups, failed):
+    """``{worker: {key: nbytes}}`` for the groups stored; the workers that could not be
+    reached go into ``failed`` (with why)."""
+    workers = list(groups)
     replies = await asyncio.gather(
-        *[session.rpc(w).update_data(data=data) for w, data in groups.items()]
+        *[session.rpc(w).update_data(data={h.key: v for h, v in groups[w]}, owner=session.id)
+          for w in workers],
+        return_exceptions=True,
     )
-    nbytes = {}
-    for reply in replies:
-        nbytes.update(reply["nbytes"])
-    for handle in handles:
-        handle.nbytes = nbytes.get(handle.key)
+    stored = {}
+    for worker, reply in zip(workers, replies):
+        if isinstance(reply, (ConnectionBrokenError, CommClosedError, OSError)):
+            logger.info("Could not put values on %s: %s", format_address(worker), reply)
+            failed[worker] = reply
+        elif isinstance(reply, BaseException):
+            raise reply
+        else:
+            stored[worker] = reply["nbytes"]
+    return stored
+
+
+def _finished(items, stored):
+    """Mark the handles of ``items`` finished where ``stored`` says they now are."""
+    for handle, _ in items:
+        holders = [w for w, nbytes in stored.items() if handle.key in nbytes]
+        handle.workers = only(holders[0]) if len(holders) == 1 else frozenset(holders)
+        handle.nbytes = stored[holders[0]][handle.key] if holders else None
         handle.status = "finished"

@@ -162,6 +162,11 @@ class Comm:
                 await self.stream.write(buffers[-1])
         except StreamClosedError as e:
             raise self._broken(e.real_error) from None
+        except ssl.SSLError as e:
+            self.close()
+            raise ConnectionBrokenError(
+                f"TLS error on the connection to {format_address(self.peer)}: {e}"
+            ) from None
         return nbytes
 
     def send_nowait(self, msg):
@@ -283,6 +288,9 @@ class Comm:
                 await self.stream.read_into(memoryview(buf)[have:])
         except StreamClosedError as e:
             raise self._broken(e.real_error) from None
+        except ssl.SSLError as e:  # a TLS alert, e.g. the server wanted our certificate
+            self.close()
+            raise ConnectionBrokenError(f"TLS error on the connection to {peer}: {e}") from None
         except ProtocolError:
             self.close()
             raise
@@ -456,6 +464,9 @@ async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=N
     except TimeoutError as e:
         stream.close()
         raise TimeoutError(f"{e} (does it require TLS?)" if not tls else str(e)) from None
+    except ssl.SSLError as e:  # TLS 1.3: the server's refusal comes with its first bytes
+        stream.close()
+        raise ConnectionBrokenError(f"TLS handshake with {name} failed: {e}") from None
     except BaseException:
         stream.close()
         raise

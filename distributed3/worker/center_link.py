@@ -60,9 +60,9 @@ class CenterLink:
             raise
         self._center_comm = comm
 
-    async def _report(self, add=None, remove=()):
+    async def _report(self, add=None, remove=(), owner=None):
         """Tell the center about new and dropped keys; returns once it acknowledged."""
-        self._queue_report(add, remove)
+        self._queue_report(add, remove, owner)
         done = asyncio.get_running_loop().create_future()
         self._waiters.append(done)
         await done

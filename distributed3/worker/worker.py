@@ -380,13 +380,19 @@ class Worker(CenterLink, Server):
                 )
         return out
 
-    async def update_data(self, comm, data, report=True):
-        """Store ``data`` (``{key: value}``); returns ``{"nbytes": {key: bytes}}``."""
+    async def update_data(self, comm, data, report=True, owner=None):
+        """Store ``data`` (``{key: value}``); returns ``{"nbytes": {key: bytes}}``.
+
+        ``owner``: the client that scattered it, which the center hears with the keys --
+        and again from this worker if the center restarts, so that the keys go with
+        their owner if it never comes back."""
         nbytes = {k: sizeof(v) for k, v in data.items()}
         self.data.update(data)
         self.nbytes.update(nbytes)
+        if owner is not None:
+            self.owners.update(dict.fromkeys(data, owner))
         if report:
-            await self._report(add=nbytes)
+            await self._report(add=nbytes, owner=owner)
         return {"nbytes": nbytes}
 
     async def fetch_data(self, comm, who_has):
