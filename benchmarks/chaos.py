@@ -1,32 +1,37 @@
-"""Chaos: a long map while workers are killed (SIGKILL) and added at random.
+"""Chaos: a long map while workers are killed (SIGKILL), frozen (SIGSTOP) and added.
 
 Runs the same workload twice on real ``bin/dcenter`` / ``bin/dworker`` processes:
-once undisturbed, once while a chaos thread kills a random worker and starts a
-new one every few hundred milliseconds.  Every result is checked; the report
-gives tasks lost (must be 0), workers killed and the slowdown against the
-undisturbed run.
+once undisturbed, once while a chaos thread, at once and then every few hundred
+milliseconds, in turn freezes a random worker or kills one (it wakes 1 to 4 s later, long after the center,
+run with ``--heartbeat-timeout 1``, has dropped it), and starts a new one.  Every
+result is checked; the report gives results lost and wrong, results delivered twice
+by a stream (``imap_unordered``), workers killed and frozen, and the slowdown
+against the undisturbed run.  Lost, wrong and duplicate must all be 0.
 
 Run:  python benchmarks/chaos.py [--rounds 10] [--tasks 300] [--workers 4] [--seed 0]
 """
 import argparse
 import os
 import random
+import signal
 import sys
 import threading
 import time
+from collections import Counter
 
 from distributed3 import Pool
 from distributed3.testing import BIN, Proc, process_cluster
 
 
 def workload(pool, rounds, ntasks):
-    """Maps chained over the previous round; returns how many results were wrong or lost."""
+    """Maps chained over the previous round, and a stream; ``Counter`` of results
+    ``lost``, ``wrong`` and ``duplicate``."""
 
     def work(x):  # local, so it travels by value even when this file is imported
         time.sleep(0.001)
         return x * x
 
-    lost = 0
+    counts = Counter(lost=0, wrong=0, duplicate=0)
     for r in range(rounds):
         A = pool.map(work, range(ntasks))
         B = pool.map(lambda a, r=r: a + r, A)
@@ -34,61 +39,94 @@ def workload(pool, rounds, ntasks):
             values = pool.gather(B)
         except Exception as e:  # counted, not hidden
             print(f"round {r}: gather failed: {e!r}", file=sys.stderr)
-            lost += ntasks
+            counts["lost"] += ntasks
             continue
-        lost += sum(v != x * x + r for x, v in enumerate(values))
-    return lost
+        counts["wrong"] += sum(v != x * x + r for x, v in enumerate(values))
+        try:
+            seen = Counter(pool.imap_unordered(work, range(ntasks)))
+        except Exception as e:
+            print(f"round {r}: stream failed: {e!r}", file=sys.stderr)
+            counts["lost"] += ntasks
+            continue
+        want = Counter(x * x for x in range(ntasks))
+        counts["duplicate"] += sum((seen - want).values())
+        counts["lost"] += sum((want - seen).values())
+    return counts
 
 
 class Chaos(threading.Thread):
-    """Kill a random worker and start a fresh one, over and over, until stopped."""
+    """Kill or freeze a random worker and start a fresh one, over and over, until stopped."""
 
     def __init__(self, address, workers, rng, low=0.2, high=0.6):
         super().__init__(daemon=True)
         self.address, self.workers, self.rng = address, workers, rng
         self.low, self.high = low, high
         self.stop = threading.Event()
-        self.killed = 0
+        self.killed = self.frozen = 0
         self.started = []
+        self.thaw_at = {}  # proc -> when it wakes
 
     def run(self):
-        while not self.stop.wait(self.rng.uniform(self.low, self.high)):
-            alive = [w for w in self.workers if w.proc.poll() is None]
+        wait = 0.0  # the first blow at once, then every low to high seconds
+        while not self.stop.wait(wait):
+            wait = self.rng.uniform(self.low, self.high)
+            self._thaw(time.monotonic())
+            alive = [w for w in self.workers if w.proc.poll() is None and w not in self.thaw_at]
             if len(alive) > 1:
-                self.rng.choice(alive).kill()
-                self.killed += 1
+                victim = self.rng.choice(alive)
+                if self.frozen > self.killed:  # in turn: a freeze first, then a kill...
+                    victim.kill()
+                    self.killed += 1
+                else:
+                    victim.signal(signal.SIGSTOP)
+                    self.thaw_at[victim] = time.monotonic() + self.rng.uniform(1, 4)
+                    self.frozen += 1
             fresh = Proc([os.path.join(BIN, "dworker"), self.address, "--ncores", "1"])
             self.started.append(fresh)
             self.workers.append(fresh)
+        self._thaw(float("inf"))
+
+    def _thaw(self, now):
+        for proc, when in list(self.thaw_at.items()):
+            if when <= now:
+                proc.signal(signal.SIGCONT)
+                del self.thaw_at[proc]
 
 
 def main(rounds=10, ntasks=300, nworkers=4, seed=0):
     rng = random.Random(seed)
-    with process_cluster(nworkers=nworkers) as (address, _, workers):
+    center_args = ["--heartbeat-timeout", "1"]
+    with process_cluster(nworkers=nworkers, center_args=center_args) as (address, _, workers):
         with Pool(address, timeout=30) as pool:
             workload(pool, 1, 50)  # warm up
             start = time.perf_counter()
-            lost_calm = workload(pool, rounds, ntasks)
+            calm_counts = workload(pool, rounds, ntasks)
             calm = time.perf_counter() - start
 
             chaos = Chaos(address, list(workers), rng)
             chaos.start()
             start = time.perf_counter()
             try:
-                lost_chaos = workload(pool, rounds, ntasks)
+                chaos_counts = workload(pool, rounds, ntasks)
             finally:
                 chaos.stop.set()
                 chaos.join()
             stormy = time.perf_counter() - start
             for proc in chaos.started:
                 proc.__exit__(None, None, None)
-    total = rounds * ntasks * 2
-    print(f"{rounds} rounds x {ntasks} tasks x 2 chained maps on {nworkers} workers, seed {seed}")
-    print(f"{'run':12} {'seconds':>8} {'tasks':>7} {'lost':>5} {'killed':>7}")
-    print(f"{'undisturbed':12} {calm:8.2f} {total:7d} {lost_calm:5d} {0:7d}")
-    print(f"{'chaos':12} {stormy:8.2f} {total:7d} {lost_chaos:5d} {chaos.killed:7d}")
-    print(f"slowdown under chaos: {stormy / calm:.2f}x; tasks lost: {lost_calm + lost_chaos}")
-    return lost_calm + lost_chaos
+    total = rounds * ntasks * 3
+    print(f"{rounds} rounds x {ntasks} tasks x (2 chained maps + a stream) on {nworkers} "
+          f"workers, seed {seed}")
+    print(f"{'run':12} {'seconds':>8} {'tasks':>7} {'lost':>5} {'wrong':>6} {'twice':>6} "
+          f"{'killed':>7} {'frozen':>7}")
+    for name, seconds, counts, killed, frozen in (
+            ("undisturbed", calm, calm_counts, 0, 0),
+            ("chaos", stormy, chaos_counts, chaos.killed, chaos.frozen)):  # fmt: skip
+        print(f"{name:12} {seconds:8.2f} {total:7d} {counts['lost']:5d} {counts['wrong']:6d} "
+              f"{counts['duplicate']:6d} {killed:7d} {frozen:7d}")
+    bad = sum((calm_counts + chaos_counts).values())
+    print(f"slowdown under chaos: {stormy / calm:.2f}x; results lost, wrong or twice: {bad}")
+    return {"bad": bad, "killed": chaos.killed, "frozen": chaos.frozen}
 
 
 if __name__ == "__main__":
@@ -98,4 +136,4 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    sys.exit(1 if main(args.rounds, args.tasks, args.workers, args.seed) else 0)
+    sys.exit(1 if main(args.rounds, args.tasks, args.workers, args.seed)["bad"] else 0)
