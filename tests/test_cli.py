@@ -2,6 +2,8 @@
 import os
 import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -136,3 +138,31 @@ def test_max_tasks_and_lifetime_retire_gracefully():
                     assert brief.wait() == 0
                     brief.wait_for_line(r"Retiring: its lifetime of 0.5 s is over")
                     assert pool.gather(data) == list(range(10))
+
+
+@pytest.mark.timeout(30)
+def test_dcenter_raises_its_open_files_limit_to_the_hard_one():
+    """Started with a soft limit of 256, the center (a socket per worker and client)
+    runs with the hard limit."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit here is {hard}: nothing to raise")
+
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    proc = subprocess.Popen([sys.executable, os.path.join(BIN, "dcenter"), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lower)  # fmt: skip
+    try:
+        for line in proc.stderr:
+            if "Started center" in line:
+                break
+        with open(f"/proc/{proc.pid}/limits") as f:
+            row = next(r for r in f if r.startswith("Max open files"))
+        soft = row.split()[3]
+        assert soft == ("unlimited" if hard == resource.RLIM_INFINITY else str(hard))
+    finally:
+        proc.kill()
+        proc.wait(10)

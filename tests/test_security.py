@@ -16,6 +16,7 @@ from distributed3.core.server import Server, rpc
 from distributed3.core.protocol import dumps, dumps_function
 from distributed3.core.security import TLS
 from distributed3.testing import BIN, Proc, cluster, cluster_in_thread, gen_test
+from distributed3.utils import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,7 @@ async def test_slow_loris_is_dropped_and_others_are_served():
             return True
 
         assert await loop.run_in_executor(None, all_dropped)
-        assert not server.peer_connections
+        assert not server.admission.handshaking and not server.admission.open
     finally:
         for sock in slow:
             sock.close()
@@ -164,28 +165,54 @@ async def test_slow_loris_is_dropped_and_others_are_served():
 
 
 @gen_test(timeout=30)
-async def test_connection_cap_per_peer():
+async def test_authenticated_connections_are_capped_per_peer():
     server = Server({"ping": lambda comm: "pong"}, limits=Limits(max_connections_per_peer=5))
     await server.start(port=0)
-    loop = asyncio.get_running_loop()
-    greedy = []
+    comms = []
     try:
-        for _ in range(8):  # from 127.0.0.2: another peer as far as the server knows
-            greedy.append(await loop.run_in_executor(None, _raw, server.address, "127.0.0.2"))
-
-        def hellos():
-            got = []
-            for sock in greedy:
-                sock.settimeout(5)
-                got.append(len(sock.recv(_SERVER_HELLO.size)))
-            return got
-
-        assert sorted(await loop.run_in_executor(None, hellos)) == [0, 0, 0] + [36] * 5
-        assert server.peer_connections["127.0.0.2"] == 5
-        async with rpc(server.address) as r:  # 127.0.0.1 is unaffected
+        comms = [await connect(server.address) for _ in range(5)]
+        assert server.admission.open["127.0.0.1"] == 5
+        with pytest.raises(ConnectionBrokenError):  # the sixth is refused
+            extra = await connect(server.address, timeout=2)
+            await extra.write({"op": "ping"})
+            await extra.read()
+        comms.pop().close()  # one leaves: room again
+        await wait_for(lambda: server.admission.open["127.0.0.1"] == 4, 5, "never left")
+        async with rpc(server.address) as r:
             assert await r.ping() == "pong"
     finally:
-        for sock in greedy:
+        for comm in comms:
+            comm.close()
+        await server.close()
+
+
+@gen_test(timeout=30)
+async def test_silent_connections_from_a_host_do_not_lock_out_its_honest_clients():
+    """At the cap of connections in their handshake, the oldest is closed, not the
+    newcomer: an honest client from the flooding host still gets in, at once."""
+    server = Server({"ping": lambda comm: "pong"}, secret="s",
+                    limits=Limits(max_connections_per_peer=5, max_handshaking_per_peer=4))
+    await server.start(port=0)
+    loop = asyncio.get_running_loop()
+    silent = []
+    try:
+        for _ in range(10):
+            silent.append(await loop.run_in_executor(None, _raw, server.address))
+
+        def closed_by_server(sock):
+            sock.settimeout(5)
+            data = sock.recv(1 << 16)
+            while data:  # the hello, then EOF if the server dropped it
+                data = sock.recv(1 << 16)
+            return True
+
+        # the six oldest were closed to make room; four wait in their handshake
+        assert await loop.run_in_executor(None, lambda: all(map(closed_by_server, silent[:6])))
+        assert len(server.admission.handshaking["127.0.0.1"]) == 4
+        async with rpc(server.address, secret="s") as r:
+            assert await r.ping() == "pong"
+    finally:
+        for sock in silent:
             sock.close()
         await server.close()
 
@@ -328,3 +355,59 @@ async def test_no_client_certificate_against_mutual_tls_is_a_clear_error_on_ever
                 comm = await connect(center.address, tls=bare, timeout=2)
                 await comm.write({"op": "identity"})
                 await comm.read()
+
+
+SERVE_WITH_FEW_DESCRIPTORS = """
+import asyncio, logging, resource, sys
+logging.basicConfig(level=logging.WARNING)
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+from distributed3.core.server import Server
+async def main():
+    server = await Server({"ping": lambda comm: "pong"}, secret="s").start(port=0)
+    print(f"{server.address[0]}:{server.address[1]}", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_out_of_descriptors_the_server_pauses_logs_once_and_serves_honest_clients():
+    """240 silent sockets from four hosts against a server that may open 128 files."""
+    import sys
+    import time
+
+    import psutil
+
+    from distributed3.utils import parse_address, wait_for_sync
+
+    with Proc([sys.executable, "-c", SERVE_WITH_FEW_DESCRIPTORS, "128"]) as server:
+        address = parse_address(server.wait_for_line(r"(\S+:\d+)").group(1))
+        silent = []
+        try:
+            for host in range(2, 6):
+                silent += [_raw(address, f"127.0.0.{host}") for _ in range(60)]
+            wait_for_sync(lambda: "out of file descriptors" in server.output
+                          or "Too many open files" in server.output, 10,
+                          "the server never ran out of descriptors")  # fmt: skip
+            cpu = psutil.Process(server.proc.pid)
+            before, start = sum(cpu.cpu_times()[:2]), time.monotonic()
+            done = {}
+
+            def honest():
+                async def ping():
+                    async with rpc(address, secret="s", timeout=10) as r:
+                        return await r.ping()
+                done["reply"] = asyncio.run(ping())
+
+            honest()
+            assert done["reply"] == "pong"
+            # a window of 2 s under the flood (a measurement, not a wait for an event)
+            wait_for_sync(lambda: time.monotonic() - start >= 2, 5, "the clock stopped")
+            spent = sum(cpu.cpu_times()[:2]) - before
+            assert spent < 0.5, f"the server spun: {spent:.2f} CPU seconds in 2 s"
+            assert server.output.count("out of file descriptors") <= 3
+            assert "Traceback" not in server.output
+        finally:
+            for sock in silent:
+                sock.close()

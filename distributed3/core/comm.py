@@ -86,7 +86,8 @@ class Limits:
     max_frame_bytes: int = 2**34  # 16 GiB: one array
     max_message_bytes: int = 2**35  # 32 GiB: one message
     handshake_timeout: float = 10.0
-    max_connections_per_peer: int = 1024  # open or handshaking, per peer host
+    max_connections_per_peer: int = 1024  # authenticated, per peer host (see admission)
+    max_handshaking_per_peer: int = 64  # still in their handshake: the oldest make room
 
 
 DEFAULT_LIMITS = Limits()

@@ -48,6 +48,7 @@ from ..exceptions import (
     SerializationError,
 )
 from ..utils import format_address, parse_address
+from .admission import Admission, accept_handler
 from .channel import serve_many
 from .comm import DEFAULT_LIMITS, accept, connect
 from .messages import (  # noqa: F401 -- the request/reply helpers, importable from here too
@@ -93,7 +94,8 @@ class Server(TCPServer):
         )
         self.handlers = {"identity": self.identity, **handlers}
         self.secret = normalize_secret(secret)
-        self.peer_connections = Counter()
+        self.admission = Admission(limits.max_connections_per_peer,
+                                   limits.max_handshaking_per_peer)
         self.limits = limits
         self.name = name
         self.id = f"{type(self).__name__.lower()}-{uuid.uuid4().hex[:12]}"
@@ -118,6 +120,9 @@ class Server(TCPServer):
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
         """Start listening on ``host:port`` (``port=0``: any free port); sets ``address``."""
+        # caps that fit the descriptors this process may hold (see core.admission)
+        self.admission = Admission.for_this_process(self.limits.max_connections_per_peer,
+                                                    self.limits.max_handshaking_per_peer)
         if sockets is not None:
             self.add_sockets(sockets)
         else:
@@ -126,6 +131,18 @@ class Server(TCPServer):
         bound = sock.getsockname()
         self.address = (host if host not in ("", "0.0.0.0", "::") else bound[0], bound[1])
         return self
+
+    def add_sockets(self, sockets):
+        """Accept on ``sockets`` (see :func:`~distributed3.core.admission.accept_handler`:
+        out of descriptors, it frees some and pauses rather than spinning)."""
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = accept_handler(
+                sock, self._handle_connection, self._out_of_descriptors, str(self))
+
+    def _out_of_descriptors(self):
+        for stream in self.admission.evict_oldest():
+            stream.close()
 
     async def close(self):
         """Stop listening and close every open connection."""
@@ -145,30 +162,34 @@ class Server(TCPServer):
 
     async def handle_stream(self, stream, address):
         host = address[0] if isinstance(address, tuple) else str(address)
-        if self.peer_connections[host] >= self.limits.max_connections_per_peer:
-            logger.warning("%s refused a connection from %s: it already has %d open",
-                           self, host, self.peer_connections[host])  # fmt: skip
+        admission = self.admission
+        if not admission.admit(host, stream):
             stream.close()
             return
-        self.peer_connections[host] += 1
+        for evicted in admission.evicted:
+            evicted.close()  # their handshakes end with an error, logged quietly
+        comm = None
         try:
-            await self._handle_stream(stream, address)
+            comm = await self._handshake(stream, address)
+            if comm is not None:
+                admission.authenticated(host, stream)
+                await self._handle_comm(comm)
         finally:
-            self.peer_connections[host] -= 1
-            if not self.peer_connections[host]:
-                del self.peer_connections[host]
+            admission.left(host, stream, comm is not None)
 
-    async def _handle_stream(self, stream, address):
+    async def _handshake(self, stream, address):
+        """The authenticated ``Comm`` of a new connection, or ``None`` (it was closed)."""
         try:
-            comm = await accept(stream, address, self.secret, self.limits)
+            return await accept(stream, address, self.secret, self.limits)
         except (AuthenticationError, ProtocolError, ConnectionBrokenError, TimeoutError) as e:
-            logger.warning("%s refused a connection from %s: %s", self, address, e)
-            stream.close()
-            return
+            log = logger.debug if stream in self.admission.evicted else logger.warning
+            log("%s refused a connection from %s: %s", self, address, e)
         except Exception as e:  # never let one peer crash the server
             logger.warning("%s: handshake with %s failed: %r", self, address, e)
-            stream.close()
-            return
+        stream.close()
+        return None
+
+    async def _handle_comm(self, comm):
         self.comms.add(comm)
         try:
             await self._serve(comm)

@@ -21,6 +21,7 @@ import socket
 import sys
 
 from ..center import Center
+from ..core.admission import raise_open_files_limit
 from ..core.security import TLS, new_secret_file, read_secret_file
 from ..exceptions import DistributedError
 from ..utils import is_loopback, local_ip_for, parse_address
@@ -99,11 +100,14 @@ def check_exposure(host, secret, insecure):
 
 
 def _setup_logging(level):
+    """Logging to stderr at ``level``; and, as every server process starts here, the
+    open files limit raised to the hard one (a socket per peer: see core.admission)."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(name)s - %(levelname)s - %(message)s",
         stream=sys.stderr,
     )
+    raise_open_files_limit()
 
 
 def listen(host, port, fallback_port):
