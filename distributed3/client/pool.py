@@ -37,7 +37,9 @@ class Pool:
 
     ``Pool("127.0.0.1:8787")`` connects to a running center; ``Pool()``
     starts an embedded local cluster (a center process and one worker process per
-    core, on loopback, with a random secret) and stops it on ``close()``.
+    core, on loopback, with a random secret) and stops it on ``close()``;
+    ``memory_limit`` (``"2GB"``, ``"0.25"`` of the machine, ``"auto"``) caps each of its
+    workers' results in memory, the least recently used spilling to disk beyond 60 %.
 
     >>> with Pool(n_workers=2) as local:
     ...     local.available_cores                              # doctest: +ELLIPSIS
@@ -51,15 +53,16 @@ class Pool:
     """
 
     def __init__(self, address=None, *, secret=None, tls=None, n_workers=None, timeout=10,
-                 asynchronous=False):  # fmt: skip
+                 asynchronous=False, memory_limit=None):  # fmt: skip
         cluster = None
         if address is None:
             from ..deploy.local import LocalCluster
 
-            cluster = LocalCluster(n_workers=n_workers, secret=secret)
+            cluster = LocalCluster(n_workers=n_workers, secret=secret, memory_limit=memory_limit)
             secret = cluster.secret
-        elif n_workers is not None:
-            raise ValueError("n_workers starts a local cluster; give no address with it")
+        elif n_workers is not None or memory_limit is not None:
+            raise ValueError("n_workers and memory_limit start a local cluster; give no "
+                             "address with them")
         else:
             address = parse_address(address)
         self.session = Session(address, secret=secret, tls=tls, timeout=timeout,

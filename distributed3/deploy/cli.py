@@ -25,6 +25,7 @@ from ..core.admission import raise_open_files_limit
 from ..core.security import TLS, new_secret_file, read_secret_file
 from ..exceptions import DistributedError
 from ..utils import is_loopback, local_ip_for, parse_address
+from ..worker.store import parse_memory_limit
 from ..worker.worker import Worker
 from .procs import (
     fork_workers,
@@ -194,6 +195,7 @@ def _center_parser():
     parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-ncores", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-memory-limit", default=None, help=argparse.SUPPRESS)
     _common(parser)
     return parser
 
@@ -278,6 +280,14 @@ def dworker(argv=None):
                         help="retire gracefully after this long (keys handed to peers)")  # fmt: skip
     parser.add_argument("--max-tasks", type=int, default=None, metavar="N",
                         help="retire gracefully after running N tasks")  # fmt: skip
+    parser.add_argument("--memory-limit", default=None, metavar="BYTES|FRACTION|auto",
+                        help="keep results under this much memory: '4GB', '0.25' of the "
+                             "machine, or 'auto' (the machine's shared by the workers)")
+    parser.add_argument("--memory-target", type=float, default=0.6, metavar="FRACTION",
+                        help="above this fraction of the limit, the least recently used "
+                             "results spill to disk (default 0.6)")
+    parser.add_argument("--spill-dir", default=None, metavar="PATH",
+                        help="where spilled results go (default: the temporary directory)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-handoff", action="store_true", help=argparse.SUPPRESS)
     _common(parser)
@@ -297,16 +307,28 @@ def dworker(argv=None):
         parser.error(str(e))
     if args.nprocs != "1":
         sys.exit(_run_many(args, argv if argv is not None else sys.argv[1:], resources))
+    memory = _memory_options(parser, args, processes=1)
 
     async def main():
         worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret, tls=tls,
                         lifetime=args.lifetime, max_tasks=args.max_tasks,
-                        resources=resources)  # fmt: skip
+                        resources=resources, **memory)  # fmt: skip
         if args.no_handoff:  # a local cluster stops as a whole: nobody to hand keys to
             worker.handoff_timeout = 0
         await _serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
 
     _run(main)
+
+
+def _memory_options(parser, args, processes):
+    """The Worker's memory keywords from ``--memory-limit`` and kin (an error names a bad
+    limit); ``auto`` shares the machine among ``processes`` workers."""
+    try:
+        limit = parse_memory_limit(args.memory_limit, processes)
+    except ValueError as e:
+        parser.error(str(e))
+    return {"memory_limit": limit, "memory_target": args.memory_target,
+            "spill_directory": args.spill_dir}
 
 
 def _forked_worker(center, host, args, secret, tls, listener):
@@ -316,7 +338,9 @@ def _forked_worker(center, host, args, secret, tls, listener):
     parent = os.getppid()
 
     async def main():
-        worker = Worker(center, ncores=args.worker_ncores, secret=secret, tls=tls)
+        worker = Worker(center, ncores=args.worker_ncores, secret=secret, tls=tls,
+                        memory_limit=parse_memory_limit(args.worker_memory_limit,
+                                                        max(1, args.workers)))  # fmt: skip
         worker.handoff_timeout = 0
         await _serve(worker, host, 0, fallback_port=True, parent_pid=parent)
 

@@ -47,9 +47,11 @@ class LocalCluster:
     ``ncores`` threads (default 1).
     """
 
-    def __init__(self, n_workers=None, ncores=1, secret=None, host="127.0.0.1", timeout=30):
+    def __init__(self, n_workers=None, ncores=1, secret=None, host="127.0.0.1", timeout=30,
+                 memory_limit=None):  # fmt: skip
         self.n_workers = int(n_workers if n_workers is not None else (os.cpu_count() or 1))
         self.ncores = ncores
+        self.memory_limit = memory_limit  # each worker's (see worker/store.py)
         self.secret = normalize_secret(secret) or secrets.token_hex(32).encode()
         self.host = host
         self.timeout = timeout
@@ -74,6 +76,8 @@ class LocalCluster:
                    "--listen-fd", str(fd), "--parent-pid", str(os.getpid()),
                    "--workers", str(self.n_workers), "--worker-ncores", str(self.ncores),
                    "--log-level", "warning"]  # fmt: skip
+            if self.memory_limit is not None:
+                cmd += ["--worker-memory-limit", str(self.memory_limit)]
             # a session of its own: Ctrl-C at the client's terminal interrupts the client's
             # call, not the cluster; the center still ends when this process does
             self.center_proc = spawn(cmd, secret=self.secret, env=self._env(), pass_fds=(fd,),

@@ -38,6 +38,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core.messages import error_message, ok_message
+from ..core.protocol import sizeof
 from .execute import chunk_reply, lone_reply, run_chunk
 
 __all__ = ["TaskRunner"]
@@ -50,9 +51,10 @@ class TaskRunner:
     task's results.  ``active`` counts tasks launched and not yet stored.
     """
 
-    def __init__(self, ncores, store):
+    def __init__(self, ncores, store, memory_limit=None):
         self.ncores = ncores
         self.store = store
+        self.memory_limit = memory_limit  # a result over it fails its task (MemoryError)
         self.executor = ThreadPoolExecutor(ncores, thread_name_prefix="distributed3-task")
         self.active = 0
         self._queue = deque()  # jobs not yet taken by a thread
@@ -91,6 +93,8 @@ class TaskRunner:
         try:
             start = time.perf_counter()  # the tasks' own time, not their wait for a thread
             values, errors = run_chunk(function, args_list, kwargs, seeds, spread)
+            if self.memory_limit is not None:
+                too_big(keys, values, errors, self.memory_limit)
             reply = chunk_reply(values, errors, time.perf_counter() - start,
                                 whole=type(keys) is str)  # fmt: skip
             sizes = reply["nbytes"]
@@ -132,3 +136,23 @@ class TaskRunner:
             self._queue.clear()
         self.active -= dropped
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def too_big(keys, values, errors, limit):
+    """Fail (in ``errors``, with a ``MemoryError`` naming it) each task whose result alone
+    is over ``limit`` bytes; its value is dropped.
+
+    >>> values, errors = [b"x" * 10, b"y" * 1000], {}
+    >>> too_big(["a", "b"], values, errors, 100)
+    >>> values[1], str(errors[1])
+    (None, "task 'b' returned 1,000 bytes, more than this worker's memory limit of 100 bytes")
+    """
+    for i, value in enumerate(values):
+        if i in errors or value is None:
+            continue
+        nbytes = sizeof(value)
+        if nbytes > limit:
+            key = f"{keys}#{i}" if type(keys) is str else keys[i]
+            values[i] = None
+            errors[i] = MemoryError(f"task {key!r} returned {nbytes:,} bytes, more than this "
+                                    f"worker's memory limit of {limit:,} bytes")

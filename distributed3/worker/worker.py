@@ -57,6 +57,7 @@ from ..utils import format_address, parse_address
 from .center_link import CenterLink
 from .execute import run_guarded, stateful_call
 from .runner import TaskRunner
+from .store import SpillStore, memory_info, parse_memory_limit
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Worker(CenterLink, Server):
 
     def __init__(self, center, *, ncores=None, name=None, heartbeat_interval=1.0,
                  handoff_timeout=30.0, lifetime=None, max_tasks=None, resources=None,
+                 memory_limit=None, memory_target=0.6, spill_directory=None,
                  **kwargs):  # fmt: skip
         handlers = {
             "compute": self.compute,
@@ -103,13 +105,16 @@ class Worker(CenterLink, Server):
         self.resources = dict(resources or {})
         self.retiring = None  # why, once retiring
         self.waiting = 0  # tasks waiting for their inputs
-        self.data = {}
+        self.memory_limit = parse_memory_limit(memory_limit)
+        # under a limit, the least recently used results spill to disk (see store.py)
+        self.data = ({} if self.memory_limit is None else
+                     SpillStore(int(memory_target * self.memory_limit), spill_directory))
         self.nbytes = {}
         self.stateful = {}  # name -> instance of a user's WorkerInterface class
         self.stateful_version = {}  # name -> updates applied
         self.tasks_done = 0
         self.peer_bytes_in = 0
-        self.runner = TaskRunner(self.ncores, self._store)
+        self.runner = TaskRunner(self.ncores, self._store, self.memory_limit)
         self.executor = self.runner.executor  # also for stateful instances' calls
         self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
         self.owners = {}  # key -> the client a result was computed for (for the center)
@@ -165,6 +170,8 @@ class Worker(CenterLink, Server):
         await super().close()
         await self.peers.close()
         self.runner.close()
+        if isinstance(self.data, SpillStore):
+            self.data.close()
         logger.info("Worker at %s closed", format_address(self.address))
         self.finished.set()
 
@@ -437,8 +444,9 @@ class Worker(CenterLink, Server):
 
     def info(self, comm=None):
         """Counters: ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``, ``bytes_in``,
-        ``frames_in`` (messages read, however many requests each carried); and ``pid``,
-        ``ncores``, ``resources``, ``name``."""
+        ``frames_in`` (messages read, however many requests each carried); ``rss``,
+        ``memory_limit`` (or None), ``managed_bytes`` (results in memory) and
+        ``spilled_bytes`` (on disk); and ``pid``, ``ncores``, ``resources``, ``name``."""
         return {
             "pid": os.getpid(),
             "ncores": self.ncores,
@@ -449,6 +457,7 @@ class Worker(CenterLink, Server):
             "peer_bytes_in": self.peer_bytes_in,
             "bytes_in": self.counters["bytes_in"],
             "frames_in": self.counters["frames_in"],
+            **memory_info(self.data, self.memory_limit, sum(self.nbytes.values())),
             "name": self.name,
         }
 
