@@ -81,7 +81,8 @@ class Chaos(threading.Thread):
                     victim.signal(signal.SIGSTOP)
                     self.thaw_at[victim] = time.monotonic() + self.rng.uniform(1, 4)
                     self.frozen += 1
-            fresh = Proc([os.path.join(BIN, "dworker"), self.address, "--ncores", "1"])
+            fresh = Proc([os.path.join(BIN, "dworker"), self.address, "--ncores", "1",
+                          "--no-nanny"])  # signals must reach the worker itself
             self.started.append(fresh)
             self.workers.append(fresh)
         self._thaw(float("inf"))

@@ -217,6 +217,9 @@ class Proc:
 def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20, center_args=()):
     """A center and workers as real processes through ``bin/``; yields ``(address, center, workers)``.
 
+    The workers run without a supervisor (``--no-nanny``): a signal sent to one reaches
+    the worker itself, as fault tests need.
+
     ``address`` is the center's ``"host:port"``; ``center`` and ``workers`` are :class:`Proc`.
     """
     env = {"DISTRIBUTED3_SECRET": secret} if secret else {}
@@ -227,7 +230,8 @@ def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20, center_args=(
         address = center.wait_for_line(r"Started center at (\S+)", timeout).group(1)
         workers = [
             stack.enter_context(
-                Proc([os.path.join(BIN, "dworker"), address, "--ncores", str(ncores)], env)
+                Proc([os.path.join(BIN, "dworker"), address, "--ncores", str(ncores),
+                      "--no-nanny"], env)
             )
             for _ in range(nworkers)
         ]

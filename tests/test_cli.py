@@ -166,3 +166,45 @@ def test_dcenter_raises_its_open_files_limit_to_the_hard_one():
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_killed_9_comes_back_under_its_nanny_which_stops_with_it():
+    import psutil
+
+    with Proc([os.path.join(BIN, "dcenter"), "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--ncores", "1"]) as nanny, Pool(address) as pool:
+            pool.wait_for_workers(1, timeout=20)
+            [first] = [i["pid"] for i in pool.worker_info().values()]
+            assert first != nanny.proc.pid  # the worker is the nanny's child
+            os.kill(first, signal.SIGKILL)
+            nanny.wait_for_line(rf"Worker process {first} was killed by SIGKILL.*starting a new")
+
+            def replaced():
+                try:
+                    pids = [i["pid"] for i in pool.worker_info().values()]
+                except Exception:  # the dead one may still be listed for a moment
+                    return False
+                return pids and first not in pids
+
+            wait_for_sync(replaced, 20, "the nanny's new worker never joined")
+            [second] = [i["pid"] for i in pool.worker_info().values()]
+            assert pool.apply(sum, [[1, 2]]).get() == 3
+            nanny.signal(signal.SIGTERM)
+            assert nanny.wait(15) == 0
+            wait_for_sync(lambda: not psutil.pid_exists(second)
+                          or psutil.Process(second).status() == psutil.STATUS_ZOMBIE,
+                          10, "the worker outlived its nanny")  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_keeps_dying_makes_its_nanny_give_up():
+    """--max-restarts 1: a worker whose center refuses it (wrong secret) dies at once."""
+    with Proc([os.path.join(BIN, "dcenter"), "--port", "0"],
+              {"DISTRIBUTED3_SECRET": "right"}) as center:  # fmt: skip
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([DWORKER, address, "--max-restarts", "1"],
+                  {"DISTRIBUTED3_SECRET": "wrong"}) as nanny:  # fmt: skip
+            nanny.wait_for_line(r"died 2 times within 60 s: giving up", timeout=30)
+            assert nanny.wait(15) == 1

@@ -33,7 +33,7 @@ def proc_holding(workers, handle):
 
 
 def start_worker(address, *args):
-    proc = Proc([os.path.join(BIN, "dworker"), address, "--ncores", "1", *args])
+    proc = Proc([os.path.join(BIN, "dworker"), address, "--ncores", "1", "--no-nanny", *args])
     proc.wait_for_line("Register with center")
     return proc
 

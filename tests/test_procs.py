@@ -20,6 +20,7 @@ from distributed3.deploy.procs import (
     worker_command,
 )
 from distributed3.testing import BIN, Proc
+from distributed3.worker.store import machine_memory
 
 DCENTER, DWORKER = os.path.join(BIN, "dcenter"), os.path.join(BIN, "dworker")
 
@@ -72,11 +73,15 @@ def test_forked_workers_flush_what_tasks_print_and_run_their_exit_handlers(tmp_p
 def test_nprocs_starts_and_stops_several_workers():
     with Proc([DCENTER, "--port", "0"]) as center:
         address = center.wait_for_line(r"Started center at (\S+)").group(1)
-        with Proc([DWORKER, address, "--nprocs", "3", "--ncores", "1"]) as sup:
+        with Proc([DWORKER, address, "--nprocs", "3", "--ncores", "1",
+                   "--memory-limit", "auto"]) as sup:  # fmt: skip
             with Pool(address) as pool:
                 pool.wait_for_workers(3, timeout=20)
                 pids = set(pool.gather(pool.map(lambda _: os.getpid(), range(30))))
                 assert len(pids) == 3
+                # 'auto': the machine's memory shared by the three, not all of it each
+                limits = [i["memory_limit"] for i in pool.worker_info().values()]
+                assert limits == [machine_memory() // 3] * 3
             sup.signal(signal.SIGTERM)
             assert sup.wait() == 0
             center.wait_for_line("it left")

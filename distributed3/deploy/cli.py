@@ -27,6 +27,7 @@ from ..exceptions import DistributedError
 from ..utils import is_loopback, local_ip_for, parse_address
 from ..worker.store import parse_memory_limit
 from ..worker.worker import Worker
+from .nanny import Nanny, rss_of
 from .procs import (
     fork_workers,
     format_resources,
@@ -262,8 +263,8 @@ def dcenter(argv=None):
         sys.exit(1)
 
 
-def dworker(argv=None):
-    """Entry point of ``dworker CENTER``: run a worker until interrupted."""
+def _worker_parser():
+    """The command line of ``dworker``."""
     parser = argparse.ArgumentParser(prog="dworker", description="Run a distributed3 worker.")
     parser.add_argument("center", help="address of the center, host:port")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: any)")
@@ -288,9 +289,24 @@ def dworker(argv=None):
                              "results spill to disk (default 0.6)")
     parser.add_argument("--spill-dir", default=None, metavar="PATH",
                         help="where spilled results go (default: the temporary directory)")
+    parser.add_argument("--memory-terminate", type=float, default=0.95, metavar="FRACTION",
+                        help="with a limit: restart the worker when its memory beyond an idle "
+                             "interpreter's passes this fraction of the limit (default 0.95)")
+    parser.add_argument("--no-nanny", action="store_true",
+                        help="run the worker in this process, with no supervisor to restart "
+                             "it when it dies")
+    parser.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                        help="the supervisor gives up after N deaths in a minute (default 5)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-handoff", action="store_true", help=argparse.SUPPRESS)
     _common(parser)
+    return parser
+
+
+def dworker(argv=None):
+    """Entry point of ``dworker CENTER``: run a worker until interrupted (under a nanny
+    that restarts it, unless ``--no-nanny``)."""
+    parser = _worker_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     try:
@@ -308,6 +324,9 @@ def dworker(argv=None):
     if args.nprocs != "1":
         sys.exit(_run_many(args, argv if argv is not None else sys.argv[1:], resources))
     memory = _memory_options(parser, args, processes=1)
+    if not args.no_nanny:
+        sys.exit(_nannied(argv if argv is not None else sys.argv[1:], memory["memory_limit"],
+                          args))  # fmt: skip
 
     async def main():
         worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret, tls=tls,
@@ -329,6 +348,17 @@ def _memory_options(parser, args, processes):
         parser.error(str(e))
     return {"memory_limit": limit, "memory_target": args.memory_target,
             "spill_directory": args.spill_dir}
+
+
+def _nannied(argv, limit, args):
+    """Run this worker as a child of a :class:`~distributed3.deploy.nanny.Nanny`, which
+    starts it again when it dies; returns the exit status."""
+    command = [sys.executable, "-m", "distributed3.deploy.cli", "worker", *argv,
+               "--no-nanny", "--parent-pid", str(os.getpid())]  # fmt: skip
+    # what the child holds beyond an interpreter like this one, idle, counts
+    terminate = None if limit is None else rss_of(os.getpid()) + args.memory_terminate * limit
+    return Nanny(command, max_restarts=args.max_restarts, terminate=terminate,
+                 parent_pid=args.parent_pid).run()
 
 
 def _forked_worker(center, host, args, secret, tls, listener):
@@ -370,12 +400,23 @@ async def _reap(pids, center, n, failed):
 
 def _run_many(args, argv, resources):
     """``--nprocs N|gpu``: this process only starts and supervises the workers."""
-    base = _without(argv, {"--nprocs": 1, "--min-gpu-memory": 1, "--name": 1, "--resources": 1})
+    base = _without(argv, {"--nprocs": 1, "--min-gpu-memory": 1, "--name": 1, "--resources": 1,
+                           "--memory-limit": 1})  # fmt: skip
     children = []
-    if args.nprocs == "gpu":
-        gpus = visible_gpus(min_free_bytes=args.min_gpu_memory)
-        if not gpus:
-            sys.exit(f"error: no visible GPU has {args.min_gpu_memory:.0f} bytes free")
+    gpus = visible_gpus(min_free_bytes=args.min_gpu_memory) if args.nprocs == "gpu" else None
+    if args.nprocs == "gpu" and not gpus:
+        sys.exit(f"error: no visible GPU has {args.min_gpu_memory:.0f} bytes free")
+    try:
+        n = len(gpus) if gpus else int(args.nprocs)
+    except ValueError:
+        sys.exit(f"error: --nprocs takes a number or 'gpu', not {args.nprocs!r}")
+    try:  # 'auto' or a fraction: the machine's memory shared among the n workers
+        limit = parse_memory_limit(args.memory_limit, n)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if limit is not None:
+        base += ["--memory-limit", str(limit)]
+    if gpus:
         for gpu in gpus:
             res = dict(resources, GPU=1)
             name = f"{args.name or 'gpu'}-{gpu.index}"
@@ -383,10 +424,6 @@ def _run_many(args, argv, resources):
                         gpu.free_bytes / 1e9)  # fmt: skip
             children.append(_child(base, name, res, {"CUDA_VISIBLE_DEVICES": gpu.index}))
     else:
-        try:
-            n = int(args.nprocs)
-        except ValueError:
-            sys.exit(f"error: --nprocs takes a number or 'gpu', not {args.nprocs!r}")
         for i in range(n):
             name = f"{args.name}-{i}" if args.name else None
             children.append(_child(base, name, resources, {}))
