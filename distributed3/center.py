@@ -26,7 +26,7 @@ with the keys they hold.
 import asyncio
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 
 from .core.server import ConnectionPool, Server
 from .keys import split_element
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 RELEASED_MEMORY = 30.0  # seconds a released key's late reports (a copy in flight) are dropped
 RELEASED_KEYS = 500_000  # at most this many released keys remembered
 GONE_MEMORY = 10_000  # clients remembered as gone, so that their late results are dropped
+DEATHS_KEPT = 100  # worker deaths reported by nannies, kept for get_deaths
 
 
 class Center(Server):
@@ -68,6 +69,8 @@ class Center(Server):
             "release_keys": self.release_keys,
             "ownership": self.ownership,
             "counters": self.get_counters,
+            "worker_died": self.worker_died,
+            "deaths": self.get_deaths,
         }
         super().__init__(handlers, **kwargs)
         # key -> tuple of holders: tuples of addresses are immutable and hold no containers,
@@ -81,6 +84,8 @@ class Center(Server):
         self.ncores = {}
         self.names = {}
         self.resources = {}  # worker -> {"GPU": 2, ...}
+        self.pids = OrderedDict()  # worker -> its process id, kept a while after it leaves
+        self.deaths = deque(maxlen=DEATHS_KEPT)  # what nannies said of dead workers
         self.last_seen = {}
         self.worker_comms = {}
         self.subscribers = set()
@@ -117,7 +122,7 @@ class Center(Server):
     # -- worker membership ---------------------------------------------------
 
     def register(self, comm, address, ncores, keys=(), nbytes=None, name=None, resources=None,
-                 owners=None):  # fmt: skip
+                 owners=None, pid=None):  # fmt: skip
         """A worker joins (or rejoins) with the keys it already holds, and the clients
         that own those it computed (``owners``)."""
         address = parse_address(address)
@@ -130,6 +135,10 @@ class Center(Server):
         self.names[address] = name
         self.resources[address] = dict(resources or {})
         self.last_seen[address] = time.monotonic()
+        self.pids.pop(address, None)
+        self.pids[address] = pid
+        while len(self.pids) > len(self.ncores) + DEATHS_KEPT:  # the departed, oldest first
+            self.pids.popitem(last=False)
         self.worker_comms[comm] = address
         self.add_keys(comm, address, keys, nbytes, owners)
         logger.info("Register worker %s with %d cores", format_address(address), ncores)
@@ -176,6 +185,31 @@ class Center(Server):
                 del self.worker_comms[comm]
         logger.info("Remove worker %s: %s", format_address(address), why)
         self._publish({"op": "remove_worker", "address": address})
+
+    def worker_died(self, comm, host, pid, cause):
+        """A nanny says its worker process ``pid`` on ``host`` died, and why (``"was
+        killed by SIGKILL (out of memory? ...)"``): the center logs it, forgets that worker
+        if its connection has not closed yet, tells the clients (whose errors then name
+        the cause), and keeps it for :meth:`get_deaths`."""
+        address = next((a for a, p in reversed(self.pids.items())
+                        if p == pid and a[0] == host), None)  # fmt: skip
+        where = format_address(address) if address else f"{host} (not registered yet)"
+        logger.warning("Worker %s, process %s, %s", where, pid, cause)
+        self.deaths.append({"address": address, "pid": pid, "cause": cause, "time": time.time(),
+                            "name": self.names.get(address)})  # fmt: skip
+        if address is None:
+            return
+        if address in self.ncores:
+            for c, addr in list(self.worker_comms.items()):
+                if addr == address:
+                    c.close()
+            self._remove_worker(address, f"its process {cause}")
+        self._publish({"op": "worker_died", "address": address, "cause": cause})
+
+    def get_deaths(self, comm):
+        """The last deaths that nannies reported, oldest first: dicts with the worker's
+        ``address`` (None if it died before registering), ``pid``, ``cause`` and ``time``."""
+        return list(self.deaths)
 
     def heartbeat(self, comm, address):
         """A worker says it is alive."""

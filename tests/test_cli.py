@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from distributed3 import Pool
+from distributed3 import Pool, WorkerLostError
 from distributed3.testing import BIN, Proc, process_cluster
 from distributed3.utils import wait_for_sync
 
@@ -189,6 +189,9 @@ def test_a_worker_killed_9_comes_back_under_its_nanny_which_stops_with_it():
                 return pids and first not in pids
 
             wait_for_sync(replaced, 20, "the nanny's new worker never joined")
+            [death] = pool.worker_deaths()  # what the nanny told the center
+            assert death["pid"] == first and "was killed by SIGKILL" in death["cause"]
+            center.wait_for_line(rf"process {first}, was killed by SIGKILL")
             [second] = [i["pid"] for i in pool.worker_info().values()]
             assert pool.apply(sum, [[1, 2]]).get() == 3
             nanny.signal(signal.SIGTERM)
@@ -208,3 +211,32 @@ def test_a_worker_that_keeps_dying_makes_its_nanny_give_up():
                   {"DISTRIBUTED3_SECRET": "wrong"}) as nanny:  # fmt: skip
             nanny.wait_for_line(r"died 2 times within 60 s: giving up", timeout=30)
             assert nanny.wait(15) == 1
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_over_its_memory_is_killed_by_its_nanny_and_the_task_blamed():
+    """Past --memory-terminate, the nanny kills the worker and starts a new one; the task
+    that grew it kills the new one too, and fails naming the cause."""
+
+    def hog(nbytes):  # holds nbytes of touched memory, then waits to be killed
+        import time
+
+        hold = b"x" * nbytes
+        time.sleep(30)
+        return len(hold)
+
+    with Proc([os.path.join(BIN, "dcenter"), "--port", "0"]) as center:
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        args = [DWORKER, address, "--ncores", "1", "--memory-limit", "200MB",
+                "--memory-terminate", "0.5"]  # fmt: skip
+        with Proc(args) as nanny, Pool(address) as pool:
+            pool.wait_for_workers(1, timeout=20)
+            task = pool.apply(hog, [300_000_000], retries=1)
+            with pytest.raises(WorkerLostError, match=r"was running on 2 workers that died.*"
+                                                      r"stopped by its nanny: it used \d+ MB"):
+                task.get(timeout=60)
+            nanny.wait_for_line(r"over its \d+ MB: restarting it")
+            assert [d["cause"].startswith("was stopped by its nanny") for d in
+                    pool.worker_deaths()] == [True, True]  # fmt: skip
+            pool.wait_for_workers(1, timeout=20)  # and the third one serves
+            assert pool.apply(sum, [[1, 2]]).get(timeout=20) == 3

@@ -28,6 +28,9 @@ from ..scheduling import decide_worker, pipeline_depth, steal_choice
 from ..utils import format_address, wait_for
 from .options import DEFAULTS
 
+CAUSE_WAIT = 0.5  # seconds a failing task waits for word of why its last worker died
+LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones again
+
 logger = logging.getLogger(__name__)
 
 
@@ -115,6 +118,7 @@ class Batch:
         self.error = None
         self.lost = set()
         self.careful = False  # after a worker death: one task per core, so blame is exact
+        self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
         self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times
         for task in tasks:
             self._place(task)
@@ -188,6 +192,11 @@ class Batch:
         session = self.session
         if session.cores.keys() - self.lost:
             return
+        try:  # the center drops a dead worker in a moment; one that rejoins has a new port
+            await wait_for(lambda: session.cores.keys() - self.lost, LOST_GRACE, "")
+            return
+        except TimeoutError:
+            pass
         self.lost.clear()  # give reconnecting workers another chance
         try:
             await session.wait_for_workers(1)
@@ -318,11 +327,15 @@ class Batch:
             await session.reserve(worker, self.need)
         session.occupancy[worker] += 1
         try:
-            if self.options.prepare is not None:
-                await self.options.prepare(worker)
             channel = session.channels.open.get(worker)  # one coroutine less than call()
             if channel is None or channel.closed:
-                channel = await session.channels.get(worker)
+                try:
+                    channel = await session.channels.get(worker)
+                except (ConnectionBrokenError, CommClosedError, OSError) as e:
+                    self._unreachable(worker, task, e)  # never sent: not the task's fault
+                    return False
+            if self.options.prepare is not None:
+                await self.options.prepare(worker)
             reply = await channel.call(task.msg, self.options.timeout)
         except (ConnectionBrokenError, CommClosedError) as e:
             self._worker_died(worker, task, e)
@@ -355,6 +368,11 @@ class Batch:
         if not self.remaining and not self.done.done():
             self.done.set_result(None)
 
+    def _unreachable(self, worker, task, error):
+        logger.info("Worker %s unreachable: %s", format_address(worker), error)
+        self.lost.add(worker)
+        self.free.appendleft(task)
+
     def _worker_died(self, worker, task, error):
         logger.info("Worker %s lost while running %s: %s",
                     format_address(worker), task.key, error)  # fmt: skip
@@ -362,15 +380,24 @@ class Batch:
         self.careful = True
         task.deaths += 1
         if task.deaths > self.options.retries:
-            err = WorkerLostError(
-                f"task {task.index} of {self.name} (key {task.key!r}) was running on "
-                f"{task.deaths} workers that died, the last {format_address(worker)}; it may "
-                f"be what killed them, so it is not retried again"
-            )
-            task.results.set_error(err, "", worker)
-            self._finished_one(task)
+            giving_up = asyncio.ensure_future(self._give_up(worker, task))
+            self.giving_up.add(giving_up)  # held: the loop keeps only weak references
+            giving_up.add_done_callback(self.giving_up.discard)
         else:
             self.free.append(task)
+
+    async def _give_up(self, worker, task):
+        """``task`` killed one worker too many: it fails, with why the last one died when
+        its nanny says so (word that comes just after the connection broke)."""
+        cause = await self.session.death_cause(worker, CAUSE_WAIT)
+        why = f" ({cause})" if cause else ""
+        err = WorkerLostError(
+            f"task {task.index} of {self.name} (key {task.key!r}) was running on "
+            f"{task.deaths} workers that died, the last {format_address(worker)}{why}; it "
+            f"may be what killed them, so it is not retried again"
+        )
+        task.results.set_error(err, "", worker)
+        self._finished_one(task)
 
     def _task_failed(self, worker, task, error):
         timeout = self.options.timeout

@@ -419,6 +419,20 @@ class Pool:
         """Async form of :meth:`has_what`."""
         return await self.session.run(self.session.center("has_what"))
 
+    def worker_deaths(self):
+        """The last worker deaths the workers' nannies reported to the center, oldest
+        first: ``[{"address", "name", "pid", "cause", "time"}]``, where ``cause`` says
+        how (``"was killed by SIGKILL (out of memory? it last used 3100 MB)"``).
+
+        >>> pool.worker_deaths()
+        []
+        """
+        return self.session.sync(self.session.center("deaths"))
+
+    async def aworker_deaths(self):
+        """Async form of :meth:`worker_deaths`."""
+        return await self.session.run(self.session.center("deaths"))
+
     def worker_info(self):
         """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in", "pid"}}``.
 

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 NOTE_DELAY = 0.01  # seconds ownership notes wait to go out together
 REMOVED_GRACE = 0.5  # seconds before the tasks of a worker the center dropped go elsewhere
+DEATHS_KEPT = 1000  # causes of worker deaths remembered (from the workers' nannies)
 
 
 class Session:
@@ -88,6 +89,8 @@ class Session:
         self._release_due = False  # a flush of _to_release is scheduled
         self._unsent_releases = []  # released while the center was away: sent on resubscribe
         self._notes = {"own": [], "release": []}  # for the center, sent together
+        self.death_causes = collections.OrderedDict()  # worker -> why it died, by its nanny
+        self._cause_waiters = defaultdict(list)
 
     def __repr__(self):
         where = format_address(self.center_address) if self.center_address else "not started"
@@ -251,6 +254,35 @@ class Session:
             elif event.get("op") == "remove_worker":
                 self.cores.pop(address, None)
                 self._drop_later(address)
+            elif event.get("op") == "worker_died":
+                self._note_death(address, event["cause"])
+
+    def _note_death(self, worker, cause):
+        self.death_causes[worker] = cause
+        while len(self.death_causes) > DEATHS_KEPT:
+            self.death_causes.popitem(last=False)
+        for waiter in self._cause_waiters.pop(worker, ()):
+            if not waiter.done():
+                waiter.set_result(cause)
+
+    async def death_cause(self, worker, timeout):
+        """Why ``worker`` died, as its nanny told the center, waiting up to ``timeout``
+        seconds for word of it (which comes just after its connections break); None if
+        no word came (it had no nanny, or it is alive)."""
+        if worker in self.death_causes:
+            return self.death_causes[worker]
+        waiter = asyncio.get_running_loop().create_future()
+        self._cause_waiters[worker].append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            waiters = self._cause_waiters.get(worker)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._cause_waiters[worker]
 
     def _drop_later(self, worker):
         """The center dropped ``worker``: unless it is back within ``REMOVED_GRACE``

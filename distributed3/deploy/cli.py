@@ -22,6 +22,7 @@ import sys
 
 from ..center import Center
 from ..core.admission import raise_open_files_limit
+from ..core.server import rpc
 from ..core.security import TLS, new_secret_file, read_secret_file
 from ..exceptions import DistributedError
 from ..utils import is_loopback, local_ip_for, parse_address
@@ -325,8 +326,9 @@ def dworker(argv=None):
         sys.exit(_run_many(args, argv if argv is not None else sys.argv[1:], resources))
     memory = _memory_options(parser, args, processes=1)
     if not args.no_nanny:
+        report = _death_reporter(center, host, secret, tls)
         sys.exit(_nannied(argv if argv is not None else sys.argv[1:], memory["memory_limit"],
-                          args))  # fmt: skip
+                          args, report))  # fmt: skip
 
     async def main():
         worker = Worker(center, ncores=args.ncores, name=args.name, secret=secret, tls=tls,
@@ -350,15 +352,29 @@ def _memory_options(parser, args, processes):
             "spill_directory": args.spill_dir}
 
 
-def _nannied(argv, limit, args):
+def _death_reporter(center, host, secret, tls):
+    """``report(pid, cause)`` for a nanny: tells the center that the worker process
+    ``pid`` on ``host`` died, and why (within 5 s, or raises)."""
+
+    def report(pid, cause):
+        async def tell():
+            async with rpc(center, secret=secret, tls=tls, timeout=5) as c:
+                await c.worker_died(host=host, pid=pid, cause=cause)
+
+        asyncio.run(asyncio.wait_for(tell(), 5))
+
+    return report
+
+
+def _nannied(argv, limit, args, report=None):
     """Run this worker as a child of a :class:`~distributed3.deploy.nanny.Nanny`, which
-    starts it again when it dies; returns the exit status."""
+    starts it again when it dies (and reports why); returns the exit status."""
     command = [sys.executable, "-m", "distributed3.deploy.cli", "worker", *argv,
                "--no-nanny", "--parent-pid", str(os.getpid())]  # fmt: skip
     # what the child holds beyond an interpreter like this one, idle, counts
     terminate = None if limit is None else rss_of(os.getpid()) + args.memory_terminate * limit
     return Nanny(command, max_restarts=args.max_restarts, terminate=terminate,
-                 parent_pid=args.parent_pid).run()
+                 parent_pid=args.parent_pid, report=report).run()
 
 
 def _forked_worker(center, host, args, secret, tls, listener):

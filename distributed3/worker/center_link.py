@@ -16,6 +16,7 @@ Mixed into :class:`distributed3.worker.worker.Worker`, which provides ``center_a
 """
 import asyncio
 import logging
+import os
 
 from ..core.comm import connect
 from ..core.server import request
@@ -53,7 +54,7 @@ class CenterLink:
             await self._call_center(
                 comm, "register", ncores=self.ncores, keys=list(self.data),
                 nbytes=dict(self.nbytes), name=self.name, resources=self.resources,
-                owners=self.owners,
+                owners=self.owners, pid=os.getpid(),
             )  # fmt: skip
         except BaseException:
             comm.close()
