@@ -22,7 +22,7 @@ setup(
     entry_points={
         "console_scripts": [
             "dcenter=distributed3.deploy.cli:dcenter",
-            "dworker=distributed3.deploy.cli:dworker",
+            "dworker=distributed3.deploy.worker_cli:dworker",
         ]
     },
     scripts=[],

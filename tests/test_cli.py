@@ -99,7 +99,7 @@ def test_worker_without_center_fails_clearly():
 
 
 def test_exposure_check_refuses_or_warns(caplog):
-    from distributed3.deploy.cli import check_exposure
+    from distributed3.deploy.serving import check_exposure
 
     check_exposure("127.0.0.1", None, insecure=False)  # loopback: fine without a secret
     check_exposure("10.1.2.3", b"secret", insecure=False)  # a secret: fine anywhere
