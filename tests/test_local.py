@@ -119,9 +119,30 @@ def test_a_crashing_task_takes_only_its_forked_worker_down():
         pool.wait_for_workers(1, timeout=10)
         assert center.is_running() and center.status() != psutil.STATUS_ZOMBIE
         assert pool.gather(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
-        # the center collected its dead child: no zombie left under it
-        wait_for_sync(lambda: len(center.children()) == 1, 10, "the dead worker is reaped")
-        assert [c.status() for c in center.children()] != [psutil.STATUS_ZOMBIE]
+        # the center collected its dead child (no zombie left under it) and started
+        # another in its place
+        wait_for_sync(lambda: len(center.children()) == 2 and all(
+            c.status() != psutil.STATUS_ZOMBIE for c in center.children()), 10,
+            "the dead worker is reaped and replaced")  # fmt: skip
+        [death] = pool.worker_deaths()
+        assert death["cause"] == "exited with code 3"
+
+
+def test_a_killed_local_worker_is_replaced_and_its_death_reported():
+    with Pool(n_workers=2) as pool:
+        first = sorted(i["pid"] for i in pool.worker_info().values())
+        os.kill(first[0], signal.SIGKILL)
+
+        def replaced():
+            pids = {i["pid"] for i in pool.worker_info().values()}
+            return len(pids) == 2 and first[0] not in pids
+
+        wait_for_sync(replaced, 20, "no worker took the killed one's place")
+        [death] = pool.worker_deaths()
+        assert death["pid"] == first[0] and death["cause"] == "was killed by SIGKILL"
+        assert death["address"] is not None
+        assert len(set(pool.gather(pool.map(lambda _: os.getpid(), range(20),
+                                            chunksize=1)))) == 2  # fmt: skip
 
 
 def test_a_pool_whose_local_center_died_says_so(caplog):

@@ -21,6 +21,7 @@ data, streams, stateful); every blocking method is one line over its coroutine.
 """
 import asyncio
 
+from ..exceptions import CommClosedError, ConnectionBrokenError
 from ..keys import numeric_array
 from ..utils import format_address, gc_paused, parse_address
 from . import data
@@ -438,7 +439,9 @@ class Pool:
 
         ``peer_bytes_in`` counts the input bytes a worker fetched from its peers,
         which is how locality is checked: it stays 0 when tasks ran where their
-        inputs were.
+        inputs were.  Memory: ``rss``, ``memory_limit``, ``managed_bytes``,
+        ``spilled_bytes``, ``paused``, ``pauses``.  A worker that died since the center
+        listed it is left out.
         """
         return self.session.sync(self._worker_info())
 
@@ -448,5 +451,13 @@ class Pool:
 
     async def _worker_info(self):
         workers = list(self.session.cores)
-        infos = await asyncio.gather(*[self.session.rpc(w).info() for w in workers])
-        return dict(zip(workers, infos))
+        infos = await asyncio.gather(*[self.session.rpc(w).info() for w in workers],
+                                     return_exceptions=True)  # fmt: skip
+        out = {}
+        for worker, info in zip(workers, infos):
+            if isinstance(info, (ConnectionBrokenError, CommClosedError)):
+                continue  # it died since the center listed it: it is no longer there
+            if isinstance(info, BaseException):
+                raise info
+            out[worker] = info
+        return out

@@ -26,7 +26,8 @@ from ..core.security import new_secret_file
 from ..utils import local_ip_for
 from ..worker.store import parse_memory_limit
 from ..worker.worker import Worker
-from .procs import fork_workers, reap, stop_pids
+from .nanny import TERMINATE, Tender, rss_of
+from .procs import fork_workers, reap, spawn, stop_pids, worker_command
 from .serving import (
     add_common_options,
     check_exposure,
@@ -40,6 +41,8 @@ from .serving import (
 from .worker_cli import dworker
 
 logger = logging.getLogger(__name__)
+
+TEND_EVERY = 0.1  # seconds between looks at the forked workers (deaths, memory)
 
 DEFAULT_CENTER_PORT = 8787
 
@@ -111,7 +114,8 @@ def dcenter(argv=None):
 
     async def main():
         center = Center(secret=secret, tls=tls, heartbeat_timeout=args.heartbeat_timeout)
-        reaper = asyncio.ensure_future(_reap(workers, center, args.workers, failed))
+        tender = _tender(center, address, worker_host, args)
+        reaper = asyncio.ensure_future(_reap(workers, center, args.workers, failed, tender))
 
         async def stop_workers():  # while the center still serves: they leave cleanly
             reaper.cancel()
@@ -126,6 +130,24 @@ def dcenter(argv=None):
     run(main)
     if failed:
         sys.exit(1)
+
+
+def _tender(center, address, worker_host, args):
+    """The :class:`~.nanny.Tender` of the workers ``dcenter --workers`` forked: a new one
+    is a fresh interpreter (forking a process that runs threads is unsafe)."""
+    limit = parse_memory_limit(args.worker_memory_limit, max(1, args.workers))
+    command = worker_command(address, "--host", worker_host, "--port", "0",
+                             "--ncores", str(args.worker_ncores), "--parent-pid",
+                             str(os.getpid()), "--no-nanny", "--no-handoff",
+                             "--log-level", args.log_level)  # fmt: skip
+    if limit is not None:
+        command += ["--memory-limit", str(limit)]
+    for option in ("secret_file", "tls_cert", "tls_key", "tls_ca"):
+        if getattr(args, option):  # the secret itself is in our environment, or a file
+            command += ["--" + option.replace("_", "-"), getattr(args, option)]
+    terminate = None if limit is None else rss_of(os.getpid()) + TERMINATE * limit
+    return Tender(restart=lambda: spawn(command).pid, terminate=terminate,
+                  report=lambda pid, cause: center.worker_died(None, worker_host, pid, cause))
 
 
 def _forked_worker(center, host, args, secret, tls, listener):
@@ -144,8 +166,9 @@ def _forked_worker(center, host, args, secret, tls, listener):
     run(main)
 
 
-async def _reap(pids, center, n, failed):
-    """Collect forked workers that died on their own, so that none lingers as a zombie.
+async def _reap(pids, center, n, failed, tender):
+    """Collect forked workers that died on their own, so that none lingers as a zombie,
+    and have ``tender`` (a :class:`~.nanny.Tender`) start new ones in their place.
 
     One that fails before all ``n`` have registered means the cluster cannot come up:
     the center stops too (exit status 1), so whoever started it hears at once, not
@@ -153,11 +176,14 @@ async def _reap(pids, center, n, failed):
     """
     up = False
     while True:
-        await asyncio.sleep(1 if up else 0.05)
+        await asyncio.sleep(TEND_EVERY if up else 0.05)
         up = up or center.counters["register"] >= n  # counted, so a later death can't undo it
+        tender.watch_memory(pids)
         for pid, code in reap(pids).items():
             if up:
-                logger.warning("Worker process %d exited with code %s", pid, code)
+                new = tender.died(pid, code)
+                if new is not None:
+                    pids.append(new)
             else:
                 logger.error("Worker process %d exited with code %s before the cluster was "
                              "up; stopping", pid, code)  # fmt: skip

@@ -29,9 +29,24 @@ from .procs import spawn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Nanny", "describe_death", "rss_of"]
+__all__ = ["Nanny", "RestartBudget", "Tender", "describe_death", "overgrown_cause", "rss_of",
+           "worker_environment"]
+
+TERMINATE = 0.95  # default: past this fraction of its memory limit, a worker is killed
 
 POLL = 0.1  # seconds between looks at the child (and its memory)
+
+
+def worker_environment():
+    """What a worker process's environment adds: glibc gives freed memory back to the
+    system at once (``MALLOC_TRIM_THRESHOLD_``), else a worker that made and spilled
+    many results keeps 60 MB and more it no longer uses, and passes its limit.  A value
+    the user set is kept.
+
+    >>> worker_environment().get("MALLOC_TRIM_THRESHOLD_", os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    '65536'
+    """
+    return {} if "MALLOC_TRIM_THRESHOLD_" in os.environ else {"MALLOC_TRIM_THRESHOLD_": "65536"}
 
 
 def describe_death(code, rss_bytes=None):
@@ -77,6 +92,41 @@ def _alive(pid):
     return True
 
 
+class RestartBudget:
+    """Deaths counted over a sliding ``window`` of seconds: more than ``max_restarts``
+    in one and the worker is broken, not unlucky.
+
+    >>> budget = RestartBudget(max_restarts=1)
+    >>> budget.died(), budget.died(), len(budget)
+    (True, False, 2)
+    """
+
+    def __init__(self, max_restarts=5, window=60.0):
+        self.max_restarts = max_restarts
+        self.window = window
+        self.deaths = collections.deque()
+
+    def __len__(self):
+        return len(self.deaths)
+
+    def died(self):
+        """Count a death now; whether a new worker may still be started."""
+        now = time.monotonic()
+        self.deaths.append(now)
+        while self.deaths and self.deaths[0] < now - self.window:
+            self.deaths.popleft()
+        return len(self.deaths) <= self.max_restarts
+
+
+def overgrown_cause(rss, terminate):
+    """The cause reported for a worker its supervisor killed for its memory.
+
+    >>> overgrown_cause(212e6, 130e6)
+    'was stopped by its nanny: it used 212 MB, over its 130 MB'
+    """
+    return f"was stopped by its nanny: it used {rss / 1e6:.0f} MB, over its {terminate / 1e6:.0f} MB"
+
+
 class Nanny:
     """Run ``command`` (a worker) and start it again whenever it dies on its own."""
 
@@ -84,15 +134,13 @@ class Nanny:
                  parent_pid=None, report=None):  # fmt: skip
         self.command = command
         self.env = env
-        self.max_restarts = max_restarts
-        self.window = window
+        self.budget = RestartBudget(max_restarts, window)
         self.terminate = terminate  # bytes of resident memory above which it is restarted
         self.parent_pid = parent_pid  # when it ends, so do we (and the child)
         self.report = report  # report(pid, cause) tells the center why a child died
         self.overgrown = None  # resident bytes of a child we stopped for its memory
         self.proc = None
         self.stopping = False
-        self.deaths = collections.deque()
         self.deaths_logged = 0
 
     def run(self):
@@ -111,19 +159,15 @@ class Nanny:
             code, rss = self._wait()
             if self.stopping or (code == 0 and not self.overgrown):  # it retired, or we stop
                 return abs(code or 0)
-            now = time.monotonic()
-            self.deaths.append(now)
-            while self.deaths and self.deaths[0] < now - self.window:
-                self.deaths.popleft()
             self.deaths_logged += 1
+            may_restart = self.budget.died()
             why = describe_death(code, rss)
             if self.overgrown:
-                why = (f"was stopped by its nanny: it used {self.overgrown / 1e6:.0f} MB, "
-                       f"over its {self.terminate / 1e6:.0f} MB")
+                why = overgrown_cause(self.overgrown, self.terminate)
             self._report(why)
-            if len(self.deaths) > self.max_restarts:
+            if not may_restart:
                 logger.error("Worker process %d %s; it died %d times within %.0f s: giving up",
-                             self.proc.pid, why, len(self.deaths), self.window)  # fmt: skip
+                             self.proc.pid, why, len(self.budget), self.budget.window)  # fmt: skip
                 return 1
             logger.warning("Worker process %d %s; starting a new one", self.proc.pid, why)
 
@@ -174,3 +218,59 @@ class Nanny:
 
         return {signum: signal.signal(signum, forward)
                 for signum in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+
+
+class Tender:
+    """The nanny of workers that are not its own processes' only child: those a center
+    forks for ``Pool()`` (``dcenter --workers``), which the center itself looks after.
+
+    Each turn, :meth:`watch_memory` kills a worker past ``terminate`` resident bytes;
+    :meth:`died` is told of each one that ended: it reports why (``report(pid, cause)``)
+    and returns the pid of a new worker from ``restart()``, or None once the workers died
+    more often than ``budget`` allows (the cluster goes on with fewer).
+    """
+
+    def __init__(self, restart, report, budget=None, terminate=None):
+        self.restart = restart
+        self.report = report
+        self.budget = budget or RestartBudget()
+        self.terminate = terminate
+        self.rss = {}  # pid -> resident bytes at the last look
+        self.overgrown = {}  # pid -> resident bytes when we killed it
+
+    def watch_memory(self, pids):
+        if not self.terminate:
+            return
+        for pid in pids:
+            rss = rss_of(pid)
+            if rss is None:
+                continue
+            self.rss[pid] = rss
+            if rss > self.terminate and pid not in self.overgrown:
+                logger.warning("Worker process %d uses %.0f MB, over its %.0f MB: restarting "
+                               "it", pid, rss / 1e6, self.terminate / 1e6)  # fmt: skip
+                self.overgrown[pid] = rss
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def died(self, pid, code):
+        """Worker ``pid`` ended with exit status ``code``: the new worker's pid, or None."""
+        rss, overgrown = self.rss.pop(pid, None), self.overgrown.pop(pid, None)
+        if code == 0 and not overgrown:
+            logger.info("Worker process %d left", pid)
+            return None
+        why = overgrown_cause(overgrown, self.terminate) if overgrown else describe_death(code, rss)
+        try:
+            self.report(pid, why)
+        except Exception as e:
+            logger.warning("Could not report that worker process %d %s: %s", pid, why, e)
+        if not self.budget.died():
+            logger.error("Worker process %d %s; workers died %d times within %.0f s: not "
+                         "starting another", pid, why, len(self.budget), self.budget.window)  # fmt: skip
+            return None
+        new = self.restart()
+        logger.warning("Worker process %d %s; started process %d in its place", pid, why, new)
+        return new
+
