@@ -5,7 +5,9 @@
 
     fetch_from_holders(who_has, peers, ask_center)
       |  keys nobody is known to hold: ask_center(keys) -> {key: holders}
-      |  one get_data(keys) per holder, all at once (scheduling.split_by_worker)
+      |  one get_data(keys) per holder, all at once (scheduling.split_by_worker);
+      |  with sizes known, a holder's keys in requests of at most BATCH_BYTES, one
+      |  after the other, so that no worker loads much more than that from disk at once
       |  a holder that fails (gone, or lost the key): its keys try their other holders
       '-> ({key: value}, {keys no live holder gave})
 
@@ -36,16 +38,48 @@ logger = logging.getLogger(__name__)
 
 # what a holder that cannot give its keys raises: it died, left, or no longer has them
 HOLDER_FAILED = (ConnectionBrokenError, CommClosedError, WorkerLostError, OSError)
+BATCH_BYTES = 16_000_000  # the most bytes asked of one holder in one request, sizes known
 
 
-async def fetch_from_holders(who_has, peers, ask_center, exclude=(), attempts=3):
+def batches(keys, nbytes, most=BATCH_BYTES):
+    """``keys`` in lists of at most ``most`` bytes (a bigger key alone); keys of unknown
+    size weigh nothing.
+
+    >>> batches(["a", "b", "c", "d"], {"a": 20, "b": 20, "c": 50}, most=40)
+    [['a', 'b'], ['c', 'd']]
+    """
+    out, size = [[]], 0
+    for k in keys:
+        n = nbytes.get(k) or 0
+        if out[-1] and n and size + n > most:
+            out.append([])
+            size = 0
+        out[-1].append(k)
+        size += n
+    return out
+
+
+async def _get_batches(peer, keys, nbytes):
+    """``(values, error)``: what ``peer`` gave of ``keys``, a batch at a time, and the
+    error that stopped it, if any."""
+    values = {}
+    for batch in batches(keys, nbytes) if nbytes else [keys]:
+        try:
+            values.update(await peer.get_data(keys=batch))
+        except Exception as e:
+            return values, e
+    return values, None
+
+
+async def fetch_from_holders(who_has, peers, ask_center, exclude=(), attempts=3, nbytes=None):
     """``({key: value}, missing keys)`` for the keys of ``who_has`` (``{key: holders}``).
 
     ``peers(worker)`` is an rpc to a worker (a :class:`~distributed3.core.ConnectionPool`);
     ``ask_center(keys=...)`` returns ``{key: holders}``, and is asked for the keys with no
     holder left, at most ``attempts`` times.  A holder that fails is not asked again in
     this call, nor is one in ``exclude`` (the caller itself).  Any other error of a
-    holder's (a value that cannot be sent) is raised.
+    holder's (a value that cannot be sent) is raised.  ``nbytes`` (``{key: bytes}``),
+    when known, splits what one holder is asked for into batches (:func:`batches`).
     """
     holders = {k: set(ws) - set(exclude) for k, ws in who_has.items()}
     values, failed, asked = {}, set(exclude), 0
@@ -61,18 +95,15 @@ async def fetch_from_holders(who_has, peers, ask_center, exclude=(), attempts=3)
             break
         groups = split_by_worker(todo, holders)
         results = await asyncio.gather(
-            *[peers(w).get_data(keys=keys) for w, keys in groups.items()], return_exceptions=True
+            *[_get_batches(peers(w), keys, nbytes) for w, keys in groups.items()]
         )
-        for (worker, keys), result in zip(groups.items(), results):
-            if isinstance(result, HOLDER_FAILED):
+        for (worker, keys), (result, error) in zip(groups.items(), results):
+            if isinstance(error, HOLDER_FAILED):
                 logger.info("Could not fetch %d keys from %s: %s",
-                            len(keys), format_address(worker), result)  # fmt: skip
+                            len(keys) - len(result), format_address(worker), error)  # fmt: skip
                 failed.add(worker)
-                for k in keys:
-                    holders[k].discard(worker)
-                continue
-            if isinstance(result, BaseException):
-                raise result
+            elif error is not None:
+                raise error
             values.update(result)
             for k in keys:
                 if k in result:

@@ -24,7 +24,7 @@ from ..fetch import fetch_from_holders
 from ..keys import extract_keys, substitute
 from ..utils import gc_paused
 from .recovery import put, recover
-from .handles import Held, RemoteData
+from .handles import Held, RemoteData, total_bytes
 from .results import RemoteList
 
 _MISSING = object()
@@ -125,9 +125,11 @@ async def _fetch(session, handles, recomputes=3):
     values = {}
     alive = set(session.cores)
     holders = {k: set(h.workers) & alive for k, h in handles.items()}
+    sizes = {k: total_bytes(h.nbytes) for k, h in handles.items()}
     for attempt in range(recomputes + 1):
         got, lost = await fetch_from_holders(holders, session.rpc,
-                                             functools.partial(session.center, "who_has"))
+                                             functools.partial(session.center, "who_has"),
+                                             nbytes=sizes)  # fmt: skip
         values.update(got)
         if not lost:
             return values

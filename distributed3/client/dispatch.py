@@ -26,6 +26,7 @@ from ..exceptions import (
 )
 from ..scheduling import decide_worker, pipeline_depth, steal_choice
 from ..utils import format_address, wait_for
+from .handles import total_bytes
 from .options import DEFAULTS
 
 CAUSE_WAIT = 0.5  # seconds a failing task waits for word of why its last worker died
@@ -73,7 +74,7 @@ class Task:
         missing = 0
         for key, h in self.inputs.items():
             if worker not in h.workers:
-                n = _total(h.nbytes)
+                n = total_bytes(h.nbytes)
                 if over is not None and key == over[0]:
                     n = n * (over[2] - over[1]) // max(len(h), 1)
                 missing += n
@@ -129,7 +130,7 @@ class Batch:
             cores = {w: n for w, n in cores.items() if self._eligible(w)}
         if task.inputs and cores:
             who_has = {k: h.workers for k, h in task.inputs.items()}
-            nbytes = {k: _total(h.nbytes) for k, h in task.inputs.items()}
+            nbytes = {k: total_bytes(h.nbytes) for k, h in task.inputs.items()}
             # ties (inputs on several workers) go round by what this batch already placed
             occupancy = self.session.occupancy
             load = {w: occupancy[w] + len(self.pinned.get(w, ())) for w in cores}
@@ -418,9 +419,3 @@ class Batch:
         if self.error is None:
             self.error = error
 
-
-def _total(nbytes):
-    """Bytes of an input: its ``nbytes``, which a chunk of results may keep per element."""
-    if type(nbytes) is list:
-        return sum(n for n in nbytes if n is not None)
-    return nbytes or 0

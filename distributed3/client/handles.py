@@ -228,3 +228,15 @@ class RemoteData(Held):
         raise TypeError(
             f"{self!r} cannot be pickled: pass it to pool.map/apply, which send its key"
         )
+
+
+def total_bytes(nbytes):
+    """Bytes of a handle's value: its ``nbytes``, which a chunk of results may keep per
+    element (``None`` where unknown).
+
+    >>> total_bytes([10, None, 5]), total_bytes(7), total_bytes(None)
+    (15, 7, 0)
+    """
+    if type(nbytes) is list:
+        return sum(n for n in nbytes if n is not None)
+    return nbytes or 0

@@ -35,6 +35,7 @@ from ..core.security import normalize_secret
 from ..core.server import rpc
 from ..exceptions import CommClosedError, ConnectionBrokenError
 from ..utils import format_address
+from .nanny import worker_environment
 from .procs import kill, spawn, stop, worker_command
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ class LocalCluster:
 
     def _env(self):
         # the client's import path, so functions from its own modules load on the workers
-        return {"PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+        return {"PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path),
+                **worker_environment()}
 
     def start_worker(self):
         """Start one more worker process (its own interpreter)."""

@@ -15,7 +15,7 @@ from ..core.server import rpc
 from ..utils import local_ip_for, parse_address
 from ..worker.store import parse_memory_limit
 from ..worker.worker import Worker
-from .nanny import Nanny, rss_of
+from .nanny import TERMINATE, Nanny, rss_of, worker_environment
 from .procs import format_resources, parse_resources, spawn, supervise, visible_gpus
 from .serving import (
     add_common_options,
@@ -54,9 +54,15 @@ def _worker_parser():
     parser.add_argument("--memory-target", type=float, default=0.6, metavar="FRACTION",
                         help="above this fraction of the limit, the least recently used "
                              "results spill to disk (default 0.6)")
+    parser.add_argument("--memory-spill", type=float, default=0.7, metavar="FRACTION",
+                        help="above this fraction of the limit in process memory, more "
+                             "results spill (default 0.7)")
+    parser.add_argument("--memory-pause", type=float, default=0.8, metavar="FRACTION",
+                        help="above this fraction, no new task starts until memory falls "
+                             "(default 0.8)")
     parser.add_argument("--spill-dir", default=None, metavar="PATH",
                         help="where spilled results go (default: the temporary directory)")
-    parser.add_argument("--memory-terminate", type=float, default=0.95, metavar="FRACTION",
+    parser.add_argument("--memory-terminate", type=float, default=TERMINATE, metavar="FRACTION",
                         help="with a limit: restart the worker when its memory beyond an idle "
                              "interpreter's passes this fraction of the limit (default 0.95)")
     parser.add_argument("--no-nanny", action="store_true",
@@ -115,6 +121,7 @@ def _memory_options(parser, args, processes):
     except ValueError as e:
         parser.error(str(e))
     return {"memory_limit": limit, "memory_target": args.memory_target,
+            "memory_spill": args.memory_spill, "memory_pause": args.memory_pause,
             "spill_directory": args.spill_dir}
 
 
@@ -139,7 +146,8 @@ def _nannied(argv, limit, args, report=None):
                "--no-nanny", "--parent-pid", str(os.getpid())]  # fmt: skip
     # what the child holds beyond an interpreter like this one, idle, counts
     terminate = None if limit is None else rss_of(os.getpid()) + args.memory_terminate * limit
-    return Nanny(command, max_restarts=args.max_restarts, terminate=terminate,
+    return Nanny(command, env=worker_environment(), max_restarts=args.max_restarts,
+                 terminate=terminate,
                  parent_pid=args.parent_pid, report=report).run()
 
 

@@ -63,6 +63,9 @@ class TaskRunner:
         self._landed = deque()  # results of task threads the loop has yet to keep
         self._catch_up_due = False
         self._loop = None
+        self._go = threading.Event()  # cleared while paused: threads take no new job
+        self._go.set()
+        self.paused = False
 
     def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
         """Queue a task (see :meth:`~distributed3.worker.Worker.compute_chunk` for the
@@ -79,8 +82,19 @@ class TaskRunner:
         if start:
             self.executor.submit(self._drain)
 
+    def pause(self):
+        """Start no new task (running ones go on) until :meth:`resume`: the worker is
+        near its memory limit (see monitor.py)."""
+        self.paused = True
+        self._go.clear()
+
+    def resume(self):
+        self.paused = False
+        self._go.set()
+
     def _drain(self):  # in a task thread
         while True:
+            self._go.wait()
             with self._lock:
                 if not self._queue:
                     self._draining -= 1
@@ -135,6 +149,7 @@ class TaskRunner:
             dropped = len(self._queue)
             self._queue.clear()
         self.active -= dropped
+        self.resume()  # a paused thread finds the queue empty and ends
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -154,6 +154,19 @@ class SpillStore(MutableMapping):
         self._keep(key, value, self.sizes[key])
         return value
 
+    def peek(self, key):
+        """The value, read from its file if spilled but left there: for sending it away
+        (``get_data``), which must not push the values in memory out to make room.
+
+        >>> store = SpillStore(target=0); store["x"] = [1, 2]
+        >>> store.peek("x"), store.spilled_keys()
+        ([1, 2], ['x'])
+        >>> store.close()
+        """
+        if key in self.memory:
+            return self.memory[key]
+        return _read(self.on_disk[key])
+
     def __setitem__(self, key, value):
         if key in self:
             del self[key]
@@ -166,6 +179,26 @@ class SpillStore(MutableMapping):
         else:
             self._forget_file(key)  # KeyError if it is not there either
             del self.sizes[key]
+
+    def spill_bytes(self, nbytes):
+        """Spill the least recently used values until ``nbytes`` are written or none is
+        left in memory (the process holds more than the results: see monitor.py);
+        returns the bytes written.
+
+        >>> store = SpillStore(target=10**9); store["a"] = bytes(100); store["b"] = bytes(100)
+        >>> store.spill_bytes(1), store.spilled_keys()
+        (100, ['a'])
+        >>> store.close()
+        """
+        written = 0
+        for key in list(self.memory):
+            if written >= nbytes:
+                break
+            size = self.sizes[key]
+            if not self._spill(key):
+                break
+            written += size
+        return written
 
     def spilled_keys(self):
         """The keys whose values are on disk now."""

@@ -57,6 +57,7 @@ from ..utils import format_address, parse_address
 from .center_link import CenterLink
 from .execute import run_guarded, stateful_call
 from .runner import TaskRunner
+from .monitor import MemoryMonitor
 from .store import SpillStore, memory_info, parse_memory_limit
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,8 @@ class Worker(CenterLink, Server):
 
     def __init__(self, center, *, ncores=None, name=None, heartbeat_interval=1.0,
                  handoff_timeout=30.0, lifetime=None, max_tasks=None, resources=None,
-                 memory_limit=None, memory_target=0.6, spill_directory=None,
-                 **kwargs):  # fmt: skip
+                 memory_limit=None, memory_target=0.6, memory_spill=0.7, memory_pause=0.8,
+                 spill_directory=None, **kwargs):  # fmt: skip
         handlers = {
             "compute": self.compute,
             "compute_chunk": self.compute_chunk,
@@ -115,6 +116,9 @@ class Worker(CenterLink, Server):
         self.tasks_done = 0
         self.peer_bytes_in = 0
         self.runner = TaskRunner(self.ncores, self._store, self.memory_limit)
+        self.memory_thresholds = {"spill": memory_spill, "pause": memory_pause}
+        self.monitor = None  # a MemoryMonitor, once started under a limit
+        self._monitoring = None
         self.executor = self.runner.executor  # also for stateful instances' calls
         self.peers = ConnectionPool(secret=self.secret, limits=self.limits, tls=self.tls)
         self.owners = {}  # key -> the client a result was computed for (for the center)
@@ -128,11 +132,20 @@ class Worker(CenterLink, Server):
         await self._register()
         logger.info("Register with center at %s", format_address(self.center_address))
         self._center_task = asyncio.ensure_future(self._center_loop())
+        if self.memory_limit is not None:
+            self.monitor = MemoryMonitor(self.memory_limit, self.data, self.runner,
+                                         format_address(self.address), **self.memory_thresholds)
+            self._monitoring = asyncio.ensure_future(self._watch_memory())
         if self.lifetime:
             asyncio.get_running_loop().call_later(
                 self.lifetime, lambda: self.retire(f"its lifetime of {self.lifetime} s is over")
             )
         return self
+
+    async def _watch_memory(self):
+        while True:
+            await asyncio.sleep(self.monitor.interval)
+            self.monitor.check()
 
     def retire(self, why):
         """Leave gracefully: take no new tasks, finish running ones, hand keys to peers."""
@@ -159,6 +172,8 @@ class Worker(CenterLink, Server):
         self._closing = True
         if self._center_task is not None:
             self._center_task.cancel()
+        if self._monitoring is not None:
+            self._monitoring.cancel()
         comm, self._center_comm = self._center_comm, None
         if comm is not None and report and not comm.closed:
             try:
@@ -379,8 +394,12 @@ class Worker(CenterLink, Server):
     def get_data(self, comm, keys):
         """``{key: value}`` for ``keys``; a missing key is an error naming this worker."""
         out = {}
+        peek = getattr(self.data, "peek", None)  # a SpillStore: spilled values stay spilled
         for k in keys:
-            out[k] = value = element_of(self.data, k, _MISSING)
+            if peek is not None and k in self.data:
+                out[k] = value = peek(k)
+            else:
+                out[k] = value = element_of(self.data, k, _MISSING)
             if value is _MISSING:
                 raise MissingDataError(
                     f"worker {format_address(self.address)} does not hold key {k!r}"
@@ -446,7 +465,8 @@ class Worker(CenterLink, Server):
         """Counters: ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``, ``bytes_in``,
         ``frames_in`` (messages read, however many requests each carried); ``rss``,
         ``memory_limit`` (or None), ``managed_bytes`` (results in memory) and
-        ``spilled_bytes`` (on disk); and ``pid``, ``ncores``, ``resources``, ``name``."""
+        ``spilled_bytes`` (on disk), ``paused`` (near the limit: no new task starts) and
+        ``pauses`` (how often); and ``pid``, ``ncores``, ``resources``, ``name``."""
         return {
             "pid": os.getpid(),
             "ncores": self.ncores,
@@ -458,6 +478,8 @@ class Worker(CenterLink, Server):
             "bytes_in": self.counters["bytes_in"],
             "frames_in": self.counters["frames_in"],
             **memory_info(self.data, self.memory_limit, sum(self.nbytes.values())),
+            "paused": self.runner.paused,
+            "pauses": self.monitor.pauses if self.monitor else 0,
             "name": self.name,
         }
 
