@@ -218,11 +218,11 @@ def test_a_worker_over_its_memory_is_killed_by_its_nanny_and_the_task_blamed():
     """Past --memory-terminate, the nanny kills the worker and starts a new one; the task
     that grew it kills the new one too, and fails naming the cause."""
 
-    def hog(nbytes):  # holds nbytes of touched memory, then waits to be killed
-        import time
+    def hog(nbytes):  # holds nbytes of touched memory until the nanny kills its process
+        import threading
 
         hold = b"x" * nbytes
-        time.sleep(30)
+        threading.Event().wait(60)  # never set: the test fails first if no kill comes
         return len(hold)
 
     with Proc([os.path.join(BIN, "dcenter"), "--port", "0"]) as center:
