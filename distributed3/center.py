@@ -200,16 +200,21 @@ class Center(Server):
         if address is None:
             return
         if address in self.ncores:
-            for c, addr in list(self.worker_comms.items()):
-                if addr == address:
-                    c.close()
-            self._remove_worker(address, f"its process {cause}")
+            self._disconnect(address, f"its process {cause}")
         self._publish({"op": "worker_died", "address": address, "cause": cause})
 
     def get_deaths(self, comm):
         """The last deaths that nannies reported, oldest first: dicts with the worker's
         ``address`` (None if it died before registering), ``pid``, ``cause`` and ``time``."""
         return list(self.deaths)
+
+    def _disconnect(self, address, why):
+        """Close ``address``'s connections (it must register again, should it still be
+        alive) and forget it."""
+        for comm, addr in list(self.worker_comms.items()):
+            if addr == address:
+                comm.close()
+        self._remove_worker(address, why)
 
     def heartbeat(self, comm, address):
         """A worker says it is alive."""
@@ -224,10 +229,7 @@ class Center(Server):
             for address, seen in list(self.last_seen.items()):
                 if seen < limit and address in self.ncores:
                     silent = time.monotonic() - seen
-                    for comm, addr in list(self.worker_comms.items()):
-                        if addr == address:
-                            comm.close()  # it must register again if it ever wakes up
-                    self._remove_worker(address, f"silent for {silent:.1f} s")
+                    self._disconnect(address, f"silent for {silent:.1f} s")
 
     # -- keys ----------------------------------------------------------------
 
