@@ -121,6 +121,7 @@ class Batch:
         self.careful = False  # after a worker death: one task per core, so blame is exact
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
         self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times
+        self.task_seconds = None  # a running mean of what one element took, once known
         for task in tasks:
             self._place(task)
 
@@ -164,8 +165,39 @@ class Batch:
                     await self._wait_for_a_suitable_worker()
                 if self.error is not None:
                     raise self.error
+            if self.error is not None:  # failed with nothing left in flight
+                raise self.error
         finally:
             self.session.unlisten(self)
+
+    def add(self, tasks):
+        """Queue more ``tasks`` while the batch runs (a graph's tasks as they become
+        ready), and start them where slots are free."""
+        self.remaining += len(tasks)
+        for task in tasks:
+            self._place(task)
+        for worker in list(self.session.cores):
+            self.add_worker(worker)
+
+    def queued(self):
+        """How many tasks wait for a slot."""
+        return len(self.free) + sum(map(len, self.pinned.values()))
+
+    def capacity(self):
+        """How many tasks the workers may have in flight now, all slots counted."""
+        return sum(self._slots(w) for w in self.session.cores if w not in self.lost)
+
+    def fail(self, error):
+        """Stop: drop the queued tasks, let those in flight end, and have :meth:`run`
+        raise ``error``."""
+        self._fail(error)
+        dropped = self.queued() + len(self.stalled)
+        self.free.clear()
+        self.pinned.clear()
+        self.stalled.clear()
+        self.remaining -= dropped
+        if not self.done.done():
+            self.done.set_result(None)
 
     async def _start_round(self):
         """Start what the workers can take now; ``True`` when that was the only task
@@ -275,10 +307,15 @@ class Batch:
         per_core = 1 if self.careful else self.depth.get(worker, 1)
         return self.session.cores.get(worker, 0) * per_core
 
-    def _learn(self, worker, reply):
-        """Set ``worker``'s pipeline depth from the run time its reply reports; start the
-        runners that new slots allow."""
-        depth = pipeline_depth(reply.get("duration"), self.slots_per_core)
+    def _learn(self, worker, reply, task):
+        """Set ``worker``'s pipeline depth from the run time its reply reports, and
+        ``task_seconds``; start the runners that new slots allow."""
+        duration = reply.get("duration")
+        if duration is not None:
+            each = duration / max(getattr(task.results, "size", None) or len(task.results), 1)
+            old = self.task_seconds
+            self.task_seconds = each if old is None else 0.8 * old + 0.2 * each
+        depth = pipeline_depth(duration, self.slots_per_core)
         grown = depth > self.depth.get(worker, 1)
         self.depth[worker] = depth
         if grown:
@@ -359,7 +396,7 @@ class Batch:
         task.results.settle(reply, worker)
         self._finished_one(task)
         if self.remaining:
-            self._learn(worker, reply)
+            self._learn(worker, reply, task)
         return True
 
     def _finished_one(self, task):

@@ -79,7 +79,9 @@ class RemoteData(Held):
     ``map``/``apply`` to compute where the data already is.
 
     ``status`` is ``"finished"``, ``"error"`` (``get()`` re-raises the task's
-    exception, with the remote traceback as its cause) or ``"deleted"``.
+    exception, with the remote traceback as its cause), ``"deleted"``, or
+    ``"released"`` (a graph's intermediate result, let go on the workers; its recipe
+    can make it again).
     ``workers`` (a frozenset, replaced rather than changed) is where the pool last
     knew it to live, ``nbytes`` its size.  An element of a chunked map's results
     belongs to its chunk's ``group`` (a :class:`~distributed3.client.results.ResultGroup`) at
@@ -218,7 +220,7 @@ class RemoteData(Held):
 
     def __del__(self):
         session = self.session
-        if session is not None and self.status != "deleted" and self.group is None:
+        if session is not None and self.group is None and self.status not in _GONE:
             try:
                 session.release_soon(self.key)
             except Exception:  # the pool's loop is gone: interpreter shutdown
@@ -228,6 +230,9 @@ class RemoteData(Held):
         raise TypeError(
             f"{self!r} cannot be pickled: pass it to pool.map/apply, which send its key"
         )
+
+
+_GONE = frozenset({"deleted", "released"})  # statuses whose key was let go already
 
 
 def total_bytes(nbytes):

@@ -7,7 +7,8 @@
       recover([B])  ->  a Batch computes B = g(A) where A is
       a Batch computes C = f(B) where B now is, under C's own options
 
-A result of ``map``/``apply`` keeps its recipe -- what its compute message is made
+A result of ``map``/``apply`` (or of a graph's task, also once ``released`` on the
+workers because no task needed it any more) keeps its recipe -- what its compute message is made
 of, its input handles and its call's options -- so it is recomputed, after its own
 lost inputs, transitively down a chain of maps.  Scattered data has no recipe: it is
 sent again from the client if the client still holds the value, else the error
@@ -37,13 +38,13 @@ async def recover(session, handles, depth=0):
     """
     if depth > 1000:
         raise WorkerLostError("lineage too deep to recompute")
-    handles = {h.key: h for h in handles if h.status == "finished"}
+    handles = {h.key: h for h in handles if h.status in ("finished", "released")}
     if not handles:
         return
     found = await session.center("who_has", keys=list(handles))
     lost = []
     for key, handle in handles.items():
-        if found.get(key):
+        if found.get(key) and handle.status == "finished":
             handle.workers = frozenset(found[key])
         else:
             lost.append(handle)
@@ -78,6 +79,7 @@ async def _compute_again(session, handles):
     """Run each handle's recipe again, a batch per set of options they were made under,
     all at once."""
     by_options = {}  # id -> (options, handles): an options record may hold a dict
+    session.adopt(h.key for h in handles)  # released ones (a graph's inputs) too
     for handle in handles:
         options = handle.recipe.options
         by_options.setdefault(id(options), (options, []))[1].append(handle)

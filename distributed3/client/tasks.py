@@ -260,7 +260,7 @@ def _element_recipes(session, name, base, arglists, kw_handles, options, start=0
                 failed = next((h for h in inputs.values()
                                if h.status not in ("finished", "pending")), None)  # fmt: skip
                 if failed is not None:  # an input failed or was deleted: so does this task
-                    handle.set_error(*_input_error(failed), next(iter(failed.workers), None))
+                    handle.set_error(*input_error(failed), next(iter(failed.workers), None))
                     continue
             handle.recipe = recipe = Recipe(base, args, i, options, inputs)
             recipes.append((handle, recipe))
@@ -386,7 +386,13 @@ def _chunks(recipes, size):
     return [chunk for group in groups.values() for chunk in partition_all(size, group)]
 
 
-def _input_error(handle):
+def input_error(handle):
+    """``(exception, traceback)`` for a task whose input ``handle`` failed or is gone.
+
+    >>> from distributed3.client.handles import RemoteData
+    >>> input_error(RemoteData("k", None, status="deleted"))
+    (DataLostError("input 'k' was deleted"), '')
+    """
     if handle.status == "error":
         return handle.exception, handle.traceback
     return DataLostError(f"input {handle.key!r} was {handle.status}"), ""
