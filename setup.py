@@ -14,10 +14,14 @@ setup(
     install_requires=["tornado>=6.2", "cloudpickle>=3.0", "numpy>=1.24", "toolz>=0.12"],
     extras_require={
         "progress": ["tqdm>=4.60"],
+        # pool.get as dask's scheduler, pool.compute and pool.persist of dask collections
+        # (2025.4: the expressions dask.compute hands a scheduler)
+        "dask": ["dask[array]>=2025.4"],
         # the peers that `python -m distributed3.bench` compares with, when installed
-        "bench": ["dask[distributed]>=2024.1", "ray>=2.9"],
+        # (pandas: ray's dask scheduler imports dask.dataframe)
+        "bench": ["dask[distributed]>=2025.4", "ray>=2.9", "pandas>=2"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "psutil>=5.9", "hypothesis>=6", "trustme>=1.0",
-                 "tqdm>=4.60"],
+                 "tqdm>=4.60", "dask[array]>=2025.4"],
     },
     entry_points={
         "console_scripts": [

@@ -176,6 +176,42 @@ def adaptive_chunksize(ntasks, ncores, seconds=None):
     return max(1, min(MAX_CHUNK, size, ntasks))
 
 
+GRAPH_CHUNK = 64  # the most ready tasks of a graph sent in one message
+
+
+def graph_chunksize(seconds, most=GRAPH_CHUNK):
+    """Ready tasks of a graph per message once a task is known to take ``seconds``: one
+    each until then, and for tasks of half a millisecond or more (a message's elements
+    run one after the other, so long ones must not share); tiny ones together, about
+    ``CHUNK_SECONDS`` of work per message.
+
+    >>> [graph_chunksize(s) for s in (None, 1.0, 0.0004, 0.0001, 1e-6)]
+    [1, 1, 5, 20, 64]
+    """
+    if seconds is None or seconds >= 0.0005:
+        return 1
+    return max(1, min(most, int(CHUNK_SECONDS / max(seconds, 1e-9))))
+
+
+ROOT_BYTES = 4_000_000  # per core: results of a graph's roots that may be on their way
+
+
+def root_window(ncores, nbytes):
+    """How many of a graph's roots (tasks that read nothing the graph makes: loading,
+    generating data) may run at once, when their results take ``nbytes`` each: two per
+    core until that is known, and as many as ``ROOT_BYTES`` per core hold; tiny ones
+    without limit, for throughput.  Started all at once, the roots of a reduction over
+    more data than the workers hold would fill them before the first sum is taken.
+
+    >>> root_window(2, None), root_window(2, 1_000_000), root_window(2, 100)
+    (4, 8, 80000)
+    """
+    floor = 2 * max(ncores, 1)
+    if nbytes is None:
+        return floor
+    return max(floor, int(ROOT_BYTES * max(ncores, 1) // max(nbytes, 1)))
+
+
 class TaskTimes:
     """Seconds a task took on the workers, as the chunks' replies said, per function and
     keyword arguments (a map's message ``base``): a running mean over the last few

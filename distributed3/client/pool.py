@@ -19,12 +19,9 @@ data, streams, stateful); every blocking method is one line over its coroutine.
 ...     pool.apply(sum, [B]).get()
 -285
 """
-import asyncio
-
-from ..exceptions import CommClosedError, ConnectionBrokenError
 from ..keys import numeric_array
 from ..utils import format_address, gc_paused, parse_address
-from . import data
+from . import data, graph
 from .options import DEFAULTS, Options
 from .results import RemoteList
 from .session import Session
@@ -384,6 +381,59 @@ class Pool:
         """Async form of :meth:`replicate`."""
         return await self.session.run(data.replicate(self.session, seq, n))
 
+    # -- task graphs (see distributed3.client.graph) ----------------------------------
+
+    def get(self, dsk, keys, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries, **kwargs):
+        """The values of ``keys`` (a key, or nested lists of them) in the task graph
+        ``dsk``: dask's scheduler interface, for ``dask.compute(x, scheduler=pool.get)``
+        or ``dask.config.set(scheduler=pool.get)``.  Other keywords dask passes are
+        ignored.
+
+        >>> from operator import add
+        >>> pool.get({"x": 1, "y": (add, "x", 10)}, "y")
+        11
+        """
+        return self.session.sync(graph.get(self.session, dsk, keys, Options(
+            timeout=timeout, retries=retries)))  # fmt: skip
+
+    async def aget(self, dsk, keys, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+        """Async form of :meth:`get`."""
+        return await self.session.run(graph.get(self.session, dsk, keys, Options(
+            timeout=timeout, retries=retries)))  # fmt: skip
+
+    def compute(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+        """A ``RemoteData`` for a dask collection or delayed object (a list for a list),
+        its value left on the workers.
+
+        >>> import dask
+        >>> pool.compute(dask.delayed(sum)([1, 2, 3])).get()
+        6
+        """
+        return self.session.sync(graph.compute(self.session, collections, Options(
+            timeout=timeout, retries=retries)))  # fmt: skip
+
+    async def acompute(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+        """Async form of :meth:`compute`."""
+        return await self.session.run(graph.compute(self.session, collections, Options(
+            timeout=timeout, retries=retries)))  # fmt: skip
+
+    def persist(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+        """The same dask collection (or list of them), computed, its graph now pointing
+        at its data on the workers: later computations start from there.
+
+        >>> import dask.array as da
+        >>> x = pool.persist(da.arange(10, chunks=5) * 2)
+        >>> int(x.sum().compute(scheduler=pool.get))
+        90
+        """
+        return self.session.sync(graph.persist(self.session, collections, Options(
+            timeout=timeout, retries=retries)))  # fmt: skip
+
+    async def apersist(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+        """Async form of :meth:`persist`."""
+        return await self.session.run(graph.persist(self.session, collections, Options(
+            timeout=timeout, retries=retries)))  # fmt: skip
+
     # -- stateful workers ---------------------------------------------------------------
 
     def stateful(self, cls, *args, **kwargs):
@@ -443,21 +493,8 @@ class Pool:
         ``spilled_bytes``, ``paused``, ``pauses``.  A worker that died since the center
         listed it is left out.
         """
-        return self.session.sync(self._worker_info())
+        return self.session.sync(self.session.worker_info())
 
     async def aworker_info(self):
         """Async form of :meth:`worker_info`."""
-        return await self.session.run(self._worker_info())
-
-    async def _worker_info(self):
-        workers = list(self.session.cores)
-        infos = await asyncio.gather(*[self.session.rpc(w).info() for w in workers],
-                                     return_exceptions=True)  # fmt: skip
-        out = {}
-        for worker, info in zip(workers, infos):
-            if isinstance(info, (ConnectionBrokenError, CommClosedError)):
-                continue  # it died since the center listed it: it is no longer there
-            if isinstance(info, BaseException):
-                raise info
-            out[worker] = info
-        return out
+        return await self.session.run(self.session.worker_info())

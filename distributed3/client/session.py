@@ -440,6 +440,21 @@ class Session:
                 # and must release these, or they would stay on the workers
                 self._unsent_releases.extend(notes["release"])
 
+    async def worker_info(self):
+        """``{worker: its info()}``, without the workers that died since the center
+        listed them (see :meth:`distributed3.Pool.worker_info`)."""
+        workers = list(self.cores)
+        infos = await asyncio.gather(*[self.rpc(w).info() for w in workers],
+                                     return_exceptions=True)  # fmt: skip
+        out = {}
+        for worker, info in zip(workers, infos):
+            if isinstance(info, (ConnectionBrokenError, CommClosedError)):
+                continue  # it died since the center listed it: it is no longer there
+            if isinstance(info, BaseException):
+                raise info
+            out[worker] = info
+        return out
+
     # -- data, for handles and batches -------------------------------------------------
 
     async def gather(self, seq):
