@@ -90,7 +90,7 @@ class LocalCluster:
     def _env(self):
         # the client's import path, so functions from its own modules load on the workers
         return {"PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path),
-                **worker_environment()}
+                **worker_environment(self.ncores)}
 
     def start_worker(self):
         """Start one more worker process (its own interpreter)."""

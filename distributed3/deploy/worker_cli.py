@@ -146,7 +146,8 @@ def _nannied(argv, limit, args, report=None):
                "--no-nanny", "--parent-pid", str(os.getpid())]  # fmt: skip
     # what the child holds beyond an interpreter like this one, idle, counts
     terminate = None if limit is None else rss_of(os.getpid()) + args.memory_terminate * limit
-    return Nanny(command, env=worker_environment(), max_restarts=args.max_restarts,
+    ncores = args.ncores or os.cpu_count()  # as the worker will count them
+    return Nanny(command, env=worker_environment(ncores), max_restarts=args.max_restarts,
                  terminate=terminate,
                  parent_pid=args.parent_pid, report=report).run()
 
