@@ -18,8 +18,8 @@ setup(
         # (2025.4: the expressions dask.compute hands a scheduler)
         "dask": ["dask[array]>=2025.4"],
         # the peers that `python -m distributed3.bench` compares with, when installed
-        # (pandas: ray's dask scheduler imports dask.dataframe)
-        "bench": ["dask[distributed]>=2025.4", "ray>=2.9", "pandas>=2"],
+        # (dask[dataframe]: ray's dask scheduler imports dask.dataframe)
+        "bench": ["dask[distributed,dataframe]>=2025.4", "ray>=2.9"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "psutil>=5.9", "hypothesis>=6", "trustme>=1.0",
                  "tqdm>=4.60", "dask[array]>=2025.4"],
     },

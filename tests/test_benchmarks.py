@@ -26,13 +26,13 @@ def test_quick_benchmark_runs_and_prints_its_tables(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--json", str(out),
-         "--systems", "distributed3,multiprocessing,concurrent.futures"],
+         "--systems", "distributed3,multiprocessing,concurrent.futures,dask-threads"],
         capture_output=True, text=True, timeout=220,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     for line in ("no-op map+gather, own chunks", "tiny task round trip", "worker to worker",
                  "local cluster up + first result", "idle worker RSS", "Data pipeline: 8 arrays",
-                 "peak summed worker RSS", "Targets"):  # fmt: skip
+                 "peak summed worker RSS", "tree of 2,000 no-op tasks", "Targets"):  # fmt: skip
         assert line in proc.stdout
     results = json.loads(out.read_text())
     ours = results["systems"]["distributed3"]
@@ -43,6 +43,10 @@ def test_quick_benchmark_runs_and_prints_its_tables(tmp_path):
     assert results["startup"]["distributed3"] > 0 and results["raw"]["ping_pong_us"] > 0
     for name in ("distributed3", "multiprocessing", "concurrent.futures"):
         assert results["systems"][name]["pipeline"]["makespan"] > 0
+    for name in ("distributed3", "dask-threads"):  # answers checked, or no figures
+        graphs = results["systems"][name]["graphs"]
+        assert graphs["tree 2000"]["tasks_per_s"] > 0 and graphs["matmul"]["seconds"] > 0
+        assert graphs["mean"]["peak_worker_mb"] > 0
 
 
 @pytest.mark.timeout(60)

@@ -15,12 +15,14 @@ __all__ = ["main", "run"]
 
 FULL = {"map": [10_000, 100_000], "roundtrip": 1000, "transfer": [100_000_000, 1_000_000_000],
         "locality": True, "memory": True, "makespan": True, "pipeline": True,
-        "repeat": 3}  # fmt: skip
+        "graphs": True, "repeat": 3}  # fmt: skip
 # the pipeline: True is 64 arrays of 8 MB (tasks.PIPELINE); quick, 8 of 1 MB
 QUICK = {"map": [2_000], "roundtrip": 200, "transfer": [10_000_000], "locality": True,
-         "memory": True, "pipeline": {"arrays": 8, "elements": 125_000}, "repeat": 1}  # fmt: skip
+         "memory": True, "pipeline": {"arrays": 8, "elements": 125_000}, "graphs": "quick",
+         "repeat": 1}  # fmt: skip
 # peers this slow per task would take minutes on the big maps: they run the smaller ones
-SLOW = {"dask": {"map": 10_000, "transfer": 100_000_000}, "ray": {"map": 10_000}}
+SLOW = {"dask": {"map": 10_000, "transfer": 100_000_000, "tree": 10_000},
+        "ray": {"map": 10_000, "tree": 10_000}}  # fmt: skip
 
 
 def _config_for(name, config):
@@ -29,6 +31,8 @@ def _config_for(name, config):
     for field in ("map", "transfer"):
         if field in caps:
             out[field] = [n for n in config[field] if n <= caps[field]] or config[field][:1]
+    if "tree" in caps:
+        out["graph_caps"] = {"tree": caps["tree"]}
     return out
 
 
@@ -103,7 +107,7 @@ def run(quick=False, systems=None, scaling=(), repeat=None, log=print):
         log(f"{name} ...")
         results["systems"][name] = run_system(name, _config_for(name, config), timeout)
     for name in ["python", *names]:
-        if available(name):
+        if available(name) and name in STARTUP:
             log(f"start-up of {name} ...")
             results["startup"][name] = startup_seconds(name, config["repeat"])
     for n in scaling:

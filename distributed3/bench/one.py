@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 
+from .graphs import graph_spec, run_graphs
 from .memory import descendants, rss_mb
 from .pipeline import pipeline_spec, run_pipeline
 from .systems import SYSTEMS
@@ -35,7 +36,7 @@ def run(name, config):
     results = {}
     system = SYSTEMS[name](config["workers"]) if "workers" in config else SYSTEMS[name]()
     with system as s:
-        if config.get("memory"):
+        if config.get("memory") and hasattr(s, "worker_pids"):
             gc.collect()
             time.sleep(0.5)  # let start-up work settle: this is the idle size
             workers = s.worker_pids()
@@ -45,7 +46,7 @@ def run(name, config):
             )
         # the round trip first, on a quiet cluster: after a big map a system may still be
         # releasing its results for a second or so, which this small figure would show
-        if config.get("roundtrip"):
+        if config.get("roundtrip") and hasattr(s, "roundtrip_once"):
             n = config["roundtrip"]
             for _ in range(min(n, 100)):
                 s.roundtrip_once()
@@ -74,6 +75,13 @@ def run(name, config):
             before = s.center_messages()
             s.map(n)
             results["center_messages_per_task"] = (s.center_messages() - before) / n
+        if config.get("graphs") and getattr(s, "graph_get", None) is not None:
+            pids = getattr(s, "graph_pids", None) or s.worker_pids
+            try:
+                results["graphs"] = run_graphs(s.graph_get, graph_spec(config["graphs"]), pids,
+                                               config.get("graph_caps"))  # fmt: skip
+            except Exception as e:  # a wrong answer or a failure: no figures, the rest kept
+                results["graphs"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         # last: the biggest memory of the run, which the figures above should not see
         if config.get("pipeline") and getattr(s, "pipeline", None) is not None:
             try:

@@ -9,10 +9,11 @@ bytes         0  —
 import sys
 import textwrap
 
+from .graphs import graph_spec
 from .pipeline import pipeline_spec
 from .tasks import MAKESPAN, ideal_makespan
 
-__all__ = ["pipeline_rows", "print_report", "table"]
+__all__ = ["graph_rows", "pipeline_rows", "print_report", "table"]
 
 
 def _fmt(value):
@@ -134,6 +135,44 @@ def pipeline_rows(results):
     return what, rows
 
 
+def graph_rows(results):
+    """The task graphs' explanation line, and their ``[(measure, {system: value})]``.
+
+    >>> results = {"config": {"graphs": {"tree": [10], "mean": {"bytes": 8000, "chunks": 2}}},
+    ...            "systems": {"a": {"graphs": {"tree 10": {"tasks_per_s": 900.0},
+    ...                        "mean": {"seconds": 0.5, "peak_worker_mb": 60.0}}}, "b": {}}}
+    >>> what, rows = graph_rows(results)
+    >>> print(table(rows, ["a", "b"]))
+    workload                                         a  b
+    tree of 10 no-op tasks (tasks/s)               900  —
+    mean of 0.008 MB random array, 2 chunks (s)  0.500  —
+      peak summed worker RSS (MB)                60.00  —
+    """
+    spec = graph_spec(results["config"].get("graphs")) or {}
+    what = ("Task graphs through each system's dask scheduler (dask.compute(x, scheduler=...)): "
+            "a tree is n/2 leaves inc(i) then add() in pairs; the arrays are dask.array's "
+            "random, seeded, the same for every system. dask-threads: dask's local threaded "
+            "scheduler in one process (its RSS is the whole process).")
+    runs = {s: _get(r, "graphs") or {} for s, r in results["systems"].items()}
+    runs = {s: run for s, run in runs.items() if run}
+    rows = []
+    for n in spec.get("tree", ()):
+        rows.append((f"tree of {n:,} no-op tasks (tasks/s)",
+                     {s: _get(run, f"tree {n}", "tasks_per_s") for s, run in runs.items()}))
+    labels = {}
+    if "mean" in spec:
+        m = spec["mean"]
+        labels["mean"] = f"mean of {_size(m['bytes'])} random array, {m['chunks']} chunks (s)"
+    if "matmul" in spec:
+        n, c = spec["matmul"]["n"], spec["matmul"]["chunks"]
+        labels["matmul"] = f"(x @ x).sum(), x {n:,}^2 in {c * c:,} chunks (s)"
+    for field, label in labels.items():
+        rows.append((label, {s: _get(run, field, "seconds") for s, run in runs.items()}))
+        rows.append(("  peak summed worker RSS (MB)",
+                     {s: _get(run, field, "peak_worker_mb") for s, run in runs.items()}))
+    return what, rows
+
+
 def targets(results):
     """``[(target, measured ratio or value, "yes"/"no"/"—")]`` for the issue's targets."""
     systems = results["systems"]
@@ -178,6 +217,18 @@ def targets(results):
     for label, seconds in (_get(d3, "makespan") or {}).items():
         check(f"makespan / ideal, {label} (<= 1.05)",
               _ratio(seconds, ideal_makespan(MAKESPAN[label])), lambda r: r <= 1.05)
+    graphs = _get(d3, "graphs") or {}
+    dask_rate = None
+    for label in sorted((k for k in graphs if k.startswith("tree ")), key=lambda k: int(k[5:])):
+        # dask runs the smaller tree only; its rate per task does not grow with the tree
+        dask_rate = _get(systems, "dask", "graphs", label, "tasks_per_s") or dask_rate
+        check(f"graph, {label} tasks: tasks/s / dask.distributed (>= 10)",
+              _ratio(_get(graphs, label, "tasks_per_s"), dask_rate), lambda r: r >= 10)
+    for field in ("mean", "matmul"):
+        check(f"graph, {field}: dask.distributed's time / ours (no slower: >= 1)",
+              _ratio(_get(systems, "dask", "graphs", field, "seconds"),
+                     _get(graphs, field, "seconds")),
+              lambda r: r >= 1)  # fmt: skip
     scaling = results.get("scaling") or {}
     for size in _scaling_sizes(results):
         rates = {n: _get(r, "map", str(size)) for n, r in scaling.items()}
@@ -214,6 +265,14 @@ def print_report(results, file=sys.stdout):
         what, prows = pipeline_rows(results)
         print("\n" + textwrap.fill(what, 92), file=file)
         print(table(prows, list(results["systems"])), file=file)
+    what, grows = graph_rows(results)
+    if grows and any(values for _, values in grows):
+        print("\n" + textwrap.fill(what, 92), file=file)
+        print(table(grows, [s for s, r in results["systems"].items() if _get(r, "graphs")]),
+              file=file)  # fmt: skip
+        for name, r in results["systems"].items():
+            if "error" in (_get(r, "graphs") or {}):
+                print(f"{name}'s task graphs failed: {r['graphs']['error']}", file=file)
     if results.get("scaling"):
         print("\ndistributed3, no-op tasks (map + gather) over N workers on one center", file=file)
         labels = {size: f"{size:,} tasks/s" for size in _scaling_sizes(results)}

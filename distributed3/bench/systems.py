@@ -15,7 +15,10 @@
   and the pickled bytes the parent sent and received (see :mod:`distributed3.bench.pipeline`),
 * ``s.peer_bytes()`` -- bytes the workers have sent each other so far, by the system's
   own counter (``None`` where there is none to read),
-* ``s.worker_pids()`` -- the worker processes, for their resident memory.
+* ``s.worker_pids()`` -- the worker processes, for their resident memory,
+* ``s.graph_get`` -- the system's dask scheduler, for the task-graph workloads (see
+  :mod:`distributed3.bench.graphs`); ``dask-threads`` is dask's local threaded
+  scheduler, with those workloads only.
 
 :mod:`distributed3.bench.one` times them.  ``STARTUP[name]`` is a script that starts
 the same cluster in a new interpreter and prints the first result.  A system lacks
@@ -48,6 +51,10 @@ class Distributed3:
 
     def __exit__(self, *exc):
         self.pool.close()
+
+    @property
+    def graph_get(self):
+        return self.pool.get
 
     def map(self, n):
         out = self.pool.gather(self.pool.map(noop, range(n)))
@@ -213,6 +220,10 @@ class Dask:
         self.client.close()
         self.cluster.close()
 
+    @property
+    def graph_get(self):
+        return self.client.get
+
     def map1(self, n):
         out = self.client.gather(self.client.map(noop, range(n), pure=False))
         assert len(out) == n
@@ -274,6 +285,12 @@ class Ray:
     def __exit__(self, *exc):
         self.ray.shutdown()
 
+    @property
+    def graph_get(self):
+        from ray.util.dask import ray_dask_get
+
+        return ray_dask_get
+
     def map1(self, n):
         assert len(self.ray.get([self.noop.remote(i) for i in range(n)])) == n
 
@@ -301,7 +318,30 @@ class Ray:
         return sorted(set(self.ray.get([self.pid.remote() for _ in range(20)])))
 
 
-SYSTEMS = {s.name: s for s in (Distributed3, Multiprocessing, ProcessPool, Dask, Ray)}
+class DaskThreads:
+    """dask's local threaded scheduler, two threads: the task graphs only."""
+
+    name = "dask-threads"
+
+    def __enter__(self):
+        import functools
+
+        import dask.threaded
+
+        self.graph_get = functools.partial(dask.threaded.get, num_workers=2)
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def graph_pids(self):
+        import os
+
+        return [os.getpid()]
+
+
+SYSTEMS = {s.name: s for s in (Distributed3, Multiprocessing, ProcessPool, Dask, Ray,
+                               DaskThreads)}  # fmt: skip
 
 _FIRST = "from distributed3.bench.tasks import inc\n"
 STARTUP = {
@@ -331,7 +371,7 @@ def available(name):
     """
     import importlib.util
 
-    modules = {"dask": "dask.distributed", "ray": "ray"}
+    modules = {"dask": "dask.distributed", "ray": "ray", "dask-threads": "dask"}
     if name not in SYSTEMS and name not in STARTUP:
         return False
     module = modules.get(name)
