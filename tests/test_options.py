@@ -114,6 +114,8 @@ def test_streams_take_resources():
                 assert list(pool.imap(inc, range(8), resources={"GPU": 1})) == list(range(1, 9))
                 assert sorted(pool.imap_unordered(inc, range(4), resources={"GPU": 1})) == [
                     1, 2, 3, 4]  # fmt: skip
-                assert plain.tasks_done == before and gpu.tasks_done >= 12
+                # a reply leaves from the task thread; the loop counts the task just after
+                wait_for_sync(lambda: gpu.tasks_done >= 12, 5, "the GPU worker's count")
+                assert plain.tasks_done == before
         finally:
             run_in_cluster_loop(gpu.close())
