@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from operator import add
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from distributed3 import DataLostError, Pool
 from distributed3.client.graph import key_name
 from distributed3.graph import parse, topological
-from distributed3.testing import process_cluster
+from distributed3.testing import held, process_cluster
 from distributed3.utils import wait_for_sync
 
 dask = pytest.importorskip("dask")
@@ -118,6 +119,16 @@ def test_remote_data_inside_graphs_and_delayed_calls(pool):
     assert delayed(add)(rd, 1).compute(scheduler=pool.get) == 11
     assert delayed(sum)([rd, [rd][0], 1]).compute(scheduler=pool.get) == 21
     assert rd.get() == 10  # still there: a graph never releases what it was given
+
+
+def test_a_graph_waits_for_the_handles_it_is_given(pool, gate):
+    running = pool.submit(held, 4)  # runs until the gate opens
+    dsk = {"x": running, "y": (inc, "x"), "z": (add, running, 1)}
+    with ThreadPoolExecutor(1) as ex:
+        answer = ex.submit(pool.get, dsk, ["y", "z"])
+        assert running.status == "pending"
+        gate.set()
+        assert answer.result(30) == [5, 5]
 
 
 def test_compute_leaves_results_on_the_workers(pool):

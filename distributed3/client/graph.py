@@ -81,6 +81,12 @@ class GraphRun:
             raise KeyError(f"the graph has no key {missing[0]!r}")
         self.graph = graph = graph.cull(self.wanted)
         self.handles = dict(graph.given)  # key -> RemoteData, made or given
+        self.embedded = {}  # key -> {key: RemoteData} that its node holds by value
+        for key, node in graph.nodes.items():
+            found = {}
+            find_handles(node, RemoteData, found)
+            if found:
+                self.embedded[key] = found
         self.key_of = {}  # our key -> graph key
         self.base = {"op": "compute", "function": _RUN_NODE, "owner": session.id}
         deps = graph.dependencies
@@ -106,6 +112,11 @@ class GraphRun:
     async def run(self):
         """Compute what the keys need; ``{key: RemoteData}`` for the keys."""
         session = self.session
+        given = [*self.graph.given.values(), *(h for e in self.embedded.values()
+                                               for h in e.values())]  # fmt: skip
+        for handle in given:  # handles still being computed: their tasks must end first
+            if handle.status == "pending":
+                await handle.wait()
         if self.roots:
             if not session.cores:
                 await session.wait_for_workers(1)
@@ -166,8 +177,7 @@ class GraphRun:
         """``(handle, recipe)`` of the task that computes ``key``."""
         node = self.graph.nodes[key]
         values = {d: self.handles[d] for d in self.graph.dependencies[key]}
-        embedded = {}
-        find_handles(node, RemoteData, embedded)
+        embedded = self.embedded.get(key)
         if embedded:  # data on the cluster that the node names by value: sent as keys
             args = (dumps_with_handles(node, RemoteData), {**values, **embedded}, True)
         else:
@@ -176,7 +186,7 @@ class GraphRun:
         handle = RemoteData(self.session.new_key(key_name(key)), self.session, status="pending")
         self.handles[key] = handle
         self.key_of[handle.key] = key
-        gone = next((h for h in embedded.values() if h.status not in _USABLE), None)
+        gone = next((h for h in inputs.values() if h.status not in _USABLE), None)
         if gone is not None:  # given data that was deleted, or failed: so does this task
             handle.set_error(*input_error(gone))
             self.failed = self.failed or handle
