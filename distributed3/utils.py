@@ -6,7 +6,24 @@ import socket
 import time
 
 
-def parse_address(addr, default_port=None):
+def address_scheme(addr):
+    """``"tcp"`` or ``"tls"`` when ``addr`` starts with ``tcp://`` or ``tls://``, else ``None``.
+
+    >>> address_scheme("tls://10.0.0.1:8786"), address_scheme("10.0.0.1:8786")
+    ('tls', None)
+    >>> address_scheme("udp://x:1")
+    Traceback (most recent call last):
+    ValueError: address 'udp://x:1': distributed3 speaks tcp:// and tls:// only
+    """
+    if not isinstance(addr, str) or "://" not in addr:
+        return None
+    scheme = addr.split("://", 1)[0].lower()
+    if scheme not in ("tcp", "tls"):
+        raise ValueError(f"address {addr!r}: distributed3 speaks tcp:// and tls:// only")
+    return scheme
+
+
+def parse_address(addr, default_port=None, tls=None):
     """Normalise ``"host:port"``, ``"[::1]:port"`` or ``(host, port)`` to a tuple.
 
     >>> parse_address("127.0.0.1:8787")
@@ -17,12 +34,27 @@ def parse_address(addr, default_port=None):
     ('::1', 8787)
     >>> parse_address("127.0.0.1", default_port=8787)
     ('127.0.0.1', 8787)
+    >>> parse_address("tcp://127.0.0.1:8787"), parse_address("tls://[::1]:8786")
+    (('127.0.0.1', 8787), ('::1', 8786))
+
+    The ``tcp://`` and ``tls://`` forms that dask prints are taken too; ``tls=False``
+    (the caller has no TLS settings) refuses a ``tls://`` address.
+
+    >>> parse_address("tls://127.0.0.1:8786", tls=False)
+    Traceback (most recent call last):
+    ValueError: tls://127.0.0.1:8786 is a TLS address: give tls=TLS(...) (distributed3.core.security)
     """
     if isinstance(addr, (tuple, list)):
         host, port = addr
         return (str(host), int(port))
     if not isinstance(addr, str):
         raise TypeError(f"expected an address like 'host:port', got {addr!r}")
+    scheme = address_scheme(addr)
+    if scheme == "tls" and tls is False:
+        raise ValueError(f"{addr} is a TLS address: give tls=TLS(...) "
+                         "(distributed3.core.security)")  # fmt: skip
+    if scheme is not None:
+        addr = addr[len(scheme) + 3:]
     if addr.startswith("["):  # [ipv6]:port
         host, _, rest = addr[1:].partition("]")
         port = rest.lstrip(":") or default_port

@@ -129,3 +129,13 @@ def test_secret_required_and_checked():
             Pool(center.address, secret="wrong")
         with pytest.raises(AuthenticationError, match="requires a secret"):
             Pool(center.address)
+
+
+def test_addresses_in_the_forms_dask_prints(center):
+    host, port = center.address
+    with Pool(f"tcp://{host}:{port}") as pool:
+        assert pool.apply(abs, (-3,)).get() == 3
+    with pytest.raises(ValueError, match="is a TLS address: give tls="):
+        Pool(f"tls://{host}:{port}")
+    with pytest.raises(ValueError, match="tcp:// and tls:// only"):
+        Pool(f"udp://{host}:{port}")

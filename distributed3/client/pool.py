@@ -19,15 +19,13 @@ data, streams, stateful); every blocking method is one line over its coroutine.
 ...     pool.apply(sum, [B]).get()
 -285
 """
-from ..keys import numeric_array
-from ..utils import format_address, gc_paused, parse_address
+from ..utils import format_address, parse_address
 from . import data, graph
 from .options import DEFAULTS, Options
-from .results import RemoteList
 from .session import Session
 from .stateful import StatefulPool
 from .streams import adrain, drain, stream
-from .tasks import mapped_over, submit
+from .tasks import map_call, submit
 
 
 class Pool:
@@ -62,7 +60,7 @@ class Pool:
             raise ValueError("n_workers and memory_limit start a local cluster; give no "
                              "address with them")
         else:
-            address = parse_address(address)
+            address = parse_address(address, tls=bool(tls))
         self.session = Session(address, secret=secret, tls=tls, timeout=timeout,
                                cluster=cluster, asynchronous=asynchronous)  # fmt: skip
         if not asynchronous:
@@ -218,19 +216,7 @@ class Pool:
         return await self.session.run(self._map(func, iterables, kwargs, options))
 
     async def _map(self, func, iterables, kwargs, options):
-        if not iterables:
-            raise TypeError("map() needs at least one iterable")
-        over = mapped_over(iterables)  # a map over a map's results goes chunk for chunk
-        arglists = None
-        single = len(iterables) == 1  # f(x) for x in one sequence: no tuple per element
-        if over is None and single and numeric_array(iterables[0]):
-            arglists = iterables[0]  # its chunks go as slices of it, each one buffer
-        elif over is None:
-            # the handles of a RemoteList passed in are made here, none of them garbage
-            with gc_paused(sum(len(it) for it in iterables if isinstance(it, RemoteList))):
-                arglists = list(iterables[0]) if single else list(zip(*iterables))
-        return await submit(self.session, func, arglists, kwargs, options=options,
-                            grouped=True, over=over, single=single)  # fmt: skip
+        return await map_call(self.session, func, iterables, kwargs, options)
 
     def apply(self, func, args=(), kwargs=None, timeout=DEFAULTS.timeout,
               retries=DEFAULTS.retries, resources=DEFAULTS.resources):  # fmt: skip

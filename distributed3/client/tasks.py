@@ -21,7 +21,7 @@ from toolz import partition_all
 
 from ..core.protocol import dumps, dumps_function
 from ..exceptions import DataLostError, SerializationError
-from ..keys import ELEMENT, KeyRef, extract_keys, plain_arguments
+from ..keys import ELEMENT, KeyRef, extract_keys, numeric_array, plain_arguments
 from ..scheduling import adaptive_chunksize
 from ..utils import gc_paused
 from .data import delete, scatter
@@ -89,6 +89,29 @@ async def submit(session, func, arglists, kwargs, *, options=DEFAULTS, wait=True
         if bar is not None:
             bar.close()
     return handles
+
+
+async def map_call(session, func, iterables, kwargs, options=DEFAULTS):
+    """``pool.map(func, *iterables, **kwargs)``: its :class:`RemoteList`, once every task
+    has finished.  A map over a map's results alone goes chunk for chunk, a map over a
+    numeric array in slices of it.
+
+    >>> pool.gather(pool.session.sync(map_call(pool.session, pow, [[2, 3], [2, 2]], {})))
+    [4, 9]
+    """
+    if not iterables:
+        raise TypeError("map() needs at least one iterable")
+    over = mapped_over(iterables)  # a map over a map's results goes chunk for chunk
+    arglists = None
+    single = len(iterables) == 1  # f(x) for x in one sequence: no tuple per element
+    if over is None and single and numeric_array(iterables[0]):
+        arglists = iterables[0]  # its chunks go as slices of it, each one buffer
+    elif over is None:
+        # the handles of a RemoteList passed in are made here, none of them garbage
+        with gc_paused(sum(len(it) for it in iterables if isinstance(it, RemoteList))):
+            arglists = list(iterables[0]) if single else list(zip(*iterables))
+    return await submit(session, func, arglists, kwargs, options=options, grouped=True,
+                        over=over, single=single)  # fmt: skip
 
 
 def _on_done(handles, bar, on_done):
