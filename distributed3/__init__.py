@@ -13,7 +13,7 @@ from .core.server import __version__
 # Names load on first use (PEP 562), so a worker process does not import the pool's
 # modules nor a client the worker's: each starts faster.
 _WHERE = {
-    "Pool": "client.pool", "RemoteData": "client.handles", "RemoteList": "client.results",
+    "Pool": "client.pool", "Executor": "client.executor", "RemoteData": "client.handles", "RemoteList": "client.results",
     "WorkerInterface": "client.stateful", "StatefulPool": "client.stateful",
     "as_completed": "client.futures", "wait": "client.futures",
     "ALL_COMPLETED": "client.futures", "FIRST_COMPLETED": "client.futures",
@@ -44,7 +44,7 @@ def __dir__():
 
 
 __all__ = [
-    "Pool", "RemoteData", "RemoteList", "TLS", "WorkerInterface", "StatefulPool",
+    "Pool", "Executor", "RemoteData", "RemoteList", "TLS", "WorkerInterface", "StatefulPool",
     "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
     "FIRST_EXCEPTION", "Center", "Worker", "LocalCluster", "Server", "rpc",
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",

@@ -420,6 +420,14 @@ class Pool:
         return await self.session.run(graph.persist(self.session, collections, Options(
             timeout=timeout, retries=retries)))  # fmt: skip
 
+    def executor(self):
+        """A ``concurrent.futures.Executor`` on this pool (see
+        :class:`~distributed3.client.executor.Executor`); ``shutdown`` leaves the pool open.
+        """
+        from .executor import Executor
+
+        return Executor(pool=self)
+
     # -- stateful workers ---------------------------------------------------------------
 
     def stateful(self, cls, *args, **kwargs):
