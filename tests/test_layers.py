@@ -8,6 +8,7 @@
     fetch      values from their holders     core and the above
     center, worker/   the roles              core and the above; never the client
     client/    the Pool                      core and the above; deploy.local for Pool()
+    multiprocessing   its interface          the client
     deploy/    executables, local cluster    the roles, core and the above
 """
 import ast
@@ -33,6 +34,7 @@ ALLOWED = {
     "client": {"client", "core", "fetch"} | BASE,
     "deploy": {"deploy", "center", "worker", "core"} | BASE,
     "testing": {"center", "worker", "client", "core"} | BASE,
+    "multiprocessing": {"client"} | BASE,
     "__init__": {"core"},
 }
 # single modules that may cross a layer, and why

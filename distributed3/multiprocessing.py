@@ -1,0 +1,206 @@
+"""``multiprocessing.Pool``'s interface on a distributed3 cluster: a drop-in.
+
+::
+
+    from distributed3.multiprocessing import Pool     # was: from multiprocessing import Pool
+    with Pool(4) as p:                                # 4 local worker processes
+        p.map(f, xs, chunksize=10); p.starmap(g, pairs); p.apply_async(h, (1,)).get()
+    Pool(address="10.0.0.5:8787")                     # or the workers of a running center
+
+The calls take ``multiprocessing``'s arguments and give its answers (lists, values,
+``AsyncResult``, iterators; ``multiprocessing.TimeoutError`` from ``get``), so code
+written for it runs unchanged; :class:`distributed3.Pool` keeps its own interface
+(``map(func, *iterables)`` returning handles to data left on the workers).
+
+>>> with Pool(2) as p:
+...     p.map(abs, [-1, -2, -3], 2), p.starmap(pow, [(2, 3), (3, 2)]), p.apply(max, (4, 9))
+([1, 2, 3], [8, 9], 9)
+"""
+import asyncio
+import multiprocessing
+import os
+
+from .client.pool import Pool as _Pool
+
+__all__ = ["Pool", "AsyncResult"]
+
+_initialized = set()  # tokens of the initializers this process has run
+
+
+class _Call:
+    """``func`` as a task runs it: its arguments spread (``star``), after the pool's
+    ``initializer`` has run once in this worker process."""
+
+    def __init__(self, func, star=False, init=None):
+        self.func = func
+        self.star = star
+        self.init = init  # (token, initializer, initargs) or None
+
+    def __call__(self, args, **kwargs):
+        if self.init is not None and self.init[0] not in _initialized:
+            self.init[1](*self.init[2])
+            _initialized.add(self.init[0])
+        return self.func(*args, **kwargs) if self.star else self.func(args, **kwargs)
+
+
+class AsyncResult:
+    """What ``apply_async`` and ``map_async`` return: ``get(timeout)``, ``wait``,
+    ``ready``, ``successful``, as ``multiprocessing.pool.AsyncResult``."""
+
+    def __init__(self, future, callback=None, error_callback=None):
+        self._future = future
+        if callback is not None or error_callback is not None:
+            def done(f):
+                if f.exception() is None:
+                    if callback is not None:
+                        callback(f.result())
+                elif error_callback is not None:
+                    error_callback(f.exception())
+
+            future.add_done_callback(done)
+
+    def ready(self):
+        return self._future.done()
+
+    def successful(self):
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._future.exception() is None
+
+    def wait(self, timeout=None):
+        try:
+            self._future.exception(timeout)
+        except TimeoutError:
+            pass
+
+    def get(self, timeout=None):
+        try:
+            return self._future.result(timeout)
+        except TimeoutError:
+            if self._future.done():  # the task itself raised TimeoutError
+                raise
+            raise multiprocessing.TimeoutError(f"no result within {timeout} s") from None
+
+
+class Pool:
+    """``multiprocessing.Pool(processes, initializer, initargs)`` on a distributed3
+    cluster: ``processes`` local one-core workers (``None``: one per core), or, with
+    ``address``, the workers of a running center.  ``maxtasksperchild`` is refused:
+    workers are long-lived here (``dworker --max-tasks`` retires one after that many).
+    """
+
+    def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
+                 *, address=None, **pool_kwargs):  # fmt: skip
+        if maxtasksperchild is not None:
+            raise ValueError("maxtasksperchild is not supported: distributed3's workers are "
+                             "long-lived (dworker --max-tasks N retires one after N tasks)")
+        if processes is not None and processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if address is None:
+            self._pool = _Pool(n_workers=processes, **pool_kwargs)
+        else:
+            self._pool = _Pool(address, **pool_kwargs)
+        self._init = None
+        if initializer is not None:
+            self._init = (f"{os.getpid()}-{id(self)}-{self._pool.id}", initializer,
+                          tuple(initargs))  # fmt: skip
+        self._state = "running"
+        self._results = []
+
+    def _call(self, func, star=False):
+        if self._state != "running":
+            raise ValueError("Pool not running")
+        return _Call(func, star, self._init)
+
+    def _async(self, coro, callback, error_callback):
+        future = asyncio.run_coroutine_threadsafe(coro, self._pool.session.loop)
+        result = AsyncResult(future, callback, error_callback)
+        self._results.append(future)
+        return result
+
+    async def _values(self, call, iterable, chunksize):
+        session = self._pool.session
+        return await session.gather(await self._pool.amap(call, list(iterable),
+                                                          chunksize=chunksize))  # fmt: skip
+
+    # -- the calls ---------------------------------------------------------------------
+
+    def apply(self, func, args=(), kwds={}):
+        """``func(*args, **kwds)``'s value."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+        """An :class:`AsyncResult` of ``func(*args, **kwds)``."""
+        call = self._call(func, star=True)
+
+        async def run():
+            handle = await self._pool.aapply(call, (tuple(args),), dict(kwds))
+            return (await self._pool.session.gather([handle]))[0]
+
+        return self._async(run(), callback, error_callback)
+
+    def map(self, func, iterable, chunksize=None):
+        """``[func(x) for x in iterable]``, computed on the workers."""
+        call = self._call(func)
+        return self._pool.session.sync(self._values(call, iterable, chunksize))
+
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        """An :class:`AsyncResult` of :meth:`map`'s list."""
+        call = self._call(func)
+        return self._async(self._values(call, iterable, chunksize), callback, error_callback)
+
+    def starmap(self, func, iterable, chunksize=None):
+        """``[func(*args) for args in iterable]``."""
+        call = self._call(func, star=True)
+        return self._pool.session.sync(self._values(call, iterable, chunksize))
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None,
+                      error_callback=None):  # fmt: skip
+        """An :class:`AsyncResult` of :meth:`starmap`'s list."""
+        call = self._call(func, star=True)
+        return self._async(self._values(call, iterable, chunksize), callback, error_callback)
+
+    def imap(self, func, iterable, chunksize=1):
+        """The values in order, as they come; the input is read as it goes."""
+        return self._pool.imap(self._call(func), iterable, chunksize=chunksize)
+
+    def imap_unordered(self, func, iterable, chunksize=1):
+        """The values as tasks finish."""
+        return self._pool.imap_unordered(self._call(func), iterable, chunksize=chunksize)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self):
+        """Take no more tasks; those given finish."""
+        if self._state == "running":
+            self._state = "closed"
+
+    def join(self):
+        """Wait for the tasks given, after :meth:`close` or :meth:`terminate`."""
+        if self._state == "running":
+            raise ValueError("Pool is still running")
+        for future in self._results:
+            try:
+                future.exception()
+            except BaseException:  # cancelled: terminate() stopped it
+                pass
+        self._results = []
+        if self._state == "closed":
+            self._pool.close()
+            self._state = "terminated"
+
+    def terminate(self):
+        """Stop now: what still runs is abandoned (and a local cluster stopped)."""
+        self._state = "terminated"
+        for future in self._results:
+            future.cancel()
+        self._pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.terminate()
+
+    def __repr__(self):
+        return f"<distributed3.multiprocessing.Pool state={self._state} pool={self._pool!r}>"
