@@ -17,11 +17,13 @@ setup(
         # pool.get as dask's scheduler, pool.compute and pool.persist of dask collections
         # (2025.4: the expressions dask.compute hands a scheduler)
         "dask": ["dask[array]>=2025.4"],
+        # the joblib backend (distributed3.joblib): 1.5 gives backends submit()
+        "joblib": ["joblib>=1.5"],
         # the peers that `python -m distributed3.bench` compares with, when installed
         # (dask[dataframe]: ray's dask scheduler imports dask.dataframe)
         "bench": ["dask[distributed,dataframe]>=2025.4", "ray>=2.9"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "psutil>=5.9", "hypothesis>=6", "trustme>=1.0",
-                 "tqdm>=4.60", "dask[array]>=2025.4"],
+                 "tqdm>=4.60", "dask[array]>=2025.4", "joblib>=1.5"],
     },
     entry_points={
         "console_scripts": [

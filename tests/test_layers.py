@@ -8,7 +8,7 @@
     fetch      values from their holders     core and the above
     center, worker/   the roles              core and the above; never the client
     client/    the Pool                      core and the above; deploy.local for Pool()
-    multiprocessing   its interface          the client
+    multiprocessing, joblib   interfaces     the client
     deploy/    executables, local cluster    the roles, core and the above
 """
 import ast
@@ -35,6 +35,7 @@ ALLOWED = {
     "deploy": {"deploy", "center", "worker", "core"} | BASE,
     "testing": {"center", "worker", "client", "core"} | BASE,
     "multiprocessing": {"client"} | BASE,
+    "joblib": {"client"} | BASE,
     "__init__": {"core"},
 }
 # single modules that may cross a layer, and why
