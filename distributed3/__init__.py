@@ -27,6 +27,7 @@ _WHERE = {
     "WorkerLostError": "exceptions", "MissingDataError": "exceptions",
     "DataLostError": "exceptions",
     "WorkerRetiringError": "exceptions", "StateMissingError": "exceptions",
+    "VersionMismatchError": "exceptions",
 }  # fmt: skip
 
 
@@ -50,5 +51,5 @@ __all__ = [
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",
     "TaskError", "WorkerLostError", "MissingDataError", "DataLostError", "WorkerRetiringError",
-    "StateMissingError", "__version__",
+    "StateMissingError", "VersionMismatchError", "__version__",
 ]  # fmt: skip

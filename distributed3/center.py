@@ -31,6 +31,7 @@ from collections import OrderedDict, defaultdict, deque
 from .core.server import ConnectionPool, Server
 from .keys import split_element
 from .utils import format_address, parse_address, wait_for
+from .versions import versions
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class Center(Server):
         self.ncores = {}
         self.names = {}
         self.resources = {}  # worker -> {"GPU": 2, ...}
+        self.versions = {}  # worker -> {"python": ..., ...} as it registered
+        self.own_versions = versions()
         self.pids = OrderedDict()  # worker -> its process id, kept a while after it leaves
         self.deaths = deque(maxlen=DEATHS_KEPT)  # what nannies said of dead workers
         self.last_seen = {}
@@ -122,9 +125,9 @@ class Center(Server):
     # -- worker membership ---------------------------------------------------
 
     def register(self, comm, address, ncores, keys=(), nbytes=None, name=None, resources=None,
-                 owners=None, pid=None):  # fmt: skip
-        """A worker joins (or rejoins) with the keys it already holds, and the clients
-        that own those it computed (``owners``)."""
+                 owners=None, pid=None, versions=None):  # fmt: skip
+        """A worker joins (or rejoins) with the keys it already holds, the clients
+        that own those it computed (``owners``), and the versions it runs."""
         address = parse_address(address)
         ncores = int(ncores)
         if ncores < 1:
@@ -134,6 +137,7 @@ class Center(Server):
         self.ncores[address] = ncores
         self.names[address] = name
         self.resources[address] = dict(resources or {})
+        self.versions[address] = versions
         self.last_seen[address] = time.monotonic()
         self.pids.pop(address, None)
         self.pids[address] = pid
@@ -143,7 +147,7 @@ class Center(Server):
         self.add_keys(comm, address, keys, nbytes, owners)
         logger.info("Register worker %s with %d cores", format_address(address), ncores)
         self._publish({"op": "add_worker", "address": address, "ncores": ncores,
-                       "resources": self.resources[address]})  # fmt: skip
+                       "resources": self.resources[address], "versions": versions})  # fmt: skip
         return {"center": self.address}
 
     def unregister(self, comm, address):
@@ -179,6 +183,7 @@ class Center(Server):
         del self.ncores[address]
         self.names.pop(address, None)
         self.resources.pop(address, None)
+        self.versions.pop(address, None)
         self.last_seen.pop(address, None)
         for comm, addr in list(self.worker_comms.items()):
             if addr == address:
@@ -374,7 +379,9 @@ class Center(Server):
             self.clients[comm] = client
             self.gone.pop(client, None)
             self.own_keys(comm, keys)
-        return {"workers": dict(self.ncores), "resources": dict(self.resources)}
+        return {"workers": dict(self.ncores), "resources": dict(self.resources),
+                "versions": {w: self.versions.get(w) for w in self.ncores},
+                "center_versions": self.own_versions}  # fmt: skip
 
     # -- ownership of keys by clients ------------------------------------------
 

@@ -73,6 +73,10 @@ class WorkerRetiringError(DistributedError):
     """The worker is leaving and takes no new tasks; the pool sends them elsewhere."""
 
 
+class VersionMismatchError(DistributedError):
+    """A peer runs a Python that cannot run this client's code (see distributed3.versions)."""
+
+
 class TaskError(DistributedError):
     """A task failed and its exception could not travel back as itself."""
 

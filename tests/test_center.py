@@ -9,6 +9,7 @@ from distributed3.core.server import rpc
 from distributed3.core.protocol import dumps_function
 from distributed3.testing import cluster, gen_test
 from distributed3.utils import wait_for
+from distributed3.versions import versions
 
 ALICE, BOB = ("127.0.0.1", 9001), ("127.0.0.1", 9002)
 
@@ -107,10 +108,12 @@ async def test_subscribers_get_membership_events_in_order():
     center = await Center().start(port=0)
     try:
         alice = await connect(center.address)
-        await call(alice, "register", address=ALICE, ncores=2, resources={"GPU": 1})
+        await call(alice, "register", address=ALICE, ncores=2, resources={"GPU": 1},
+                   versions={"python": "3.11.7"})  # fmt: skip
         sub = await connect(center.address)
-        assert await call(sub, "subscribe") == {"workers": {ALICE: 2},
-                                                "resources": {ALICE: {"GPU": 1}}}  # fmt: skip
+        assert await call(sub, "subscribe") == {
+            "workers": {ALICE: 2}, "resources": {ALICE: {"GPU": 1}},
+            "versions": {ALICE: {"python": "3.11.7"}}, "center_versions": versions()}
         dropped = await connect(center.address)
         await call(dropped, "subscribe")
         dropped.close()  # a subscriber that goes away does not disturb the others
@@ -120,7 +123,7 @@ async def test_subscribers_get_membership_events_in_order():
         bob.close()
         events = [await asyncio.wait_for(sub.read(), 5) for _ in range(3)]
         assert events == [
-            {"op": "add_worker", "address": BOB, "ncores": 1, "resources": {}},
+            {"op": "add_worker", "address": BOB, "ncores": 1, "resources": {}, "versions": None},
             {"op": "remove_worker", "address": ALICE},
             {"op": "remove_worker", "address": BOB},
         ]

@@ -3,7 +3,7 @@
 ::
 
     exceptions, utils, keys, scheduling,    import nothing of distributed3's
-    graph
+    graph, versions
     core/      the substrate                 imports only the above and itself
     fetch      values from their holders     core and the above
     center, worker/   the roles              core and the above; never the client
@@ -19,7 +19,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "distributed3")
 
-BASE = {"exceptions", "utils", "keys", "scheduling", "graph"}
+BASE = {"exceptions", "utils", "keys", "scheduling", "graph", "versions"}
 # the first part of a module's dotted name -> the first parts it may import
 ALLOWED = {
     "exceptions": set(),
@@ -27,6 +27,7 @@ ALLOWED = {
     "keys": set(),
     "scheduling": set(),
     "graph": set(),
+    "versions": set(),
     "core": {"core", "exceptions", "utils"},
     "fetch": {"core"} | BASE,
     "center": {"core"} | BASE,

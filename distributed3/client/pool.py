@@ -21,6 +21,7 @@ data, streams, stateful); every blocking method is one line over its coroutine.
 """
 from ..utils import format_address, parse_address
 from . import data, graph
+from .info import ClusterInfo
 from .options import DEFAULTS, Options
 from .session import Session
 from .stateful import StatefulPool
@@ -28,7 +29,7 @@ from .streams import adrain, drain, stream
 from .tasks import map_call, submit
 
 
-class Pool:
+class Pool(ClusterInfo):
     """A client of a distributed3 cluster, used like ``multiprocessing.Pool``.
 
     ``Pool("127.0.0.1:8787")`` connects to a running center; ``Pool()``
@@ -438,57 +439,3 @@ class Pool:
         See :mod:`distributed3.client.stateful` for an example.
         """
         return StatefulPool(self.session, cls, args, kwargs)
-
-    # -- introspection ------------------------------------------------------------------
-
-    def who_has(self, seq=None):
-        """``{key: {worker address}}`` from the center, for ``seq`` or every key.
-
-        For handles in ``seq`` it also counts the worker their task ran on, which
-        the center may learn some tens of milliseconds after the task's reply.
-
-        >>> pool.who_has(pool.scatter([1]))                    # doctest: +ELLIPSIS
-        {'data-...': {('127.0.0.1', ...)}}
-        """
-        return self.session.sync(data.who_has(self.session, seq))
-
-    async def awho_has(self, seq=None):
-        """Async form of :meth:`who_has`."""
-        return await self.session.run(data.who_has(self.session, seq))
-
-    def has_what(self):
-        """``{worker address: {key}}`` from the center."""
-        return self.session.sync(self.session.center("has_what"))
-
-    async def ahas_what(self):
-        """Async form of :meth:`has_what`."""
-        return await self.session.run(self.session.center("has_what"))
-
-    def worker_deaths(self):
-        """The last worker deaths the workers' nannies reported to the center, oldest
-        first: ``[{"address", "name", "pid", "cause", "time"}]``, where ``cause`` says
-        how (``"was killed by SIGKILL (out of memory? it last used 3100 MB)"``).
-
-        >>> pool.worker_deaths()
-        []
-        """
-        return self.session.sync(self.session.center("deaths"))
-
-    async def aworker_deaths(self):
-        """Async form of :meth:`worker_deaths`."""
-        return await self.session.run(self.session.center("deaths"))
-
-    def worker_info(self):
-        """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in", "pid"}}``.
-
-        ``peer_bytes_in`` counts the input bytes a worker fetched from its peers,
-        which is how locality is checked: it stays 0 when tasks ran where their
-        inputs were.  Memory: ``rss``, ``memory_limit``, ``managed_bytes``,
-        ``spilled_bytes``, ``paused``, ``pauses``.  A worker that died since the center
-        listed it is left out.
-        """
-        return self.session.sync(self.session.worker_info())
-
-    async def aworker_info(self):
-        """Async form of :meth:`worker_info`."""
-        return await self.session.run(self.session.worker_info())

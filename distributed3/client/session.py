@@ -30,9 +30,11 @@ from ..core.comm import connect
 from ..core.security import TLS, normalize_secret
 from ..core.channel import Channels
 from ..core.server import ConnectionPool, request
-from ..exceptions import CommClosedError, ConnectionBrokenError, DistributedError
+from ..exceptions import (CommClosedError, ConnectionBrokenError, DistributedError,
+                          VersionMismatchError)
 from ..scheduling import TaskTimes
 from ..utils import Backoff, format_address, wait_for
+from ..versions import compare, versions
 from . import data, recovery
 from .sync import loop_thread, run_in_loop
 
@@ -69,6 +71,9 @@ class Session:
         self.id = uuid.uuid4().hex[:8]
         self.cores = {}
         self.resources = {}
+        self.versions = {}  # "client", "center", "workers": what each runs
+        self.refused = set()  # workers whose Python cannot run our code
+        self._warned = set()
         self.occupancy = defaultdict(int)
         self.task_times = TaskTimes()  # seconds per task of the functions mapped, for chunks
         self.connections = None  # a ConnectionPool, once started
@@ -227,11 +232,36 @@ class Session:
         if self._unsent_releases:  # dropped while the center was away
             keys, self._unsent_releases = self._unsent_releases, []
             self._note_release(keys)
-        self.cores = dict(result["workers"])
+        self.versions = {"client": versions(), "center": result.get("center_versions"),
+                         "workers": {}}  # fmt: skip
+        errors = self._check_versions("the center", result.get("center_versions"))
+        workers = dict(result["workers"])
+        for worker, theirs in result.get("versions", {}).items():
+            errors += self._check_versions(worker, theirs)
+        if errors and self.status != "running":  # at start: refuse; later, leave them out
+            comm.close()
+            raise VersionMismatchError("; ".join(errors))
+        self.cores = {w: n for w, n in workers.items() if w not in self.refused}
         self.resources = dict(result.get("resources", {}))
         for worker in self.cores:
             self._joined(worker)
         return comm
+
+    def _check_versions(self, peer, theirs):
+        """The errors ``peer``'s versions make (it is refused: left out of ``cores``);
+        the warnings are logged once per peer."""
+        name = peer if isinstance(peer, str) else f"worker {format_address(peer)}"
+        errors, warns = compare(self.versions["client"], theirs, name)
+        if not isinstance(peer, str):
+            self.versions["workers"][peer] = theirs
+            if errors:
+                self.refused.add(peer)
+                logger.error("Not using %s: %s", name, errors[0])
+        for warning in warns:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                logger.warning("%s", warning)
+        return errors
 
     async def _watch_membership(self, comm):
         """Apply the center's pushed events; reconnect, with backoff, if the center is lost."""
@@ -248,6 +278,8 @@ class Session:
                 continue
             address = event.get("address")
             if event.get("op") == "add_worker":
+                if self._check_versions(address, event.get("versions")):
+                    continue
                 self.resources[address] = event.get("resources", {})
                 self.cores[address] = event["ncores"]
                 self._joined(address)

@@ -22,6 +22,7 @@ from ..core.comm import connect
 from ..core.server import request
 from ..exceptions import CommClosedError, ConnectionBrokenError
 from ..utils import Backoff, format_address
+from ..versions import versions
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class CenterLink:
             await self._call_center(
                 comm, "register", ncores=self.ncores, keys=list(self.data),
                 nbytes=dict(self.nbytes), name=self.name, resources=self.resources,
-                owners=self.owners, pid=os.getpid(),
+                owners=self.owners, pid=os.getpid(), versions=versions(),
             )  # fmt: skip
         except BaseException:
             comm.close()

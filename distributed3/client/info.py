@@ -1,0 +1,75 @@
+"""What a pool can ask about its cluster: where keys are, what workers hold and run, and
+how they died.  :class:`ClusterInfo` is the part of :class:`~distributed3.Pool` that
+asks; every method needs only ``self.session``.
+
+>>> sorted(pool.worker_info()) == sorted(pool.available_cores)
+True
+"""
+from . import data
+
+
+class ClusterInfo:
+    """The pool's questions about its cluster (a base class of ``Pool``)."""
+
+    def who_has(self, seq=None):
+        """``{key: {worker address}}`` from the center, for ``seq`` or every key.
+
+        For handles in ``seq`` it also counts the worker their task ran on, which
+        the center may learn some tens of milliseconds after the task's reply.
+
+        >>> pool.who_has(pool.scatter([1]))                    # doctest: +ELLIPSIS
+        {'data-...': {('127.0.0.1', ...)}}
+        """
+        return self.session.sync(data.who_has(self.session, seq))
+
+    async def awho_has(self, seq=None):
+        """Async form of :meth:`who_has`."""
+        return await self.session.run(data.who_has(self.session, seq))
+
+    def has_what(self):
+        """``{worker address: {key}}`` from the center."""
+        return self.session.sync(self.session.center("has_what"))
+
+    async def ahas_what(self):
+        """Async form of :meth:`has_what`."""
+        return await self.session.run(self.session.center("has_what"))
+
+    def get_versions(self):
+        """What this client, the center and each worker run: ``{"client": {"python",
+        "distributed3", "cloudpickle", "numpy"}, "center": {...}, "workers": {worker:
+        {...}}}``.  A worker on another Python (major.minor) is not used; other
+        differences are logged as warnings.
+
+        >>> pool.get_versions()["client"]["python"] == pool.get_versions()["center"]["python"]
+        True
+        """
+        return self.session.versions
+
+    def worker_deaths(self):
+        """The last worker deaths the workers' nannies reported to the center, oldest
+        first: ``[{"address", "name", "pid", "cause", "time"}]``, where ``cause`` says
+        how (``"was killed by SIGKILL (out of memory? it last used 3100 MB)"``).
+
+        >>> pool.worker_deaths()
+        []
+        """
+        return self.session.sync(self.session.center("deaths"))
+
+    async def aworker_deaths(self):
+        """Async form of :meth:`worker_deaths`."""
+        return await self.session.run(self.session.center("deaths"))
+
+    def worker_info(self):
+        """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in", "pid"}}``.
+
+        ``peer_bytes_in`` counts the input bytes a worker fetched from its peers,
+        which is how locality is checked: it stays 0 when tasks ran where their
+        inputs were.  Memory: ``rss``, ``memory_limit``, ``managed_bytes``,
+        ``spilled_bytes``, ``paused``, ``pauses``.  A worker that died since the center
+        listed it is left out.
+        """
+        return self.session.sync(self.session.worker_info())
+
+    async def aworker_info(self):
+        """Async form of :meth:`worker_info`."""
+        return await self.session.run(self.session.worker_info())
