@@ -36,9 +36,15 @@ def test_an_error_raises_its_own_type(pool):
 
 @pytest.mark.slow
 def test_default_backend_starts_one_local_cluster_for_every_call():
-    with joblib.parallel_backend("distributed3"):
-        first = set(joblib.Parallel(n_jobs=2)(joblib.delayed(worker_pid)(i) for i in range(8)))
-        second = set(joblib.Parallel(n_jobs=2)(joblib.delayed(worker_pid)(i) for i in range(8)))
-    assert os.getpid() not in first  # other processes ran them
-    assert first | second <= set(distributed3.joblib._default.worker_info()[w]["pid"]
-                                 for w in distributed3.joblib._default.available_cores)
+    try:
+        with joblib.parallel_backend("distributed3"):
+            first = set(joblib.Parallel(n_jobs=2)(joblib.delayed(worker_pid)(i)
+                                                  for i in range(8)))  # fmt: skip
+            second = set(joblib.Parallel(n_jobs=2)(joblib.delayed(worker_pid)(i)
+                                                   for i in range(8)))  # fmt: skip
+        default = distributed3.joblib._default
+        assert os.getpid() not in first  # other processes ran them
+        assert first | second <= {i["pid"] for i in default.worker_info().values()}
+    finally:  # it would live until the test process exits, among other tests' children
+        if distributed3.joblib._default is not None:
+            distributed3.joblib._default.close()
