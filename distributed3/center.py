@@ -393,6 +393,7 @@ class Center(Server):
         self.owned[client].update(keys)
         for key in keys:
             self.owner[key] = client
+            self.released.pop(key, None)  # made again (lineage): its reports count
 
     def ownership(self, comm, own=(), release=()):
         """``own_keys(own)`` then ``release_keys(release)``, in one message."""

@@ -175,7 +175,7 @@ def _references(task, graph, own):
             yield from _references(arg, graph, own)
     else:
         try:
-            if task != own and task in graph:
+            if task in graph:  # its own key too: a cycle, which ordering reports
                 yield task
         except TypeError:  # not hashable: a value
             pass

@@ -112,6 +112,21 @@ def test_a_raising_task_raises_its_own_error_and_stops_the_graph(pool, workers):
     wait_for_sync(lambda: not any(w.data for w in workers), 5, "results left on workers")
 
 
+def boom_at(x, bad=777):
+    if x == bad:
+        raise ValueError(f"boom at {x}")
+    return x
+
+
+def test_a_failed_graph_leaves_nothing_even_while_its_error_is_held(pool, workers):
+    dsk = {f"a{i}": (boom_at, i) for i in range(3000)}  # tiny: several to a message
+    dsk["s"] = (sum, [f"a{i}" for i in range(3000)])
+    with pytest.raises(ValueError, match="boom at 777") as info:
+        pool.get(dsk, "s")
+    assert info.value is not None  # held, with its traceback, while we look
+    wait_for_sync(lambda: not any(w.data for w in workers), 5, "results left on workers")
+
+
 def test_remote_data_inside_graphs_and_delayed_calls(pool):
     rd = pool.scatter([10])[0]
     assert pool.get({"y": (add, rd, 1)}, "y") == 11
@@ -147,6 +162,11 @@ def test_persist_then_two_computations_do_not_run_it_again(pool):
     assert int(kept.sum().compute(scheduler=pool.get)) == 190
     assert int((kept * 2).max().compute(scheduler=pool.get)) == 38
     assert len(CALLS) == 4
+    again = x.persist(scheduler=pool.get)  # dask's own persist, through the pool
+    (third,) = dask.persist(x, scheduler=pool.get)
+    assert len(CALLS) == 12 and int(again.sum().compute(scheduler=pool.get)) == 190
+    assert int(third.max().compute(scheduler=pool.get)) == 19 and len(CALLS) == 12
+    CALLS[4:] = []
     d = pool.persist(delayed(counted)(3))
     assert (d + 1).compute(scheduler=pool.get) == 4 and d.compute(scheduler=pool.get) == 3
     assert len(CALLS) == 5
@@ -182,6 +202,22 @@ def test_parse_and_order_without_dask():
         parse({"c": Task("c", inc, TaskRef("missing"))})
     with pytest.raises(ValueError, match="cycle"):
         topological({"a": {"b"}, "b": {"a"}})
+    with pytest.raises(ValueError, match="cycle through 'x'"):
+        parse({"x": (inc, "x")}, legacy=True).order()
+
+
+def test_handles_hash_by_key_for_dask(pool):
+    (a,) = pool.scatter([1])
+    assert dask.base.tokenize(a) == dask.base.tokenize(a) != dask.base.tokenize(pool.scatter([1])[0])
+
+
+def test_persist_a_dataframe(pool):
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"k": [i % 3 for i in range(30)], "v": range(30)})
+    kept = pool.persist(dd.from_pandas(df, npartitions=4))
+    assert int(kept.v.sum().compute(scheduler=pool.get)) == 435
+    assert kept.groupby("k").v.sum().compute(scheduler=pool.get).to_dict() == {0: 135, 1: 145, 2: 155}
 
 
 def test_key_names():
@@ -208,3 +244,37 @@ def test_kill_9_of_a_worker_mid_graph_gives_the_right_answer():
                 killer.join()
             assert time.monotonic() - start > 0.8  # it died mid-graph
             assert workers[1].proc.poll() is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_kill_that_needs_released_intermediates_computes_them_again():
+    """c_i reads b_i and b_{i+1}, each released once both of its readers ran: a dead
+    worker's c_i are made again from b's that are gone, made again from a's."""
+    def make(i):  # local: they travel by value to the worker processes
+        return np.full(10_000, float(i))
+
+    def step(a, seconds):
+        time.sleep(seconds)
+        return a + 1
+
+    def pair(a, b, seconds):
+        time.sleep(seconds)
+        return a + b
+
+    n = 12
+    dsk = {"s": (lambda *xs: float(sum(x.sum() for x in xs)), *[f"c{i}" for i in range(n)])}
+    for i in range(n):
+        dsk[f"a{i}"] = (make, i)
+        dsk[f"b{i}"] = (step, f"a{i}", 0.05)
+        dsk[f"c{i}"] = (pair, f"b{i}", f"b{(i + 1) % n}", 0.25)
+    expected = dask.get(dsk, "s")
+    with process_cluster(nworkers=2) as (address, _, workers):
+        with Pool(address) as pool:
+            killer = threading.Timer(1.0, workers[0].kill)
+            killer.start()
+            try:
+                assert pool.get(dsk, "s") == expected
+            finally:
+                killer.join()
+            assert workers[0].proc.poll() is not None

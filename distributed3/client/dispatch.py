@@ -117,6 +117,7 @@ class Batch:
         self.runners = defaultdict(int)
         self.done = asyncio.get_running_loop().create_future()
         self.error = None
+        self.ended = 0  # tasks finished (or failed) so far
         self.lost = set()
         self.careful = False  # after a worker death: one task per core, so blame is exact
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
@@ -147,11 +148,13 @@ class Batch:
     async def run(self):
         """Run every task; raise the batch's error (a timeout, an unsendable task)."""
         self.session.listen(self)
-        rounds = 0
+        rounds, ended = 0, 0  # recovery rounds since a task last ended; tasks ended
         try:
             while self.remaining:
                 if self.stalled and not any(self.runners.values()):
-                    rounds += 1
+                    # a round without a task ending since the last counts against
+                    # the limit; one worker's death may show, task by task, in many
+                    rounds, ended = (rounds + 1 if self.ended == ended else 1), self.ended
                     await self._recover_inputs(rounds)
                 await self._wait_for_any_worker()
                 if await self._start_round():
@@ -402,6 +405,7 @@ class Batch:
     def _finished_one(self, task):
         if self.on_done is not None:
             self.on_done(task.results)
+        self.ended += 1
         self.remaining -= 1
         if not self.remaining and not self.done.done():
             self.done.set_result(None)

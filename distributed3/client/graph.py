@@ -207,6 +207,9 @@ class GraphRun:
             key = self.key_of[handle.key]
             if key in self.root_keys:
                 self._root_done(handle)
+            if self.failed is not None:  # ended after the graph failed: not needed
+                self._release(key)
+                continue
             if handle.status != "finished":
                 if self.failed is None:
                     self.failed = handle
@@ -300,7 +303,7 @@ async def get(session, dsk, keys, options=DEFAULTS):
     return _repack(keys, lookup)
 
 
-async def compute(session, collections, options=DEFAULTS):
+async def compute(session, collections, options=DEFAULTS, optimize_graph=True):
     """A ``RemoteData`` per dask collection or delayed object in ``collections`` (one,
     or a list or tuple: then a list), its value left on the workers; other items pass
     through.  See :meth:`distributed3.Pool.compute`.
@@ -321,7 +324,7 @@ async def compute(session, collections, options=DEFAULTS):
         from dask.base import collections_to_expr
         from dask.core import flatten
 
-        expr = FinalizeCompute(collections_to_expr(variables, True)).optimize()
+        expr = FinalizeCompute(collections_to_expr(variables, optimize_graph)).optimize()
         names = list(flatten(expr.__dask_keys__()))
         made = await GraphRun(session, expr, names, options).run()
         handles = dict(zip(map(id, variables), (made[n] for n in names)))
@@ -329,7 +332,7 @@ async def compute(session, collections, options=DEFAULTS):
     return out if many else out[0]
 
 
-async def persist(session, collections, options=DEFAULTS):
+async def persist(session, collections, options=DEFAULTS, optimize_graph=True):
     """The same dask collections (one, or a list or tuple: then a list), their graphs
     now pointing at data held on the cluster.  See :meth:`distributed3.Pool.persist`.
     """
@@ -338,7 +341,7 @@ async def persist(session, collections, options=DEFAULTS):
 
     many = isinstance(collections, (list, tuple))
     collections = list(collections) if many else [collections]
-    expr = collections_to_expr(collections, True).optimize()
+    expr = collections_to_expr(collections, optimize_graph).optimize()
     keys = expr.__dask_keys__()
     made = await GraphRun(session, expr, list(flatten(keys)), options).run()
     out = []

@@ -226,6 +226,10 @@ class RemoteData(Held):
             except Exception:  # the pool's loop is gone: interpreter shutdown
                 pass
 
+    def __dask_tokenize__(self):
+        """What dask hashes it by (a persisted collection's graph holds handles)."""
+        return ("RemoteData", self.key)
+
     def __reduce__(self):
         raise TypeError(
             f"{self!r} cannot be pickled: pass it to pool.map/apply, which send its key"

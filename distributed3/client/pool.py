@@ -383,12 +383,14 @@ class Pool(ClusterInfo):
         return self.session.sync(graph.get(self.session, dsk, keys, Options(
             timeout=timeout, retries=retries)))  # fmt: skip
 
-    async def aget(self, dsk, keys, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+    async def aget(self, dsk, keys, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
+                   **kwargs):  # fmt: skip
         """Async form of :meth:`get`."""
         return await self.session.run(graph.get(self.session, dsk, keys, Options(
             timeout=timeout, retries=retries)))  # fmt: skip
 
-    def compute(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+    def compute(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
+                optimize_graph=True, **kwargs):  # fmt: skip
         """A ``RemoteData`` for a dask collection or delayed object (a list for a list),
         its value left on the workers.
 
@@ -396,30 +398,34 @@ class Pool(ClusterInfo):
         >>> pool.compute(dask.delayed(sum)([1, 2, 3])).get()
         6
         """
-        return self.session.sync(graph.compute(self.session, collections, Options(
-            timeout=timeout, retries=retries)))  # fmt: skip
+        return self.session.sync(self.acompute(collections, timeout, retries, optimize_graph))
 
-    async def acompute(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+    async def acompute(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
+                       optimize_graph=True, **kwargs):  # fmt: skip
         """Async form of :meth:`compute`."""
-        return await self.session.run(graph.compute(self.session, collections, Options(
-            timeout=timeout, retries=retries)))  # fmt: skip
+        options = Options(timeout=timeout, retries=retries)
+        return await self.session.run(graph.compute(self.session, collections, options,
+                                                    optimize_graph))  # fmt: skip
 
-    def persist(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+    def persist(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
+                optimize_graph=True, **kwargs):  # fmt: skip
         """The same dask collection (or list of them), computed, its graph now pointing
-        at its data on the workers: later computations start from there.
+        at its data on the workers: later computations start from there.  Also what
+        ``x.persist(scheduler=pool.get)`` and ``dask.persist`` call.
 
         >>> import dask.array as da
         >>> x = pool.persist(da.arange(10, chunks=5) * 2)
         >>> int(x.sum().compute(scheduler=pool.get))
         90
         """
-        return self.session.sync(graph.persist(self.session, collections, Options(
-            timeout=timeout, retries=retries)))  # fmt: skip
+        return self.session.sync(self.apersist(collections, timeout, retries, optimize_graph))
 
-    async def apersist(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
+    async def apersist(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
+                       optimize_graph=True, **kwargs):  # fmt: skip
         """Async form of :meth:`persist`."""
-        return await self.session.run(graph.persist(self.session, collections, Options(
-            timeout=timeout, retries=retries)))  # fmt: skip
+        options = Options(timeout=timeout, retries=retries)
+        return await self.session.run(graph.persist(self.session, collections, options,
+                                                    optimize_graph))  # fmt: skip
 
     def executor(self):
         """A ``concurrent.futures.Executor`` on this pool (see

@@ -79,7 +79,7 @@ async def _compute_again(session, handles):
     """Run each handle's recipe again, a batch per set of options they were made under,
     all at once."""
     by_options = {}  # id -> (options, handles): an options record may hold a dict
-    session.adopt(h.key for h in handles)  # released ones (a graph's inputs) too
+    await session.own([h.key for h in handles])  # released ones (a graph's inputs) too
     for handle in handles:
         options = handle.recipe.options
         by_options.setdefault(id(options), (options, []))[1].append(handle)
