@@ -30,7 +30,7 @@
 import asyncio
 import logging
 
-from .exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
+from .exceptions import CommClosedError, ConnectionBrokenError, SerializationError, WorkerLostError
 from .scheduling import split_by_worker
 from .utils import format_address
 
@@ -59,16 +59,36 @@ def batches(keys, nbytes, most=BATCH_BYTES):
     return out
 
 
-async def _get_batches(peer, keys, nbytes):
-    """``(values, error)``: what ``peer`` gave of ``keys``, a batch at a time, and the
-    error that stopped it, if any."""
+async def _get_batches(peer, keys, nbytes, worker):
+    """``(values, error)``: what ``peer`` (``worker``) gave of ``keys``, a batch at a
+    time, and the error that stopped it, if any."""
     values = {}
     for batch in batches(keys, nbytes) if nbytes else [keys]:
         try:
             values.update(await peer.get_data(keys=batch))
+        except SerializationError as e:
+            return values, await _unsendable(peer, batch, worker, e, values)
         except Exception as e:
             return values, e
     return values, None
+
+
+async def _unsendable(peer, keys, worker, error, values):
+    """The error naming the key among ``keys`` whose value ``worker`` cannot pickle (the
+    others asked for one by one, into ``values``)."""
+    bad = keys[0]
+    if len(keys) > 1:
+        for key in keys:
+            try:
+                values.update(await peer.get_data(keys=[key]))
+            except SerializationError as e:
+                bad, error = key, e
+                break
+    why = str(error).split(": ", 1)[-1]  # past "could not serialize a message for ..."
+    return SerializationError(
+        f"the task result {bad!r} cannot be pickled to leave worker "
+        f"{format_address(worker)} ({why}); it stays there, where tasks can still use it"
+    )
 
 
 async def fetch_from_holders(who_has, peers, ask_center, exclude=(), attempts=3, nbytes=None):
@@ -95,7 +115,7 @@ async def fetch_from_holders(who_has, peers, ask_center, exclude=(), attempts=3,
             break
         groups = split_by_worker(todo, holders)
         results = await asyncio.gather(
-            *[_get_batches(peers(w), keys, nbytes) for w, keys in groups.items()]
+            *[_get_batches(peers(w), keys, nbytes, w) for w, keys in groups.items()]
         )
         for (worker, keys), (result, error) in zip(groups.items(), results):
             if isinstance(error, HOLDER_FAILED):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from distributed3 import AuthenticationError, ConnectionBrokenError, ProtocolError
-from distributed3.core.comm import _SERVER_HELLO, Limits, connect
+from distributed3.core.comm import Limits, connect
+from distributed3.core.handshake import _SERVER_HELLO
 from distributed3.core.server import Server, rpc
 from distributed3.testing import gen_test
 
@@ -204,3 +205,43 @@ def test_a_big_receive_buffer_costs_memory_only_as_bytes_arrive():
     assert grown < 64 << 20, f"{grown} bytes committed for an empty 512 MiB buffer"
     memoryview(buf).cast("B")[:4096] = b"x" * 4096  # writable, as read_into needs
     del buf
+
+
+def _listener(banner):
+    """A plain TCP server on a free loopback port that sends ``banner`` (or nothing) to
+    each connection and keeps it open."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if banner:
+                conn.sendall(banner)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
+
+
+@gen_test()
+async def test_a_port_that_is_not_a_center_is_named_with_what_it_said():
+    ssh = _listener(b"SSH-2.0-OpenSSH_9.2\r\n")
+    quiet = _listener(None)
+    try:
+        with pytest.raises(ProtocolError, match=r"is not a distributed3 server: it said "
+                                                r"b'SSH-2.0-OpenSSH_9.2\\r\\n'"):  # fmt: skip
+            await connect(ssh.getsockname(), timeout=5)
+        with pytest.raises(TimeoutError, match="it sent nothing .*as HTTP does"):
+            await connect(quiet.getsockname(), timeout=0.3)
+    finally:
+        ssh.close()
+        quiet.close()

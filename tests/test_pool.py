@@ -11,6 +11,7 @@ from distributed3 import (
     Pool,
     RemoteData,
     SerializationError,
+    TaskError,
     Worker,
 )
 from distributed3.testing import cluster, cluster_in_thread, gen_test, run_in_cluster_loop
@@ -139,3 +140,38 @@ def test_addresses_in_the_forms_dask_prints(center):
         Pool(f"tls://{host}:{port}")
     with pytest.raises(ValueError, match="tcp:// and tls:// only"):
         Pool(f"udp://{host}:{port}")
+
+
+def make_lock(_=None):
+    import threading
+
+    return threading.Lock()
+
+
+class Locked(Exception):
+    """An exception holding what cannot be pickled (a lock), however exceptions pickle."""
+
+    def __init__(self, what):
+        super().__init__(what)
+        self.lock = make_lock()
+
+
+def raise_locked():
+    raise Locked("1 and 2")
+
+
+def test_a_result_that_cannot_leave_its_worker_is_named(pool):
+    lock = pool.apply(make_lock)
+    with pytest.raises(SerializationError, match=rf"the task result '{lock.key}' cannot be "
+                       r"pickled to leave worker .*cannot pickle '_thread.lock'"):  # fmt: skip
+        lock.get()
+    assert pool.apply(lambda l: type(l).__name__, [lock]).get() == "lock"  # usable there
+    results = pool.map(lambda x: make_lock() if x == 3 else x, range(6), chunksize=1)
+    with pytest.raises(SerializationError, match=f"'{results[3].key}'"):
+        pool.gather(results)
+    assert pool.gather(results[:3]) == [0, 1, 2]
+
+
+def test_an_exception_that_cannot_be_rebuilt_still_says_what_it_was(pool):
+    with pytest.raises(TaskError, match=r"Locked: 1 and 2 \(the exception could not travel"):
+        pool.apply(raise_locked).get()

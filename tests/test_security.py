@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distributed3 import AuthenticationError, ConnectionBrokenError, Pool
-from distributed3.core.comm import MAGIC, VERSION, Limits, _CLIENT_HELLO, _SERVER_HELLO, connect
+from distributed3.core.comm import Limits, connect
+from distributed3.core.handshake import _CLIENT_HELLO, _SERVER_HELLO, MAGIC, VERSION
 from distributed3.core.server import Server, rpc
 from distributed3.core.protocol import dumps, dumps_function
 from distributed3.core.security import TLS

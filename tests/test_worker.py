@@ -258,8 +258,21 @@ def _raise_unpicklable(x):
     raise _Unpicklable("broke")
 
 
+@pytest.fixture
+def replies_unchecked(monkeypatch):
+    """Task exceptions go into replies as they are (not made portable first), so that
+    one that cannot be pickled makes its reply unsendable."""
+    import distributed3.worker.execute as execute
+
+    monkeypatch.setattr(execute, "portable", lambda e: e)
+
+
+def test_a_task_whose_reply_cannot_be_sent_fails_alone_on_its_channel(replies_unchecked):
+    _reply_cannot_be_sent()
+
+
 @gen_test(timeout=20)
-async def test_a_task_whose_reply_cannot_be_sent_fails_alone_on_its_channel():
+async def _reply_cannot_be_sent():
     from distributed3.core.channel import Channel
 
     async with cluster(1, ncores=1) as (center, [w]):
@@ -279,3 +292,18 @@ async def test_a_task_whose_reply_cannot_be_sent_fails_alone_on_its_channel():
             await wait_for(lambda: w.active == 0, 5, "a task was never accounted for")
         finally:
             channel.close()
+
+
+@gen_test(timeout=20)
+async def test_an_exception_that_cannot_be_pickled_comes_back_as_a_task_error():
+    async with cluster(1, ncores=1) as (center, [w]):
+        peers = ConnectionPool()
+        try:
+            reply = await peers.call(w.address, {"op": "compute",
+                                                 **compute_msg("b", _raise_unpicklable, 0)})
+        finally:
+            await peers.close()
+        assert type(reply["exception"]).__name__ == "TaskError"
+        assert "_Unpicklable: broke (the exception could not travel as itself" in str(
+            reply["exception"])
+        assert "_raise_unpicklable" in reply["traceback"]

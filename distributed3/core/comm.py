@@ -39,8 +39,6 @@ a large one is left uninitialised, so the kernel commits it only as bytes arrive
 {'op': 'echo', 'x': 1}
 """
 import asyncio
-import hashlib
-import hmac
 import logging
 import os
 import socket
@@ -52,7 +50,6 @@ from tornado.iostream import SSLIOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from ..exceptions import (
-    AuthenticationError,
     CommClosedError,
     ConnectionBrokenError,
     ProtocolError,
@@ -61,16 +58,11 @@ from ..exceptions import (
 from ..utils import format_address, parse_address
 from .messages import error_message, unpicklable_error
 from .protocol import dumps, loads
+from .handshake import NONCE, client_handshake, server_handshake, silence
 from .security import TLS, normalize_secret
 
 logger = logging.getLogger(__name__)
 
-VERSION = 1
-MAGIC = b"D3"
-NONCE = 32
-_SERVER_HELLO = struct.Struct("<2sBB32s")
-_CLIENT_HELLO = struct.Struct("<2sBB32s32s")
-_SERVER_REPLY = struct.Struct("<B32s")
 _U64 = struct.Struct("<Q")
 
 
@@ -91,10 +83,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-def _mac(secret, role, a, b):
-    return hmac.new(secret, b"distributed3 " + role + a + b, hashlib.sha256).digest()
 
 
 class Comm:
@@ -374,61 +362,12 @@ async def accept(stream, address, secret=None, limits=DEFAULT_LIMITS):
     nonce_s = os.urandom(NONCE)
     mode = 1 if secret else 0
 
-    async def handshake():
-        await stream.write(_SERVER_HELLO.pack(MAGIC, VERSION, mode, nonce_s))
-        data = await stream.read_bytes(_CLIENT_HELLO.size)
-        magic, version, cmode, nonce_c, mac_c = _CLIENT_HELLO.unpack(data)
-        if magic != MAGIC:
-            raise ProtocolError(f"{format_address(peer)} does not speak distributed3")
-        if version != VERSION:
-            raise ProtocolError(
-                f"{format_address(peer)} speaks protocol version {version}, we speak {VERSION}"
-            )
-        if secret:
-            if cmode != 1:
-                await stream.write(_SERVER_REPLY.pack(2, bytes(32)))
-                raise AuthenticationError(
-                    f"{format_address(peer)} connected without a secret; this server requires one"
-                )
-            if not hmac.compare_digest(mac_c, _mac(secret, b"client", nonce_s, nonce_c)):
-                await stream.write(_SERVER_REPLY.pack(1, bytes(32)))
-                raise AuthenticationError(f"{format_address(peer)} presented a wrong secret")
-            await stream.write(_SERVER_REPLY.pack(0, _mac(secret, b"server", nonce_c, nonce_s)))
-        else:
-            await stream.write(_SERVER_REPLY.pack(0, bytes(32)))
-
     try:
-        await _with_deadline(handshake(), limits.handshake_timeout, "handshake", peer)
+        await _with_deadline(server_handshake(stream, peer, secret, nonce_s, mode),
+                             limits.handshake_timeout, "handshake", peer)  # fmt: skip
     except StreamClosedError as e:
         raise _closed_in_handshake(peer, e) from None
     return Comm(stream, peer, limits)
-
-
-async def _client_handshake(stream, name, secret):
-    """Our side of the mutual HMAC challenge-response with server ``name``."""
-    magic, version, mode, nonce_s = _SERVER_HELLO.unpack(
-        await stream.read_bytes(_SERVER_HELLO.size)
-    )
-    if magic != MAGIC:
-        raise ProtocolError(f"{name} is not a distributed3 server")
-    if version != VERSION:
-        raise ProtocolError(f"{name} speaks protocol version {version}, we speak {VERSION}")
-    if mode == 1 and not secret:
-        raise AuthenticationError(f"{name} requires a secret and we have none")
-    if mode == 0 and secret:
-        raise AuthenticationError(
-            f"{name} does not know the cluster's secret; refusing to trust it"
-        )
-    nonce_c = os.urandom(NONCE)
-    mac_c = _mac(secret, b"client", nonce_s, nonce_c) if secret else bytes(32)
-    await stream.write(_CLIENT_HELLO.pack(MAGIC, VERSION, mode, nonce_c, mac_c))
-    status, mac_s = _SERVER_REPLY.unpack(await stream.read_bytes(_SERVER_REPLY.size))
-    if status == 1:
-        raise AuthenticationError(f"{name} rejected our secret")
-    if status != 0:
-        raise AuthenticationError(f"{name} rejected the connection (status {status})")
-    if secret and not hmac.compare_digest(mac_s, _mac(secret, b"server", nonce_c, nonce_s)):
-        raise AuthenticationError(f"{name} failed to prove it holds the secret")
 
 
 async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=None):
@@ -457,14 +396,17 @@ async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=N
         raise ConnectionBrokenError(f"could not connect to {name}: {why}") from None
     _tune(stream)
 
+    received = bytearray()  # the server's first bytes, for the errors below
     try:
-        await _with_deadline(_client_handshake(stream, name, secret), timeout, "handshake", peer)
+        await _with_deadline(client_handshake(stream, name, secret, received), timeout,
+                             "handshake", peer)  # fmt: skip
     except StreamClosedError as e:
         stream.close()
         raise _closed_in_handshake(peer, e, "" if tls else " (does it require TLS?)") from None
     except TimeoutError as e:
         stream.close()
-        raise TimeoutError(f"{e} (does it require TLS?)" if not tls else str(e)) from None
+        hint = " (does it require TLS?)" if not tls else ""
+        raise TimeoutError(f"{e}{silence(received)}{hint}") from None
     except ssl.SSLError as e:  # TLS 1.3: the server's refusal comes with its first bytes
         stream.close()
         raise ConnectionBrokenError(f"TLS handshake with {name} failed: {e}") from None

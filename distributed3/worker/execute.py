@@ -15,7 +15,7 @@ import threading
 import traceback
 from itertools import chain
 
-from ..core.protocol import loads_function, sizeof, small_pickle
+from ..core.protocol import dumps, loads, loads_function, sizeof, small_pickle
 from ..exceptions import TaskError
 
 __all__ = ["run_chunk", "run_guarded", "chunk_reply", "lone_reply", "stateful_call",
@@ -128,6 +128,28 @@ def format_task_traceback(exc):
     return "".join(lines)
 
 
+def portable(exc):
+    """``exc`` if it comes out of pickle as itself, else a ``TaskError`` with its type and
+    text: an exception class whose ``__init__`` wants other arguments than its ``args``,
+    or one holding a lock, would fail the whole reply on the way.
+
+    >>> class Picky(Exception):
+    ...     def __init__(self, a, b):
+    ...         super().__init__(f"{a} and {b}")
+    >>> portable(ValueError("x"))
+    ValueError('x')
+    >>> print(portable(Picky(1, 2)))  # doctest: +NORMALIZE_WHITESPACE
+    Picky: 1 and 2 (the exception could not travel as itself: TypeError:
+    Picky.__init__() missing 1 required positional argument: 'b')
+    """
+    try:
+        loads(dumps(exc))  # as the reply will carry it
+        return exc
+    except Exception as e:
+        return TaskError(f"{type(exc).__name__}: {exc} (the exception could not travel as "
+                         f"itself: {type(e).__name__}: {e})")
+
+
 def chunk_reply(values, errors, duration, whole=False):
     """What a worker's ``compute_chunk`` answers for ``run_chunk``'s ``(values, errors)``.
 
@@ -140,7 +162,7 @@ def chunk_reply(values, errors, duration, whole=False):
     >>> import pickle; pickle.loads(chunk_reply([5, 6], {}, 0.1, whole=True)["pickled"])
     [5, 6]
     """
-    failed = {i: {"exception": e, "traceback": format_task_traceback(e)}
+    failed = {i: {"exception": portable(e), "traceback": format_task_traceback(e)}
               for i, e in errors.items()}  # fmt: skip
     run = scalar_run(values) if whole and not errors else None
     if run is not None:  # numpy scalars of one type: one array on the wire
