@@ -293,3 +293,32 @@ def test_chaos_script_loses_nothing():
     result = chaos.main(rounds=2, ntasks=60, nworkers=3, seed=7)
     assert result["bad"] == 0  # no result lost, wrong or delivered twice
     assert result["frozen"] >= 1 and result["killed"] >= 1  # and the chaos really struck
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_killed_client_leaves_no_queued_tasks_behind():
+    """Ten 1 s tasks queued on a one-core worker by a client that is then killed: the
+    worker drops the nine not started, and a new client is served at once."""
+    with process_cluster(nworkers=1) as (address, _, _):
+        script = textwrap.dedent(f"""
+            import time
+            from distributed3 import Pool
+            pool = Pool({address!r})
+            futures = [pool.submit(time.sleep, 1) for _ in range(10)]
+            (worker,) = pool.available_cores
+            while pool.worker_info()[worker]["active"] < 10:
+                time.sleep(0.01)
+            print("queued", flush=True)
+            time.sleep(60)
+        """)
+        with Proc([sys.executable, "-c", script]) as client:
+            client.wait_for_line("queued", 20)
+            client.kill()
+        with Pool(address) as pool:
+            (worker,) = pool.available_cores
+            wait_for_sync(lambda: pool.worker_info()[worker]["active"] <= 1, 3,
+                          "the killed client's queued tasks to be dropped")  # fmt: skip
+            start = time.monotonic()
+            assert pool.apply(abs, (-1,)).get() == 1
+            assert time.monotonic() - start < 2  # behind one 1 s task at most, not nine

@@ -307,3 +307,32 @@ async def test_an_exception_that_cannot_be_pickled_comes_back_as_a_task_error():
         assert "_Unpicklable: broke (the exception could not travel as itself" in str(
             reply["exception"])
         assert "_raise_unpicklable" in reply["traceback"]
+
+
+@gen_test(timeout=20)
+async def test_queued_tasks_are_cancelled_by_key_or_with_their_connection(monkeypatch):
+    from distributed3.core.channel import Channel
+    from distributed3.testing import GATE
+
+    GATE.clear()
+    try:
+        async with cluster(1, ncores=1) as (center, [w]):
+            channel = await Channel.open(w.address)
+            calls = [asyncio.ensure_future(channel.call({"op": "compute",
+                                                         **compute_msg(k, held, k)}))
+                     for k in ("a", "b", "c")]  # fmt: skip
+            await wait_for(lambda: w.active == 3, 5, "the tasks to arrive")
+            other = await Channel.open(w.address)
+            assert await other.call({"op": "cancel", "keys": ["b", "zzz"]}) == 1
+            with pytest.raises(Exception, match="'b' was cancelled"):
+                await calls[1]
+            assert w.active == 2  # 'a' runs (held), 'c' waits
+            channel.close()  # the client went: 'c' is dropped, 'a' runs to its end
+            await wait_for(lambda: w.active == 1, 5, "the closed connection's task dropped")
+            GATE.set()
+            await wait_for(lambda: w.active == 0 and "a" in w.data, 5, "'a' to end")
+            assert "c" not in w.data and "b" not in w.data
+            other.close()
+            await asyncio.gather(*calls, return_exceptions=True)  # the closed channel's
+    finally:
+        GATE.set()

@@ -35,6 +35,13 @@ LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones ag
 logger = logging.getLogger(__name__)
 
 
+async def _tell(channel, msg):
+    try:
+        await channel.call(msg)
+    except Exception as e:  # the worker is gone, or went meanwhile: nothing to cancel
+        logger.debug("Could not send %s: %s", msg.get("op"), e)
+
+
 class Task:
     """One message's worth of work: its ``results`` (:class:`~.results.Handles`, or a
     chunk's :class:`~.results.ResultGroup`: the same interface), its compute message,
@@ -118,6 +125,7 @@ class Batch:
         self.done = asyncio.get_running_loop().create_future()
         self.error = None
         self.ended = 0  # tasks finished (or failed) so far
+        self.in_flight = {}  # task -> the worker it was sent to, until its reply
         self.lost = set()
         self.careful = False  # after a worker death: one task per core, so blame is exact
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
@@ -170,8 +178,24 @@ class Batch:
                     raise self.error
             if self.error is not None:  # failed with nothing left in flight
                 raise self.error
+        except asyncio.CancelledError:  # the caller was interrupted (Ctrl-C)
+            self.fail(WorkerLostError(f"{self.name} was cancelled"))
+            self._cancel_in_flight()
+            raise
         finally:
             self.session.unlisten(self)
+
+    def _cancel_in_flight(self):
+        """Ask the workers to drop the tasks of this batch they still queue."""
+        by_worker = defaultdict(list)
+        for task, worker in self.in_flight.items():
+            msg = task.msg
+            by_worker[worker].extend(msg["keys"] if "keys" in msg else
+                                     [msg.get("key") or msg.get("group")])  # fmt: skip
+        for worker, keys in by_worker.items():
+            channel = self.session.channels.open.get(worker)
+            if channel is not None and not channel.closed:
+                asyncio.ensure_future(_tell(channel, {"op": "cancel", "keys": keys}))
 
     def add(self, tasks):
         """Queue more ``tasks`` while the batch runs (a graph's tasks as they become
@@ -377,6 +401,7 @@ class Batch:
                     return False
             if self.options.prepare is not None:
                 await self.options.prepare(worker)
+            self.in_flight[task] = worker
             reply = await channel.call(task.msg, self.options.timeout)
         except (ConnectionBrokenError, CommClosedError) as e:
             self._worker_died(worker, task, e)
@@ -393,6 +418,7 @@ class Batch:
             self._task_failed(worker, task, e)
             return True
         finally:
+            self.in_flight.pop(task, None)
             session.occupancy[worker] -= 1
             if self.need:
                 session.give_back(worker, self.need)

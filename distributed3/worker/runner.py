@@ -35,7 +35,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 from ..core.messages import error_message, ok_message
 from ..core.protocol import sizeof
@@ -142,6 +142,30 @@ class TaskRunner:
     def _failed(self, comm, error):
         self.active -= 1
         comm.answer(error_message(error))
+
+    def cancel(self, keys=None, connection=None):
+        """Drop the queued tasks (none a thread has taken) of ``keys``, or whose replies
+        were to go to ``connection``; how many.  Their client stopped waiting for them.
+        """
+        keys = set(keys or ())
+
+        def dropped(job):
+            if connection is not None and getattr(job[0], "comm", job[0]) is connection:
+                return True
+            ks = job[1]
+            return bool(keys) and (ks in keys if type(ks) is str else not keys.isdisjoint(ks))
+
+        with self._lock:
+            gone = [job for job in self._queue if dropped(job)]
+            if gone:
+                self._queue = deque(job for job in self._queue if not dropped(job))
+        for job in gone:
+            if connection is None:  # answered, so that the channel counts them done
+                what = job[1][0] if type(job[1]) is list and len(job[1]) == 1 else job[1]
+                self._failed(job[0], CancelledError(f"task {what!r} was cancelled"))
+            else:  # nobody is there to answer
+                self.active -= 1
+        return len(gone)
 
     def close(self):
         """Drop the tasks no thread has taken yet; stop the threads once they are idle."""

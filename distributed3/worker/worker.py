@@ -11,17 +11,15 @@
 
     client or peer --get_data / update_data / delete_data--> worker
 
-Tasks run in a thread pool of ``ncores`` threads, so the event loop stays free
-to serve peers, the center and new requests while user code runs.  Key reports
-to the center are batched: one message carries every key finished since the
-last one went out.  A task's reply does not wait for it (the client learns
-where its results are from the reply; the center catches up with the next
-report), so a task costs one round trip; data sent with ``update_data``
-waits for the center's acknowledgement, so scattered keys are known at once.
-A small result (``execute.INLINE_BYTES`` or less, pickled) also travels in the
-reply, so getting it costs nothing more; the worker keeps it all the same.  The
-reply leaves from the task thread itself, once the loop has been handed the
-results: no wake-up of the loop stands between a task's end and its reply.
+Tasks run in ``ncores`` threads, so the event loop stays free to serve peers, the
+center and new requests while user code runs.  Key reports to the center are batched:
+one message carries every key finished since the last one went out.  A task's reply
+does not wait for it (the client learns where its results are from the reply), so a
+task costs one round trip; ``update_data`` waits for the center's acknowledgement, so
+scattered keys are known at once.  A small result (``execute.INLINE_BYTES`` or less,
+pickled) also travels in the reply; the worker keeps it all the same.  The reply
+leaves from the task thread itself, once the loop has been handed the results.  Tasks
+queued for a client that went, or cancelled by it, are dropped before they start.
 
 >>> import asyncio
 >>> from distributed3.center import Center
@@ -92,6 +90,7 @@ class Worker(CenterLink, Server):
             "update_data": self.update_data,
             "fetch_data": self.fetch_data,
             "delete_data": self.delete_data,
+            "cancel": self.cancel,
             "keys": self.get_keys,
             "info": self.info,
             "terminate": self.terminate,
@@ -391,6 +390,16 @@ class Worker(CenterLink, Server):
             values.update(fetched)
         return values
 
+    def cancel(self, comm, keys):
+        """Drop the queued tasks of ``keys`` no thread started (their client was
+        interrupted); how many."""
+        return self.runner.cancel(keys=keys)
+
+    def connection_closed(self, comm):
+        """Drop the queued tasks whose replies were to go there: their client is gone."""
+        if self.runner.cancel(connection=comm):
+            logger.info("Dropped the queued tasks of %s: it went", format_address(comm.peer))
+
     def get_data(self, comm, keys):
         """``{key: value}`` for ``keys``; a missing key is an error naming this worker."""
         out = {}
@@ -466,7 +475,8 @@ class Worker(CenterLink, Server):
         ``frames_in`` (messages read, however many requests each carried); ``rss``,
         ``memory_limit`` (or None), ``managed_bytes`` (results in memory) and
         ``spilled_bytes`` (on disk), ``paused`` (near the limit: no new task starts) and
-        ``pauses`` (how often); and ``pid``, ``ncores``, ``resources``, ``name``."""
+        ``pauses`` (how often); ``active`` (tasks running, queued, or fetching their
+        inputs); and ``pid``, ``ncores``, ``resources``, ``name``."""
         return {
             "pid": os.getpid(),
             "ncores": self.ncores,
@@ -474,6 +484,7 @@ class Worker(CenterLink, Server):
             "nkeys": len(self.data),
             "nbytes": sum(self.nbytes.values()),
             "tasks_done": self.tasks_done,
+            "active": self.active,
             "peer_bytes_in": self.peer_bytes_in,
             "bytes_in": self.counters["bytes_in"],
             "frames_in": self.counters["frames_in"],
