@@ -240,3 +240,32 @@ def test_a_worker_over_its_memory_is_killed_by_its_nanny_and_the_task_blamed():
                     pool.worker_deaths()] == [True, True]  # fmt: skip
             pool.wait_for_workers(1, timeout=20)  # and the third one serves
             assert pool.apply(sum, [[1, 2]]).get(timeout=20) == 3
+
+
+def test_a_center_port_in_use_is_refused_not_moved():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, os.path.join(BIN, "dcenter"), "--port", str(port)],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert out.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "another dcenter?" in out.stderr and "--port 0" in out.stderr
+
+
+def test_a_worker_waits_for_a_center_that_comes_up_later():
+    with socket.socket() as probe:  # a free port for the center to take later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    with Proc([os.path.join(BIN, "dworker"), address, "--no-nanny", "--center-wait", "30"]) as w:
+        w.wait_for_line("Waiting up to 30 s for the center")
+        with Proc([os.path.join(BIN, "dcenter"), "--port", str(port)]) as center:
+            center.wait_for_line("Started center")
+            w.wait_for_line("Register with center", 15)
+            with Pool(address) as pool:
+                assert pool.apply(abs, (-5,)).get() == 5
+    with Proc([os.path.join(BIN, "dworker"), address, "--no-nanny"]) as alone:
+        assert alone.wait(15) != 0  # no --center-wait: it says why at once, and stops
+        assert "could not connect" in alone.output

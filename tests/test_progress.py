@@ -12,7 +12,8 @@ def test_progress_bar_with_tqdm(pool, capsys):
 def test_progress_bar_without_tqdm(pool, capsys, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     assert sorted(pool.imap_unordered(abs, range(-5, 5), progress=True)) == sorted(
         abs(x) for x in range(-5, 5)
     )
@@ -24,3 +25,21 @@ def test_progress_bar_counts_chunked_elements(pool, capsys):
     out = pool.map(abs, range(300), chunksize=100, progress=True)
     assert pool.gather(out) == list(range(300))
     assert "300/300" in capsys.readouterr().err
+
+
+def test_in_jupyter_without_ipywidgets_the_bar_is_text(monkeypatch):
+    """tqdm.auto there warns 'IProgress not found' and draws nothing."""
+    import sys
+    import warnings
+
+    tqdm = pytest.importorskip("tqdm")
+    from distributed3.client.progress import progress_bar
+
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # as in a Jupyter kernel
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # without the widgets
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bar = progress_bar(3, "demo")
+        bar.update(3)
+        bar.close()
+    assert type(bar) is tqdm.tqdm

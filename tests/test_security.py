@@ -1,6 +1,7 @@
 """Security: TLS, secrets on the command line, connection caps, slow peers, fuzzing."""
 import asyncio
 import os
+import re
 import socket
 import stat
 import struct
@@ -86,7 +87,8 @@ def test_tls_through_the_executables(pki, tmp_path):
                *flags]) as center:  # fmt: skip
         address = center.wait_for_line(r"Started center at (\S+)").group(1)
         assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
-        center.wait_for_line(rf"dworker HOST:PORT --secret-file {secret}")
+        # the instructions name the real address, ready to paste
+        center.wait_for_line(rf"dworker {re.escape(address)} --secret-file {secret}")
         with Proc([os.path.join(BIN, "dworker"), address, "--secret-file", str(secret),
                    *flags]) as worker:  # fmt: skip
             worker.wait_for_line("Register with center")

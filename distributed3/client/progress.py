@@ -1,6 +1,6 @@
 """Progress bars for ``map(..., progress=True)``: tqdm when installed, else a plain line.
 
-``tqdm.auto`` draws in a terminal and as a widget in Jupyter.  Without tqdm, a
+tqdm draws in a terminal, and as a widget in Jupyter when ipywidgets is installed.  Without tqdm, a
 line on stderr shows done/total, rate and ETA, redrawn in place on a terminal
 and printed every 10 % elsewhere.
 
@@ -61,9 +61,26 @@ class TextBar:
 
 
 def progress_bar(total, desc):
-    """A tqdm bar if tqdm is installed, else a :class:`TextBar`."""
+    """A tqdm bar if tqdm is installed, else a :class:`TextBar`: a widget in Jupyter
+    when ipywidgets is there to draw it, else tqdm's text bar (``tqdm.auto`` would warn
+    ``IProgress not found`` and draw nothing).
+
+    >>> bar = progress_bar(3, "demo"); bar.update(3); bar.close()
+    """
     try:
-        from tqdm.auto import tqdm
+        if "ipykernel" in sys.modules and _has("ipywidgets"):
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
     except ImportError:
         return TextBar(total, desc)
     return tqdm(total=total, desc=desc, unit="task")
+
+
+def _has(module):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module set to None: hidden, as in the tests
+        return False

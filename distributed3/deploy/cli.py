@@ -15,6 +15,7 @@ module holds ``dcenter`` (and the workers it forks for ``Pool()``); ``dworker`` 
 """
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ import sys
 
 from ..center import Center
 from ..core.security import new_secret_file
-from ..utils import local_ip_for
+from ..utils import format_address, local_ip_for
 from ..worker.store import parse_memory_limit
 from ..worker.worker import Worker
 from .nanny import TERMINATE, Tender, rss_of
@@ -50,9 +51,9 @@ DEFAULT_CENTER_PORT = 8787
 def _center_parser():
     """The command line of ``dcenter``."""
     parser = argparse.ArgumentParser(prog="dcenter", description="Run a distributed3 center.")
-    parser.add_argument("--port", type=int, default=None,
-                        help=f"port to listen on (default {DEFAULT_CENTER_PORT}, "
-                             "or a free one if that is taken; 0 for any free port)")  # fmt: skip
+    parser.add_argument("--port", type=int, default=DEFAULT_CENTER_PORT,
+                        help=f"port to listen on (default {DEFAULT_CENTER_PORT}; "
+                             "0 for any free port)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="also start N local worker processes, stopped with the center")  # fmt: skip
     parser.add_argument("--heartbeat-timeout", type=float, default=15.0, metavar="SECONDS",
@@ -78,10 +79,14 @@ def _write_new_secret(args, parser):
     except OSError as e:
         sys.exit(f"error: cannot create secret file {args.new_secret}: {e.strerror}")
     args.secret_file = os.path.abspath(args.new_secret)
+
+
+def _say_how_to_use_the_secret(path, address):
+    where = format_address(address)
     logger.info("Wrote a new secret to %s (readable by you only). Start workers with:\n"
-                "    dworker HOST:PORT --secret-file %s\n"
-                "and connect with Pool('HOST:PORT', secret=open(%r).read().strip())",
-                args.secret_file, args.secret_file, args.secret_file)  # fmt: skip
+                "    dworker %s --secret-file %s\n"
+                "and connect with Pool('%s', secret=open(%r).read().strip())",
+                path, where, path, where, path)  # fmt: skip
 
 
 def dcenter(argv=None):
@@ -95,19 +100,25 @@ def dcenter(argv=None):
     secret = read_secret(args)
     tls = read_tls(args)
     check_exposure(host, secret, args.insecure)
-    port = DEFAULT_CENTER_PORT if args.port is None else args.port
+    port = args.port
 
     if args.listen_fd is not None:
         listener = socket.socket(fileno=args.listen_fd)
     else:
         try:
-            listener = listen(host, port, fallback_port=args.port is None)
+            listener = listen(host, port, fallback_port=False)
         except OSError as e:
-            sys.exit(f"error: cannot listen on {host}:{port}: {e.strerror}")
+            hint = ""
+            if e.errno == errno.EADDRINUSE:  # workers told this port would join the other
+                hint = (" (another dcenter?); give --port N for another port, or --port 0 "
+                        "for any free one")  # fmt: skip
+            sys.exit(f"error: cannot listen on {host}:{port}: {e.strerror}{hint}")
     address = (host, listener.getsockname()[1])
     # workers are forked now, before any loop or thread exists: they start without
     # importing anything, and connect to the socket the center is about to serve
     worker_host = local_ip_for(host)  # never a wildcard: workers listen where they route
+    if args.new_secret:
+        _say_how_to_use_the_secret(args.secret_file, (worker_host, address[1]))
     workers = fork_workers(args.workers, lambda: _forked_worker(address, worker_host, args,
                                                                 secret, tls, listener))  # fmt: skip
     failed = []

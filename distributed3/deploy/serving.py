@@ -26,8 +26,9 @@ from ..worker.worker import Worker
 logger = logging.getLogger(__name__)
 
 
-def add_common_options(parser):
-    parser.add_argument("--host", default=None, help="address to listen on (default: loopback)")
+def add_common_options(parser, host_default="loopback"):
+    parser.add_argument("--host", default=None,
+                        help=f"address to listen on (default: {host_default})")  # fmt: skip
     parser.add_argument("--secret-file", metavar="PATH",
                         help="file holding the cluster's shared secret "
                              "(default: $DISTRIBUTED3_SECRET)")  # fmt: skip

@@ -44,6 +44,9 @@ def _worker_parser():
                         help="start N worker processes, or one per visible GPU")  # fmt: skip
     parser.add_argument("--min-gpu-memory", type=float, default=0, metavar="BYTES",
                         help="with --nprocs gpu: skip GPUs with less free memory")  # fmt: skip
+    parser.add_argument("--center-wait", type=float, default=0, metavar="SECONDS",
+                        help="wait up to this long for a center that is not up yet, as "
+                             "dask's --death-timeout does at start (default: fail at once)")
     parser.add_argument("--lifetime", type=float, default=None, metavar="SECONDS",
                         help="retire gracefully after this long (keys handed to peers)")  # fmt: skip
     parser.add_argument("--max-tasks", type=int, default=None, metavar="N",
@@ -72,7 +75,7 @@ def _worker_parser():
                         help="the supervisor gives up after N deaths in a minute (default 5)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-handoff", action="store_true", help=argparse.SUPPRESS)
-    add_common_options(parser)
+    add_common_options(parser, "the address of the interface that routes to the center")
     return parser
 
 
@@ -108,6 +111,7 @@ def dworker(argv=None):
                         resources=resources, **memory)  # fmt: skip
         if args.no_handoff:  # a local cluster stops as a whole: nobody to hand keys to
             worker.handoff_timeout = 0
+        worker.center_wait = args.center_wait
         await serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
 
     run(main)

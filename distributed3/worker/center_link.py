@@ -36,12 +36,27 @@ class CenterLink:
     """Registering with the center and reporting keys to it, for a worker."""
 
     def _init_center_link(self):
+        self.center_wait = 0  # seconds to wait for a center that is not up at the start
         self._center_comm = None
         self._pending_add = {}
         self._pending_remove = set()
         self._waiters = []
         self._wake = asyncio.Event()
         self._center_task = None
+
+    async def _register_when_up(self, wait):
+        """Register, trying again for up to ``wait`` seconds while the center is not up
+        (started at the same time as the workers, by a batch system or a script)."""
+        backoff = Backoff(first=0.1, most=2.0, deadline=wait)
+        while True:
+            try:
+                return await self._register()
+            except (ConnectionBrokenError, OSError, TimeoutError) as e:
+                if not wait or not await backoff.wait():
+                    raise
+                if backoff.delay <= 0.2:  # said once, at the first failure
+                    logger.info("Waiting up to %g s for the center at %s: %s", wait,
+                                format_address(self.center_address), e)  # fmt: skip
 
     async def _call_center(self, comm, op, **kwargs):
         return await request(comm, {"op": op, "address": self.address, **kwargs})

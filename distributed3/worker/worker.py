@@ -128,7 +128,7 @@ class Worker(CenterLink, Server):
     async def start(self, host="127.0.0.1", port=0, sockets=None):
         await super().start(host, port, sockets)
         logger.info("Start worker at %s", format_address(self.address))
-        await self._register()
+        await self._register_when_up(self.center_wait)
         logger.info("Register with center at %s", format_address(self.center_address))
         self._center_task = asyncio.ensure_future(self._center_loop())
         if self.memory_limit is not None:
