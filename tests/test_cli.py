@@ -128,10 +128,14 @@ def test_max_tasks_and_lifetime_retire_gracefully():
              Proc([DWORKER, address, "--ncores", "1", "--max-tasks", "5"]) as short:  # fmt: skip
             with Pool(address) as pool:
                 pool.wait_for_workers(2, timeout=20)
-                out = pool.map(lambda x: x * 2, range(40))
+                outs = []  # maps until the short one has run its 5 (the other may take
+                while short.proc.poll() is None:  # a whole small map by itself)
+                    assert len(outs) < 200, "the short-lived worker never retired"
+                    outs.append(pool.map(lambda x: x * 2, range(40)))
                 assert short.wait() == 0
                 short.wait_for_line(r"Retiring: it has run \d+ tasks")
-                assert pool.gather(out) == [x * 2 for x in range(40)]  # handed off, not lost
+                for out in outs:  # handed off, not lost
+                    assert pool.gather(out) == [x * 2 for x in range(40)]
                 with Proc([DWORKER, address, "--lifetime", "0.5"]) as brief:
                     brief.wait_for_line("Register with center")
                     data = pool.scatter(list(range(10)))
@@ -269,3 +273,31 @@ def test_a_worker_waits_for_a_center_that_comes_up_later():
     with Proc([os.path.join(BIN, "dworker"), address, "--no-nanny"]) as alone:
         assert alone.wait(15) != 0  # no --center-wait: it says why at once, and stops
         assert "could not connect" in alone.output
+
+
+def test_options_from_the_environment_and_a_config_file(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[worker]\nname = "from-file"\nncores = 3\n')
+    env = {"DISTRIBUTED3_CONFIG": str(config), "DISTRIBUTED3_WORKER_NCORES": "2",
+           "DISTRIBUTED3_CENTER_PORT": "0"}  # fmt: skip
+    with Proc([DCENTER], env) as center:  # its port from the environment: any free one
+        address = center.wait_for_line(r"Started center at (\S+)").group(1)
+        with Proc([os.path.join(BIN, "dworker"), address, "--no-nanny"], env) as worker:
+            worker.wait_for_line("Register with center")
+            with Pool(address) as pool:
+                (info,) = pool.worker_info().values()
+        # the environment over the file, the file over the built-in default
+        assert (info["ncores"], info["name"]) == (2, "from-file")
+    config.write_text("[worker]\nno-such-option = 1\n")
+    out = subprocess.run([sys.executable, os.path.join(BIN, "dworker"), "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, DISTRIBUTED3_CONFIG=str(config)))  # fmt: skip
+    assert out.returncode != 0 and "[worker] has no option 'no-such-option'" in out.stderr
+
+
+def test_python_dash_m_distributed3():
+    out = subprocess.run([sys.executable, "-m", "distributed3", "version"],
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.startswith("python ")
+    with Proc([sys.executable, "-m", "distributed3", "center", "--port", "0"]) as center:
+        center.wait_for_line(r"Started center at (\S+)")

@@ -38,6 +38,7 @@ ALLOWED = {
     "multiprocessing": {"client"} | BASE,
     "joblib": {"client"} | BASE,
     "__init__": {"core"},
+    "__main__": {"deploy", "versions"},
 }
 # single modules that may cross a layer, and why
 EXCEPTIONS = {

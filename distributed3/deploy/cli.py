@@ -27,6 +27,7 @@ from ..core.security import new_secret_file
 from ..utils import format_address, local_ip_for
 from ..worker.store import parse_memory_limit
 from ..worker.worker import Worker
+from .config import apply_config
 from .nanny import TERMINATE, Tender, rss_of
 from .procs import fork_workers, reap, spawn, stop_pids, worker_command
 from .serving import (
@@ -92,6 +93,7 @@ def _say_how_to_use_the_secret(path, address):
 def dcenter(argv=None):
     """Entry point of ``dcenter``: run a center until interrupted."""
     parser = _center_parser()
+    apply_config(parser, "center")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     host = args.host or "127.0.0.1"

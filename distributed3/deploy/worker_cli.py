@@ -15,6 +15,7 @@ from ..core.server import rpc
 from ..utils import local_ip_for, parse_address
 from ..worker.store import parse_memory_limit
 from ..worker.worker import Worker
+from .config import apply_config
 from .nanny import TERMINATE, Nanny, rss_of, worker_environment
 from .procs import format_resources, parse_resources, spawn, supervise, visible_gpus
 from .serving import (
@@ -83,6 +84,7 @@ def dworker(argv=None):
     """Entry point of ``dworker CENTER``: run a worker until interrupted (under a nanny
     that restarts it, unless ``--no-nanny``)."""
     parser = _worker_parser()
+    apply_config(parser, "worker")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
