@@ -302,6 +302,7 @@ def test_a_killed_client_leaves_no_queued_tasks_behind():
     worker drops the nine not started, and a new client is served at once."""
     with process_cluster(nworkers=1) as (address, _, _):
         script = textwrap.dedent(f"""
+            import threading
             import time
             from distributed3 import Pool
             pool = Pool({address!r})
@@ -310,7 +311,7 @@ def test_a_killed_client_leaves_no_queued_tasks_behind():
             while pool.worker_info()[worker]["active"] < 10:
                 time.sleep(0.01)
             print("queued", flush=True)
-            time.sleep(60)
+            threading.Event().wait()  # until the test kills it
         """)
         with Proc([sys.executable, "-c", script]) as client:
             client.wait_for_line("queued", 20)
