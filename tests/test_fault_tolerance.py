@@ -323,3 +323,46 @@ def test_a_killed_client_leaves_no_queued_tasks_behind():
             start = time.monotonic()
             assert pool.apply(abs, (-1,)).get() == 1
             assert time.monotonic() - start < 2  # behind one 1 s task at most, not nine
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_ctrl_c_in_a_map_takes_back_its_queued_tasks():
+    """Ctrl-C during a blocking map, in a client that goes on: its pool tells the worker
+    to drop what it queued, and its next call waits for the one running task only.  The
+    map's no-op first tasks teach the pool to send many at a time, so the 1 s ones queue
+    up on the worker."""
+    with process_cluster(nworkers=1) as (address, _, _):
+        script = textwrap.dedent(f"""
+            import time
+            from distributed3 import Pool
+            pool = Pool({address!r})
+            print("ready", flush=True)
+            try:
+                pool.map(time.sleep, [0] * 200 + [1] * 10, chunksize=1)
+                print("map finished", flush=True)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+            (worker,) = pool.available_cores
+            print("active", pool.worker_info()[worker]["active"], flush=True)
+            start = time.monotonic()
+            assert pool.apply(abs, (-1,)).get() == 1
+            print(f"next call after {{time.monotonic() - start:.1f}} s", flush=True)
+            pool.close()
+        """)
+        with Pool(address) as observer, Proc([sys.executable, "-c", script]) as client:
+            client.wait_for_line("ready", 20)
+            (worker,) = observer.available_cores
+
+            def sleeps_queued():  # the no-ops are done, several 1 s tasks wait
+                info = observer.worker_info()[worker]
+                return info["tasks_done"] >= 200 and info["active"] >= 5
+
+            wait_for_sync(sleeps_queued, 10, "the client's 1 s tasks to queue on the worker")
+            client.signal(signal.SIGINT)
+            client.wait_for_line("interrupted", 10)
+            assert int(client.wait_for_line(r"active (\d+)", 10).group(1)) <= 1  # was >= 5
+            seconds = float(client.wait_for_line(r"next call after (\S+) s", 10).group(1))
+            assert seconds < 2.5  # behind the running 1 s task, not the queued ones
+            wait_for_sync(lambda: observer.worker_info()[worker]["active"] == 0, 5,
+                          "the worker to be idle")  # fmt: skip
