@@ -97,6 +97,23 @@ def test_closing_an_embedded_cluster_is_quiet():
     assert out.stderr == ""  # the workers stop before their center: nobody "lost" anything
 
 
+def test_a_script_that_never_closes_its_pool_ends_quietly(all_end):
+    """No ``close()``: at exit the pool closes as it would have, so the workers do not
+    warn, after the script ended, that their center vanished."""
+    script = ("from distributed3 import Pool\n"
+              "pool = Pool(n_workers=2)\n"
+              "print('pids', pool.cluster.center_proc.pid,\n"
+              "      *[i['pid'] for i in pool.worker_info().values()])\n"
+              "assert pool.gather(pool.map(abs, [-1, -2])) == [1, 2]\n")  # fmt: skip
+    # the pipes reach EOF once every process that inherited them (the workers) ended
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    pids = [int(p) for p in out.stdout.split()[1:]]
+    assert len(pids) == 3 and all_end([psutil.Process(p) for p in pids if psutil.pid_exists(p)])
+
+
 def test_a_cluster_that_cannot_start_says_why_at_once():
     from distributed3 import LocalCluster
 

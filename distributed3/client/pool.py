@@ -26,6 +26,7 @@ from .options import DEFAULTS, Options
 from .session import Session
 from .stateful import StatefulPool
 from .streams import adrain, drain, stream
+from .sync import close_at_exit
 from .tasks import map_call, submit
 
 
@@ -66,6 +67,7 @@ class Pool(ClusterInfo):
                                cluster=cluster, asynchronous=asynchronous)  # fmt: skip
         if not asynchronous:
             self.session.sync(self.session.start())
+            close_at_exit(self.session)
 
     def __repr__(self):
         s = self.session

@@ -24,10 +24,13 @@ without waiting, membership changes, releases) goes on between calls, at most
 3
 """
 import asyncio
+import atexit
+import logging
 import os
 import signal
 import threading
 import time
+import weakref
 
 try:  # the C functions under ``signal``'s: without its enum wrapping, ~5 us less a call
     from _signal import getsignal as _getsignal
@@ -38,6 +41,8 @@ except ImportError:  # another Python
 
 _lock = threading.Lock()
 _instance = None
+_open_sessions = weakref.WeakKeyDictionary()  # sync session -> pid, to close at exit
+logger = logging.getLogger(__name__)
 
 
 class LoopThread:
@@ -243,3 +248,23 @@ async def run_in_loop(coro, loop):
     if running is loop:
         return await coro
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+def close_at_exit(session):
+    """Close the sync ``session`` when the interpreter exits, if it still runs then: a
+    script that never calls ``close()`` releases its keys and stops its local cluster as
+    ``close()`` would, and its workers leave quietly instead of warning that their
+    center vanished.  Registered anew each time, so it runs before the exit handlers
+    registered meanwhile (such as the local cluster's ``weakref.finalize``)."""
+    _open_sessions[session] = os.getpid()
+    atexit.unregister(_close_open_sessions)
+    atexit.register(_close_open_sessions)
+
+
+def _close_open_sessions():
+    for session, pid in list(_open_sessions.items()):
+        if session.status == "running" and pid == os.getpid():  # not a fork's
+            try:
+                session.sync(session.close(), timeout=10)
+            except BaseException as e:  # exiting anyway: what is left is killed
+                logger.debug("Could not close %r at exit: %r", session, e)

@@ -36,7 +36,7 @@ from ..core.server import rpc
 from ..exceptions import CommClosedError, ConnectionBrokenError
 from ..utils import format_address
 from .nanny import worker_environment
-from .procs import kill, spawn, stop, worker_command
+from .procs import kill, spawn, stop, terminate, worker_command
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ class LocalCluster:
 
     async def start(self):
         """Start the center and its workers; return when all registered."""
-        self._finalizer = weakref.finalize(self, kill, self._children)
+        # a script that ends without close(): stop the processes as close() would, so
+        # its workers leave quietly instead of warning that their center vanished
+        self._finalizer = weakref.finalize(self, terminate, self._children)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         with socket.create_server((self.host, 0), family=family, backlog=1024) as listener:
             self.center_address = (self.host, listener.getsockname()[1])

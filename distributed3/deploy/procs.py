@@ -101,6 +101,26 @@ async def stop(procs, timeout=10, sig=signal.SIGTERM):
     kill(procs)
 
 
+def terminate(procs, timeout=3):
+    """:func:`stop`, blocking, for code outside any event loop (a finalizer at exit).
+
+    >>> import subprocess, sys
+    >>> proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    >>> terminate([proc]); proc.returncode
+    -15
+    """
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            pass
+    kill(procs)
+
+
 def kill(procs):
     """Kill every process (``Popen``) still running, and reap them."""
     for proc in procs:
