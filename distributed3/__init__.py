@@ -7,8 +7,27 @@
 285
 """
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from .core.server import __version__
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs
+    from .center import Center
+    from .client.executor import Executor
+    from .client.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION,
+                                 as_completed, wait)
+    from .client.handles import RemoteData
+    from .client.pool import Pool
+    from .client.results import RemoteList
+    from .client.stateful import StatefulPool, WorkerInterface
+    from .core.security import TLS
+    from .core.server import ConnectionPool, Server, rpc
+    from .deploy.local import LocalCluster
+    from .exceptions import (AuthenticationError, CommClosedError, ConnectionBrokenError,
+                             DataLostError, DistributedError, MissingDataError, ProtocolError,
+                             RemoteTraceback, SerializationError, StateMissingError, TaskError,
+                             VersionMismatchError, WorkerLostError, WorkerRetiringError)
+    from .worker.worker import Worker
 
 # Names load on first use (PEP 562), so a worker process does not import the pool's
 # modules nor a client the worker's: each starts faster.
@@ -31,7 +50,7 @@ _WHERE = {
 }  # fmt: skip
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'distributed3' has no attribute {name!r}")
@@ -40,7 +59,7 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted([*globals(), *_WHERE])
 
 

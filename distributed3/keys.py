@@ -17,6 +17,7 @@ fetched.  Lists, tuples and dicts are searched, nested to any depth.
 import sys
 from itertools import chain
 from types import MappingProxyType
+from typing import Any
 
 ELEMENT = "#"  # "G#3": element 3 of the results a chunk keeps under key "G"
 
@@ -123,7 +124,7 @@ def extract_keys(obj, handle_type, listlike=()):
     return _extract(obj, handle_type, handles, listlike), handles or _NONE
 
 
-_NONE = MappingProxyType({})  # shared by the many argument lists without handles
+_NONE: MappingProxyType[str, Any] = MappingProxyType({})  # shared by the many argument lists without handles
 
 
 _PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})

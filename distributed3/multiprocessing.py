@@ -17,14 +17,18 @@ written for it runs unchanged; :class:`distributed3.Pool` keeps its own interfac
 ([1, 2, 3], [8, 9], 9)
 """
 import asyncio
+import concurrent.futures as cf
 import multiprocessing
 import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Generic, Self, TypeVar
 
 from .client.pool import Pool as _Pool
 
 __all__ = ["Pool", "AsyncResult"]
 
-_initialized = set()  # tokens of the initializers this process has run
+_initialized: set[str] = set()  # tokens of the initializers this process has run
+T = TypeVar("T")
 
 
 class _Call:
@@ -43,11 +47,12 @@ class _Call:
         return self.func(*args, **kwargs) if self.star else self.func(args, **kwargs)
 
 
-class AsyncResult:
+class AsyncResult(Generic[T]):
     """What ``apply_async`` and ``map_async`` return: ``get(timeout)``, ``wait``,
     ``ready``, ``successful``, as ``multiprocessing.pool.AsyncResult``."""
 
-    def __init__(self, future, callback=None, error_callback=None):
+    def __init__(self, future: cf.Future[T], callback: Callable[[T], object] | None = None,
+                 error_callback: Callable[[BaseException], object] | None = None) -> None:
         self._future = future
         if callback is not None or error_callback is not None:
             def done(f):
@@ -59,21 +64,26 @@ class AsyncResult:
 
             future.add_done_callback(done)
 
-    def ready(self):
+    def ready(self) -> bool:
+        """Whether the call has ended."""
         return self._future.done()
 
-    def successful(self):
+    def successful(self) -> bool:
+        """Whether it ended without an exception (``ValueError`` while it runs)."""
         if not self.ready():
             raise ValueError(f"{self!r} not ready")
         return self._future.exception() is None
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until it ends, or for ``timeout`` seconds."""
         try:
             self._future.exception(timeout)
         except TimeoutError:
             pass
 
-    def get(self, timeout=None):
+    def get(self, timeout: float | None = None) -> T:
+        """Its value, or its exception raised; ``multiprocessing.TimeoutError`` after
+        ``timeout`` seconds."""
         try:
             return self._future.result(timeout)
         except TimeoutError:
@@ -89,8 +99,10 @@ class Pool:
     workers are long-lived here (``dworker --max-tasks`` retires one after that many).
     """
 
-    def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
-                 *, address=None, **pool_kwargs):  # fmt: skip
+    def __init__(self, processes: int | None = None,
+                 initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
+                 maxtasksperchild: int | None = None, *, address: str | None = None,
+                 **pool_kwargs: Any) -> None:  # fmt: skip
         if maxtasksperchild is not None:
             raise ValueError("maxtasksperchild is not supported: distributed3's workers are "
                              "long-lived (dworker --max-tasks N retires one after N tasks)")
@@ -100,12 +112,12 @@ class Pool:
             self._pool = _Pool(n_workers=processes, **pool_kwargs)
         else:
             self._pool = _Pool(address, **pool_kwargs)
-        self._init = None
+        self._init: tuple[str, Callable[..., object], tuple] | None = None
         if initializer is not None:
             self._init = (f"{os.getpid()}-{id(self)}-{self._pool.id}", initializer,
                           tuple(initargs))  # fmt: skip
         self._state = "running"
-        self._results = []
+        self._results: list[cf.Future] = []
 
     def _call(self, func, star=False):
         if self._state != "running":
@@ -113,7 +125,9 @@ class Pool:
         return _Call(func, star, self._init)
 
     def _async(self, coro, callback, error_callback):
-        future = asyncio.run_coroutine_threadsafe(coro, self._pool.session.loop)
+        loop = self._pool.session.loop
+        assert loop is not None  # a sync pool has started
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         result = AsyncResult(future, callback, error_callback)
         self._results.append(future)
         return result
@@ -125,11 +139,15 @@ class Pool:
 
     # -- the calls ---------------------------------------------------------------------
 
-    def apply(self, func, args=(), kwds={}):
+    def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
+              kwds: Mapping[str, Any] = {}) -> T:  # fmt: skip
         """``func(*args, **kwds)``'s value."""
         return self.apply_async(func, args, kwds).get()
 
-    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+    def apply_async(self, func: Callable[..., T], args: Iterable[Any] = (),
+                    kwds: Mapping[str, Any] = {}, callback: Callable[[T], object] | None = None,
+                    error_callback: Callable[[BaseException], object] | None = None,
+                    ) -> AsyncResult[T]:  # fmt: skip
         """An :class:`AsyncResult` of ``func(*args, **kwds)``."""
         call = self._call(func, star=True)
 
@@ -139,43 +157,53 @@ class Pool:
 
         return self._async(run(), callback, error_callback)
 
-    def map(self, func, iterable, chunksize=None):
+    def map(self, func: Callable[[Any], T], iterable: Iterable[Any],
+            chunksize: int | None = None) -> list[T]:  # fmt: skip
         """``[func(x) for x in iterable]``, computed on the workers."""
         call = self._call(func)
         return self._pool.session.sync(self._values(call, iterable, chunksize))
 
-    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+    def map_async(self, func: Callable[[Any], T], iterable: Iterable[Any],
+                  chunksize: int | None = None, callback: Callable[[list[T]], object] | None = None,
+                  error_callback: Callable[[BaseException], object] | None = None,
+                  ) -> AsyncResult[list[T]]:  # fmt: skip
         """An :class:`AsyncResult` of :meth:`map`'s list."""
         call = self._call(func)
         return self._async(self._values(call, iterable, chunksize), callback, error_callback)
 
-    def starmap(self, func, iterable, chunksize=None):
+    def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+                chunksize: int | None = None) -> list[T]:  # fmt: skip
         """``[func(*args) for args in iterable]``."""
         call = self._call(func, star=True)
         return self._pool.session.sync(self._values(call, iterable, chunksize))
 
-    def starmap_async(self, func, iterable, chunksize=None, callback=None,
-                      error_callback=None):  # fmt: skip
+    def starmap_async(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+                      chunksize: int | None = None,
+                      callback: Callable[[list[T]], object] | None = None,
+                      error_callback: Callable[[BaseException], object] | None = None,
+                      ) -> AsyncResult[list[T]]:  # fmt: skip
         """An :class:`AsyncResult` of :meth:`starmap`'s list."""
         call = self._call(func, star=True)
         return self._async(self._values(call, iterable, chunksize), callback, error_callback)
 
-    def imap(self, func, iterable, chunksize=1):
+    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any],
+             chunksize: int = 1) -> Iterator[T]:  # fmt: skip
         """The values in order, as they come; the input is read as it goes."""
         return self._pool.imap(self._call(func), iterable, chunksize=chunksize)
 
-    def imap_unordered(self, func, iterable, chunksize=1):
+    def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
+                       chunksize: int = 1) -> Iterator[T]:  # fmt: skip
         """The values as tasks finish."""
         return self._pool.imap_unordered(self._call(func), iterable, chunksize=chunksize)
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         """Take no more tasks; those given finish."""
         if self._state == "running":
             self._state = "closed"
 
-    def join(self):
+    def join(self) -> None:
         """Wait for the tasks given, after :meth:`close` or :meth:`terminate`."""
         if self._state == "running":
             raise ValueError("Pool is still running")
@@ -189,17 +217,17 @@ class Pool:
             self._pool.close()
             self._state = "terminated"
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Stop now: what still runs is abandoned (and a local cluster stopped)."""
         self._state = "terminated"
         for future in self._results:
             future.cancel()
         self._pool.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.terminate()
 
     def __repr__(self):

@@ -5,6 +5,8 @@ import ipaddress
 import socket
 import time
 
+Address = tuple[str, int]  # (host, port): how every address travels inside distributed3
+
 
 def address_scheme(addr):
     """``"tcp"`` or ``"tls"`` when ``addr`` starts with ``tcp://`` or ``tls://``, else ``None``.

@@ -65,7 +65,11 @@ def imported(name, path):
     if name == "__init__":
         package = []
     found = set()
-    for node in ast.walk(ast.parse(open(path).read())):
+    tree = ast.parse(open(path).read())
+    if name == "__init__":  # its names load lazily; it imports them for type checkers only
+        tree.body = [n for n in tree.body if not (isinstance(n, ast.If)
+                                                  and ast.unparse(n.test) == "TYPE_CHECKING")]
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package[: len(package) - node.level + 1]
             found.add(".".join(base + ([node.module] if node.module else [])))

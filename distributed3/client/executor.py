@@ -21,12 +21,19 @@ import asyncio
 import concurrent.futures as cf
 import threading
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .tasks import submit
+
+if TYPE_CHECKING:
+    from .pool import Pool
 
 __all__ = ["Executor"]
 
 PER_CORE = 2  # tasks out per core of the cluster; the rest wait, cancellable, here
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Executor(cf.Executor):
@@ -41,7 +48,8 @@ class Executor(cf.Executor):
     [1, 2]
     """
 
-    def __init__(self, max_workers=None, *, address=None, pool=None, **pool_kwargs):
+    def __init__(self, max_workers: int | None = None, *, address: str | None = None,
+                 pool: "Pool | None" = None, **pool_kwargs: Any) -> None:  # fmt: skip
         self._own = pool is None
         if pool is None:
             from .pool import Pool
@@ -52,17 +60,17 @@ class Executor(cf.Executor):
                 pool = Pool(address, **pool_kwargs)
         self.pool = pool
         self._session = pool.session
-        self._queue = deque()  # (future, fn, args, kwargs) not sent yet
+        self._queue: deque = deque()  # (future, fn, args, kwargs) not sent yet
         self._out = 0  # sent, not finished
-        self._futures = set()
+        self._futures: set[cf.Future] = set()
         self._lock = threading.Lock()
         self._shutdown = False
 
-    def submit(self, fn, /, *args, **kwargs):
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> cf.Future[T]:
         """Schedule ``fn(*args, **kwargs)``; a ``concurrent.futures.Future`` of its value."""
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        future = cf.Future()
+        future: cf.Future[T] = cf.Future()
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -103,7 +111,7 @@ class Executor(cf.Executor):
 
     # -- shutting down -----------------------------------------------------------------
 
-    def shutdown(self, wait=True, *, cancel_futures=False):
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new calls; with ``cancel_futures`` the queued ones are cancelled; with
         ``wait``, returns once the rest are done.  An executor that started its own
         cluster stops it (after waiting, if asked to)."""

@@ -8,10 +8,21 @@
 """
 import asyncio
 import time
-from collections import namedtuple
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+from typing import Generic, NamedTuple, TypeVar
 
-DoneAndNotDone = namedtuple("DoneAndNotDone", "done not_done")
+from .handles import RemoteData
+
+T = TypeVar("T")
+
+
+class DoneAndNotDone(NamedTuple, Generic[T]):
+    """What :func:`wait` returns, as ``concurrent.futures.wait`` does."""
+
+    done: set[RemoteData[T]]
+    not_done: set[RemoteData[T]]
+
 
 __all__ = ["as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
 
@@ -56,10 +67,14 @@ def _session_of(handles):
     return next(iter(sessions.values()))
 
 
-def as_completed(handles, timeout=None):
+def as_completed(handles: Iterable[RemoteData[T]],
+                 timeout: float | None = None) -> Iterator[RemoteData[T]]:  # fmt: skip
     """Yield the handles as their tasks end (finished or failed).
 
     Raises ``TimeoutError`` if they have not all ended within ``timeout`` seconds.
+
+    >>> [h.get() for h in as_completed([pool.submit(abs, -3)])]
+    [3]
     """
     pending = list(dict.fromkeys(handles))
     if not pending:
@@ -92,15 +107,20 @@ def as_completed(handles, timeout=None):
             session.sync(endings.stop())
 
 
-def wait(handles, timeout=None, return_when=ALL_COMPLETED):
+def wait(handles: Iterable[RemoteData[T]], timeout: float | None = None,
+         return_when: str = ALL_COMPLETED) -> DoneAndNotDone[T]:  # fmt: skip
     """``(done, not_done)`` sets once ``return_when`` holds or ``timeout`` passes.
 
     ``return_when`` is ``ALL_COMPLETED``, ``FIRST_COMPLETED`` or ``FIRST_EXCEPTION``.
+
+    >>> done, not_done = wait([pool.submit(abs, -1), pool.submit(abs, -2)])
+    >>> sorted(h.get() for h in done), not_done
+    ([1, 2], set())
     """
-    handles = set(handles)
-    done = set()
+    pending = set(handles)
+    done: set[RemoteData[T]] = set()
     try:
-        for h in as_completed(handles, timeout):
+        for h in as_completed(pending, timeout):
             done.add(h)
             if return_when == FIRST_COMPLETED:
                 break
@@ -108,4 +128,4 @@ def wait(handles, timeout=None, return_when=ALL_COMPLETED):
                 break
     except TimeoutError:
         pass
-    return DoneAndNotDone(done, handles - done)
+    return DoneAndNotDone(done, pending - done)

@@ -6,13 +6,15 @@ frozenset({('127.0.0.1', 1)})
 import asyncio
 import pickle
 import weakref
+from typing import Any, Generic, TypeVar
 
 from ..core.protocol import sizeof
 from ..core.server import raise_remote
 from ..utils import format_address
 
-_ONLY = {}
+_ONLY: dict[Any, frozenset] = {}
 _MISSING = object()
+T = TypeVar("T")
 
 
 def only(worker):
@@ -43,21 +45,24 @@ class Held:
     parts that a map can go over in place.
     """
 
-    __slots__ = ()
+    __slots__ = ()  # the subclasses' slots hold what is declared here
+    key: str
+    status: str
+    _waiters: list | None
     keeps_parts = False
     seconds = None  # how long its tasks ran, when the reply said
     group = None  # the chunk an element belongs to
 
-    def done(self):
+    def done(self) -> bool:
         """Whether the task has ended (finished or failed), as for a future."""
         return self.status != "pending"
 
-    async def wait(self):
+    async def wait(self) -> None:
         """Wait, on the pool's loop, until the task has ended."""
         if self.status == "pending":
             future = asyncio.get_running_loop().create_future()
             if self._waiters is None:
-                self._waiters = []
+                self._waiters = []  # type: ignore[misc]  # a slot of the subclass
             self._waiters.append(future)
             await future
 
@@ -72,7 +77,7 @@ class Held:
         return [self] if self.status == "finished" else []
 
 
-class RemoteData(Held):
+class RemoteData(Held, Generic[T]):
     """A handle to a value that lives on the workers; ``get()`` brings it here.
 
     Made by ``Pool.map``, ``apply``, ``scatter``.  Pass handles back into
@@ -97,6 +102,9 @@ class RemoteData(Held):
                  "recipe", "source", "inline", "group", "index", "_waiters",
                  "__weakref__")  # fmt: skip
     size = 1
+    key: str
+    status: str
+    nbytes: int | None
 
     def __init__(self, key, session, workers=(), nbytes=None, status="finished"):
         self.key = key
@@ -198,7 +206,7 @@ class RemoteData(Held):
         if self.group is not None:
             self.group.drop(self)
 
-    def get(self, timeout=None):
+    def get(self, timeout: float | None = None) -> T:
         """The value, gathered from the worker that holds it.
 
         >>> pool.apply(sum, ([1, 2, 3],)).get()
@@ -210,11 +218,11 @@ class RemoteData(Held):
                 return value
         return self.session.sync(self.session.gather([self]), timeout)[0]
 
-    async def aget(self):
+    async def aget(self) -> T:
         """Async form of :meth:`get`."""
         return (await self.session.run(self.session.gather([self])))[0]
 
-    def result(self, timeout=None):
+    def result(self, timeout: float | None = None) -> T:
         """Same as :meth:`get`, under the name ``concurrent.futures`` uses."""
         return self.get(timeout)
 

@@ -5,13 +5,20 @@ asks; every method needs only ``self.session``.
 >>> sorted(pool.worker_info()) == sorted(pool.available_cores)
 True
 """
+from collections.abc import Iterable
+from typing import Any
+
+from ..utils import Address
 from . import data
+from .session import Session
 
 
 class ClusterInfo:
     """The pool's questions about its cluster (a base class of ``Pool``)."""
 
-    def who_has(self, seq=None):
+    session: Session
+
+    def who_has(self, seq: Iterable[Any] | None = None) -> dict[str, set[Address]]:
         """``{key: {worker address}}`` from the center, for ``seq`` or every key.
 
         For handles in ``seq`` it also counts the worker their task ran on, which
@@ -22,19 +29,19 @@ class ClusterInfo:
         """
         return self.session.sync(data.who_has(self.session, seq))
 
-    async def awho_has(self, seq=None):
+    async def awho_has(self, seq: Iterable[Any] | None = None) -> dict[str, set[Address]]:
         """Async form of :meth:`who_has`."""
         return await self.session.run(data.who_has(self.session, seq))
 
-    def has_what(self):
+    def has_what(self) -> dict[Address, set[str]]:
         """``{worker address: {key}}`` from the center."""
         return self.session.sync(self.session.center("has_what"))
 
-    async def ahas_what(self):
+    async def ahas_what(self) -> dict[Address, set[str]]:
         """Async form of :meth:`has_what`."""
         return await self.session.run(self.session.center("has_what"))
 
-    def get_versions(self):
+    def get_versions(self) -> dict[str, Any]:
         """What this client, the center and each worker run: ``{"client": {"python",
         "distributed3", "cloudpickle", "numpy"}, "center": {...}, "workers": {worker:
         {...}}}``.  A worker on another Python (major.minor) is not used; other
@@ -45,7 +52,7 @@ class ClusterInfo:
         """
         return self.session.versions
 
-    def worker_deaths(self):
+    def worker_deaths(self) -> list[dict[str, Any]]:
         """The last worker deaths the workers' nannies reported to the center, oldest
         first: ``[{"address", "name", "pid", "cause", "time"}]``, where ``cause`` says
         how (``"was killed by SIGKILL (out of memory? it last used 3100 MB)"``).
@@ -55,11 +62,11 @@ class ClusterInfo:
         """
         return self.session.sync(self.session.center("deaths"))
 
-    async def aworker_deaths(self):
+    async def aworker_deaths(self) -> list[dict[str, Any]]:
         """Async form of :meth:`worker_deaths`."""
         return await self.session.run(self.session.center("deaths"))
 
-    def worker_info(self):
+    def worker_info(self) -> dict[Address, dict[str, Any]]:
         """``{worker: {"ncores", "nkeys", "nbytes", "tasks_done", "peer_bytes_in", "pid"}}``.
 
         ``peer_bytes_in`` counts the input bytes a worker fetched from its peers,
@@ -70,6 +77,6 @@ class ClusterInfo:
         """
         return self.session.sync(self.session.worker_info())
 
-    async def aworker_info(self):
+    async def aworker_info(self) -> dict[Address, dict[str, Any]]:
         """Async form of :meth:`worker_info`."""
         return await self.session.run(self.session.worker_info())

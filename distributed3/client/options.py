@@ -12,6 +12,8 @@ Each option has its one default here, and the ``Pool`` methods take theirs from
 Options(timeout=5, retries=3, chunksize=10, seed=1, progress=False, resources=None)
 """
 import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,16 +32,17 @@ class Options:
       (both set by :class:`~distributed3.client.stateful.StatefulPool`).
     """
 
-    timeout: float = None
+    timeout: float | None = None
     retries: int = 3
-    chunksize: int = None
-    seed: int = None
+    chunksize: int | None = None
+    seed: int | None = None
     progress: bool = False
-    resources: dict = None
-    stateful: dict = dataclasses.field(default=None, repr=False)
-    prepare: object = dataclasses.field(default=None, repr=False, compare=False)
+    resources: dict[str, float] | None = None
+    stateful: dict | None = dataclasses.field(default=None, repr=False)
+    prepare: Callable[..., Awaitable[Any]] | None = dataclasses.field(default=None, repr=False,
+                                                                       compare=False)  # fmt: skip
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "Options":
         """A copy with ``changes``.
 
         >>> Options(retries=0).replace(seed=3).seed

@@ -19,7 +19,12 @@ data, streams, stateful); every blocking method is one line over its coroutine.
 ...     pool.apply(sum, [B]).get()
 -285
 """
-from ..utils import format_address, parse_address
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from ..utils import Address, format_address, parse_address
 from . import data, graph
 from .info import ClusterInfo
 from .options import DEFAULTS, Options
@@ -28,6 +33,14 @@ from .stateful import StatefulPool
 from .streams import adrain, drain, stream
 from .sync import close_at_exit
 from .tasks import map_call, submit
+
+if TYPE_CHECKING:
+    from ..core.security import TLS
+    from .executor import Executor
+    from .handles import RemoteData
+    from .results import RemoteList
+
+T = TypeVar("T")
 
 
 class Pool(ClusterInfo):
@@ -50,8 +63,10 @@ class Pool(ClusterInfo):
     :class:`~distributed3.client.session.Session` behind it.
     """
 
-    def __init__(self, address=None, *, secret=None, tls=None, n_workers=None, timeout=10,
-                 asynchronous=False, memory_limit=None):  # fmt: skip
+    def __init__(self, address: str | Address | None = None, *,
+                 secret: str | bytes | None = None, tls: TLS | None = None,
+                 n_workers: int | None = None, timeout: float = 10, asynchronous: bool = False,
+                 memory_limit: int | float | str | None = None) -> None:  # fmt: skip
         cluster = None
         if address is None:
             from ..deploy.local import LocalCluster
@@ -79,12 +94,12 @@ class Pool(ClusterInfo):
     secret = property(lambda self: self.session.secret)
     tls = property(lambda self: self.session.tls)
     @property
-    def timeout(self):
+    def timeout(self) -> float:
         """Seconds a call waits for the center or for a worker to join."""
         return self.session.timeout
 
     @timeout.setter
-    def timeout(self, seconds):
+    def timeout(self, seconds: float) -> None:
         self.session.timeout = seconds
 
     cluster = property(lambda self: self.session.cluster, doc="The local cluster, if any.")
@@ -99,12 +114,12 @@ class Pool(ClusterInfo):
     connection_pool = property(lambda self: self.session.connections)
 
     @property
-    def nworkers(self):
+    def nworkers(self) -> int:
         """How many workers the pool currently sees."""
         return len(self.session.cores)
 
     @property
-    def nhosts(self):
+    def nhosts(self) -> int:
         """How many distinct hosts the pool's workers run on."""
         return len({host for host, _ in self.session.cores})
 
@@ -118,19 +133,19 @@ class Pool(ClusterInfo):
             await self.session.start()
         return self
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return await self._astart()
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def close(self):
+    def close(self) -> None:
         """Disconnect, and stop the local cluster if this pool started one. Idempotent."""
         s = self.session
         if s.status in ("closed", "created") and not s.asynchronous and s.cluster is None:
@@ -140,14 +155,14 @@ class Pool(ClusterInfo):
             raise RuntimeError("this Pool is asynchronous: use `await pool.aclose()`")
         s.sync(s.close())
 
-    async def aclose(self):
+    async def aclose(self) -> None:
         """Async form of :meth:`close`."""
         if self.session.loop is None:
             self.session.status = "closed"
             return
         await self.session.run(self.session.close())
 
-    def halt(self):
+    def halt(self) -> None:
         """Stop the cluster this pool started (``Pool()``, ``Pool(n_workers=...)``) and close."""
         if self.session.cluster is None:
             raise RuntimeError(
@@ -158,14 +173,14 @@ class Pool(ClusterInfo):
 
     # -- membership -----------------------------------------------------------------
 
-    def sync_center(self):
+    def sync_center(self) -> None:
         """Refresh ``available_cores`` from the center (it is also kept current by events)."""
         return self.session.sync(self._sync_center())
 
     async def _sync_center(self):
         self.session.cores = await self.session.center("ncores")
 
-    def wait_for_workers(self, n, timeout=None):
+    def wait_for_workers(self, n: int, timeout: float | None = None) -> None:
         """Block until the pool sees at least ``n`` workers, or raise ``TimeoutError``.
 
         >>> pool.wait_for_workers(1)
@@ -174,9 +189,11 @@ class Pool(ClusterInfo):
 
     # -- map / apply / submit -------------------------------------------------------
 
-    def map(self, func, *iterables, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
-            chunksize=DEFAULTS.chunksize, seed=DEFAULTS.seed, progress=DEFAULTS.progress,
-            resources=DEFAULTS.resources, **kwargs):  # fmt: skip
+    def map(self, func: Callable[..., T], *iterables: Iterable[Any],
+            timeout: float | None = DEFAULTS.timeout, retries: int = DEFAULTS.retries,
+            chunksize: int | None = DEFAULTS.chunksize, seed: int | None = DEFAULTS.seed,
+            progress: bool = DEFAULTS.progress, resources: dict[str, float] | None = DEFAULTS.resources,
+            **kwargs: Any) -> RemoteList[T]:  # fmt: skip
         """Apply ``func`` to every item of the iterables, on the workers; a
         :class:`~distributed3.client.results.RemoteList` of ``RemoteData``, in input order.
 
@@ -209,10 +226,12 @@ class Pool(ClusterInfo):
                           progress=progress, resources=resources)  # fmt: skip
         return self.session.sync(self._map(func, iterables, kwargs, options))
 
-    async def amap(self, func, *iterables, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
-                   chunksize=DEFAULTS.chunksize, seed=DEFAULTS.seed,
-                   progress=DEFAULTS.progress, resources=DEFAULTS.resources,
-                   **kwargs):  # fmt: skip
+    async def amap(self, func: Callable[..., T], *iterables: Iterable[Any],
+                   timeout: float | None = DEFAULTS.timeout, retries: int = DEFAULTS.retries,
+                   chunksize: int | None = DEFAULTS.chunksize, seed: int | None = DEFAULTS.seed,
+                   progress: bool = DEFAULTS.progress,
+                   resources: dict[str, float] | None = DEFAULTS.resources,
+                   **kwargs: Any) -> RemoteList[T]:  # fmt: skip
         """Async form of :meth:`map`."""
         options = Options(timeout=timeout, retries=retries, chunksize=chunksize, seed=seed,
                           progress=progress, resources=resources)  # fmt: skip
@@ -221,8 +240,10 @@ class Pool(ClusterInfo):
     async def _map(self, func, iterables, kwargs, options):
         return await map_call(self.session, func, iterables, kwargs, options)
 
-    def apply(self, func, args=(), kwargs=None, timeout=DEFAULTS.timeout,
-              retries=DEFAULTS.retries, resources=DEFAULTS.resources):  # fmt: skip
+    def apply(self, func: Callable[..., T], args: Iterable[Any] | Any = (),
+              kwargs: Mapping[str, Any] | None = None, timeout: float | None = DEFAULTS.timeout,
+              retries: int = DEFAULTS.retries,
+              resources: dict[str, float] | None = DEFAULTS.resources) -> RemoteData[T]:  # fmt: skip
         """Run ``func(*args, **kwargs)`` where most bytes of its remote inputs live.
 
         ``timeout``, ``retries`` and ``resources`` as for :meth:`map`.
@@ -233,8 +254,10 @@ class Pool(ClusterInfo):
         options = Options(timeout=timeout, retries=retries, resources=resources)
         return self.session.sync(self._apply(func, args, kwargs, options))
 
-    async def aapply(self, func, args=(), kwargs=None, timeout=DEFAULTS.timeout,
-                     retries=DEFAULTS.retries, resources=DEFAULTS.resources):  # fmt: skip
+    async def aapply(self, func: Callable[..., T], args: Iterable[Any] | Any = (),
+                     kwargs: Mapping[str, Any] | None = None,
+                     timeout: float | None = DEFAULTS.timeout, retries: int = DEFAULTS.retries,
+                     resources: dict[str, float] | None = DEFAULTS.resources) -> RemoteData[T]:  # fmt: skip
         """Async form of :meth:`apply`."""
         options = Options(timeout=timeout, retries=retries, resources=resources)
         return await self.session.run(self._apply(func, args, kwargs, options))
@@ -245,7 +268,7 @@ class Pool(ClusterInfo):
         handles = await submit(self.session, func, [tuple(args)], kwargs or {}, options=options)
         return handles[0]
 
-    def submit(self, func, *args, **kwargs):
+    def submit(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> RemoteData[T]:
         """Start ``func(*args, **kwargs)`` and return its ``RemoteData`` at once.
 
         Like ``concurrent.futures``: ``done()``, ``result()`` / ``get()``, and
@@ -257,7 +280,8 @@ class Pool(ClusterInfo):
         """
         return self.session.sync(self._submit(func, args, kwargs))
 
-    async def asubmit(self, func, *args, **kwargs):
+    async def asubmit(self, func: Callable[..., T], *args: Any,
+                      **kwargs: Any) -> RemoteData[T]:  # fmt: skip
         """Async form of :meth:`submit`."""
         return await self.session.run(self._submit(func, args, kwargs))
 
@@ -266,9 +290,11 @@ class Pool(ClusterInfo):
 
     # -- streaming --------------------------------------------------------------------
 
-    def imap(self, func, *iterables, chunksize=DEFAULTS.chunksize, seed=DEFAULTS.seed,
-             progress=DEFAULTS.progress, resources=DEFAULTS.resources, timeout=DEFAULTS.timeout,
-             retries=DEFAULTS.retries, **kwargs):  # fmt: skip
+    def imap(self, func: Callable[..., T], *iterables: Iterable[Any],
+             chunksize: int | None = DEFAULTS.chunksize, seed: int | None = DEFAULTS.seed,
+             progress: bool = DEFAULTS.progress, resources: dict[str, float] | None = DEFAULTS.resources,
+             timeout: float | None = DEFAULTS.timeout, retries: int = DEFAULTS.retries,
+             **kwargs: Any) -> Iterator[T]:  # fmt: skip
         """Like :meth:`map`, but yield the *values*, in order, while later tasks still run.
 
         The iterables are read as the stream goes, a window of tasks at a time, so an
@@ -283,10 +309,12 @@ class Pool(ClusterInfo):
                           progress=progress, resources=resources)  # fmt: skip
         return drain(self.session, self._stream(func, iterables, kwargs, True, options))
 
-    def imap_unordered(self, func, *iterables, chunksize=DEFAULTS.chunksize, seed=DEFAULTS.seed,
-                       progress=DEFAULTS.progress, resources=DEFAULTS.resources,
-                       timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
-                       **kwargs):  # fmt: skip
+    def imap_unordered(self, func: Callable[..., T], *iterables: Iterable[Any],
+                       chunksize: int | None = DEFAULTS.chunksize,
+                       seed: int | None = DEFAULTS.seed, progress: bool = DEFAULTS.progress,
+                       resources: dict[str, float] | None = DEFAULTS.resources,
+                       timeout: float | None = DEFAULTS.timeout, retries: int = DEFAULTS.retries,
+                       **kwargs: Any) -> Iterator[T]:  # fmt: skip
         """Like :meth:`imap`, but yield values in the order tasks finish.
 
         >>> sorted(pool.imap_unordered(lambda x: x * 2, range(3)))
@@ -296,9 +324,11 @@ class Pool(ClusterInfo):
                           progress=progress, resources=resources)  # fmt: skip
         return drain(self.session, self._stream(func, iterables, kwargs, False, options))
 
-    def aimap(self, func, *iterables, ordered=True, chunksize=DEFAULTS.chunksize,
-              seed=DEFAULTS.seed, resources=DEFAULTS.resources, timeout=DEFAULTS.timeout,
-              retries=DEFAULTS.retries, **kwargs):  # fmt: skip
+    def aimap(self, func: Callable[..., T], *iterables: Iterable[Any], ordered: bool = True,
+              chunksize: int | None = DEFAULTS.chunksize, seed: int | None = DEFAULTS.seed,
+              resources: dict[str, float] | None = DEFAULTS.resources,
+              timeout: float | None = DEFAULTS.timeout, retries: int = DEFAULTS.retries,
+              **kwargs: Any) -> AsyncIterator[T]:  # fmt: skip
         """Async iterator form of :meth:`imap` (``ordered=False``: :meth:`imap_unordered`)."""
         options = Options(timeout=timeout, retries=retries, chunksize=chunksize, seed=seed,
                           resources=resources)  # fmt: skip
@@ -314,7 +344,7 @@ class Pool(ClusterInfo):
 
     # -- data -------------------------------------------------------------------------
 
-    def scatter(self, seq, broadcast=False):
+    def scatter(self, seq: Iterable[T], broadcast: bool = False) -> list[RemoteData[T]]:
         """Send local values to the workers, spread by cores; list of ``RemoteData``.
 
         With ``broadcast=True`` every current worker gets a copy of each value.
@@ -325,11 +355,12 @@ class Pool(ClusterInfo):
         """
         return self.session.sync(data.scatter(self.session, seq, broadcast))
 
-    async def ascatter(self, seq, broadcast=False):
+    async def ascatter(self, seq: Iterable[T],
+                       broadcast: bool = False) -> list[RemoteData[T]]:  # fmt: skip
         """Async form of :meth:`scatter`."""
         return await self.session.run(data.scatter(self.session, seq, broadcast))
 
-    def gather(self, seq, timeout=None):
+    def gather(self, seq: Any, timeout: float | None = None) -> Any:
         """The values behind a list of ``RemoteData``, one request per worker.
 
         Lists, tuples and dicts of handles, nested to any depth, come back as the same
@@ -341,22 +372,22 @@ class Pool(ClusterInfo):
         """
         return self.session.sync(data.gather(self.session, seq), timeout)
 
-    async def agather(self, seq):
+    async def agather(self, seq: Any) -> Any:
         """Async form of :meth:`gather`."""
         return await self.session.run(data.gather(self.session, seq))
 
-    def delete(self, seq):
+    def delete(self, seq: Iterable[RemoteData[Any]]) -> None:
         """Remove the data behind these handles from every worker that holds it.
 
         >>> pool.delete(pool.scatter([1, 2]))
         """
         return self.session.sync(data.delete(self.session, seq))
 
-    async def adelete(self, seq):
+    async def adelete(self, seq: Iterable[RemoteData[Any]]) -> None:
         """Async form of :meth:`delete`."""
         return await self.session.run(data.delete(self.session, seq))
 
-    def replicate(self, seq, n=2):
+    def replicate(self, seq: Iterable[RemoteData[Any]], n: int = 2) -> None:
         """Keep at least ``n`` copies of each handle's data, on different workers.
 
         >>> data = pool.scatter([1, 2])
@@ -366,13 +397,14 @@ class Pool(ClusterInfo):
         """
         return self.session.sync(data.replicate(self.session, seq, n))
 
-    async def areplicate(self, seq, n=2):
+    async def areplicate(self, seq: Iterable[RemoteData[Any]], n: int = 2) -> None:
         """Async form of :meth:`replicate`."""
         return await self.session.run(data.replicate(self.session, seq, n))
 
     # -- task graphs (see distributed3.client.graph) ----------------------------------
 
-    def get(self, dsk, keys, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries, **kwargs):
+    def get(self, dsk: Mapping[Any, Any], keys: Any, timeout: float | None = DEFAULTS.timeout,
+            retries: int = DEFAULTS.retries, **kwargs: Any) -> Any:  # fmt: skip
         """The values of ``keys`` (a key, or nested lists of them) in the task graph
         ``dsk``: dask's scheduler interface, for ``dask.compute(x, scheduler=pool.get)``
         or ``dask.config.set(scheduler=pool.get)``.  Other keywords dask passes are
@@ -385,14 +417,16 @@ class Pool(ClusterInfo):
         return self.session.sync(graph.get(self.session, dsk, keys, Options(
             timeout=timeout, retries=retries)))  # fmt: skip
 
-    async def aget(self, dsk, keys, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
-                   **kwargs):  # fmt: skip
+    async def aget(self, dsk: Mapping[Any, Any], keys: Any,
+                   timeout: float | None = DEFAULTS.timeout, retries: int = DEFAULTS.retries,
+                   **kwargs: Any) -> Any:  # fmt: skip
         """Async form of :meth:`get`."""
         return await self.session.run(graph.get(self.session, dsk, keys, Options(
             timeout=timeout, retries=retries)))  # fmt: skip
 
-    def compute(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
-                optimize_graph=True, **kwargs):  # fmt: skip
+    def compute(self, collections: Any, timeout: float | None = DEFAULTS.timeout,
+                retries: int = DEFAULTS.retries, optimize_graph: bool = True,
+                **kwargs: Any) -> Any:  # fmt: skip
         """A ``RemoteData`` for a dask collection or delayed object (a list for a list),
         its value left on the workers.
 
@@ -402,15 +436,17 @@ class Pool(ClusterInfo):
         """
         return self.session.sync(self.acompute(collections, timeout, retries, optimize_graph))
 
-    async def acompute(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
-                       optimize_graph=True, **kwargs):  # fmt: skip
+    async def acompute(self, collections: Any, timeout: float | None = DEFAULTS.timeout,
+                       retries: int = DEFAULTS.retries, optimize_graph: bool = True,
+                       **kwargs: Any) -> Any:  # fmt: skip
         """Async form of :meth:`compute`."""
         options = Options(timeout=timeout, retries=retries)
         return await self.session.run(graph.compute(self.session, collections, options,
                                                     optimize_graph))  # fmt: skip
 
-    def persist(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
-                optimize_graph=True, **kwargs):  # fmt: skip
+    def persist(self, collections: Any, timeout: float | None = DEFAULTS.timeout,
+                retries: int = DEFAULTS.retries, optimize_graph: bool = True,
+                **kwargs: Any) -> Any:  # fmt: skip
         """The same dask collection (or list of them), computed, its graph now pointing
         at its data on the workers: later computations start from there.  Also what
         ``x.persist(scheduler=pool.get)`` and ``dask.persist`` call.
@@ -422,14 +458,15 @@ class Pool(ClusterInfo):
         """
         return self.session.sync(self.apersist(collections, timeout, retries, optimize_graph))
 
-    async def apersist(self, collections, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries,
-                       optimize_graph=True, **kwargs):  # fmt: skip
+    async def apersist(self, collections: Any, timeout: float | None = DEFAULTS.timeout,
+                       retries: int = DEFAULTS.retries, optimize_graph: bool = True,
+                       **kwargs: Any) -> Any:  # fmt: skip
         """Async form of :meth:`persist`."""
         options = Options(timeout=timeout, retries=retries)
         return await self.session.run(graph.persist(self.session, collections, options,
                                                     optimize_graph))  # fmt: skip
 
-    def executor(self):
+    def executor(self) -> Executor:
         """A ``concurrent.futures.Executor`` on this pool (see
         :class:`~distributed3.client.executor.Executor`); ``shutdown`` leaves the pool open.
         """
@@ -439,7 +476,7 @@ class Pool(ClusterInfo):
 
     # -- stateful workers ---------------------------------------------------------------
 
-    def stateful(self, cls, *args, **kwargs):
+    def stateful(self, cls: type, *args: Any, **kwargs: Any) -> StatefulPool:
         """Tasks for instances of ``cls`` (a :class:`WorkerInterface`), one per worker.
 
         ``cls(*args, **kwargs)`` is made once on each worker, before its first task,

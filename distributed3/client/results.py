@@ -21,7 +21,8 @@ import pickle
 import threading
 import weakref
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, TypeVar, overload
 
 from ..keys import KeyRef, element_key
 from ..utils import gc_paused
@@ -29,6 +30,7 @@ from .handles import Held, RemoteData, only
 from .options import DEFAULTS  # noqa: F401 -- the options of the doctests here
 
 _NONE = object()
+T = TypeVar("T")
 
 
 def task_seed(seed, index):
@@ -341,7 +343,7 @@ class Handles(list):
         return [h for h in self if h.status == "finished"]
 
 
-class RemoteList(Sequence):
+class RemoteList(Sequence[RemoteData[T]], Generic[T]):
     """What ``pool.map`` returns: a read-only list of ``RemoteData``, one per input.
 
     The handles of a chunked map are made when first asked for (indexing,
@@ -366,8 +368,13 @@ class RemoteList(Sequence):
         self.starts = starts  # the position of each span's first element
         self._len = n
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> RemoteData[T]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RemoteData[T]]: ...
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -381,23 +388,23 @@ class RemoteList(Sequence):
         span = self.spans[k]
         return span.handle(i - self.starts[k])
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[RemoteData[T]]:
         for span in self.spans:
             for i in range(span.size):
                 yield span.handle(i)
 
-    def __add__(self, other):
+    def __add__(self, other: Sequence[Any]) -> list[Any]:
         return list(self) + list(other)
 
-    def __radd__(self, other):
+    def __radd__(self, other: Sequence[Any]) -> list[Any]:
         return list(other) + list(self)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, (list, RemoteList)):
             return list(self) == list(other)
         return NotImplemented
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # a list, unhashable as lists are
 
     def __repr__(self):
         return f"RemoteList<{self._len} results>"

@@ -41,7 +41,7 @@ except ImportError:  # another Python
 
 _lock = threading.Lock()
 _instance = None
-_open_sessions = weakref.WeakKeyDictionary()  # sync session -> pid, to close at exit
+_open_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # sync session -> pid, to close at exit
 logger = logging.getLogger(__name__)
 
 

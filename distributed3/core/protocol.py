@@ -23,6 +23,7 @@ import itertools
 import pickle
 import sys
 import threading
+from typing import Any
 
 from .codeship import cloudpickle_dumps
 
@@ -145,7 +146,7 @@ def small_pickle(obj, limit):
     return data if len(data) <= limit else None
 
 
-_function_cache = {}
+_function_cache: dict[bytes, Any] = {}
 
 
 def loads_function(data):

@@ -69,9 +69,9 @@ class TLS:
     are required in both directions.
     """
 
-    cert: str = None
-    key: str = None
-    ca: str = None
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
 
     @classmethod
     def coerce(cls, value):
