@@ -7,6 +7,8 @@
 * :class:`Proc` starts a real process (``bin/dcenter``, ``bin/dworker``), keeps its
   output, waits for a line with a deadline and kills it on exit;
   :func:`process_cluster` starts a whole cluster that way.
+* :func:`run_markdown_examples` runs the ``>>>`` examples of a Markdown file's python
+  blocks (the README, the documentation's pages) as doctests.
 
 >>> @gen_test(timeout=10)
 ... async def test_two_workers():
@@ -17,6 +19,7 @@
 """
 import asyncio
 import contextlib
+import doctest
 import functools
 import os
 import re
@@ -238,3 +241,25 @@ def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20, center_args=(
         for w in workers:
             w.wait_for_line(r"Register with center", timeout)
         yield address, center, workers
+
+
+def markdown_python_blocks(path):
+    """The bodies of the ```` ```python ```` blocks of the Markdown file ``path``."""
+    with open(path) as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+
+
+def run_markdown_examples(source, name, path, replace=None):
+    """Run the ``>>>`` examples of ``source`` (a block of the file ``path``) as one
+    doctest, after the textual ``replace``-ments; ``AssertionError`` if any fails.
+
+    >>> run_markdown_examples(">>> 1 + 1\\n2\\n", "sum", "inline.md")
+    """
+    for old, new in (replace or {}).items():
+        source = source.replace(old, new)
+    test = doctest.DocTestParser().get_doctest(source, {}, name, path, 0)
+    assert test.examples, f"{name} has no examples"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=lambda s: sys.stderr.write(s))
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} example(s) in {name} failed"

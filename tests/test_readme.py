@@ -1,5 +1,4 @@
 """The README's examples run, and print what the README says they print."""
-import doctest
 import os
 import re
 import subprocess
@@ -7,29 +6,18 @@ import sys
 
 import pytest
 
-from distributed3.testing import process_cluster
+from distributed3.testing import markdown_python_blocks, process_cluster, run_markdown_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 
 
 def python_blocks():
-    with open(README) as f:
-        text = f.read()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return markdown_python_blocks(README)
 
 
 def run_doctest(source, name, replace=None):
-    if replace:
-        for old, new in replace.items():
-            source = source.replace(old, new)
-    parser = doctest.DocTestParser()
-    test = parser.get_doctest(source, {}, name, README, 0)
-    assert test.examples, f"{name} has no examples"
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    runner.run(test, out=lambda s: sys.stderr.write(s))
-    result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} README example(s) in {name} failed"
+    run_markdown_examples(source, name, README, replace)
 
 
 @pytest.mark.slow
