@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs
     from .exceptions import (AuthenticationError, CommClosedError, ConnectionBrokenError,
                              DataLostError, DistributedError, MissingDataError, ProtocolError,
                              RemoteTraceback, SerializationError, StateMissingError, TaskError,
-                             VersionMismatchError, WorkerLostError, WorkerRetiringError)
+                             VersionMismatchError, WorkerLostError, WorkerPausedError,
+                             WorkerRetiringError)
     from .worker.worker import Worker
 
 # Names load on first use (PEP 562), so a worker process does not import the pool's
@@ -46,6 +47,7 @@ _WHERE = {
     "WorkerLostError": "exceptions", "MissingDataError": "exceptions",
     "DataLostError": "exceptions",
     "WorkerRetiringError": "exceptions", "StateMissingError": "exceptions",
+    "WorkerPausedError": "exceptions",
     "VersionMismatchError": "exceptions",
 }  # fmt: skip
 
@@ -70,5 +72,5 @@ __all__ = [
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",
     "TaskError", "WorkerLostError", "MissingDataError", "DataLostError", "WorkerRetiringError",
-    "StateMissingError", "VersionMismatchError", "__version__",
+    "StateMissingError", "VersionMismatchError", "WorkerPausedError", "__version__",
 ]  # fmt: skip

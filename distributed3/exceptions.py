@@ -73,6 +73,11 @@ class WorkerRetiringError(DistributedError):
     """The worker is leaving and takes no new tasks; the pool sends them elsewhere."""
 
 
+class WorkerPausedError(DistributedError):
+    """The worker is paused near its memory limit and turned the task away unrun; the
+    pool sends it to another worker, or to this one again once it has rested."""
+
+
 class VersionMismatchError(DistributedError):
     """A peer runs a Python that cannot run this client's code (see distributed3.versions)."""
 

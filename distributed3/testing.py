@@ -217,7 +217,8 @@ class Proc:
 
 
 @contextlib.contextmanager
-def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20, center_args=()):
+def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20, center_args=(),
+                    worker_args=()):  # fmt: skip
     """A center and workers as real processes through ``bin/``; yields ``(address, center, workers)``.
 
     The workers run without a supervisor (``--no-nanny``): a signal sent to one reaches
@@ -234,7 +235,7 @@ def process_cluster(nworkers=2, ncores=1, secret=None, timeout=20, center_args=(
         workers = [
             stack.enter_context(
                 Proc([os.path.join(BIN, "dworker"), address, "--ncores", str(ncores),
-                      "--no-nanny"], env)
+                      "--no-nanny", *worker_args], env)
             )
             for _ in range(nworkers)
         ]

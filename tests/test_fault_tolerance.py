@@ -284,15 +284,29 @@ def test_no_leak_after_many_rounds():
             assert max(growth) < 20e6, growth
 
 
-def test_chaos_script_loses_nothing():
+def chaos_script():
     sys.path.insert(0, os.path.join(os.path.dirname(BIN), "benchmarks"))
     try:
         import chaos
     finally:
         sys.path.pop(0)
-    result = chaos.main(rounds=2, ntasks=60, nworkers=3, seed=7)
+    return chaos
+
+
+def test_chaos_script_loses_nothing():
+    result = chaos_script().main(rounds=2, ntasks=60, nworkers=3, seed=7)
     assert result["bad"] == 0  # no result lost, wrong or delivered twice
     assert result["frozen"] >= 1 and result["killed"] >= 1  # and the chaos really struck
+
+
+@pytest.mark.timeout(120)
+def test_chaos_under_memory_pressure_loses_nothing():
+    """Results of 1 MB, 120 of them held at once by 3 workers of 40 MB: they spill (and
+    may pause) while being killed and frozen."""
+    result = chaos_script().main(rounds=2, ntasks=60, nworkers=3, seed=3, memory_limit="40MB")
+    assert result["bad"] == 0
+    assert result["spilled"] > 0  # the pressure was real
+    assert result["frozen"] >= 1 and result["killed"] >= 1
 
 
 @pytest.mark.slow

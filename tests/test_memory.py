@@ -1,4 +1,5 @@
 """Workers under a memory limit, end to end: results spill to disk and come back."""
+import os
 import time
 
 import numpy as np
@@ -67,6 +68,36 @@ def test_a_worker_near_its_limit_starts_no_task_until_memory_falls(tmp_path):
             assert float(started.read_text()) >= released_at - 0.001
             info = pool.worker_info()[worker.address]
             assert not info["paused"] and info["pauses"] == 1
+
+
+def hold_until(nbytes, release):
+    block = b"x" * nbytes
+    wait_for_sync(lambda: os.path.exists(release), 30, "never released")
+    del block
+    return "released"
+
+
+@pytest.mark.timeout(90)
+def test_a_paused_worker_turns_tasks_away_to_the_others(tmp_path):
+    """One of two workers holds 170 MB of its 200 MB: it pauses, and a map's tasks run
+    on the other one at once, rather than wait behind it for memory to fall."""
+    release = str(tmp_path / "release")
+    with Pool(n_workers=2, memory_limit="200MB") as pool:
+        holding = pool.submit(hold_until, 170 * MB, release)
+        wait_for_sync(lambda: any(i["paused"] for i in pool.worker_info().values()), 20,
+                      "no worker paused")  # fmt: skip
+        (paused,) = [w for w, i in pool.worker_info().items() if i["paused"]]
+        done_before = pool.worker_info()[paused]["tasks_done"]
+        results = pool.map(lambda x: x + 1, range(20), chunksize=1)
+        assert pool.gather(results) == list(range(1, 21))
+        assert not os.path.exists(release)  # all of it while the first still held on
+        info = pool.worker_info()
+        assert info[paused]["paused"] and info[paused]["tasks_done"] == done_before
+        assert all(paused not in h.workers for h in results)
+        open(release, "w").close()
+        assert holding.get(timeout=30) == "released"
+        wait_for_sync(lambda: not pool.worker_info()[paused]["paused"], 10, "still paused")
+        assert pool.gather(pool.map(abs, [-1] * 8, chunksize=1)) == [1] * 8
 
 
 @pytest.mark.timeout(60)

@@ -22,6 +22,7 @@ from ..exceptions import (
     ConnectionBrokenError,
     SerializationError,
     WorkerLostError,
+    WorkerPausedError,
     WorkerRetiringError,
 )
 from ..scheduling import decide_worker, pipeline_depth, steal_choice
@@ -31,6 +32,7 @@ from .options import DEFAULTS
 
 CAUSE_WAIT = 0.5  # seconds a failing task waits for word of why its last worker died
 LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones again
+REST = 0.25  # seconds a worker that turned a task away, paused, gets none of the batch
 
 logger = logging.getLogger(__name__)
 
@@ -40,52 +42,6 @@ async def _tell(channel, msg):
         await channel.call(msg)
     except Exception as e:  # the worker is gone, or went meanwhile: nothing to cancel
         logger.debug("Could not send %s: %s", msg.get("op"), e)
-
-
-class Task:
-    """One message's worth of work: its ``results`` (:class:`~.results.Handles`, or a
-    chunk's :class:`~.results.ResultGroup`: the same interface), its compute message,
-    its input handles, and the index of its first element."""
-
-    __slots__ = ("results", "msg", "inputs", "index", "deaths", "fallback")
-
-    def __init__(self, results, msg, inputs, index):
-        self.results = results
-        self.msg = msg
-        self.inputs = inputs
-        self.index = index
-        self.deaths = 0
-        self.fallback = None  # makes it name its inputs one by one, should they be lost
-
-    @property
-    def key(self):
-        """The key of its first result (or of its chunk's results), to name it by."""
-        return self.results.key
-
-    def spread_inputs(self):
-        """Name its inputs one by one (its ``fallback``), if it has not yet."""
-        if self.fallback is not None:
-            self.fallback()
-            self.fallback = None
-            self.refresh_hints()
-
-    def refresh_hints(self):
-        """Point the message's ``who_has`` hints at where the inputs are now."""
-        if self.inputs:
-            self.msg["who_has"] = {k: list(h.workers) for k, h in self.inputs.items()}
-
-    def missing_bytes(self, worker):
-        """Bytes of its inputs that ``worker`` lacks; of a chunk it maps over a part of,
-        that part's share."""
-        over = self.msg.get("over")
-        missing = 0
-        for key, h in self.inputs.items():
-            if worker not in h.workers:
-                n = total_bytes(h.nbytes)
-                if over is not None and key == over[0]:
-                    n = n * (over[2] - over[1]) // max(len(h), 1)
-                missing += n
-        return missing
 
 
 class Batch:
@@ -103,7 +59,8 @@ class Batch:
     death is blamed on the task that was really running.  A worker with nothing
     left to do takes tasks queued for a worker whose slots are all taken, when the
     inputs it lacks are small (``steal_bytes``): moving them costs less than waiting;
-    an idle holder runs its own.  ``options.timeout``
+    an idle holder runs its own.  A worker paused near its memory limit turns tasks
+    away unrun: they go to the others, and it gets more after a rest.  ``options.timeout``
     bounds each task's run; ``on_done`` is called with each task's results as it ends.
     """
 
@@ -127,6 +84,7 @@ class Batch:
         self.ended = 0  # tasks finished (or failed) so far
         self.in_flight = {}  # task -> the worker it was sent to, until its reply
         self.lost = set()
+        self.resting = set()  # paused workers, offered tasks again after REST seconds
         self.careful = False  # after a worker death: one task per core, so blame is exact
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
         self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times
@@ -212,7 +170,8 @@ class Batch:
 
     def capacity(self):
         """How many tasks the workers may have in flight now, all slots counted."""
-        return sum(self._slots(w) for w in self.session.cores if w not in self.lost)
+        return sum(self._slots(w) for w in self.session.cores
+                   if w not in self.lost and w not in self.resting)  # fmt: skip
 
     def fail(self, error):
         """Stop: drop the queued tasks, let those in flight end, and have :meth:`run`
@@ -268,12 +227,13 @@ class Batch:
 
     async def _wait_for_a_suitable_worker(self):
         session = self.session
-        known = set(session.cores)
+        known, resting = set(session.cores), set(self.resting)
         try:
             await wait_for(
                 lambda: set(session.cores) - known
                 or not self.remaining
-                or any(self.runners.values()),
+                or any(self.runners.values())
+                or not self.resting >= resting,  # one rested: offer it the tasks
                 session.timeout,
                 "",
             )
@@ -309,7 +269,8 @@ class Batch:
         up to its slots (and ``limit``) in all."""
         cores = self.session.cores
         ncores = cores.get(worker)
-        if not ncores or worker in self.lost or (self.need and not self._eligible(worker)):
+        if (not ncores or worker in self.lost or worker in self.resting
+                or (self.need and not self._eligible(worker))):  # fmt: skip
             return []
         # tasks pinned to a worker that is gone are free for anyone
         alive = cores.keys() - self.lost
@@ -410,6 +371,12 @@ class Batch:
             self.lost.add(worker)
             self.free.append(task)
             return False
+        except WorkerPausedError as e:  # elsewhere, or here again after a rest
+            logger.debug("%s", e)
+            self.free.appendleft(task)
+            self.resting.add(worker)
+            asyncio.get_running_loop().call_later(REST, self._rested, worker)
+            return False
         except WorkerLostError as e:  # the worker could not find the inputs
             logger.info("Inputs of %s lost: %s", task.key, e)
             self.stalled.append(task)
@@ -435,6 +402,11 @@ class Batch:
         self.remaining -= 1
         if not self.remaining and not self.done.done():
             self.done.set_result(None)
+
+    def _rested(self, worker):
+        self.resting.discard(worker)
+        if self.remaining and not self.done.done():
+            self.add_worker(worker)
 
     def _unreachable(self, worker, task, error):
         logger.info("Worker %s unreachable: %s", format_address(worker), error)

@@ -29,11 +29,12 @@ from ..graph import dumps_with_handles, find_handles, parse, run_node
 from ..keys import ELEMENT, extract_keys
 from ..scheduling import graph_chunksize, root_window
 from ..utils import format_address
-from .dispatch import Batch, Task
+from .dispatch import Batch
 from .handles import RemoteData
 from .tasks import input_error
 from .options import DEFAULTS
 from .results import Handles, Recipe
+from .task import Task
 
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ from collections import defaultdict
 from ..exceptions import CommClosedError, ConnectionBrokenError, MissingDataError, WorkerLostError
 from ..scheduling import spread
 from ..utils import format_address
-from .dispatch import Batch, Task
+from .dispatch import Batch
 from .handles import only
 from .results import Handles
+from .task import Task
 
 logger = logging.getLogger(__name__)
 

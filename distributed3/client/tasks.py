@@ -25,11 +25,12 @@ from ..keys import ELEMENT, KeyRef, extract_keys, numeric_array, plain_arguments
 from ..scheduling import adaptive_chunksize
 from ..utils import gc_paused
 from .data import delete, scatter
-from .dispatch import Batch, Task
+from .dispatch import Batch
 from .handles import RemoteData
 from .options import DEFAULTS, Options  # noqa: F401 -- Options for the doctests
 from .progress import progress_bar
 from .results import ChunkRecipe, Handles, OverChunk, Recipe, RemoteList, ResultGroup, task_seed
+from .task import Task
 
 BIG_CONSTANT = 100_000  # pickled bytes above which a shared keyword argument is broadcast
 

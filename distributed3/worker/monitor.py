@@ -16,7 +16,7 @@ resident memory beyond what it used idle, and against the limit:
 >>> from distributed3.worker.store import SpillStore
 >>> class Runner:
 ...     paused = False
-...     def pause(self): self.paused = True
+...     def pause(self, why): self.paused = True
 ...     def resume(self): self.paused = False
 >>> store, runner = SpillStore(target=10**9), Runner()
 >>> store["x"] = bytes(10**6)
@@ -66,14 +66,14 @@ class MemoryMonitor:
         if used > self.pause_at and not self.paused:
             self.paused = True
             self.pauses += 1
-            self.runner.pause()
+            why = (f"worker {self.name} uses {used / 1e6:.0f} MB beyond an idle worker, over "
+                   f"{100 * self.pause_at / self.limit:.0f}% of its {self.limit / 1e6:.0f} MB "
+                   f"limit")  # fmt: skip
+            self.runner.pause(f"{why}: paused, it takes no task until that falls")
             log = logger.warning if self.pauses == 1 else logger.info  # then worker_info
-            log(
-                "Worker %s uses %.0f MB beyond an idle worker, over %.0f%% of its %.0f MB "
-                "limit: no new task starts until it falls (%.0f MB of results in memory, "
-                "%.0f MB spilled)", self.name, used / 1e6, 100 * self.pause_at / self.limit,
-                self.limit / 1e6, self.store.memory_bytes / 1e6, self.store.disk_bytes / 1e6,
-            )  # fmt: skip
+            log("%s: no new task starts until it falls (%.0f MB of results in memory, %.0f MB "
+                "spilled; queued tasks go to other workers)", why,
+                self.store.memory_bytes / 1e6, self.store.disk_bytes / 1e6)  # fmt: skip
         elif used <= self.pause_at and self.paused:
             self.paused = False
             self.runner.resume()

@@ -39,6 +39,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 from ..core.messages import error_message, ok_message
 from ..core.protocol import sizeof
+from ..exceptions import WorkerPausedError
 from .execute import chunk_reply, lone_reply, run_chunk
 
 __all__ = ["TaskRunner"]
@@ -65,13 +66,16 @@ class TaskRunner:
         self._loop = None
         self._go = threading.Event()  # cleared while paused: threads take no new job
         self._go.set()
-        self.paused = False
+        self.paused = None  # while paused: why, as a WorkerPausedError for turned-away tasks
 
     def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
         """Queue a task (see :meth:`~distributed3.worker.Worker.compute_chunk` for the
         arguments); its reply goes to ``comm`` (``prepare``/``send_prepared`` from its
         thread, or ``answer`` on the loop)."""
         self._loop = self._loop or asyncio.get_running_loop()
+        if self.paused is not None:  # turned away: the pool sends it elsewhere
+            comm.answer(error_message(self.paused))
+            return
         self.active += 1
         with self._lock:
             self._queue.append((comm, keys, function, args_list, spread, kwargs, seeds, owner,
@@ -82,14 +86,20 @@ class TaskRunner:
         if start:
             self.executor.submit(self._drain)
 
-    def pause(self):
+    def pause(self, why="the worker is paused"):
         """Start no new task (running ones go on) until :meth:`resume`: the worker is
-        near its memory limit (see monitor.py)."""
-        self.paused = True
+        near its memory limit (see monitor.py).  The queued tasks, and those that come
+        meanwhile, are answered with a ``WorkerPausedError`` saying ``why``: their pools
+        send them to other workers rather than leave them waiting here."""
+        self.paused = WorkerPausedError(why)
         self._go.clear()
+        with self._lock:
+            queued, self._queue = self._queue, deque()
+        for job in queued:
+            self._failed(job[0], self.paused)
 
     def resume(self):
-        self.paused = False
+        self.paused = None
         self._go.set()
 
     def _drain(self):  # in a task thread

@@ -489,7 +489,7 @@ class Worker(CenterLink, Server):
             "bytes_in": self.counters["bytes_in"],
             "frames_in": self.counters["frames_in"],
             **memory_info(self.data, self.memory_limit, sum(self.nbytes.values())),
-            "paused": self.runner.paused,
+            "paused": self.runner.paused is not None,
             "pauses": self.monitor.pauses if self.monitor else 0,
             "name": self.name,
         }
