@@ -10,6 +10,7 @@
     client/    the Pool                      core and the above; deploy.local for Pool()
     multiprocessing, joblib   interfaces     the client
     deploy/    executables, local cluster    the roles, core and the above
+    simulation   light workers, many a process   the worker, core and the above
 """
 import ast
 import os
@@ -35,6 +36,7 @@ ALLOWED = {
     "client": {"client", "core", "fetch"} | BASE,
     "deploy": {"deploy", "center", "worker", "core"} | BASE,
     "testing": {"center", "worker", "client", "core"} | BASE,
+    "simulation": {"worker", "core"} | BASE,
     "multiprocessing": {"client"} | BASE,
     "joblib": {"client"} | BASE,
     "__init__": {"core"},

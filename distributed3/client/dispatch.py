@@ -79,6 +79,12 @@ class Batch:
         self.stalled = []
         self.remaining = len(tasks)
         self.runners = defaultdict(int)
+        # kept as they change, so that no step of a task is O(workers) -- a pool may
+        # feed a thousand: runners of all workers, pinned tasks, workers with free slots
+        self.running = 0
+        self.npinned = 0
+        self.spare = set(session.cores)
+        self._pins_checked = self._capacity = None  # (what it was computed for, value)
         self.done = asyncio.get_running_loop().create_future()
         self.error = None
         self.ended = 0  # tasks finished (or failed) so far
@@ -105,6 +111,7 @@ class Batch:
             worker = decide_worker(list(who_has), who_has, nbytes, cores, load)
             if any(worker in ws for ws in who_has.values()):
                 self.pinned[worker].append(task)
+                self.npinned += 1
                 return
         self.free.append(task)
 
@@ -117,7 +124,7 @@ class Batch:
         rounds, ended = 0, 0  # recovery rounds since a task last ended; tasks ended
         try:
             while self.remaining:
-                if self.stalled and not any(self.runners.values()):
+                if self.stalled and not self.running:
                     # a round without a task ending since the last counts against
                     # the limit; one worker's death may show, task by task, in many
                     rounds, ended = (rounds + 1 if self.ended == ended else 1), self.ended
@@ -127,7 +134,7 @@ class Batch:
                     continue
                 if not self.remaining:
                     break
-                if any(self.runners.values()):
+                if self.running:
                     await asyncio.shield(self.done)
                     self.done = asyncio.get_running_loop().create_future()
                 elif not self.stalled:  # no worker can take these tasks now
@@ -161,17 +168,25 @@ class Batch:
         self.remaining += len(tasks)
         for task in tasks:
             self._place(task)
-        for worker in list(self.session.cores):
+        for worker in list(self.spare):
+            if not self.queued():
+                break
             self.add_worker(worker)
 
     def queued(self):
         """How many tasks wait for a slot."""
-        return len(self.free) + sum(map(len, self.pinned.values()))
+        return len(self.free) + self.npinned
 
     def capacity(self):
         """How many tasks the workers may have in flight now, all slots counted."""
-        return sum(self._slots(w) for w in self.session.cores
-                   if w not in self.lost and w not in self.resting)  # fmt: skip
+        cores = self.session.cores
+        state = (id(cores), len(cores), frozenset(self.lost), frozenset(self.resting),
+                 self.careful, len(self.depth), sum(self.depth.values()))  # fmt: skip
+        if self._capacity is None or self._capacity[0] != state:
+            total = sum(self._slots(w) for w in cores
+                        if w not in self.lost and w not in self.resting)  # fmt: skip
+            self._capacity = (state, total)
+        return self._capacity[1]
 
     def fail(self, error):
         """Stop: drop the queued tasks, let those in flight end, and have :meth:`run`
@@ -180,6 +195,7 @@ class Batch:
         dropped = self.queued() + len(self.stalled)
         self.free.clear()
         self.pinned.clear()
+        self.npinned = 0
         self.stalled.clear()
         self.remaining -= dropped
         if not self.done.done():
@@ -191,13 +207,14 @@ class Batch:
         of the loop fewer on its round trip."""
         session = self.session
         workers = sorted(session.cores, key=lambda w: session.occupancy[w] / session.cores[w])
+        self._pins_checked = None  # look again at the pinned tasks of departed workers
         # a task per core everywhere first; then the rest of each worker's slots, the
         # holders taking their own tasks before the idle take what is left
         started = [o for worker in workers
                    for o in self._openings(worker, limit=session.cores[worker])]  # fmt: skip
-        if self.free or any(self.pinned.values()):  # more than a task per core to start
+        if self.free or self.npinned:  # more than a task per core to start
             started += [o for _ in range(2) for worker in workers for o in self._openings(worker)]
-        if len(started) == 1 and sum(self.runners.values()) == 1:
+        if len(started) == 1 and self.running == 1:
             await self._runner(*started[0])
             self.done = asyncio.get_running_loop().create_future()
             if self.error is not None:
@@ -232,7 +249,7 @@ class Batch:
             await wait_for(
                 lambda: set(session.cores) - known
                 or not self.remaining
-                or any(self.runners.values())
+                or self.running
                 or not self.resting >= resting,  # one rested: offer it the tasks
                 session.timeout,
                 "",
@@ -263,6 +280,10 @@ class Batch:
         """Start as many of the batch's tasks on ``worker`` as it may run now."""
         for worker, task in self._openings(worker):
             asyncio.ensure_future(self._runner(worker, task))
+        if self.runners[worker] < self._slots(worker):
+            self.spare.add(worker)
+        else:
+            self.spare.discard(worker)
 
     def _openings(self, worker, limit=None):
         """``[(worker, task)]`` to start on ``worker`` now, counted as running already:
@@ -272,21 +293,31 @@ class Batch:
         if (not ncores or worker in self.lost or worker in self.resting
                 or (self.need and not self._eligible(worker))):  # fmt: skip
             return []
-        # tasks pinned to a worker that is gone are free for anyone
-        alive = cores.keys() - self.lost
-        for w in [w for w in self.pinned if w not in alive]:
-            self.free.extend(self.pinned.pop(w))
-        queued = sum(map(len, self.pinned.values()))  # its own, and others' it may take
+        self._unpin_departed()
         slots = self._slots(worker) if limit is None else min(limit, self._slots(worker))
-        want = min(slots, len(self.free) + queued)
+        want = min(slots, self.queued())  # its own pinned tasks, and others' it may take
         out = []
         for _ in range(want - self.runners[worker]):
             task = self._next(worker)  # taken now, so the next worker sees what is left
             if task is None:
                 break
             self.runners[worker] += 1
+            self.running += 1
             out.append((worker, task))
         return out
+
+    def _unpin_departed(self):
+        """Tasks pinned to a worker that is gone, or lost, are free for anyone: looked at
+        when the membership or the lost workers changed, and once a round."""
+        cores = self.session.cores
+        state = (id(cores), len(cores), frozenset(self.lost))
+        if not self.npinned or state == self._pins_checked:
+            return
+        self._pins_checked = state
+        for w in [w for w in self.pinned if w not in cores or w in self.lost]:
+            tasks = self.pinned.pop(w)
+            self.npinned -= len(tasks)
+            self.free.extend(tasks)
 
     def _slots(self, worker):
         """How many of this batch's tasks ``worker`` may have at once: one per core until
@@ -312,6 +343,7 @@ class Batch:
     def _next(self, worker):
         mine = self.pinned.get(worker)
         if mine:
+            self.npinned -= 1
             return mine.popleft()
         if self.free:
             return self.free.popleft()
@@ -321,6 +353,7 @@ class Batch:
         if owner is None:
             return None
         task = self.pinned[owner].pop()
+        self.npinned -= 1
         task.spread_inputs()  # to fetch its own elements, not their whole chunk
         return task
 
@@ -342,7 +375,9 @@ class Batch:
             if first is not None:  # never started: someone else may run it
                 self.free.appendleft(first)
             self.runners[worker] -= 1
-            if not any(self.runners.values()) and not self.done.done():
+            self.running -= 1
+            self.spare.add(worker)
+            if not self.running and not self.done.done():
                 self.done.set_result(None)
 
     async def _run_one(self, worker, task):
