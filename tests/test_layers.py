@@ -31,7 +31,7 @@ ALLOWED = {
     "versions": set(),
     "core": {"core", "exceptions", "utils"},
     "fetch": {"core"} | BASE,
-    "center": {"core"} | BASE,
+    "center": {"center", "core"} | BASE,
     "worker": {"worker", "core", "fetch"} | BASE,
     "client": {"client", "core", "fetch"} | BASE,
     "deploy": {"deploy", "center", "worker", "core"} | BASE,
