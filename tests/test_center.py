@@ -235,3 +235,94 @@ async def test_elements_of_a_chunk_resolve_through_it_and_go_with_it():
             await wait_for(lambda: not b.data, 5, "late element of a released chunk kept")
             assert "G#0" not in center.owner and "G#0" not in center.owned["c1"]
         comm.close()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@gen_test()
+async def test_bytes_held_per_worker_follow_every_change(seed):
+    """The center keeps each worker's bytes as keys come, go, change size and are
+    released; after every step they equal the sum over what it holds."""
+    import random
+
+    rng = random.Random(seed)
+    center = await Center().start(port=0)
+    workers = [("127.0.0.1", 9101 + i) for i in range(3)]
+    comms = {}
+    try:
+        for w in workers:
+            comms[w] = await connect(center.address)
+            await call(comms[w], "register", address=w, ncores=1)
+        client = await connect(center.address)
+        keys = [f"k{i}" for i in range(12)]
+        for _ in range(150):
+            w, some = rng.choice(workers), rng.sample(keys, rng.randint(1, 4))
+            step = rng.choice(["add", "add", "remove", "release", "rejoin"])
+            if step == "add":
+                await call(comms[w], "add_keys", address=w, keys=some,
+                           nbytes={k: rng.choice([10, 100, 1000]) for k in some})  # fmt: skip
+            elif step == "remove":
+                await call(comms[w], "remove_keys", address=w, keys=some)
+            elif step == "release":
+                await call(client, "release_keys", keys=some)
+            else:  # the worker leaves and registers again with a few keys
+                comms[w].close()
+                await wait_for(lambda: w not in center.ncores, 5, "the worker stays")
+                comms[w] = await connect(center.address)
+                await call(comms[w], "register", address=w, ncores=1, keys=some,
+                           nbytes={k: 7 for k in some})  # fmt: skip
+            has_what, sizes = await call(client, "has_what"), await call(client, "nbytes")
+            got = {w: info["nbytes"] for w, info in (await call(client, "workers")).items()}
+            assert got == {w: sum(sizes.get(k, 0) for k in ks) for w, ks in has_what.items()}
+    finally:
+        await center.close()
+
+
+def count_calls(fn):
+    """How many Python and C function calls ``fn()`` makes: work, counted, not timed."""
+    import sys
+
+    calls = 0
+
+    def profile(frame, event, arg):
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@gen_test()
+async def test_the_centers_work_per_message_does_not_grow_with_its_keys():
+    """The same messages to a center holding 1,000 keys and to one holding 100,000 (on
+    ten workers) cost the same number of calls."""
+
+    def loaded(nkeys):
+        center = Center()
+        comms = [object() for _ in range(10)]
+        for i, comm in enumerate(comms):
+            address = ("127.0.0.1", 9200 + i)
+            keys = [f"w{i}-{j}" for j in range(nkeys // 10)]
+            center.register(comm, address, 1, keys, {k: 8 for k in keys})
+        return center, comms
+
+    def messages(center, comms):
+        address, comm = ("127.0.0.1", 9200), comms[0]
+        return [
+            lambda: center.heartbeat(comm, address),
+            lambda: center.add_keys(comm, address, ["new-1", "new-2"], {"new-1": 5, "new-2": 6}),
+            lambda: center.remove_keys(comm, address, ["new-1"]),
+            lambda: center.get_who_has(None, ["w0-1", "w3-2", "new-2"]),
+            lambda: center.get_nbytes(None, ["w0-1", "new-2"]),
+            lambda: center.get_workers(None),
+            lambda: center.get_ncores(None),
+        ]
+
+    small, big = loaded(1_000), loaded(100_000)
+    costs = [(count_calls(a), count_calls(b)) for a, b in zip(messages(*small), messages(*big))]
+    assert all(a == b for a, b in costs), costs
+    assert big[0].get_workers(None)[("127.0.0.1", 9200)]["nbytes"] == 10_000 * 8 + 6

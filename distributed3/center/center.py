@@ -26,7 +26,7 @@ with the keys they hold.
 import asyncio
 import logging
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 
 from ..core.server import ConnectionPool, Server
 from ..keys import split_element
@@ -80,6 +80,9 @@ class Center(KeyOwnership, Server):
         self.parts = defaultdict(set)
         self.has_what = defaultdict(set)
         self.nbytes = {}
+        # worker -> bytes of the keys it holds, kept as keys come and go: no message
+        # costs the center O(keys) (see tests/test_center.py)
+        self.held_bytes = defaultdict(int)
         self.ncores = {}
         self.names = {}
         self.resources = {}  # worker -> {"GPU": 2, ...}
@@ -88,13 +91,15 @@ class Center(KeyOwnership, Server):
         self.pids = OrderedDict()  # worker -> its process id, kept a while after it leaves
         self.deaths = deque(maxlen=DEATHS_KEPT)  # what nannies said of dead workers
         self.last_seen = {}
-        self.worker_comms = {}
+        self.worker_comms = {}  # connection -> the worker registered on it
+        self.comms_of = defaultdict(set)  # and back: worker -> its connections
         self.subscribers = set()
         self.started = time.time()
         self.heartbeat_timeout = heartbeat_timeout
         self._reaper = None
         self.client_grace = client_grace
         self.clients = {}  # subscription comm -> client id
+        self.subscribed = Counter()  # client id -> its subscriptions (clients.values())
         self.owned = defaultdict(set)  # client id -> keys it created
         self.owner = {}  # key -> client id
         # released keys -> when: a report of one that comes later (the task's own, or a
@@ -142,6 +147,7 @@ class Center(KeyOwnership, Server):
         while len(self.pids) > len(self.ncores) + DEATHS_KEPT:  # the departed, oldest first
             self.pids.popitem(last=False)
         self.worker_comms[comm] = address
+        self.comms_of[address].add(comm)
         self.add_keys(comm, address, keys, nbytes, owners)
         logger.info("Register worker %s with %d cores", format_address(address), ncores)
         self._publish({"op": "add_worker", "address": address, "ncores": ncores,
@@ -151,8 +157,17 @@ class Center(KeyOwnership, Server):
     def unregister(self, comm, address):
         """A worker leaves on purpose; its keys are forgotten."""
         address = self._speaks_for(comm, address)
-        del self.worker_comms[comm]
+        self._forget_comm(comm)
         self._remove_worker(address, "it left")
+
+    def _forget_comm(self, comm):
+        address = self.worker_comms.pop(comm, None)
+        comms = self.comms_of.get(address)
+        if comms is not None:
+            comms.discard(comm)
+            if not comms:
+                del self.comms_of[address]
+        return address
 
     def _speaks_for(self, comm, address):
         """``address`` if ``comm`` is the connection that worker registered on, else an error."""
@@ -167,9 +182,13 @@ class Center(KeyOwnership, Server):
     def connection_closed(self, comm):
         self.subscribers.discard(comm)
         client = self.clients.pop(comm, None)
+        if client is not None:
+            self.subscribed[client] -= 1
+            if not self.subscribed[client]:
+                del self.subscribed[client]
         if client is not None and not self._closing:
             asyncio.get_running_loop().call_later(self.client_grace, self._client_gone, client)
-        address = self.worker_comms.pop(comm, None)
+        address = self._forget_comm(comm)
         if address is not None and address in self.ncores:
             self._remove_worker(address, "its connection closed")
 
@@ -179,13 +198,13 @@ class Center(KeyOwnership, Server):
         for key in self.has_what.pop(address, ()):
             self._drop_holder(key, address)
         del self.ncores[address]
+        self.held_bytes.pop(address, None)
         self.names.pop(address, None)
         self.resources.pop(address, None)
         self.versions.pop(address, None)
         self.last_seen.pop(address, None)
-        for comm, addr in list(self.worker_comms.items()):
-            if addr == address:
-                del self.worker_comms[comm]
+        for comm in self.comms_of.pop(address, ()):
+            del self.worker_comms[comm]
         logger.info("Remove worker %s: %s", format_address(address), why)
         self._publish({"op": "remove_worker", "address": address})
 
@@ -214,9 +233,8 @@ class Center(KeyOwnership, Server):
     def _disconnect(self, address, why):
         """Close ``address``'s connections (it must register again, should it still be
         alive) and forget it."""
-        for comm, addr in list(self.worker_comms.items()):
-            if addr == address:
-                comm.close()
+        for comm in list(self.comms_of.get(address, ())):
+            comm.close()
         self._remove_worker(address, why)
 
     def heartbeat(self, comm, address):
@@ -261,15 +279,26 @@ class Center(KeyOwnership, Server):
                 self.parts[element[0]].add(key)
         held = self.has_what[address]
         held.update(keys)
-        who_has = self.who_has
+        who_has, sizes, held_bytes = self.who_has, self.nbytes, self.held_bytes
+        if nbytes:
+            for key in keys:
+                n = nbytes.get(key)
+                old = sizes.get(key)
+                if n is not None and n != old:
+                    sizes[key] = n
+                    for holder in who_has.get(key, ()):  # a new size for its holders
+                        held_bytes[holder] += n - (old or 0)
+        added = 0
         for key in keys:
             holders = who_has.get(key)
             if holders is None:
                 who_has[key] = (address,)
-            elif address not in holders:
+            elif address in holders:
+                continue
+            else:
                 who_has[key] = (*holders, address)
-        if nbytes:
-            self.nbytes.update(nbytes)
+            added += sizes.get(key, 0)
+        held_bytes[address] += added
 
     def _is_released(self, key):
         element = split_element(key)
@@ -295,6 +324,7 @@ class Center(KeyOwnership, Server):
         """``address`` no longer holds ``key``; a key nobody holds is forgotten."""
         holders = self.who_has.get(key)
         if holders is not None and address in holders:
+            self.held_bytes[address] -= self.nbytes.get(key, 0)
             rest = tuple(h for h in holders if h != address)
             if rest:
                 self.who_has[key] = rest
@@ -354,7 +384,7 @@ class Center(KeyOwnership, Server):
                 "name": self.names.get(w),
                 "resources": self.resources.get(w, {}),
                 "nkeys": len(self.has_what.get(w, ())),
-                "nbytes": sum(self.nbytes.get(k, 0) for k in self.has_what.get(w, ())),
+                "nbytes": self.held_bytes.get(w, 0),
             }
             for w, n in self.ncores.items()
         }
@@ -374,6 +404,8 @@ class Center(KeyOwnership, Server):
         """
         self.subscribers.add(comm)
         if client is not None:
+            if self.clients.get(comm) != client:
+                self.subscribed[client] += 1
             self.clients[comm] = client
             self.gone.pop(client, None)
             self.own_keys(comm, keys)

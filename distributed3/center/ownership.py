@@ -70,8 +70,9 @@ class KeyOwnership:
             holders = self.who_has.pop(key, None)
             if not holders:  # its worker's report has not come yet
                 continue
-            self.nbytes.pop(key, None)
-            for worker in holders:  # forgotten here now: the workers need not report it
+            size = self.nbytes.pop(key, 0)
+            for worker in holders:
+                self.held_bytes[worker] -= size  # forgotten here now: the workers need not report it
                 self.has_what[worker].discard(key)
                 by_worker[worker].append(key)
         for worker, held in by_worker.items():
@@ -89,7 +90,8 @@ class KeyOwnership:
         heard of their keys first, or they died meanwhile): their keys go unless they
         subscribe within ``client_grace`` seconds, as for a client whose connection
         closed."""
-        absent = clients - set(self.clients.values()) - self.gone.keys() - self.awaited
+        absent = {c for c in clients if c not in self.subscribed and c not in self.gone
+                  and c not in self.awaited}  # fmt: skip
         loop = asyncio.get_running_loop()
         for client in absent:
             self.awaited.add(client)
@@ -100,7 +102,7 @@ class KeyOwnership:
         self._client_gone(client)
 
     def _client_gone(self, client):
-        if client in self.clients.values() or self._closing:
+        if client in self.subscribed or self._closing:
             return  # it came back in time
         self.gone[client] = None  # however late its results come, they go
         while len(self.gone) > GONE_MEMORY:
