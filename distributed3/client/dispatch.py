@@ -20,31 +20,22 @@ from collections import defaultdict, deque
 from ..exceptions import (
     CommClosedError,
     ConnectionBrokenError,
-    SerializationError,
     WorkerLostError,
     WorkerPausedError,
     WorkerRetiringError,
 )
 from ..scheduling import decide_worker, pipeline_depth, steal_choice
-from ..utils import format_address, wait_for
+from ..utils import wait_for
 from .handles import total_bytes
 from .options import DEFAULTS
+from .setbacks import Setbacks
 
-CAUSE_WAIT = 0.5  # seconds a failing task waits for word of why its last worker died
 LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones again
-REST = 0.25  # seconds a worker that turned a task away, paused, gets none of the batch
 
 logger = logging.getLogger(__name__)
 
 
-async def _tell(channel, msg):
-    try:
-        await channel.call(msg)
-    except Exception as e:  # the worker is gone, or went meanwhile: nothing to cancel
-        logger.debug("Could not send %s: %s", msg.get("op"), e)
-
-
-class Batch:
+class Batch(Setbacks):
     """The tasks of one call, fed to the workers as their slots free up.
 
     A task with remote inputs is pinned to the worker :func:`decide_worker`
@@ -149,18 +140,6 @@ class Batch:
             raise
         finally:
             self.session.unlisten(self)
-
-    def _cancel_in_flight(self):
-        """Ask the workers to drop the tasks of this batch they still queue."""
-        by_worker = defaultdict(list)
-        for task, worker in self.in_flight.items():
-            msg = task.msg
-            by_worker[worker].extend(msg["keys"] if "keys" in msg else
-                                     [msg.get("key") or msg.get("group")])  # fmt: skip
-        for worker, keys in by_worker.items():
-            channel = self.session.channels.open.get(worker)
-            if channel is not None and not channel.closed:
-                asyncio.ensure_future(_tell(channel, {"op": "cancel", "keys": keys}))
 
     def add(self, tasks):
         """Queue more ``tasks`` while the batch runs (a graph's tasks as they become
@@ -407,10 +386,7 @@ class Batch:
             self.free.append(task)
             return False
         except WorkerPausedError as e:  # elsewhere, or here again after a rest
-            logger.debug("%s", e)
-            self.free.appendleft(task)
-            self.resting.add(worker)
-            asyncio.get_running_loop().call_later(REST, self._rested, worker)
+            self._paused(worker, task, e)
             return False
         except WorkerLostError as e:  # the worker could not find the inputs
             logger.info("Inputs of %s lost: %s", task.key, e)
@@ -437,59 +413,3 @@ class Batch:
         self.remaining -= 1
         if not self.remaining and not self.done.done():
             self.done.set_result(None)
-
-    def _rested(self, worker):
-        self.resting.discard(worker)
-        if self.remaining and not self.done.done():
-            self.add_worker(worker)
-
-    def _unreachable(self, worker, task, error):
-        logger.info("Worker %s unreachable: %s", format_address(worker), error)
-        self.lost.add(worker)
-        self.free.appendleft(task)
-
-    def _worker_died(self, worker, task, error):
-        logger.info("Worker %s lost while running %s: %s",
-                    format_address(worker), task.key, error)  # fmt: skip
-        self.lost.add(worker)
-        self.careful = True
-        task.deaths += 1
-        if task.deaths > self.options.retries:
-            giving_up = asyncio.ensure_future(self._give_up(worker, task))
-            self.giving_up.add(giving_up)  # held: the loop keeps only weak references
-            giving_up.add_done_callback(self.giving_up.discard)
-        else:
-            self.free.append(task)
-
-    async def _give_up(self, worker, task):
-        """``task`` killed one worker too many: it fails, with why the last one died when
-        its nanny says so (word that comes just after the connection broke)."""
-        cause = await self.session.death_cause(worker, CAUSE_WAIT)
-        why = f" ({cause})" if cause else ""
-        err = WorkerLostError(
-            f"task {task.index} of {self.name} (key {task.key!r}) was running on "
-            f"{task.deaths} workers that died, the last {format_address(worker)}{why}; it "
-            f"may be what killed them, so it is not retried again"
-        )
-        task.results.set_error(err, "", worker)
-        self._finished_one(task)
-
-    def _task_failed(self, worker, task, error):
-        timeout = self.options.timeout
-        if isinstance(error, SerializationError):
-            why = error.__cause__ if error.__cause__ is not None else error
-            self._fail(SerializationError(
-                f"could not serialize the arguments of task {task.index} of "
-                f"{self.name}: {type(why).__name__}: {why}"))  # fmt: skip
-        elif isinstance(error, TimeoutError) and timeout is not None:
-            self._fail(TimeoutError(
-                f"task {task.index} of {self.name} (key {task.key!r}) did not finish "
-                f"within {timeout} s on worker {format_address(worker)}"))  # fmt: skip
-        else:  # the worker could not run it at all
-            task.results.set_error(error, getattr(error.__cause__, "text", ""), worker)
-            self._finished_one(task)
-
-    def _fail(self, error):
-        if self.error is None:
-            self.error = error
-

@@ -1,0 +1,111 @@
+"""What a :class:`~distributed3.client.dispatch.Batch` does when something goes wrong.
+
+A worker that cannot be reached, that dies under a task (the task goes elsewhere, at
+most ``retries`` times, then fails naming the cause its nanny gave), that is paused
+near its memory limit (it rests, then gets tasks again), a task that failed on its
+worker or could not be sent, a call that timed out or was interrupted (the workers
+are told to drop what they still queue).
+
+Mixed into ``Batch``, which provides ``session``, ``options``, ``name``, ``free``,
+``lost``, ``resting``, ``in_flight`` and the rest of its state.
+
+>>> sorted(m for m in vars(Setbacks) if not m.startswith("__"))[:3]
+['_cancel_in_flight', '_fail', '_give_up']
+"""
+import asyncio
+import logging
+from collections import defaultdict
+
+from ..exceptions import SerializationError, WorkerLostError
+from ..utils import format_address
+
+CAUSE_WAIT = 0.5  # seconds a failing task waits for word of why its last worker died
+REST = 0.25  # seconds a worker that turned a task away, paused, gets none of the batch
+
+logger = logging.getLogger(__name__)
+
+
+async def _tell(channel, msg):
+    try:
+        await channel.call(msg)
+    except Exception as e:  # the worker is gone, or went meanwhile: nothing to cancel
+        logger.debug("Could not send %s: %s", msg.get("op"), e)
+
+
+class Setbacks:
+    """A batch's handling of unreachable, dead and paused workers and of failed tasks."""
+
+    def _cancel_in_flight(self):
+        """Ask the workers to drop the tasks of this batch they still queue."""
+        by_worker = defaultdict(list)
+        for task, worker in self.in_flight.items():
+            msg = task.msg
+            by_worker[worker].extend(msg["keys"] if "keys" in msg else
+                                     [msg.get("key") or msg.get("group")])  # fmt: skip
+        for worker, keys in by_worker.items():
+            channel = self.session.channels.open.get(worker)
+            if channel is not None and not channel.closed:
+                asyncio.ensure_future(_tell(channel, {"op": "cancel", "keys": keys}))
+
+    def _paused(self, worker, task, error):
+        """``worker`` is paused near its memory limit and turned ``task`` away: the task
+        goes to another worker, and this one gets none of the batch for ``REST`` s."""
+        logger.debug("%s", error)
+        self.free.appendleft(task)
+        self.resting.add(worker)
+        asyncio.get_running_loop().call_later(REST, self._rested, worker)
+
+    def _rested(self, worker):
+        self.resting.discard(worker)
+        if self.remaining and not self.done.done():
+            self.add_worker(worker)
+
+    def _unreachable(self, worker, task, error):
+        logger.info("Worker %s unreachable: %s", format_address(worker), error)
+        self.lost.add(worker)
+        self.free.appendleft(task)
+
+    def _worker_died(self, worker, task, error):
+        logger.info("Worker %s lost while running %s: %s",
+                    format_address(worker), task.key, error)  # fmt: skip
+        self.lost.add(worker)
+        self.careful = True
+        task.deaths += 1
+        if task.deaths > self.options.retries:
+            giving_up = asyncio.ensure_future(self._give_up(worker, task))
+            self.giving_up.add(giving_up)  # held: the loop keeps only weak references
+            giving_up.add_done_callback(self.giving_up.discard)
+        else:
+            self.free.append(task)
+
+    async def _give_up(self, worker, task):
+        """``task`` killed one worker too many: it fails, with why the last one died when
+        its nanny says so (word that comes just after the connection broke)."""
+        cause = await self.session.death_cause(worker, CAUSE_WAIT)
+        why = f" ({cause})" if cause else ""
+        err = WorkerLostError(
+            f"task {task.index} of {self.name} (key {task.key!r}) was running on "
+            f"{task.deaths} workers that died, the last {format_address(worker)}{why}; it "
+            f"may be what killed them, so it is not retried again"
+        )
+        task.results.set_error(err, "", worker)
+        self._finished_one(task)
+
+    def _task_failed(self, worker, task, error):
+        timeout = self.options.timeout
+        if isinstance(error, SerializationError):
+            why = error.__cause__ if error.__cause__ is not None else error
+            self._fail(SerializationError(
+                f"could not serialize the arguments of task {task.index} of "
+                f"{self.name}: {type(why).__name__}: {why}"))  # fmt: skip
+        elif isinstance(error, TimeoutError) and timeout is not None:
+            self._fail(TimeoutError(
+                f"task {task.index} of {self.name} (key {task.key!r}) did not finish "
+                f"within {timeout} s on worker {format_address(worker)}"))  # fmt: skip
+        else:  # the worker could not run it at all
+            task.results.set_error(error, getattr(error.__cause__, "text", ""), worker)
+            self._finished_one(task)
+
+    def _fail(self, error):
+        if self.error is None:
+            self.error = error
