@@ -7,6 +7,7 @@ an idle worker takes) or a number (how many tasks go in one message, from the ta
 times :class:`TaskTimes` learned).  The client calls these; swapping a policy
 touches only here.
 """
+import math
 import pickle
 from collections import defaultdict
 
@@ -151,6 +152,22 @@ def pipeline_depth(seconds, most=64):
 
 
 QUEUED_SECONDS = 0.002  # of tiny tasks, in flight per core
+
+POOL_RATE = 50_000  # messages a second one pool sends at most (no-op tasks)
+
+
+def cores_worth_using(seconds, rate=POOL_RATE):
+    """How many cores one pool can keep busy with messages of ``seconds`` of work each:
+    it sends at most ``rate`` a second, so a batch of tiny tasks spread over more
+    workers than that only splits its messages thinner (fewer to a frame, more frames
+    for everyone).  ``None`` (not known yet): no bound.  Never fewer than 2.
+
+    >>> [cores_worth_using(s) for s in (None, 1e-5, 1e-4, 1e-3, 0.02)]
+    [None, 2, 5, 50, 1000]
+    """
+    if seconds is None:
+        return None
+    return max(2, math.ceil(seconds * rate))
 
 CHUNK_SECONDS = 0.002  # work per message, at least, once a function's task time is known
 MAX_CHUNK = 10_000

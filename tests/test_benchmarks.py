@@ -83,3 +83,20 @@ def test_bench_features(bench, capsys):
     bench_features.main(n=300, repeat=1)
     out = capsys.readouterr().out
     assert "chunksize=100 is" in out and "sent once per worker" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_scale_benchmark_measures_a_center_against_simulated_workers():
+    from distributed3.bench import scale
+
+    results = scale.run(workers=(5, 40), npools=2, quick=True, log=lambda s: None)
+    for n in (5, 40):
+        figures = results[n]
+        assert set(scale.COLUMNS) <= set(figures), sorted(figures)
+        assert figures["map"] > 0 and figures["map1"] > 0 and figures["tree"] > 0
+        assert 0 < figures["join ms"] < 5_000 and 0 < figures["loss ms"] < 5_000
+        assert figures["center KB/worker"] is not None  # RSS: noisy at a few workers
+    out = io.StringIO()
+    scale.print_report(results, 2, file=out)
+    assert "40 workers" in out.getvalue() and "map1: 40 workers / 5 workers" in out.getvalue()

@@ -24,7 +24,7 @@ from ..exceptions import (
     WorkerPausedError,
     WorkerRetiringError,
 )
-from ..scheduling import decide_worker, pipeline_depth, steal_choice
+from ..scheduling import cores_worth_using, decide_worker, pipeline_depth, steal_choice
 from ..utils import wait_for
 from .handles import total_bytes
 from .options import DEFAULTS
@@ -73,6 +73,10 @@ class Batch(Setbacks):
         # kept as they change, so that no step of a task is O(workers) -- a pool may
         # feed a thousand: runners of all workers, pinned tasks, workers with free slots
         self.running = 0
+        self.busy = {}  # worker with runners -> its cores, counted in busy_cores
+        self.busy_cores = 0
+        self.leaving = {}  # busy worker stepping out (tiny tasks, see _crowded) -> its cores
+        self.leaving_cores = 0
         self.npinned = 0
         self.spare = set(session.cores)
         self._pins_checked = self._capacity = None  # (what it was computed for, value)
@@ -85,7 +89,11 @@ class Batch(Setbacks):
         self.careful = False  # after a worker death: one task per core, so blame is exact
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
         self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times
-        self.task_seconds = None  # a running mean of what one element took, once known
+        # running means, once replies said: what one element took, and one message (a
+        # chunk: all its elements) -- this batch's own, never a guess from an earlier
+        # call, which a long task among short ones would make wrong
+        self.task_seconds = None
+        self.message_seconds = None
         for task in tasks:
             self._place(task)
 
@@ -270,7 +278,9 @@ class Batch(Setbacks):
         cores = self.session.cores
         ncores = cores.get(worker)
         if (not ncores or worker in self.lost or worker in self.resting
-                or (self.need and not self._eligible(worker))):  # fmt: skip
+                or (self.need and not self._eligible(worker))
+                or ((worker not in self.busy or worker in self.leaving)
+                    and self._crowded(worker))):  # fmt: skip
             return []
         self._unpin_departed()
         slots = self._slots(worker) if limit is None else min(limit, self._slots(worker))
@@ -280,6 +290,9 @@ class Batch(Setbacks):
             task = self._next(worker)  # taken now, so the next worker sees what is left
             if task is None:
                 break
+            if worker not in self.busy:
+                self.busy[worker] = ncores
+                self.busy_cores += ncores
             self.runners[worker] += 1
             self.running += 1
             out.append((worker, task))
@@ -298,6 +311,29 @@ class Batch(Setbacks):
             self.npinned -= len(tasks)
             self.free.extend(tasks)
 
+    def _crowded(self, worker, runner=False):
+        """Whether ``worker`` should stay out of this batch (or, asked by one of its
+        ``runner``-s, step out): its tasks are so short that the cores at work without
+        it take all one pool can send (see
+        :func:`~distributed3.scheduling.cores_worth_using`).  Never while tasks wait for
+        it alone.  A worker steps out whole: the others do not follow it meanwhile."""
+        wanted = cores_worth_using(self.message_seconds)
+        at_work = self.busy_cores - self.leaving_cores
+        if worker in self.leaving:
+            if wanted is not None and at_work >= wanted and not self.pinned.get(worker):
+                return True
+            self.leaving_cores -= self.leaving.pop(worker)  # needed again: it stays
+        if wanted is None or self.pinned.get(worker):
+            return False
+        if not runner:
+            return at_work >= wanted
+        ncores = self.busy.get(worker, 0)
+        if at_work - ncores < wanted:
+            return False
+        self.leaving[worker] = ncores
+        self.leaving_cores += ncores
+        return True
+
     def _slots(self, worker):
         """How many of this batch's tasks ``worker`` may have at once: one per core until
         its replies say how long a task takes, more for short tasks (see
@@ -313,11 +349,27 @@ class Batch(Setbacks):
             each = duration / max(getattr(task.results, "size", None) or len(task.results), 1)
             old = self.task_seconds
             self.task_seconds = each if old is None else 0.8 * old + 0.2 * each
+            old = self.message_seconds
+            self.message_seconds = duration if old is None else 0.8 * old + 0.2 * duration
         depth = pipeline_depth(duration, self.slots_per_core)
         grown = depth > self.depth.get(worker, 1)
         self.depth[worker] = depth
         if grown:
             self.add_worker(worker)
+        if self.busy_cores < len(self.session.cores):
+            self._widen()
+
+    def _widen(self):
+        """Offer the queued tasks to idle workers while the cores at work are fewer than
+        the tasks' length makes worth using (longer replies came: see :meth:`_crowded`)."""
+        wanted = cores_worth_using(self.message_seconds)
+        if not self.queued() or (wanted is not None and self.busy_cores >= wanted):
+            return
+        for worker in list(self.spare):
+            if not self.queued() or (wanted is not None and self.busy_cores >= wanted):
+                return
+            if worker not in self.busy:
+                self.add_worker(worker)
 
     def _next(self, worker):
         mine = self.pinned.get(worker)
@@ -345,6 +397,8 @@ class Batch(Setbacks):
                 if task is None:
                     if self.runners[worker] > self._slots(worker):
                         return  # fewer tasks in flight from now on
+                    if self._crowded(worker, runner=True):
+                        return  # tiny tasks: the other workers take all there is
                     task = self._next(worker)
                     if task is None:
                         return
@@ -355,6 +409,10 @@ class Batch(Setbacks):
                 self.free.appendleft(first)
             self.runners[worker] -= 1
             self.running -= 1
+            if not self.runners[worker] and worker in self.busy:
+                self.busy_cores -= self.busy.pop(worker)
+                if worker in self.leaving:
+                    self.leaving_cores -= self.leaving.pop(worker)
             self.spare.add(worker)
             if not self.running and not self.done.done():
                 self.done.set_result(None)

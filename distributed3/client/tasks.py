@@ -80,7 +80,7 @@ async def submit(session, func, arglists, kwargs, *, options=DEFAULTS, wait=True
     try:
         if tasks:
             await batch.run()
-        learn_times(session.task_times, handles)
+        learn_times(session.task_times, handles, batch.task_seconds)
     except BaseException:
         finished = [h for t in tasks for h in t.results.finished()]
         if finished and session.status == "running":
@@ -148,20 +148,27 @@ async def _in_background(batch, handles, bar):
             bar.close()
 
 
-def learn_times(times, results):
+def learn_times(times, results, seconds=None):
     """Note in ``times`` (a :class:`~distributed3.scheduling.TaskTimes`) what the
-    chunks of a finished map took, as their replies said; chunks whose every task
-    failed say nothing.
+    chunks of a finished map took, as their replies said (chunks whose every task
+    failed say nothing); a map of one task per message notes ``seconds``, what its
+    batch measured a task to take.
 
     >>> from distributed3.scheduling import TaskTimes
     >>> times = TaskTimes()
-    >>> learn_times(times, pool.map(abs, range(3))); times.seconds  # no chunk: nothing
+    >>> one_each = pool.map(abs, range(3), chunksize=1)
+    >>> learn_times(times, one_each); times.seconds  # nothing measured
     {}
+    >>> learn_times(times, one_each, 1e-6); list(times.seconds.values())
+    [1e-06]
     """
     chunks = [g for g in results.spans if g.seconds is not None and len(g.errors) < g.size]
     if chunks:
         times.note(chunks[0].recipe.base, sum(g.seconds for g in chunks),
                    sum(g.size for g in chunks))  # fmt: skip
+    elif seconds is not None and results.spans and results.spans[0].recipe is not None:
+        times.note(results.spans[0].recipe.base, seconds, 1)
+
 
 
 async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, grouped=False,
