@@ -154,6 +154,11 @@ def pipeline_depth(seconds, most=64):
 QUEUED_SECONDS = 0.002  # of tiny tasks, in flight per core
 
 POOL_RATE = 50_000  # messages a second one pool sends at most (no-op tasks)
+# a batch's first tasks go to this many cores for this long, unless a reply comes first:
+# the tasks' length is then known (see cores_worth_using), at the cost of that long idle
+# for the other cores when tasks are long
+PROBE_CORES = 8
+PROBE_SECONDS = 0.005
 
 
 def cores_worth_using(seconds, rate=POOL_RATE):

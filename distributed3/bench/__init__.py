@@ -18,8 +18,10 @@ figures of so short a run mean little).  Every system gets a local cluster of
 
 Absolute figures drift on shared machines; compare the ratios, which come from
 one run.  ``--scaling 16,32,64`` runs the run's maps (10,000 and 100,000 no-op
-tasks) over that many workers on one center (give it as many cores) and reports
-center messages per task.
+tasks) and four 50 ms tasks per worker over that many workers, for distributed3,
+multiprocessing and dask (give it as many cores), with distributed3's center
+messages per task.  ``python -m distributed3.bench.scale`` measures one center
+against up to thousands of simulated workers (:mod:`distributed3.bench.scale`).
 """
 
 __all__ = ["main"]

@@ -11,6 +11,9 @@ from .raw import loopback_mb_per_s, ping_pong_us
 from .report import print_report
 from .systems import STARTUP, SYSTEMS, available
 
+# the systems --scaling runs beside distributed3, on as many workers
+SCALING_SYSTEMS = ("distributed3", "multiprocessing", "dask")
+
 __all__ = ["main", "run"]
 
 FULL = {"map": [10_000, 100_000], "roundtrip": 1000, "transfer": [100_000_000, 1_000_000_000],
@@ -110,11 +113,13 @@ def run(quick=False, systems=None, scaling=(), repeat=None, log=print):
         if available(name) and name in STARTUP:
             log(f"start-up of {name} ...")
             results["startup"][name] = startup_seconds(name, config["repeat"])
-    for n in scaling:
-        log(f"distributed3 with {n} workers ...")
-        results["scaling"][n] = run_system(
-            "distributed3", {"workers": n, "map": config["map"], "messages": 10_000,
-                             "repeat": config["repeat"]}, timeout)  # fmt: skip
+    for name in [n for n in SCALING_SYSTEMS if n in names and available(n)] if scaling else ():
+        for n in scaling:
+            log(f"{name} with {n} workers ...")
+            run_config = {"workers": n, "map": _config_for(name, config)["map"], "spread": True,
+                          "messages": 10_000 if name == "distributed3" else None,
+                          "repeat": config["repeat"]}  # fmt: skip
+            results["scaling"].setdefault(name, {})[n] = run_system(name, run_config, timeout)
     return results
 
 

@@ -15,7 +15,7 @@ from .graphs import graph_spec, run_graphs
 from .memory import descendants, rss_mb
 from .pipeline import pipeline_spec, run_pipeline
 from .systems import SYSTEMS
-from .tasks import MAKESPAN
+from .tasks import MAKESPAN, ideal_makespan
 from .timing import median_of
 
 
@@ -70,6 +70,13 @@ def run(name, config):
                 start = time.perf_counter()
                 s.sleeps(lengths)
                 results["makespan"][label] = time.perf_counter() - start
+        if config.get("spread") and getattr(s, "sleeps", None) is not None:
+            # real work over every worker: four 50 ms tasks each, against the ideal
+            lengths = [0.05] * (4 * config["workers"])
+            start = time.perf_counter()
+            s.sleeps(lengths)
+            results["spread"] = (time.perf_counter() - start) / ideal_makespan(
+                lengths, cores=config["workers"])
         if config.get("messages") and getattr(s, "center_messages", None) is not None:
             n = config["messages"]
             before = s.center_messages()

@@ -218,7 +218,7 @@ def targets(results):
         check(f"makespan / ideal, {label} (<= 1.05)",
               _ratio(seconds, ideal_makespan(MAKESPAN[label])), lambda r: r <= 1.05)
     _graph_targets(systems, _get(d3, "graphs") or {}, check)
-    scaling = results.get("scaling") or {}
+    scaling = (results.get("scaling") or {}).get("distributed3") or {}
     for size in _scaling_sizes(results):
         rates = {n: _get(r, "map", str(size)) for n, r in scaling.items()}
         if not all(rates.values()):
@@ -249,8 +249,9 @@ def _graph_targets(systems, graphs, check):
 def _scaling_sizes(results):
     """The map sizes the scaling runs timed, smallest first."""
     sizes = set()
-    for r in (results.get("scaling") or {}).values():
-        sizes.update(int(size) for size in (r.get("map") or {}))
+    for runs in (results.get("scaling") or {}).values():
+        for r in runs.values():
+            sizes.update(int(size) for size in (r.get("map") or {}))
     return sorted(sizes)
 
 
@@ -279,13 +280,16 @@ def print_report(results, file=sys.stdout):
             if "error" in (_get(r, "graphs") or {}):
                 print(f"{name}'s task graphs failed: {r['graphs']['error']}", file=file)
     if results.get("scaling"):
-        print("\ndistributed3, no-op tasks (map + gather) over N workers on one center", file=file)
+        print("\nN workers: no-op maps (map + gather, each system's own chunks), and four 50 ms "
+              "tasks per worker (makespan / ideal)", file=file)  # fmt: skip
         labels = {size: f"{size:,} tasks/s" for size in _scaling_sizes(results)}
-        srows = [(f"{n} workers",
+        srows = [(f"{name}, {n} workers",
                   {**{label: _get(r, "map", str(size)) for size, label in labels.items()},
+                   "50 ms tasks": _get(r, "spread"),
                    "center msgs/task": _get(r, "center_messages_per_task")})
-                 for n, r in results["scaling"].items()]  # fmt: skip
-        print(table(srows, [*labels.values(), "center msgs/task"]), file=file)
+                 for name, runs in results["scaling"].items()
+                 for n, r in runs.items()]  # fmt: skip
+        print(table(srows, [*labels.values(), "50 ms tasks", "center msgs/task"]), file=file)
     print("\nTargets (ratios from this run)", file=file)
     trows = [(label, {"ratio": value, "met": met}) for label, value, met in targets(results)]
     print(table(trows, ["ratio", "met"]), file=file)

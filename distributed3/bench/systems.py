@@ -131,10 +131,13 @@ def _pool_processes():
 class Multiprocessing:
     name = "multiprocessing"
 
+    def __init__(self, n_workers=2):
+        self.n_workers = n_workers
+
     def __enter__(self):
         import multiprocessing
 
-        self.pool = multiprocessing.Pool(2)
+        self.pool = multiprocessing.Pool(self.n_workers)
         self.pool.map(noop, range(200))
         return self
 
@@ -169,11 +172,14 @@ class Multiprocessing:
 class ProcessPool:
     name = "concurrent.futures"
 
+    def __init__(self, n_workers=2):
+        self.n_workers = n_workers
+
     def __enter__(self):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self.ex = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context())
+        self.ex = ProcessPoolExecutor(self.n_workers, mp_context=multiprocessing.get_context())
         list(self.ex.map(noop, range(200)))
         return self
 
@@ -205,13 +211,17 @@ class ProcessPool:
 class Dask:
     name = "dask"
 
+    def __init__(self, n_workers=2):
+        self.n_workers = n_workers
+
     def __enter__(self):
         import logging
 
         from dask.distributed import Client, LocalCluster
 
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        self.cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=1,
+                                    dashboard_address=None)  # fmt: skip
         self.client = Client(self.cluster)
         self.client.gather(self.client.map(noop, range(200), pure=False))
         return self

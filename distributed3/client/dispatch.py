@@ -24,7 +24,14 @@ from ..exceptions import (
     WorkerPausedError,
     WorkerRetiringError,
 )
-from ..scheduling import cores_worth_using, decide_worker, pipeline_depth, steal_choice
+from ..scheduling import (
+    PROBE_CORES,
+    PROBE_SECONDS,
+    cores_worth_using,
+    decide_worker,
+    pipeline_depth,
+    steal_choice,
+)
 from ..utils import wait_for
 from .handles import total_bytes
 from .options import DEFAULTS
@@ -77,6 +84,7 @@ class Batch(Setbacks):
         self.busy_cores = 0
         self.leaving = {}  # busy worker stepping out (tiny tasks, see _crowded) -> its cores
         self.leaving_cores = 0
+        self.probe_until = 0.0
         self.npinned = 0
         self.spare = set(session.cores)
         self._pins_checked = self._capacity = None  # (what it was computed for, value)
@@ -120,6 +128,9 @@ class Batch(Setbacks):
     async def run(self):
         """Run every task; raise the batch's error (a timeout, an unsendable task)."""
         self.session.listen(self)
+        loop = asyncio.get_running_loop()
+        self.probe_until = loop.time() + PROBE_SECONDS  # see _crowded
+        loop.call_later(PROBE_SECONDS, self._widen)
         rounds, ended = 0, 0  # recovery rounds since a task last ended; tasks ended
         try:
             while self.remaining:
@@ -316,15 +327,20 @@ class Batch(Setbacks):
         ``runner``-s, step out): its tasks are so short that the cores at work without
         it take all one pool can send (see
         :func:`~distributed3.scheduling.cores_worth_using`).  Never while tasks wait for
-        it alone.  A worker steps out whole: the others do not follow it meanwhile."""
+        it alone.  A worker steps out whole: the others do not follow it meanwhile.
+        Before any reply, ``PROBE_CORES`` take the first tasks for ``PROBE_SECONDS``:
+        tiny tasks answer by then and stay on few workers; longer ones then spread."""
         wanted = cores_worth_using(self.message_seconds)
         at_work = self.busy_cores - self.leaving_cores
         if worker in self.leaving:
             if wanted is not None and at_work >= wanted and not self.pinned.get(worker):
                 return True
             self.leaving_cores -= self.leaving.pop(worker)  # needed again: it stays
-        if wanted is None or self.pinned.get(worker):
+        if self.pinned.get(worker):
             return False
+        if wanted is None:  # until a reply says, or PROBE_SECONDS passed: a few cores
+            return (not runner and at_work >= PROBE_CORES
+                    and asyncio.get_running_loop().time() < self.probe_until)  # fmt: skip
         if not runner:
             return at_work >= wanted
         ncores = self.busy.get(worker, 0)
