@@ -14,6 +14,7 @@
 Uses only the :class:`~distributed3.client.session.Session`'s public methods.
 """
 import asyncio
+import itertools
 import logging
 from collections import defaultdict, deque
 
@@ -40,6 +41,7 @@ from .setbacks import Setbacks
 LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones again
 
 logger = logging.getLogger(__name__)
+_turns = itertools.count()  # rounds started, for turns among equally idle workers
 
 
 class Batch(Setbacks):
@@ -204,7 +206,12 @@ class Batch(Setbacks):
         (an apply), run here to its end rather than in a task of its own -- two turns
         of the loop fewer on its round trip."""
         session = self.session
-        workers = sorted(session.cores, key=lambda w: session.occupancy[w] / session.cores[w])
+        # the least occupied first; ties in turn, so that one-message calls (a small
+        # chunked map, an apply) do not all land on the same idle worker
+        turn = next(_turns)
+        order = {w: (i + turn) % len(session.cores) for i, w in enumerate(session.cores)}
+        workers = sorted(session.cores,
+                         key=lambda w: (session.occupancy[w] / session.cores[w], order[w]))
         self._pins_checked = None  # look again at the pinned tasks of departed workers
         # a task per core everywhere first; then the rest of each worker's slots, the
         # holders taking their own tasks before the idle take what is left
