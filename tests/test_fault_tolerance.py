@@ -271,17 +271,20 @@ def test_no_leak_after_many_rounds():
             def nkeys():
                 return sum(i["nkeys"] for i in pool.worker_info().values())
 
-            one_round()
-            gc.collect()
-            wait_for_sync(lambda: nkeys() == 0, 10, "keys left after the first round")
-            rss = [p.memory_info().rss for p in procs]
-            for _ in range(100):
+            for _ in range(5):  # to the steady state: chunk sizes learned, where work goes
                 one_round()
             gc.collect()
-            wait_for_sync(lambda: nkeys() == 0, 10, "keys leaked")
-            assert sum(i["nbytes"] for i in pool.worker_info().values()) == 0
-            growth = [p.memory_info().rss - r for p, r in zip(procs, rss)]
-            assert max(growth) < 20e6, growth
+            wait_for_sync(lambda: nkeys() == 0, 10, "keys left after the first rounds")
+            growths = []
+            for _ in range(2):  # a leak grows again; a high-water mark reached does not
+                rss = [p.memory_info().rss for p in procs]
+                for _ in range(100):
+                    one_round()
+                gc.collect()
+                wait_for_sync(lambda: nkeys() == 0, 10, "keys leaked")
+                assert sum(i["nbytes"] for i in pool.worker_info().values()) == 0
+                growths.append([p.memory_info().rss - r for p, r in zip(procs, rss)])
+            assert max(growths[0]) < 40e6 and max(growths[1]) < 10e6, growths
 
 
 def chaos_script():
