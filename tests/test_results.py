@@ -266,9 +266,9 @@ def test_copies_of_elements_are_released_when_their_client_vanishes():
             out = pool.map(inc, range(100), chunksize=100)
             first = out[0]
             pool.replicate([first], n=2)
-            victim = next(w for w in workers if w.address in first.workers)
             wait_for_sync(lambda: len(center.get_who_has(None, [first.key])[first.key]) == 2
                           and out.spans[0].key in center.who_has, 10, "no copy")  # fmt: skip
+            victim = next(w for w in workers if out.spans[0].key in w.data)  # the chunk's
             run_in_cluster_loop(victim.close(handoff=False))  # the chunk's only holder
             alive = [w for w in workers if w is not victim]
             assert first.key in held(alive)  # the copy, owned through its chunk
