@@ -30,6 +30,35 @@ def _timed(func, n, repeat):
     return median_of(measure, repeat)
 
 
+def idle_memory(s):
+    """Median resident MB of an idle worker, and of the whole cluster with this process."""
+    gc.collect()
+    time.sleep(0.5)  # let start-up work settle: this is the idle size
+    workers = s.worker_pids()
+    return {"worker_rss_mb": statistics.median(rss_mb(p) for p in workers),
+            "cluster_rss_mb": rss_mb(os.getpid()) + sum(
+                rss_mb(p) for p in descendants(os.getpid()))}  # fmt: skip
+
+
+def real_work(s, config):
+    """Tasks that take time: each ``MAKESPAN`` case's seconds (``makespan``), and four
+    50 ms tasks per worker against the ideal (``spread``), as ``config`` asks."""
+    out = {}
+    if config.get("makespan"):
+        out["makespan"] = {}
+        for label, lengths in MAKESPAN.items():
+            start = time.perf_counter()
+            s.sleeps(lengths)
+            out["makespan"][label] = time.perf_counter() - start
+    if config.get("spread"):
+        lengths = [0.05] * (4 * config["workers"])
+        start = time.perf_counter()
+        s.sleeps(lengths)
+        out["spread"] = (time.perf_counter() - start) / ideal_makespan(
+            lengths, cores=config["workers"])
+    return out
+
+
 def run(name, config):
     """``{workload: result}`` for system ``name``; see :mod:`distributed3.bench`."""
     repeat = config.get("repeat", 3)
@@ -37,13 +66,7 @@ def run(name, config):
     system = SYSTEMS[name](config["workers"]) if "workers" in config else SYSTEMS[name]()
     with system as s:
         if config.get("memory") and hasattr(s, "worker_pids"):
-            gc.collect()
-            time.sleep(0.5)  # let start-up work settle: this is the idle size
-            workers = s.worker_pids()
-            results["worker_rss_mb"] = statistics.median(rss_mb(p) for p in workers)
-            results["cluster_rss_mb"] = rss_mb(os.getpid()) + sum(
-                rss_mb(p) for p in descendants(os.getpid())
-            )
+            results.update(idle_memory(s))
         # the round trip first, on a quiet cluster: after a big map a system may still be
         # releasing its results for a second or so, which this small figure would show
         if config.get("roundtrip") and hasattr(s, "roundtrip_once"):
@@ -64,19 +87,8 @@ def run(name, config):
                                    for size in config.get("transfer", ())}  # fmt: skip
         if config.get("locality") and getattr(s, "moved_bytes", None) is not None:
             results["moved_bytes"] = s.moved_bytes()
-        if config.get("makespan") and getattr(s, "sleeps", None) is not None:
-            results["makespan"] = {}
-            for label, lengths in MAKESPAN.items():
-                start = time.perf_counter()
-                s.sleeps(lengths)
-                results["makespan"][label] = time.perf_counter() - start
-        if config.get("spread") and getattr(s, "sleeps", None) is not None:
-            # real work over every worker: four 50 ms tasks each, against the ideal
-            lengths = [0.05] * (4 * config["workers"])
-            start = time.perf_counter()
-            s.sleeps(lengths)
-            results["spread"] = (time.perf_counter() - start) / ideal_makespan(
-                lengths, cores=config["workers"])
+        if getattr(s, "sleeps", None) is not None:
+            results.update(real_work(s, config))
         if config.get("messages") and getattr(s, "center_messages", None) is not None:
             n = config["messages"]
             before = s.center_messages()
