@@ -85,16 +85,23 @@ def test_embedded_cluster_ends_when_its_client_is_killed(all_end):
         assert all_end(kids)
 
 
+def quiet_script(script):
+    """Run ``script`` in a new interpreter; its output, once it succeeded and wrote
+    nothing on stderr -- read to EOF, so the lines of the workers it started count."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    return out
+
+
 def test_closing_an_embedded_cluster_is_quiet():
     script = ("from distributed3 import Pool\n"
               "for _ in range(3):\n"
               "    with Pool(n_workers=2) as p:\n"
               "        assert [p.apply(abs, (-i,)).get() for i in range(300)] == \\\n"
               "            list(range(300))\n")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=60)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert out.stderr == ""  # the workers stop before their center: nobody "lost" anything
+    quiet_script(script)  # the workers stop before their center: nobody "lost" anything
 
 
 def test_a_script_that_never_closes_its_pool_ends_quietly(all_end):
@@ -105,11 +112,7 @@ def test_a_script_that_never_closes_its_pool_ends_quietly(all_end):
               "print('pids', pool.cluster.center_proc.pid,\n"
               "      *[i['pid'] for i in pool.worker_info().values()])\n"
               "assert pool.gather(pool.map(abs, [-1, -2])) == [1, 2]\n")  # fmt: skip
-    # the pipes reach EOF once every process that inherited them (the workers) ended
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=60)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert out.stderr == ""
+    out = quiet_script(script)
     pids = [int(p) for p in out.stdout.split()[1:]]
     assert len(pids) == 3 and all_end([psutil.Process(p) for p in pids if psutil.pid_exists(p)])
 
