@@ -90,6 +90,7 @@ class Batch(Setbacks):
         self.npinned = 0
         self.spare = set(session.cores)
         self._pins_checked = self._capacity = None  # (what it was computed for, value)
+        self.depth_changes = 0  # for capacity(): a worker's pipeline depth changed
         self.done = asyncio.get_running_loop().create_future()
         self.error = None
         self.ended = 0  # tasks finished (or failed) so far
@@ -181,7 +182,7 @@ class Batch(Setbacks):
         """How many tasks the workers may have in flight now, all slots counted."""
         cores = self.session.cores
         state = (id(cores), len(cores), frozenset(self.lost), frozenset(self.resting),
-                 self.careful, len(self.depth), sum(self.depth.values()))  # fmt: skip
+                 self.careful, self.depth_changes)  # fmt: skip
         if self._capacity is None or self._capacity[0] != state:
             total = sum(self._slots(w) for w in cores
                         if w not in self.lost and w not in self.resting)  # fmt: skip
@@ -376,7 +377,9 @@ class Batch(Setbacks):
             self.message_seconds = duration if old is None else 0.8 * old + 0.2 * duration
         depth = pipeline_depth(duration, self.slots_per_core)
         grown = depth > self.depth.get(worker, 1)
-        self.depth[worker] = depth
+        if self.depth.get(worker) != depth:
+            self.depth[worker] = depth
+            self.depth_changes += 1
         if grown:
             self.add_worker(worker)
         if self.busy_cores < len(self.session.cores):
