@@ -19,7 +19,9 @@ def test_simulated_and_real_workers_compute_right_answers_together():
             wait_for_sync(lambda: pool.nworkers == 52, 10, "52 workers")
             simulated = {w for w, i in pool.worker_info().items() if i["pid"] == sim.proc.pid}
             assert len(simulated) == 50
-            squares = pool.map(lambda x: x * x, range(400), chunksize=1)
+            # inputs on every worker, each task where its input is (tiny tasks from a
+            # queue would stay on a few workers of either kind)
+            squares = pool.map(lambda x: x * x, pool.scatter(range(400)), chunksize=1)
             assert pool.gather(squares) == [x * x for x in range(400)]
             ran_on = {w for h in squares for w in h.workers}
             assert ran_on & simulated and ran_on - simulated  # both kinds computed

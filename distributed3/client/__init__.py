@@ -7,7 +7,9 @@
                   occupancy, resources, keys owned and released
     options.py    Options: how tasks run (timeout, retries, chunksize, seed, resources)
     tasks.py      making tasks from a call: chunks, seeds, constants sent once
-    dispatch.py   Batch: sending tasks to workers as their slots free up, retries
+    dispatch.py   Batch: sending tasks to workers as their slots free up, retries;
+                  setbacks.py: its dead, paused and unreachable workers; crowd.py:
+                  which workers it keeps at work (few for tiny tasks)
     recovery.py   recomputing lost data from its recipe; putting values on workers
     handles.py    RemoteData, a value on the cluster; results.py: a map's chunks, RemoteList
     data.py       scatter, gather, delete, replicate

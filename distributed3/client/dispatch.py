@@ -25,15 +25,9 @@ from ..exceptions import (
     WorkerPausedError,
     WorkerRetiringError,
 )
-from ..scheduling import (
-    PROBE_CORES,
-    PROBE_SECONDS,
-    cores_worth_using,
-    decide_worker,
-    pipeline_depth,
-    steal_choice,
-)
+from ..scheduling import PROBE_SECONDS, decide_worker, pipeline_depth, steal_choice
 from ..utils import wait_for
+from .crowd import Crowd
 from .handles import total_bytes
 from .options import DEFAULTS
 from .setbacks import Setbacks
@@ -82,13 +76,10 @@ class Batch(Setbacks):
         # kept as they change, so that no step of a task is O(workers) -- a pool may
         # feed a thousand: runners of all workers, pinned tasks, workers with free slots
         self.running = 0
-        self.busy = {}  # worker with runners -> its cores, counted in busy_cores
-        self.busy_cores = 0
-        self.leaving = {}  # busy worker stepping out (tiny tasks, see _crowded) -> its cores
-        self.leaving_cores = 0
-        self.probe_until = 0.0
+        self.crowd = Crowd(session.cores)  # the workers with runners; few for tiny tasks
+        self.probe = None  # the timer that ends the crowd's probe
         self.npinned = 0
-        self.spare = set(session.cores)
+        self.spare = set()  # workers with runners and slots free
         self._pins_checked = self._capacity = None  # (what it was computed for, value)
         self.depth_changes = 0  # for capacity(): a worker's pipeline depth changed
         self.done = asyncio.get_running_loop().create_future()
@@ -109,21 +100,24 @@ class Batch(Setbacks):
             self._place(task)
 
     def _place(self, task):
-        cores = self.session.cores
-        if self.need:  # only where the resources it needs exist
-            cores = {w: n for w, n in cores.items() if self._eligible(w)}
-        if task.inputs and cores:
+        """Pin ``task`` to the live worker holding most of its inputs and return that
+        worker; or queue it for anyone.  Costs its inputs' holders, not all workers."""
+        if task.inputs:
+            cores = self.session.cores
             who_has = {k: h.workers for k, h in task.inputs.items()}
             nbytes = {k: total_bytes(h.nbytes) for k, h in task.inputs.items()}
-            # ties (inputs on several workers) go round by what this batch already placed
-            occupancy = self.session.occupancy
-            load = {w: occupancy[w] + len(self.pinned.get(w, ())) for w in cores}
-            worker = decide_worker(list(who_has), who_has, nbytes, cores, load)
-            if any(worker in ws for ws in who_has.values()):
+            holders = {w: cores[w] for ws in who_has.values() for w in ws
+                       if w in cores and (not self.need or self._eligible(w))}  # fmt: skip
+            if holders:
+                # ties (inputs on several workers) go round by what this batch placed
+                occupancy = self.session.occupancy
+                load = {w: occupancy[w] + len(self.pinned.get(w, ())) for w in holders}
+                worker = decide_worker(list(who_has), who_has, nbytes, holders, load)
                 self.pinned[worker].append(task)
                 self.npinned += 1
-                return
+                return worker
         self.free.append(task)
+        return None
 
     def _eligible(self, worker):
         return self.session.has_resources(worker, self.need)
@@ -131,9 +125,6 @@ class Batch(Setbacks):
     async def run(self):
         """Run every task; raise the batch's error (a timeout, an unsendable task)."""
         self.session.listen(self)
-        loop = asyncio.get_running_loop()
-        self.probe_until = loop.time() + PROBE_SECONDS  # see _crowded
-        loop.call_later(PROBE_SECONDS, self._widen)
         rounds, ended = 0, 0  # recovery rounds since a task last ended; tasks ended
         try:
             while self.remaining:
@@ -162,17 +153,20 @@ class Batch(Setbacks):
             raise
         finally:
             self.session.unlisten(self)
+            if self.probe is not None:
+                self.probe.cancel()
 
     def add(self, tasks):
         """Queue more ``tasks`` while the batch runs (a graph's tasks as they become
         ready), and start them where slots are free."""
         self.remaining += len(tasks)
-        for task in tasks:
-            self._place(task)
-        for worker in list(self.spare):
+        holders = {self._place(task) for task in tasks}
+        holders.discard(None)
+        for worker in [*self.spare, *(holders & self.crowd.idle)]:
             if not self.queued():
                 break
             self.add_worker(worker)
+        self._widen()
 
     def queued(self):
         """How many tasks wait for a slot."""
@@ -220,6 +214,8 @@ class Batch(Setbacks):
                    for o in self._openings(worker, limit=session.cores[worker])]  # fmt: skip
         if self.free or self.npinned:  # more than a task per core to start
             started += [o for _ in range(2) for worker in workers for o in self._openings(worker)]
+        if self.probe is None and started:  # the probe's time counts from the first send
+            self.probe = asyncio.get_running_loop().call_later(PROBE_SECONDS, self._end_probe)
         if len(started) == 1 and self.running == 1:
             await self._runner(*started[0])
             self.done = asyncio.get_running_loop().create_future()
@@ -286,7 +282,10 @@ class Batch(Setbacks):
         """Start as many of the batch's tasks on ``worker`` as it may run now."""
         for worker, task in self._openings(worker):
             asyncio.ensure_future(self._runner(worker, task))
-        if self.runners[worker] < self._slots(worker):
+        runners = self.runners[worker]
+        if not runners:
+            self.crowd.idle.add(worker)  # one that joined, or was given nothing
+        if 0 < runners < self._slots(worker):
             self.spare.add(worker)
         else:
             self.spare.discard(worker)
@@ -298,8 +297,7 @@ class Batch(Setbacks):
         ncores = cores.get(worker)
         if (not ncores or worker in self.lost or worker in self.resting
                 or (self.need and not self._eligible(worker))
-                or ((worker not in self.busy or worker in self.leaving)
-                    and self._crowded(worker))):  # fmt: skip
+                or (self.crowd.outside(worker) and self._crowded(worker))):  # fmt: skip
             return []
         self._unpin_departed()
         slots = self._slots(worker) if limit is None else min(limit, self._slots(worker))
@@ -309,9 +307,7 @@ class Batch(Setbacks):
             task = self._next(worker)  # taken now, so the next worker sees what is left
             if task is None:
                 break
-            if worker not in self.busy:
-                self.busy[worker] = ncores
-                self.busy_cores += ncores
+            self.crowd.join(worker, ncores)
             self.runners[worker] += 1
             self.running += 1
             out.append((worker, task))
@@ -331,32 +327,14 @@ class Batch(Setbacks):
             self.free.extend(tasks)
 
     def _crowded(self, worker, runner=False):
-        """Whether ``worker`` should stay out of this batch (or, asked by one of its
-        ``runner``-s, step out): its tasks are so short that the cores at work without
-        it take all one pool can send (see
-        :func:`~distributed3.scheduling.cores_worth_using`).  Never while tasks wait for
-        it alone.  A worker steps out whole: the others do not follow it meanwhile.
-        Before any reply, ``PROBE_CORES`` take the first tasks for ``PROBE_SECONDS``:
-        tiny tasks answer by then and stay on few workers; longer ones then spread."""
-        wanted = cores_worth_using(self.message_seconds)
-        at_work = self.busy_cores - self.leaving_cores
-        if worker in self.leaving:
-            if wanted is not None and at_work >= wanted and not self.pinned.get(worker):
-                return True
-            self.leaving_cores -= self.leaving.pop(worker)  # needed again: it stays
-        if self.pinned.get(worker):
-            return False
-        if wanted is None:  # until a reply says, or PROBE_SECONDS passed: a few cores
-            return (not runner and at_work >= PROBE_CORES
-                    and asyncio.get_running_loop().time() < self.probe_until)  # fmt: skip
-        if not runner:
-            return at_work >= wanted
-        ncores = self.busy.get(worker, 0)
-        if at_work - ncores < wanted:
-            return False
-        self.leaving[worker] = ncores
-        self.leaving_cores += ncores
-        return True
+        """Whether ``worker`` should stay out of this batch, or (asked by a ``runner``)
+        step out: see :class:`~distributed3.client.crowd.Crowd`."""
+        return self.crowd.crowded(worker, self.message_seconds, runner,
+                                  pinned=bool(self.pinned.get(worker)))  # fmt: skip
+
+    def _end_probe(self):
+        self.crowd.probing = False
+        self._widen()
 
     def _slots(self, worker):
         """How many of this batch's tasks ``worker`` may have at once: one per core until
@@ -382,20 +360,22 @@ class Batch(Setbacks):
             self.depth_changes += 1
         if grown:
             self.add_worker(worker)
-        if self.busy_cores < len(self.session.cores):
+        if self.crowd.busy_cores < len(self.session.cores):
             self._widen()
 
     def _widen(self):
         """Offer the queued tasks to idle workers while the cores at work are fewer than
         the tasks' length makes worth using (longer replies came: see :meth:`_crowded`)."""
-        wanted = cores_worth_using(self.message_seconds)
-        if not self.queued() or (wanted is not None and self.busy_cores >= wanted):
-            return
-        for worker in list(self.spare):
-            if not self.queued() or (wanted is not None and self.busy_cores >= wanted):
+        crowd, cores = self.crowd, self.session.cores
+        if not self.queued() or crowd.full(self.message_seconds):
+            return  # most replies: before a list of the idle workers is made
+        for worker in list(crowd.idle):
+            if not self.queued() or crowd.full(self.message_seconds):
                 return
-            if worker not in self.busy:
+            if worker in cores:
                 self.add_worker(worker)
+            else:
+                crowd.idle.discard(worker)  # departed
 
     def _next(self, worker):
         mine = self.pinned.get(worker)
@@ -435,11 +415,11 @@ class Batch(Setbacks):
                 self.free.appendleft(first)
             self.runners[worker] -= 1
             self.running -= 1
-            if not self.runners[worker] and worker in self.busy:
-                self.busy_cores -= self.busy.pop(worker)
-                if worker in self.leaving:
-                    self.leaving_cores -= self.leaving.pop(worker)
-            self.spare.add(worker)
+            if not self.runners[worker]:
+                self.crowd.leave(worker)
+                self.spare.discard(worker)
+            else:
+                self.spare.add(worker)
             if not self.running and not self.done.done():
                 self.done.set_result(None)
 
