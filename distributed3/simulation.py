@@ -69,6 +69,11 @@ class SimRunner(TaskRunner):
         else:
             loop.call_at(done, self._run, *job)
 
+    def _took(self, start, n):
+        """The tasks' simulated time on their core, as a real worker would report it:
+        a pool that heard they were instant would keep them on a few workers."""
+        return super()._took(start, n) + self.service_time * n
+
 
 class SimWorker(Worker):
     """A :class:`~distributed3.worker.Worker` whose tasks run on its loop (see
