@@ -14,7 +14,6 @@
 Uses only the :class:`~distributed3.client.session.Session`'s public methods.
 """
 import asyncio
-import itertools
 import logging
 from collections import defaultdict, deque
 
@@ -25,9 +24,9 @@ from ..exceptions import (
     WorkerPausedError,
     WorkerRetiringError,
 )
-from ..scheduling import PROBE_SECONDS, decide_worker, pipeline_depth, steal_choice
+from ..scheduling import decide_worker, pipeline_depth, steal_choice
 from ..utils import wait_for
-from .crowd import Crowd
+from .crowd import Crowd, Reach
 from .handles import total_bytes
 from .options import DEFAULTS
 from .setbacks import Setbacks
@@ -35,10 +34,9 @@ from .setbacks import Setbacks
 LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones again
 
 logger = logging.getLogger(__name__)
-_turns = itertools.count()  # rounds started, for turns among equally idle workers
 
 
-class Batch(Setbacks):
+class Batch(Reach, Setbacks):
     """The tasks of one call, fed to the workers as their slots free up.
 
     A task with remote inputs is pinned to the worker :func:`decide_worker`
@@ -55,19 +53,21 @@ class Batch(Setbacks):
     inputs it lacks are small (``steal_bytes``): moving them costs less than waiting;
     an idle holder runs its own.  A worker paused near its memory limit turns tasks
     away unrun: they go to the others, and it gets more after a rest.  ``options.timeout``
-    bounds each task's run; ``on_done`` is called with each task's results as it ends.
+    bounds each task's run; ``on_done`` is called with each task's results as it ends,
+    ``on_room`` when the first tasks' probe widens and more workers may take tasks.
     """
 
     slots_per_core = 64  # the most tasks in flight per core: tiny ones, see pipeline_depth
     recovery_rounds = 5
     steal_bytes = 4096  # an idle worker takes others' tasks whose inputs it lacks are this small
 
-    def __init__(self, session, tasks, name, *, options=DEFAULTS, on_done=None):
+    def __init__(self, session, tasks, name, *, options=DEFAULTS, on_done=None, on_room=None):
         self.session = session
         self.name = name
         self.options = options
         self.need = {r: float(n) for r, n in (options.resources or {}).items() if n}
         self.on_done = on_done
+        self.on_room = on_room  # called when the probe widens: more workers may take tasks
         self.pinned = defaultdict(deque)
         self.free = deque()
         self.stalled = []
@@ -77,7 +77,7 @@ class Batch(Setbacks):
         # feed a thousand: runners of all workers, pinned tasks, workers with free slots
         self.running = 0
         self.crowd = Crowd(session.cores)  # the workers with runners; few for tiny tasks
-        self.probe = None  # the timer that ends the crowd's probe
+        self.probe = None  # the timer that widens the crowd's probe; False once over
         self.npinned = 0
         self.spare = set()  # workers with runners and slots free
         self._pins_checked = self._capacity = None  # (what it was computed for, value)
@@ -153,7 +153,7 @@ class Batch(Setbacks):
             raise
         finally:
             self.session.unlisten(self)
-            if self.probe is not None:
+            if self.probe:
                 self.probe.cancel()
 
     def add(self, tasks):
@@ -171,17 +171,6 @@ class Batch(Setbacks):
     def queued(self):
         """How many tasks wait for a slot."""
         return len(self.free) + self.npinned
-
-    def capacity(self):
-        """How many tasks the workers may have in flight now, all slots counted."""
-        cores = self.session.cores
-        state = (id(cores), len(cores), frozenset(self.lost), frozenset(self.resting),
-                 self.careful, self.depth_changes)  # fmt: skip
-        if self._capacity is None or self._capacity[0] != state:
-            total = sum(self._slots(w) for w in cores
-                        if w not in self.lost and w not in self.resting)  # fmt: skip
-            self._capacity = (state, total)
-        return self._capacity[1]
 
     def fail(self, error):
         """Stop: drop the queued tasks, let those in flight end, and have :meth:`run`
@@ -201,12 +190,7 @@ class Batch(Setbacks):
         (an apply), run here to its end rather than in a task of its own -- two turns
         of the loop fewer on its round trip."""
         session = self.session
-        # the least occupied first; ties in turn, so that one-message calls (a small
-        # chunked map, an apply) do not all land on the same idle worker
-        turn = next(_turns)
-        order = {w: (i + turn) % len(session.cores) for i, w in enumerate(session.cores)}
-        workers = sorted(session.cores,
-                         key=lambda w: (session.occupancy[w] / session.cores[w], order[w]))
+        workers = self._round_order()
         self._pins_checked = None  # look again at the pinned tasks of departed workers
         # a task per core everywhere first; then the rest of each worker's slots, the
         # holders taking their own tasks before the idle take what is left
@@ -214,8 +198,6 @@ class Batch(Setbacks):
                    for o in self._openings(worker, limit=session.cores[worker])]  # fmt: skip
         if self.free or self.npinned:  # more than a task per core to start
             started += [o for _ in range(2) for worker in workers for o in self._openings(worker)]
-        if self.probe is None and started:  # the probe's time counts from the first send
-            self.probe = asyncio.get_running_loop().call_later(PROBE_SECONDS, self._end_probe)
         if len(started) == 1 and self.running == 1:
             await self._runner(*started[0])
             self.done = asyncio.get_running_loop().create_future()
@@ -326,16 +308,6 @@ class Batch(Setbacks):
             self.npinned -= len(tasks)
             self.free.extend(tasks)
 
-    def _crowded(self, worker, runner=False):
-        """Whether ``worker`` should stay out of this batch, or (asked by a ``runner``)
-        step out: see :class:`~distributed3.client.crowd.Crowd`."""
-        return self.crowd.crowded(worker, self.message_seconds, runner,
-                                  pinned=bool(self.pinned.get(worker)))  # fmt: skip
-
-    def _end_probe(self):
-        self.crowd.probing = False
-        self._widen()
-
     def _slots(self, worker):
         """How many of this batch's tasks ``worker`` may have at once: one per core until
         its replies say how long a task takes, more for short tasks (see
@@ -362,20 +334,6 @@ class Batch(Setbacks):
             self.add_worker(worker)
         if self.crowd.busy_cores < len(self.session.cores):
             self._widen()
-
-    def _widen(self):
-        """Offer the queued tasks to idle workers while the cores at work are fewer than
-        the tasks' length makes worth using (longer replies came: see :meth:`_crowded`)."""
-        crowd, cores = self.crowd, self.session.cores
-        if not self.queued() or crowd.full(self.message_seconds):
-            return  # most replies: before a list of the idle workers is made
-        for worker in list(crowd.idle):
-            if not self.queued() or crowd.full(self.message_seconds):
-                return
-            if worker in cores:
-                self.add_worker(worker)
-            else:
-                crowd.idle.discard(worker)  # departed
 
     def _next(self, worker):
         mine = self.pinned.get(worker)
@@ -441,6 +399,8 @@ class Batch(Setbacks):
             if self.options.prepare is not None:
                 await self.options.prepare(worker)
             self.in_flight[task] = worker
+            if self.probe is None:
+                self._probe_later()  # its time counts from the first send, not a connect
             reply = await channel.call(task.msg, self.options.timeout)
         except (ConnectionBrokenError, CommClosedError) as e:
             self._worker_died(worker, task, e)

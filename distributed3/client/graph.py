@@ -27,7 +27,7 @@ from toolz import partition_all
 from ..core.protocol import dumps_function
 from ..graph import dumps_with_handles, find_handles, parse, run_node
 from ..keys import ELEMENT, extract_keys
-from ..scheduling import graph_chunksize, root_window
+from ..scheduling import PROBE_CORES, graph_chunksize, root_window
 from ..utils import format_address
 from .dispatch import Batch
 from .handles import RemoteData
@@ -121,9 +121,11 @@ class GraphRun:
         if self.roots:
             if not session.cores:
                 await session.wait_for_workers(1)
-            first = self._pop(max(2 * sum(session.cores.values()), 1))
+            # two a core of the few a batch probes with: the rest when it knows whether
+            # its tasks are tiny (a few workers, several a message) or long (all)
+            first = self._pop(2 * min(max(sum(session.cores.values()), 1), PROBE_CORES))
             self.batch = Batch(session, first, "graph", options=self.options,
-                               on_done=self._done)  # fmt: skip
+                               on_done=self._done, on_room=self._refill)  # fmt: skip
             try:
                 if self.failed is None:
                     await self.batch.run()
@@ -224,6 +226,11 @@ class GraphRun:
                 self.waiting[dependent] -= 1
                 if not self.waiting[dependent]:
                     self._push(dependent)
+        self._refill()
+        self._flush()  # the session sends the releases of a few ms together
+
+    def _refill(self):
+        """Give the batch as many ready tasks as its workers have room for."""
         if self.failed is None and (self.ready or self.roots):
             batch = self.batch
             room = batch.capacity() - batch.queued()
@@ -232,7 +239,6 @@ class GraphRun:
                 batch.add(self._pop(room * size, size))
                 if self.failed is not None:
                     batch.fail(_Failed())
-        self._flush()  # the session sends the releases of a few ms together
 
     def _root_done(self, handle):
         self.roots_running -= 1

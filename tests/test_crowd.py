@@ -1,0 +1,94 @@
+"""Which workers a batch keeps at work, among hundreds of simulated ones: tiny tasks stay
+on a few, several to a message; long ones reach every core (client/crowd.py)."""
+import contextlib
+import sys
+import time
+
+import pytest
+
+from distributed3 import Pool
+from distributed3.client.crowd import Crowd
+from distributed3.scheduling import PROBE_CORES
+from distributed3.testing import Proc
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+SECRET = "crowd-test"
+ENV = {"DISTRIBUTED3_SECRET": SECRET}
+
+
+@contextlib.contextmanager
+def simulated(n, service_time=0.0):
+    """A center, and ``n`` simulated workers in one process; the center's address, once
+    a pool sees them all."""
+    center_cmd = [sys.executable, "-m", "distributed3", "center", "--port", "0"]
+    with Proc(center_cmd, ENV) as center:
+        address = center.wait_for_line(r"Started center at (\S+)", 30).group(1)
+        with Proc([sys.executable, "-m", "distributed3.simulation", address,
+                   "--workers", str(n), "--service-time", str(service_time)], ENV) as sim:
+            sim.wait_for_line(rf"ready {n}", 60)
+            yield address
+
+
+def ran_on(handles):
+    return {w for h in handles for w in h.workers}
+
+
+def test_tiny_tasks_stay_on_a_few_of_a_thousand_workers():
+    with simulated(1000) as address, Pool(address, secret=SECRET) as pool:
+        pool.wait_for_workers(1000, timeout=10)
+        for _ in range(3):  # the first connects to workers; later ones find them open
+            values = pool.map(abs, range(-3000, 0), chunksize=1)
+            assert pool.gather(values) == list(range(3000, 0, -1))
+            # the probe's few cores, widened once or twice at most by a late reply
+            # (before: placing 3000 tasks outlasted the probe, and all 1000 took some)
+            assert len(ran_on(values)) <= 4 * PROBE_CORES, len(ran_on(values))
+            del values
+
+
+def test_a_graph_of_tiny_tasks_goes_several_to_a_message():
+    dask = pytest.importorskip("dask")
+    from distributed3.bench.graphs import tree
+
+    x, answer = tree(1000)
+    ntasks = len(x.__dask_graph__())
+    with simulated(400) as address, Pool(address, secret=SECRET) as pool:
+        pool.wait_for_workers(400, timeout=10)
+        assert dask.compute(x, scheduler=pool.get)[0] == answer  # imports, connections
+        before = sum(i["frames_in"] for i in pool.worker_info().values())
+        assert dask.compute(x, scheduler=pool.get)[0] == answer
+        frames = sum(i["frames_in"] for i in pool.worker_info().values()) - before
+        # each worker answers worker_info in a frame of its own; before, the first
+        # wave sent every root alone to a worker of its own: 690 frames for 999 tasks
+        assert frames - 400 < ntasks / 4, (frames, ntasks)
+
+
+def test_long_tasks_reach_every_core():
+    with simulated(100, service_time=0.05) as address, Pool(address, secret=SECRET) as pool:
+        pool.wait_for_workers(100, timeout=10)
+        start = time.perf_counter()
+        values = pool.map(abs, range(200), chunksize=1)
+        assert pool.gather(values) == list(range(200))
+        took = time.perf_counter() - start
+        assert len(ran_on(values)) == 100
+        assert took < 1.0, took  # two rounds of 0.05 s a core; 1.25 s on the probe's 8
+
+
+def test_the_probe_doubles_until_it_covers_every_core():
+    crowd = Crowd(["a", "b"])
+    assert crowd.room(None) == PROBE_CORES
+    widths = []
+    while crowd.widen_probe(100):
+        widths.append(crowd.probe_cores)
+    assert widths == [16, 32, 64] and crowd.room(None) is None  # no bound: long tasks
+
+
+def test_a_worker_that_joins_or_is_left_alone_stays_idle_to_the_crowd():
+    crowd = Crowd(["a"])
+    crowd.join("a", 2)
+    crowd.join("b", 2)  # joined the cluster and took a task at once
+    assert crowd.idle == set() and crowd.at_work == 4
+    crowd.leave("b")
+    assert crowd.idle == {"b"} and crowd.busy == {"a": 2}
+    assert crowd.room(1e-5) == 0  # tiny tasks: two cores take all a pool sends
+    assert crowd.crowded("b", 1e-5) and not crowd.crowded("b", 1e-5, pinned=True)
