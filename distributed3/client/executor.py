@@ -62,6 +62,7 @@ class Executor(cf.Executor):
         self._session = pool.session
         self._queue: deque = deque()  # (future, fn, args, kwargs) not sent yet
         self._out = 0  # sent, not finished
+        self._limit = (None, 0)  # ((the membership it was computed for), futures in flight at most)
         self._futures: set[cf.Future] = set()
         self._lock = threading.Lock()
         self._shutdown = False
@@ -90,7 +91,10 @@ class Executor(cf.Executor):
         self._fill()
 
     def _fill(self):
-        limit = PER_CORE * max(sum(self._session.cores.values()), 1)
+        cores = self._session.cores
+        if self._limit[0] != (id(cores), len(cores)):  # summed as workers come and go only
+            self._limit = ((id(cores), len(cores)), PER_CORE * max(sum(cores.values()), 1))
+        limit = self._limit[1]
         while self._queue and self._out < limit:
             future, fn, args, kwargs = self._queue.popleft()
             if future.set_running_or_notify_cancel():  # False: it was cancelled meanwhile

@@ -150,7 +150,8 @@ class GraphRun:
         keys = []
         while self.ready and len(keys) < n:
             keys.append(heapq.heappop(self.ready)[2])
-        room = root_window(sum(self.session.cores.values()), self.root_nbytes)
+        if self.roots and len(keys) < n:  # the window sums all cores: only while roots wait
+            room = root_window(sum(self.session.cores.values()), self.root_nbytes)
         while self.roots and len(keys) < n and self.roots_running < room:
             keys.append(heapq.heappop(self.roots)[2])
             self.roots_running += 1
