@@ -73,6 +73,11 @@ class WorkerRetiringError(DistributedError):
     """The worker is leaving and takes no new tasks; the pool sends them elsewhere."""
 
 
+class TaskGivenBackError(DistributedError):
+    """The worker gave a queued task back unrun, as its pool asked when the tasks turned
+    out long: the pool sends it to the first free core rather than leave it queued."""
+
+
 class WorkerPausedError(DistributedError):
     """The worker is paused near its memory limit and turned the task away unrun; the
     pool sends it to another worker, or to this one again once it has rested."""

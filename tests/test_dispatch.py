@@ -210,6 +210,25 @@ def test_short_tasks_do_not_queue_behind_a_long_one(pool, workers, gate):
     assert pool.gather(result["out"]) == list(range(6))
 
 
+def work(seconds):
+    """A task that takes ``seconds`` (its work: it sleeps, as I/O would)."""
+    if seconds:
+        time.sleep(seconds)
+    return seconds
+
+
+def test_long_tasks_after_tiny_ones_do_not_queue_on_one_worker(pool, workers):
+    """Tiny tasks fill each worker's pipeline, so the long ones after them all land in
+    one worker's queue; once the other worker idles (or a reply says they are long),
+    the queued ones are given back unrun and the two workers share them."""
+    lengths = [0] * 300 + [0.05] * 8
+    for _ in range(3):
+        out = pool.map(work, lengths, chunksize=1)
+        assert pool.gather(out) == lengths
+        ran_on = [next(iter(h.workers)) for h in out[300:]]
+        assert sorted(ran_on.count(w) for w in set(ran_on)) == [4, 4], ran_on  # before: [8]
+
+
 def test_one_task_messages_travel_many_to_a_frame(pool, workers):
     """chunksize=1 still sends a message per task, but those made in one turn of the
     loop share a frame: tiny tasks are kept many per core in flight, so a frame carries

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from distributed3 import SerializationError, Worker, WorkerLostError
+from distributed3.exceptions import TaskGivenBackError
 from distributed3.core.server import ConnectionPool
 from distributed3.core.protocol import dumps_function
 from distributed3.keys import KeyRef
@@ -327,6 +328,13 @@ async def test_queued_tasks_are_cancelled_by_key_or_with_their_connection(monkey
             with pytest.raises(Exception, match="'b' was cancelled"):
                 await calls[1]
             assert w.active == 2  # 'a' runs (held), 'c' waits
+            # given back, for its pool to run elsewhere: a running task is not
+            assert await other.call({"op": "cancel", "keys": ["a", "c"], "give_back": True}) == 1
+            with pytest.raises(TaskGivenBackError, match="'c' was given back unrun"):
+                await calls[2]
+            calls[2] = asyncio.ensure_future(channel.call({"op": "compute",
+                                                           **compute_msg("c", held, "c")}))
+            await wait_for(lambda: w.active == 2, 5, "'c' sent again")
             channel.close()  # the client went: 'c' is dropped, 'a' runs to its end
             await wait_for(lambda: w.active == 1, 5, "the closed connection's task dropped")
             GATE.set()

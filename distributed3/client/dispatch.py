@@ -20,6 +20,7 @@ from collections import defaultdict, deque
 from ..exceptions import (
     CommClosedError,
     ConnectionBrokenError,
+    TaskGivenBackError,
     WorkerLostError,
     WorkerPausedError,
     WorkerRetiringError,
@@ -60,6 +61,7 @@ class Batch(Reach, Setbacks):
     slots_per_core = 64  # the most tasks in flight per core: tiny ones, see pipeline_depth
     recovery_rounds = 5
     steal_bytes = 4096  # an idle worker takes others' tasks whose inputs it lacks are this small
+    give_back_after = 0.01  # s a worker idles before others give back what they queue
 
     def __init__(self, session, tasks, name, *, options=DEFAULTS, on_done=None, on_room=None):
         self.session = session
@@ -91,6 +93,8 @@ class Batch(Reach, Setbacks):
         self.careful = False  # after a worker death: one task per core, so blame is exact
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
         self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times
+        self.deep = set()  # workers that kept many in flight a core (see _shallow)
+        self.stuck = None  # the timer of _unstick
         # running means, once replies said: what one element took, and one message (a
         # chunk: all its elements) -- this batch's own, never a guess from an earlier
         # call, which a long task among short ones would make wrong
@@ -153,14 +157,19 @@ class Batch(Reach, Setbacks):
             raise
         finally:
             self.session.unlisten(self)
-            if self.probe:
-                self.probe.cancel()
+            for timer in (self.probe, self.stuck):
+                if timer:
+                    timer.cancel()
 
     def add(self, tasks):
         """Queue more ``tasks`` while the batch runs (a graph's tasks as they become
         ready), and start them where slots are free."""
         self.remaining += len(tasks)
-        holders = {self._place(task) for task in tasks}
+        self._offer({self._place(task) for task in tasks})
+
+    def _offer(self, holders):
+        """Start queued tasks on the workers with free slots, the idle ``holders`` of
+        pinned ones, and idle workers while more are worth using."""
         holders.discard(None)
         for worker in [*self.spare, *(holders & self.crowd.idle)]:
             if not self.queued():
@@ -330,10 +339,33 @@ class Batch(Reach, Setbacks):
         if self.depth.get(worker) != depth:
             self.depth[worker] = depth
             self.depth_changes += 1
+        if depth > 2:  # tiny tasks, many queued (two of medium ones are left be)
+            self.deep.add(worker)
+        elif depth == 1 and self.deep:  # tasks run long now: none may wait behind one
+            self._shallow()
         if grown:
             self.add_worker(worker)
         if self.crowd.busy_cores < len(self.session.cores):
             self._widen()
+
+    def _shallow(self):
+        """The workers that kept many tasks in flight (tiny ones, until now) keep one a
+        core, and give back those they have not started, for the first free core."""
+        deep, self.deep = self.deep, set()
+        for worker in deep:
+            self.depth[worker] = 1
+        self.depth_changes += 1
+        self._cancel_in_flight(deep, give_back=True)
+
+    def _unstick(self):
+        """A worker went idle ``give_back_after`` ago with nothing queued: tasks still
+        waiting behind others on a deep worker by now are not tiny (see _shallow)."""
+        self.stuck = None
+        cores = self.session.cores
+        if not self.queued() and any(self.runners[w] > cores.get(w, 0) for w in self.deep):
+            # they take that long at least: more workers are worth using (see Crowd)
+            self.message_seconds = max(self.message_seconds or 0, self.give_back_after)
+            self._shallow()
 
     def _next(self, worker):
         mine = self.pinned.get(worker)
@@ -376,6 +408,10 @@ class Batch(Reach, Setbacks):
             if not self.runners[worker]:
                 self.crowd.leave(worker)
                 self.spare.discard(worker)
+                if self.deep and self.remaining and not self.queued() and not self.stuck:
+                    # idle, while others may hold tasks queued behind a long one
+                    self.stuck = asyncio.get_running_loop().call_later(self.give_back_after,
+                                                                       self._unstick)  # fmt: skip
             else:
                 self.spare.add(worker)
             if not self.running and not self.done.done():
@@ -409,6 +445,9 @@ class Batch(Reach, Setbacks):
             self.lost.add(worker)
             self.free.append(task)
             return False
+        except TaskGivenBackError:  # unrun, as asked (see _shallow): the first free core
+            self._offer({self._place(task)})
+            return True
         except WorkerPausedError as e:  # elsewhere, or here again after a rest
             self._paused(worker, task, e)
             return False

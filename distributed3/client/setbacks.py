@@ -35,17 +35,21 @@ async def _tell(channel, msg):
 class Setbacks:
     """A batch's handling of unreachable, dead and paused workers and of failed tasks."""
 
-    def _cancel_in_flight(self):
-        """Ask the workers to drop the tasks of this batch they still queue."""
+    def _cancel_in_flight(self, workers=None, give_back=False):
+        """Ask the workers (all, or those in ``workers``) to drop the tasks of this batch
+        they still queue; with ``give_back``, to answer them so, for other cores to run."""
         by_worker = defaultdict(list)
         for task, worker in self.in_flight.items():
+            if workers is not None and worker not in workers:
+                continue
             msg = task.msg
             by_worker[worker].extend(msg["keys"] if "keys" in msg else
                                      [msg.get("key") or msg.get("group")])  # fmt: skip
         for worker, keys in by_worker.items():
             channel = self.session.channels.open.get(worker)
             if channel is not None and not channel.closed:
-                asyncio.ensure_future(_tell(channel, {"op": "cancel", "keys": keys}))
+                msg = {"op": "cancel", "keys": keys, "give_back": give_back}
+                asyncio.ensure_future(_tell(channel, msg))
 
     def _paused(self, worker, task, error):
         """``worker`` is paused near its memory limit and turned ``task`` away: the task

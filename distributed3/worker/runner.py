@@ -39,7 +39,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 from ..core.messages import error_message, ok_message
 from ..core.protocol import sizeof
-from ..exceptions import WorkerPausedError
+from ..exceptions import TaskGivenBackError, WorkerPausedError
 from .execute import chunk_reply, lone_reply, run_chunk
 
 __all__ = ["TaskRunner"]
@@ -157,9 +157,10 @@ class TaskRunner:
         self.active -= 1
         comm.answer(error_message(error))
 
-    def cancel(self, keys=None, connection=None):
+    def cancel(self, keys=None, connection=None, give_back=False):
         """Drop the queued tasks (none a thread has taken) of ``keys``, or whose replies
-        were to go to ``connection``; how many.  Their client stopped waiting for them.
+        were to go to ``connection``; how many.  Their client stopped waiting for them,
+        or (``give_back``) will run them on another core: they are answered so.
         """
         keys = set(keys or ())
 
@@ -176,7 +177,9 @@ class TaskRunner:
         for job in gone:
             if connection is None:  # answered, so that the channel counts them done
                 what = job[1][0] if type(job[1]) is list and len(job[1]) == 1 else job[1]
-                self._failed(job[0], CancelledError(f"task {what!r} was cancelled"))
+                error = (TaskGivenBackError(f"task {what!r} was given back unrun") if give_back
+                         else CancelledError(f"task {what!r} was cancelled"))  # fmt: skip
+                self._failed(job[0], error)
             else:  # nobody is there to answer
                 self.active -= 1
         return len(gone)

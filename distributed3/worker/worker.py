@@ -390,10 +390,10 @@ class Worker(CenterLink, Server):
             values.update(fetched)
         return values
 
-    def cancel(self, comm, keys):
+    def cancel(self, comm, keys, give_back=False):
         """Drop the queued tasks of ``keys`` no thread started (their client was
-        interrupted); how many."""
-        return self.runner.cancel(keys=keys)
+        interrupted, or will run them elsewhere: ``give_back``); how many."""
+        return self.runner.cancel(keys=keys, give_back=give_back)
 
     def connection_closed(self, comm):
         """Drop the queued tasks whose replies were to go there: their client is gone."""
