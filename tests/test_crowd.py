@@ -92,3 +92,20 @@ def test_a_worker_that_joins_or_is_left_alone_stays_idle_to_the_crowd():
     assert crowd.idle == {"b"} and crowd.busy == {"a": 2}
     assert crowd.room(1e-5) == 0  # tiny tasks: two cores take all a pool sends
     assert crowd.crowded("b", 1e-5) and not crowd.crowded("b", 1e-5, pinned=True)
+
+
+def _work(seconds):
+    time.sleep(seconds)  # the task's work (I/O-like), not a wait for a condition
+    return seconds
+
+
+def test_medium_tasks_reach_every_multicore_worker():
+    """16 workers of 4 cores: once replies say tasks take 8 ms, the idle workers join
+    (the probe's 16 cores once counted as if they were 16 workers: 4 workers used)."""
+    from distributed3.testing import cluster_in_thread
+
+    with cluster_in_thread(16, ncores=4) as (center, _), Pool(center.address) as pool:
+        pool.wait_for_workers(16, timeout=10)
+        values = pool.map(_work, [0.008] * 400, chunksize=1)
+        assert pool.gather(values) == [0.008] * 400
+        assert len(ran_on(values)) > 8, len(ran_on(values))

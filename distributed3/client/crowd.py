@@ -156,7 +156,8 @@ class Reach:
         cores, crowd = self.session.cores, self.crowd
         room = crowd.room(self.message_seconds)
         state = (id(cores), len(cores), frozenset(self.lost), frozenset(self.resting),
-                 self.careful, self.depth_changes, room is None or crowd.changes)  # fmt: skip
+                 self.careful, self.depth_changes,
+                 None if room is None else crowd.changes)  # fmt: skip
         if self._capacity is None or self._capacity[0] != state:
             total = sum(self._slots(w) for w in (cores if room is None else crowd.busy)
                         if w not in self.lost and w not in self.resting)  # fmt: skip
@@ -216,8 +217,8 @@ class Reach:
         for worker in list(crowd.idle):
             if not self.queued() or crowd.full(self.message_seconds):
                 return
-            if worker not in cores:
-                crowd.idle.discard(worker)  # departed
+            if worker not in cores or (self.need and not self._eligible(worker)):
+                crowd.idle.discard(worker)  # departed, or without the resources asked for
                 continue
             self.add_worker(worker)
             if not self.free and not self.runners[worker]:

@@ -78,7 +78,7 @@ class Batch(Reach, Setbacks):
         # kept as they change, so that no step of a task is O(workers) -- a pool may
         # feed a thousand: runners of all workers, pinned tasks, workers with free slots
         self.running = 0
-        self.crowd = Crowd(session.cores)  # the workers with runners; few for tiny tasks
+        self.crowd = Crowd(w for w in session.cores if not self.need or self._eligible(w))
         self.probe = None  # the timer that widens the crowd's probe; False once over
         self.npinned = 0
         self.spare = set()  # workers with runners and slots free
@@ -274,7 +274,7 @@ class Batch(Reach, Setbacks):
         for worker, task in self._openings(worker):
             asyncio.ensure_future(self._runner(worker, task))
         runners = self.runners[worker]
-        if not runners:
+        if not runners and (not self.need or self._eligible(worker)):
             self.crowd.idle.add(worker)  # one that joined, or was given nothing
         if 0 < runners < self._slots(worker):
             self.spare.add(worker)
@@ -345,7 +345,7 @@ class Batch(Reach, Setbacks):
             self._shallow()
         if grown:
             self.add_worker(worker)
-        if self.crowd.busy_cores < len(self.session.cores):
+        if self.crowd.idle:  # workers, not cores: a worker of 4 cores counts once
             self._widen()
 
     def _shallow(self):
@@ -408,7 +408,8 @@ class Batch(Reach, Setbacks):
             if not self.runners[worker]:
                 self.crowd.leave(worker)
                 self.spare.discard(worker)
-                if self.deep and self.remaining and not self.queued() and not self.stuck:
+                if (self.deep and self.remaining and not self.queued() and not self.stuck
+                        and self.error is None):  # fmt: skip
                     # idle, while others may hold tasks queued behind a long one
                     self.stuck = asyncio.get_running_loop().call_later(self.give_back_after,
                                                                        self._unstick)  # fmt: skip
@@ -446,7 +447,10 @@ class Batch(Reach, Setbacks):
             self.free.append(task)
             return False
         except TaskGivenBackError:  # unrun, as asked (see _shallow): the first free core
-            self._offer({self._place(task)})
+            if self.error is None:
+                self._offer({self._place(task)})
+            else:  # the batch failed meanwhile: as fail() drops what is queued
+                self.remaining -= 1
             return True
         except WorkerPausedError as e:  # elsewhere, or here again after a rest
             self._paused(worker, task, e)
