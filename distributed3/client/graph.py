@@ -152,9 +152,9 @@ class GraphRun:
             keys.append(heapq.heappop(self.ready)[2])
         if self.roots and len(keys) < n:  # the window sums all cores: only while roots wait
             room = root_window(sum(self.session.cores.values()), self.root_nbytes)
-        while self.roots and len(keys) < n and self.roots_running < room:
-            keys.append(heapq.heappop(self.roots)[2])
-            self.roots_running += 1
+            while self.roots and len(keys) < n and self.roots_running < room:
+                keys.append(heapq.heappop(self.roots)[2])
+                self.roots_running += 1
         elements = [e for e in map(self._element, keys) if e is not None]
         if size <= 1:
             return [self._lone(handle, recipe) for handle, recipe in elements]
