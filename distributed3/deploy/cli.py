@@ -136,7 +136,8 @@ def dcenter(argv=None):
 
         try:
             await serve(center, host, port, fallback_port=False, parent_pid=args.parent_pid,
-                         before_close=stop_workers, sockets=[listener])  # fmt: skip
+                         before_close=stop_workers, sockets=[listener],
+                         http_port=args.http_port)  # fmt: skip
         finally:
             await stop_workers()  # no-op when they are stopped already
 

@@ -22,6 +22,7 @@ from ..core.security import TLS, read_secret_file
 from ..exceptions import DistributedError
 from ..utils import is_loopback
 from ..worker.worker import Worker
+from .health import start_http
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ def add_common_options(parser, host_default="loopback"):
     parser.add_argument("--tls-key", metavar="PATH", help="its private key (PEM)")
     parser.add_argument("--tls-ca", metavar="PATH",
                         help="CA that peers' certificates must be signed by (mutual TLS)")  # fmt: skip
+    parser.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                        help="serve /health and /ready over HTTP on this port, on the same "
+                             "host (0: any free port; default: none)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])  # fmt: skip
 
@@ -117,9 +121,10 @@ def listen(host, port, fallback_port):
 
 
 async def serve(server, host, port, fallback_port, parent_pid=None, before_close=None,
-                 sockets=None):  # fmt: skip
+                 sockets=None, http_port=None):  # fmt: skip
     """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it
-    (after awaiting ``before_close()``, if given)."""
+    (after awaiting ``before_close()``, if given).  With ``http_port``, its health
+    endpoint (:mod:`.health`) serves on ``host`` meanwhile."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # before starting: a signal right after the server says it is up stops it cleanly,
@@ -141,6 +146,14 @@ async def serve(server, host, port, fallback_port, parent_pid=None, before_close
         if not starting.cancelled():
             starting.result()  # a failed start says why
         return
+    http = None
+    if http_port is not None:
+        try:
+            http, _ = start_http(server, host, http_port)
+        except OSError as e:
+            await server.close()
+            raise OSError(f"cannot serve the health endpoint on port {http_port}: "
+                          f"{e.strerror}") from e
     watchers = [stopped]
     if isinstance(server, Worker):
         watchers.append(asyncio.ensure_future(server.finished.wait()))
@@ -153,6 +166,8 @@ async def serve(server, host, port, fallback_port, parent_pid=None, before_close
         if before_close is not None:
             await before_close()
     finally:
+        if http is not None:
+            http.stop()
         await server.close()
 
 

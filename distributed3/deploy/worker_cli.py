@@ -48,6 +48,10 @@ def _worker_parser():
     parser.add_argument("--center-wait", type=float, default=0, metavar="SECONDS",
                         help="wait up to this long for a center that is not up yet, as "
                              "dask's --death-timeout does at start (default: fail at once)")
+    parser.add_argument("--death-timeout", type=float, default=None, metavar="SECONDS",
+                        help="leave when the center has been unreachable this long, so "
+                             "that workers a batch system started end with their cluster "
+                             "(default: keep trying)")
     parser.add_argument("--lifetime", type=float, default=None, metavar="SECONDS",
                         help="retire gracefully after this long (keys handed to peers)")  # fmt: skip
     parser.add_argument("--max-tasks", type=int, default=None, metavar="N",
@@ -114,7 +118,9 @@ def dworker(argv=None):
         if args.no_handoff:  # a local cluster stops as a whole: nobody to hand keys to
             worker.handoff_timeout = 0
         worker.center_wait = args.center_wait
-        await serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid)
+        worker.death_timeout = args.death_timeout
+        await serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid,
+                    http_port=args.http_port)  # fmt: skip
 
     run(main)
 
@@ -161,7 +167,7 @@ def _nannied(argv, limit, args, report=None):
 def _run_many(args, argv, resources):
     """``--nprocs N|gpu``: this process only starts and supervises the workers."""
     base = _without(argv, {"--nprocs": 1, "--min-gpu-memory": 1, "--name": 1, "--resources": 1,
-                           "--memory-limit": 1})  # fmt: skip
+                           "--memory-limit": 1, "--http-port": 1})  # fmt: skip
     children = []
     gpus = visible_gpus(min_free_bytes=args.min_gpu_memory) if args.nprocs == "gpu" else None
     if args.nprocs == "gpu" and not gpus:
@@ -182,12 +188,20 @@ def _run_many(args, argv, resources):
             name = f"{args.name or 'gpu'}-{gpu.index}"
             logger.info("Starting a worker for GPU %s (%.1f GB free)", gpu.index,
                         gpu.free_bytes / 1e9)  # fmt: skip
-            children.append(_child(base, name, res, {"CUDA_VISIBLE_DEVICES": gpu.index}))
+            children.append(_child(base + _http_port(args, len(children)), name, res,
+                                   {"CUDA_VISIBLE_DEVICES": gpu.index}))  # fmt: skip
     else:
         for i in range(n):
             name = f"{args.name}-{i}" if args.name else None
-            children.append(_child(base, name, resources, {}))
+            children.append(_child(base + _http_port(args, i), name, resources, {}))
     return supervise(children)
+
+
+def _http_port(args, i):
+    """The ``--http-port`` of the ``i``-th of several workers: the next ports up."""
+    if args.http_port is None:
+        return []
+    return ["--http-port", str(args.http_port + i if args.http_port else 0)]
 
 
 def _child(base, name, resources, env):

@@ -37,6 +37,10 @@ class CenterLink:
 
     def _init_center_link(self):
         self.center_wait = 0  # seconds to wait for a center that is not up at the start
+        # seconds without a center before this worker gives up and leaves (None: never),
+        # so that workers a batch system or SSH started do not outlive their cluster
+        self.death_timeout = None
+        self._center_lost = None  # when the center was lost, while it is
         self._center_comm = None
         self._pending_add = {}
         self._pending_remove = set()
@@ -57,6 +61,11 @@ class CenterLink:
                 if backoff.delay <= 0.2:  # said once, at the first failure
                     logger.info("Waiting up to %g s for the center at %s: %s", wait,
                                 format_address(self.center_address), e)  # fmt: skip
+
+    @property
+    def center_connected(self):
+        """Whether this worker is registered with its center now."""
+        return self._center_comm is not None
 
     async def _call_center(self, comm, op, **kwargs):
         return await request(comm, {"op": op, "address": self.address, **kwargs})
@@ -109,6 +118,7 @@ class CenterLink:
                     logger.info("Registered again with %s", format_address(self.center_address))
                     self._release_waiters()  # registering sends every key we hold
                     backoff.reset()
+                    self._center_lost = None
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
                 except asyncio.TimeoutError:
@@ -146,7 +156,23 @@ class CenterLink:
                                    format_address(self.center_address), e)  # fmt: skip
                     self._center_comm.close()
                     self._center_comm = None
+                    self._center_lost = asyncio.get_running_loop().time()
+                if self._outlived_center():
+                    return
                 await backoff.wait()
+
+    def _outlived_center(self):
+        """After ``death_timeout`` s without a center: leave (the process ends with the
+        worker, status 0 so that a nanny does not start it again)."""
+        lost = self._center_lost
+        if self.death_timeout is None or lost is None:
+            return False
+        if asyncio.get_running_loop().time() - lost < self.death_timeout:
+            return False
+        logger.warning("No center at %s for %g s (--death-timeout): leaving",
+                       format_address(self.center_address), self.death_timeout)  # fmt: skip
+        asyncio.ensure_future(self.close(report=False, handoff=False))
+        return True
 
     def _release_waiters(self):
         waiters, self._waiters = self._waiters, []
