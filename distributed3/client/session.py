@@ -36,6 +36,8 @@ from ..scheduling import TaskTimes
 from ..utils import Backoff, format_address, wait_for
 from ..versions import compare, versions
 from . import data, recovery
+from .backlog import report_backlog
+from .resources import Resources
 from .sync import loop_thread, run_in_loop
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ REMOVED_GRACE = 0.5  # seconds before the tasks of a worker the center dropped g
 DEATHS_KEPT = 1000  # causes of worker deaths remembered (from the workers' nannies)
 
 
-class Session:
+class Session(Resources):
     """The center link, membership, occupancy, resources and keys of one client.
 
     ``cores`` (``{worker: ncores}``) and ``resources`` (``{worker: {"GPU": 2}}``) follow
@@ -67,6 +69,7 @@ class Session:
         self.secret = normalize_secret(secret)
         self.tls = TLS.coerce(tls)
         self.timeout = timeout
+        self.worker_wait = None  # seconds work waits for a worker to join (None: timeout)
         self.cluster = cluster
         self.id = uuid.uuid4().hex[:8]
         self.cores = {}
@@ -85,10 +88,10 @@ class Session:
         self.loop = None if asynchronous else self._loop_thread.loop
         self._counter = itertools.count()
         self._listeners = set()  # told of each worker that joins (running batches)
-        self._in_use = defaultdict(lambda: defaultdict(float))  # worker -> resource -> held
-        self._freed = None  # an event set whenever a task gives resources back
+        self._init_resources()
         self._subscription = None
         self._watcher = None
+        self._reporter = None  # tells the center our backlog (for adaptive clusters)
         self._owned = set()  # keys of our live handles, which the center knows we own
         self._to_release = collections.deque()
         self._release_due = False  # a flush of _to_release is scheduled
@@ -143,6 +146,7 @@ class Session:
             await self.close()
             raise
         self._watcher = asyncio.ensure_future(self._watch_membership(comm))
+        self._reporter = asyncio.ensure_future(report_backlog(self))
         self.status = "running"
         logger.info("Pool connected to center %s with %d workers",
                     format_address(self.center_address), len(self.cores))  # fmt: skip
@@ -156,8 +160,9 @@ class Session:
             keys, self._owned = list(self._owned), set()
             await self.tell_center({"op": "release_keys", "keys": keys, "reply": False})
         self.status = "closing"
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._reporter):
+            if task is not None:
+                task.cancel()
         if self._subscription is not None:
             self._subscription.close()
         if self.connections is not None:
@@ -369,9 +374,13 @@ class Session:
             listener.add_worker(worker)
 
     async def wait_for_workers(self, n, timeout=None):
-        """Wait until at least ``n`` workers are known, or raise ``TimeoutError``."""
-        await wait_for(lambda: len(self.cores) >= n, timeout or self.timeout,
+        """Wait until at least ``n`` workers are known (``worker_wait`` s), or raise."""
+        await wait_for(lambda: len(self.cores) >= n, timeout or self.worker_wait or self.timeout,
                        f"pool saw fewer than {n} workers")  # fmt: skip
+
+    def unfinished(self):
+        """Tasks of the running batches not finished yet (queued here or on workers)."""
+        return sum(getattr(listener, "remaining", 0) for listener in list(self._listeners))
 
     def call(self, worker, msg, timeout=None):
         """Send task message ``msg`` to ``worker`` on its channel, with the others sent in
@@ -381,35 +390,6 @@ class Session:
     def rpc(self, worker):
         """An rpc proxy to ``worker`` over the session's connections."""
         return self.connections(worker)
-
-    # -- resources --------------------------------------------------------------
-
-    def has_resources(self, worker, need):
-        """Whether ``worker`` has at least ``need`` (``{"GPU": 1}``) in all."""
-        totals = self.resources.get(worker, {})
-        return all(totals.get(r, 0) >= n for r, n in need.items())
-
-    def _fits(self, worker, need):
-        totals = self.resources.get(worker, {})
-        used = self._in_use[worker]
-        return all(used[r] + n <= totals.get(r, 0) for r, n in need.items())
-
-    async def reserve(self, worker, need):
-        """Hold ``need`` of ``worker``'s resources, waiting while other tasks hold them."""
-        while not self._fits(worker, need):
-            if self._freed is None:
-                self._freed = asyncio.Event()
-            self._freed.clear()
-            await self._freed.wait()
-        for r, n in need.items():
-            self._in_use[worker][r] += n
-
-    def give_back(self, worker, need):
-        """Release what :meth:`reserve` held."""
-        for r, n in need.items():
-            self._in_use[worker][r] -= n
-        if self._freed is not None:
-            self._freed.set()
 
     # -- keys ---------------------------------------------------------------------
 
