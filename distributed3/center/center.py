@@ -70,6 +70,7 @@ class Center(KeyOwnership, Server):
             "counters": self.get_counters,
             "worker_died": self.worker_died,
             "deaths": self.get_deaths,
+            "backlog": self.backlog,
         }
         super().__init__(handlers, **kwargs)
         # key -> tuple of holders: tuples of addresses are immutable and hold no containers,
@@ -107,6 +108,7 @@ class Center(KeyOwnership, Server):
         self.released = OrderedDict()
         self.gone = OrderedDict()  # client -> None: its keys were released for good
         self.awaited = set()  # owners of reported keys given client_grace to subscribe
+        self.backlogs = {}  # client id -> its tasks not finished, as it last said
         self.peers = ConnectionPool(secret=self.secret, tls=self.tls, limits=self.limits)
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
@@ -412,6 +414,17 @@ class Center(KeyOwnership, Server):
         return {"workers": dict(self.ncores), "resources": dict(self.resources),
                 "versions": {w: self.versions.get(w) for w in self.ncores},
                 "center_versions": self.own_versions}  # fmt: skip
+
+    def backlog(self, comm, client=None, tasks=None):
+        """``{client: tasks}``: the tasks each connected client has not seen finish, as
+        it reports them (every half second while they change) -- what an adaptive
+        cluster grows by.  With ``client`` and ``tasks``, that client's report."""
+        if client is not None and tasks is not None:
+            if tasks:
+                self.backlogs[client] = int(tasks)
+            else:
+                self.backlogs.pop(client, None)
+        return {c: n for c, n in self.backlogs.items() if self.subscribed.get(c)}
 
     # -- membership events out --------------------------------------------------
 

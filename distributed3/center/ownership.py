@@ -105,6 +105,7 @@ class KeyOwnership:
         if client in self.subscribed or self._closing:
             return  # it came back in time
         self.gone[client] = None  # however late its results come, they go
+        self.backlogs.pop(client, None)
         while len(self.gone) > GONE_MEMORY:
             self.gone.popitem(last=False)
         keys = self.owned.pop(client, set())

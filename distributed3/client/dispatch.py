@@ -232,7 +232,7 @@ class Batch(Reach, Setbacks):
         except TimeoutError:
             raise WorkerLostError(
                 f"no workers left to run {self.remaining} tasks of {self.name}; "
-                f"waited {session.timeout} s for one to join"
+                f"waited {session.worker_wait or session.timeout} s for one to join"
             ) from None
 
     async def _wait_for_a_suitable_worker(self):
@@ -244,14 +244,14 @@ class Batch(Reach, Setbacks):
                 or not self.remaining
                 or self.running
                 or not self.resting >= resting,  # one rested: offer it the tasks
-                session.timeout,
+                session.worker_wait or session.timeout,
                 "",
             )
         except TimeoutError:
             what = f"none has resources {self.need}" if self.need else "none is available"
             raise WorkerLostError(
                 f"no worker can run {self.remaining} tasks of {self.name}: {what} "
-                f"(waited {session.timeout} s for one to join)"
+                f"(waited {session.worker_wait or session.timeout} s for one to join)"
             ) from None
 
     async def _recover_inputs(self, rounds):

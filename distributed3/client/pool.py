@@ -22,7 +22,7 @@ data, streams, stateful); every blocking method is one line over its coroutine.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
 from ..utils import Address, format_address, parse_address
 from . import data, graph
@@ -43,10 +43,19 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+@runtime_checkable
+class ClusterLike(Protocol):
+    """What ``Pool(cluster)`` reads of a cluster (:class:`distributed3.deploy.cluster.Cluster`)."""
+
+    center_address: Address
+    secret: bytes
+
+
 class Pool(ClusterInfo):
     """A client of a distributed3 cluster, used like ``multiprocessing.Pool``.
 
-    ``Pool("127.0.0.1:8787")`` connects to a running center; ``Pool()``
+    ``Pool("127.0.0.1:8787")`` connects to a running center, ``Pool(cluster)`` to a
+    deployed cluster's (:mod:`distributed3.deploy`; the pool does not stop it); ``Pool()``
     starts an embedded local cluster (a center process and one worker process per
     core, on loopback, with a random secret) and stops it on ``close()``;
     ``memory_limit`` (``"2GB"``, ``"0.25"`` of the machine, ``"auto"``) caps each of its
@@ -63,11 +72,14 @@ class Pool(ClusterInfo):
     :class:`~distributed3.client.session.Session` behind it.
     """
 
-    def __init__(self, address: str | Address | None = None, *,
+    def __init__(self, address: str | Address | ClusterLike | None = None, *,
                  secret: str | bytes | None = None, tls: TLS | None = None,
                  n_workers: int | None = None, timeout: float = 10, asynchronous: bool = False,
                  memory_limit: int | float | str | None = None) -> None:  # fmt: skip
-        cluster = None
+        cluster, self._cluster = None, None
+        if isinstance(address, ClusterLike):  # a deployed cluster: use it, don't own it
+            self._cluster, address = address, address.center_address
+            secret, tls = secret or self._cluster.secret, tls or getattr(self._cluster, "tls", None)
         if address is None:
             from ..deploy.local import LocalCluster
 
@@ -80,6 +92,7 @@ class Pool(ClusterInfo):
             address = parse_address(address, tls=bool(tls))
         self.session = Session(address, secret=secret, tls=tls, timeout=timeout,
                                cluster=cluster, asynchronous=asynchronous)  # fmt: skip
+        self.session.worker_wait = getattr(self._cluster, "worker_wait", None)
         if not asynchronous:
             self.session.sync(self.session.start())
             close_at_exit(self.session)
@@ -102,7 +115,8 @@ class Pool(ClusterInfo):
     def timeout(self, seconds: float) -> None:
         self.session.timeout = seconds
 
-    cluster = property(lambda self: self.session.cluster, doc="The local cluster, if any.")
+    cluster = property(lambda self: self.session.cluster or self._cluster,
+                       doc="The cluster this pool started or was given, if any.")  # fmt: skip
     center_address = property(lambda self: self.session.center_address)
     id = property(lambda self: self.session.id, doc="This client's id at the center.")
     status = property(lambda self: self.session.status)

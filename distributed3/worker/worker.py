@@ -94,6 +94,7 @@ class Worker(CenterLink, Server):
             "keys": self.get_keys,
             "info": self.info,
             "terminate": self.terminate,
+            "retire": lambda comm, why="its cluster asked it to": self.retire(why),
         }
         super().__init__(handlers, name=name, **kwargs)
         self.center_address = parse_address(center)
@@ -494,7 +495,6 @@ class Worker(CenterLink, Server):
             "name": self.name,
         }
 
-    def terminate(self, comm):
-        """Shut this worker down after replying."""
+    def terminate(self, comm):  # shut this worker down after replying
         asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.close()))
         return "OK"
