@@ -22,7 +22,9 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs
     from .client.stateful import StatefulPool, WorkerInterface
     from .core.security import TLS
     from .core.server import ConnectionPool, Server, rpc
+    from .deploy.jobqueue import LSFCluster, PBSCluster, SGECluster, SLURMCluster
     from .deploy.local import LocalCluster
+    from .deploy.ssh import SSHCluster
     from .exceptions import (AuthenticationError, CommClosedError, ConnectionBrokenError,
                              DataLostError, DistributedError, MissingDataError, ProtocolError,
                              RemoteTraceback, SerializationError, StateMissingError, TaskError,
@@ -38,7 +40,9 @@ _WHERE = {
     "as_completed": "client.futures", "wait": "client.futures",
     "ALL_COMPLETED": "client.futures", "FIRST_COMPLETED": "client.futures",
     "FIRST_EXCEPTION": "client.futures", "Center": "center", "Worker": "worker.worker",
-    "LocalCluster": "deploy.local", "Server": "core.server", "rpc": "core.server",
+    "LocalCluster": "deploy.local", "SSHCluster": "deploy.ssh",
+    "SLURMCluster": "deploy.jobqueue", "PBSCluster": "deploy.jobqueue",
+    "SGECluster": "deploy.jobqueue", "LSFCluster": "deploy.jobqueue", "Server": "core.server", "rpc": "core.server",
     "ConnectionPool": "core.server", "TLS": "core.security",
     "AuthenticationError": "exceptions", "CommClosedError": "exceptions",
     "ConnectionBrokenError": "exceptions", "DistributedError": "exceptions",
@@ -68,7 +72,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "Pool", "Executor", "RemoteData", "RemoteList", "TLS", "WorkerInterface", "StatefulPool",
     "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
-    "FIRST_EXCEPTION", "Center", "Worker", "LocalCluster", "Server", "rpc",
+    "FIRST_EXCEPTION", "Center", "Worker", "LocalCluster", "SSHCluster", "SLURMCluster",
+    "PBSCluster", "SGECluster", "LSFCluster", "Server", "rpc",
     "ConnectionPool", "AuthenticationError", "CommClosedError", "ConnectionBrokenError",
     "DistributedError", "ProtocolError", "RemoteTraceback", "SerializationError",
     "TaskError", "WorkerLostError", "MissingDataError", "DataLostError", "WorkerRetiringError",

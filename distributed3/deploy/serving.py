@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 from ..core.admission import raise_open_files_limit
 from ..core.security import TLS, read_secret_file
@@ -33,6 +34,9 @@ def add_common_options(parser, host_default="loopback"):
     parser.add_argument("--secret-file", metavar="PATH",
                         help="file holding the cluster's shared secret "
                              "(default: $DISTRIBUTED3_SECRET)")  # fmt: skip
+    parser.add_argument("--secret-stdin", action="store_true",
+                        help="read the secret from standard input's first line, and stop "
+                             "when standard input closes (how dssh starts processes)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow listening beyond loopback without a secret (dangerous)")  # fmt: skip
     parser.add_argument("--tls-cert", metavar="PATH", help="this process's TLS certificate (PEM)")
@@ -62,7 +66,10 @@ def read_tls(args, server=True):
 
 
 def read_secret(args):
-    """The secret from ``--secret-file`` or ``$DISTRIBUTED3_SECRET``, as bytes, or None."""
+    """The secret from ``--secret-stdin``, ``--secret-file`` or ``$DISTRIBUTED3_SECRET``,
+    as bytes, or None."""
+    if getattr(args, "secret_stdin", False):
+        return read_secret_from_stdin()
     if args.secret_file:
         try:
             return read_secret_file(args.secret_file)
@@ -72,6 +79,25 @@ def read_secret(args):
             sys.exit(f"error: {e}")
     env = os.environ.get("DISTRIBUTED3_SECRET")
     return env.encode() if env else None
+
+
+def read_secret_from_stdin():
+    """The secret on standard input's first line, as a launcher over SSH sends it; then
+    this process stops (SIGTERM) when standard input closes: the launcher is gone.  The
+    secret goes on in the environment, to the processes this one starts."""
+    secret = sys.stdin.buffer.readline().strip()
+    if not secret:
+        sys.exit("error: --secret-stdin: standard input had no secret on its first line")
+    os.environ["DISTRIBUTED3_SECRET"] = secret.decode()
+
+    def watch():
+        while sys.stdin.buffer.read(1 << 16):
+            pass
+        logger.warning("Standard input closed: the launcher is gone; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="distributed3-stdin").start()
+    return secret
 
 
 def check_exposure(host, secret, insecure):

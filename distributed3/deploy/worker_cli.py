@@ -154,8 +154,10 @@ def _death_reporter(center, host, secret, tls):
 def _nannied(argv, limit, args, report=None):
     """Run this worker as a child of a :class:`~distributed3.deploy.nanny.Nanny`, which
     starts it again when it dies (and reports why); returns the exit status."""
-    command = [sys.executable, "-m", "distributed3.deploy.cli", "worker", *argv,
-               "--no-nanny", "--parent-pid", str(os.getpid())]  # fmt: skip
+    # the child has the secret in its environment: standard input is the nanny's
+    command = [sys.executable, "-m", "distributed3.deploy.cli", "worker",
+               *_without(argv, {"--secret-stdin": 0}), "--no-nanny",
+               "--parent-pid", str(os.getpid())]  # fmt: skip
     # what the child holds beyond an interpreter like this one, idle, counts
     terminate = None if limit is None else rss_of(os.getpid()) + args.memory_terminate * limit
     ncores = args.ncores or os.cpu_count()  # as the worker will count them
@@ -167,7 +169,8 @@ def _nannied(argv, limit, args, report=None):
 def _run_many(args, argv, resources):
     """``--nprocs N|gpu``: this process only starts and supervises the workers."""
     base = _without(argv, {"--nprocs": 1, "--min-gpu-memory": 1, "--name": 1, "--resources": 1,
-                           "--memory-limit": 1, "--http-port": 1})  # fmt: skip
+                           "--memory-limit": 1, "--http-port": 1,
+                           "--secret-stdin": 0})  # fmt: skip
     children = []
     gpus = visible_gpus(min_free_bytes=args.min_gpu_memory) if args.nprocs == "gpu" else None
     if args.nprocs == "gpu" and not gpus:

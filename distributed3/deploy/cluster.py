@@ -1,0 +1,301 @@
+"""What every deployed cluster shares: a center, workers started through an engine,
+and ``scale`` / ``adapt`` / ``close`` / ``logs``.
+
+An engine (:mod:`.jobqueue` for Slurm, PBS, SGE and LSF; :mod:`.ssh`) says how to
+start a worker under a name, how to stop one, which of its workers the engine still
+runs, and where each one's log is.  This class does the rest: it starts the center,
+counts workers asked for against those running, retires the ones ``scale`` lets go
+through the worker itself (it finishes its tasks and hands its keys to peers, so nothing
+is lost), and stops everything on ``close()`` or when this process ends.  Workers are
+told ``--death-timeout``, so they also end when their center is gone.
+
+Use one with a pool::
+
+    cluster = SLURMCluster(cores=4, memory="16GB", walltime="01:00:00")
+    cluster.scale(10)            # or cluster.adapt(minimum=0, maximum=50)
+    pool = Pool(cluster)
+    ...
+    cluster.close()
+
+Every method blocks (the engines are programs that this process runs); none needs an
+event loop, so a cluster can be driven from a script, IPython or a notebook alike.
+"""
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import math
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+from ..core.security import normalize_secret
+from ..core.server import rpc
+from ..utils import format_address, local_ip_for
+from .procs import spawn, terminate
+
+logger = logging.getLogger(__name__)
+
+# what the center's address defaults to: this machine's address on the route out (no
+# packet is sent), which other machines can reach; tests and laptops give loopback
+ROUTE_PROBE = "192.0.2.1"  # TEST-NET-1: never routed, only used to pick an interface
+
+
+def run_blocking(coro):
+    """Run ``coro`` to its end on a fresh loop in a helper thread, so that it works
+    whether or not the caller's thread runs a loop (a notebook's does)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class Cluster:
+    """A center and workers started through an engine; subclasses say how.
+
+    ``worker_cores``: tasks each worker runs at once.  ``host``: the address the center
+    listens on and workers connect to (default: this machine's outward address).
+    ``secret``: shared by the whole cluster (default: a new random one); it never
+    appears on a command line.  ``death_timeout``: seconds a worker outlives its
+    center.  ``timeout``: seconds to wait for the center, and for a retired worker to
+    leave before it is stopped by force.
+    """
+
+    engine = "engine"  # the name of workers' logs and jobs
+    # seconds a pool's work waits for a worker to join (Pool(cluster) takes it): jobs
+    # may queue for long, and an adaptive cluster starts workers only once work waits
+    worker_wait = math.inf
+
+    def __init__(self, *, worker_cores=1, host=None, port=0, secret=None, death_timeout=60,
+                 timeout=60, log_directory=None, center_http_port=None):  # fmt: skip
+        self.worker_cores = int(worker_cores)
+        self.secret = normalize_secret(secret) or secrets.token_hex(32).encode()
+        self.host = host or local_ip_for(ROUTE_PROBE)
+        self.port = port
+        self.death_timeout = death_timeout
+        self.timeout = timeout
+        self.center_http_port = center_http_port
+        self.id = secrets.token_hex(3)
+        self.log_directory = os.path.abspath(log_directory or os.path.join(
+            os.path.expanduser("~"), ".distributed3", "logs", f"{self.engine}-{self.id}"))
+        self.center_address = None
+        self.workers = {}  # name -> the engine's handle (a job id, a process), launched
+        self.retiring = {}  # name -> when it was asked to retire
+        self._names = itertools.count()
+        self._lock = threading.RLock()
+        self._adaptive = None
+        self._center = None  # this process's center child, for the engines that start one
+        self._finalizer = None
+        self.status = "created"
+
+    def __repr__(self):
+        where = format_address(self.center_address) if self.center_address else "not started"
+        return (f"<{type(self).__name__} center={where} workers={len(self.workers)} "
+                f"{self.status}>")  # fmt: skip
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- what an engine provides --------------------------------------------------
+
+    def _launch(self, names):
+        """Start a worker under each of ``names``; ``{name: handle}``."""
+        raise NotImplementedError
+
+    def _stop(self, names):
+        """Stop these workers at once (cancel their jobs, end their processes)."""
+        raise NotImplementedError
+
+    def _alive(self):
+        """The names of the workers the engine still runs or has queued."""
+        raise NotImplementedError
+
+    def _log_path(self, name):
+        """The file a worker's output goes to."""
+        return os.path.join(self.log_directory, f"{name}.log")
+
+    def worker_args(self, name):
+        """The ``dworker`` options (after the center's address) of worker ``name``."""
+        args = ["--name", name, "--ncores", str(self.worker_cores), "--nprocs", "1"]
+        if self.death_timeout is not None:
+            args += ["--death-timeout", str(self.death_timeout)]
+        return args
+
+    # -- the center -----------------------------------------------------------------
+
+    def _start_center(self):
+        """Start ``dcenter`` as a child of this process, on ``host:port``; it ends with
+        this process."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        os.makedirs(self.log_directory, exist_ok=True)
+        with socket.create_server((self.host, self.port), family=family, backlog=1024) as ls:
+            self.center_address = (self.host, ls.getsockname()[1])
+            cmd = [sys.executable, "-m", "distributed3.deploy.cli", "center", "--host",
+                   self.host, "--listen-fd", str(ls.fileno()), "--parent-pid", str(os.getpid())]
+            if self.center_http_port is not None:
+                cmd += ["--http-port", str(self.center_http_port)]
+            log = open(os.path.join(self.log_directory, "center.log"), "ab")
+            with log:
+                self._center = spawn(cmd, secret=self.secret, pass_fds=(ls.fileno(),),
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # fmt: skip
+        self._finalizer = weakref.finalize(self, terminate, [self._center])
+        self.call_center("ncores")  # up, and the secret works
+
+    def call_center(self, op, **kwargs):
+        """The center's answer to ``op``, e.g. ``cluster.call_center("ncores")``."""
+
+        async def call():
+            async with rpc(self.center_address, secret=self.secret, timeout=self.timeout) as c:
+                return await getattr(c, op)(**kwargs)
+
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return run_blocking(call())
+            except OSError:
+                if time.monotonic() > deadline or (self._center and self._center.poll()):
+                    raise
+                time.sleep(0.05)
+
+    def registered(self):
+        """``{name: worker address}`` of this cluster's workers registered now."""
+        workers = self.call_center("workers")
+        return {info["name"]: address for address, info in workers.items()
+                if info.get("name") in self.workers}  # fmt: skip
+
+    def wait_for_workers(self, n, timeout=None):
+        """Block until ``n`` of this cluster's workers registered; raise ``TimeoutError``
+        (naming their logs) after ``timeout`` s (default: the cluster's)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while len(self.registered()) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(self.registered())} of {n} workers registered within "
+                    f"{timeout or self.timeout} s; their logs are in {self.log_directory}"
+                )
+            time.sleep(0.1)
+
+    # -- scaling ----------------------------------------------------------------------
+
+    def scale(self, n):
+        """Have ``n`` workers: start more, or retire the ones holding least.
+
+        >>> cluster.scale(4)                                  # doctest: +SKIP
+        """
+        with self._lock:
+            self._check_running()
+            self._forget_ended()
+            staying = [w for w in self.workers if w not in self.retiring]
+            if n > len(staying):
+                names = [f"{self.engine}-{self.id}-{next(self._names)}"
+                         for _ in range(n - len(staying))]  # fmt: skip
+                os.makedirs(self.log_directory, exist_ok=True)
+                self.workers.update(self._launch(names))
+                logger.info("%s: starting %d workers (%d asked for)", self, len(names), n)
+            elif n < len(staying):
+                self.retire(self._least_needed(staying, len(staying) - n))
+
+    def retire(self, names):
+        """Retire these workers: a registered one finishes its tasks and hands its keys
+        to peers before it leaves; one not started yet is cancelled."""
+        with self._lock:
+            registered = self.registered()
+            now = time.monotonic()
+            unstarted = [w for w in names if w not in registered]
+            if unstarted:
+                self._stop(unstarted)
+                for w in unstarted:
+                    self.workers.pop(w, None)
+            for w in names:
+                if w in registered:
+                    self.retiring[w] = now
+                    self._ask_to_retire(registered[w])
+
+    def _ask_to_retire(self, address):
+        async def ask():
+            async with rpc(address, secret=self.secret, timeout=self.timeout) as worker:
+                await worker.retire(why=f"{type(self).__name__} scaled down")
+
+        try:
+            run_blocking(ask())
+        except OSError as e:  # gone already: the next look forgets it
+            logger.info("Could not ask %s to retire: %s", format_address(address), e)
+
+    def _least_needed(self, names, n):
+        """The ``n`` of ``names`` to let go: not started yet first, then those holding
+        the fewest bytes, the newest first among equals."""
+        held = {info["name"]: info["nbytes"] for info in self.call_center("workers").values()}
+        order = sorted(enumerate(names), key=lambda iw: (iw[1] in held, held.get(iw[1], 0),
+                                                         -iw[0]))  # fmt: skip
+        return [w for _, w in order[:n]]
+
+    def _forget_ended(self):
+        """Drop the workers the engine no longer runs; stop retired ones that overstay."""
+        alive = self._alive()
+        for w in [w for w in self.workers if w not in alive]:
+            self.workers.pop(w)
+            self.retiring.pop(w, None)
+        late = [w for w, t in self.retiring.items() if time.monotonic() - t > self.timeout]
+        if late:
+            logger.warning("%s: workers %s did not leave within %g s; stopping them", self,
+                           late, self.timeout)  # fmt: skip
+            self._stop(late)
+
+    def adapt(self, minimum=0, maximum=None, interval=1.0, grace=10.0):
+        """Grow while tasks wait and shrink to ``minimum`` after ``grace`` s without
+        work; see :class:`~.adaptive.Adaptive`.  ``cluster.adapt(maximum=0)`` ... or
+        ``cluster.scale(n)`` stops adapting.
+
+        >>> cluster.adapt(minimum=0, maximum=20)             # doctest: +SKIP
+        """
+        from .adaptive import Adaptive
+
+        self.stop_adapting()
+        self._adaptive = Adaptive(self, minimum, maximum, interval, grace)
+        return self._adaptive
+
+    def stop_adapting(self):
+        """Stop adapting; the workers stay as they are."""
+        if self._adaptive is not None:
+            self._adaptive.stop()
+            self._adaptive = None
+
+    # -- the end ------------------------------------------------------------------------
+
+    def logs(self):
+        """``{name: text}``: the output of the center and of every worker started."""
+        out = {}
+        for name in ["center", *self.workers]:
+            path = os.path.join(self.log_directory, "center.log") if name == "center" \
+                else self._log_path(name)  # fmt: skip
+            try:
+                with open(path, errors="replace") as f:
+                    out[name] = f.read()
+            except OSError:
+                out[name] = ""
+        return out
+
+    def close(self):
+        """Stop adapting, stop every worker and the center.  Idempotent."""
+        if self.status == "closed":
+            return
+        self.stop_adapting()
+        with self._lock:
+            if self.workers:
+                self._stop(list(self.workers))
+            self.workers.clear()
+            self.retiring.clear()
+            self.status = "closed"
+        if self._finalizer is not None:
+            self._finalizer()  # the center: SIGTERM, then kill
+
+    def _check_running(self):
+        if self.status == "closed":
+            raise RuntimeError(f"{self!r} is closed")
