@@ -42,7 +42,8 @@ container_ip() {
         printf '%s\n' "$DISTRIBUTED3_HOST"
         return
     fi
-    ips=$(hostname -i 2>/dev/null) || die "cannot find this container's IP (hostname -i failed); set DISTRIBUTED3_HOST"
+    ips=$(hostname -i 2>/dev/null) ||
+        die "cannot find this container's IP (hostname -i failed); set DISTRIBUTED3_HOST"
     first=
     for ip in $ips; do  # dual stack may list several: the first IPv4 one, else the first
         case $ip in
@@ -51,7 +52,9 @@ container_ip() {
         esac
     done
     case $first in
-        "" | 127.* | ::1) die "this container's hostname resolves to '${ips}', not an address others can reach; set DISTRIBUTED3_HOST" ;;
+        "" | 127.* | ::1)
+            die "this container's hostname resolves to '${ips}', not an address" \
+                "others can reach; set DISTRIBUTED3_HOST" ;;
     esac
     printf '%s\n' "$first"
 }
@@ -80,10 +83,15 @@ fi
 # Refuse to start without a secret: both roles listen beyond loopback, and unpickling
 # what an unauthenticated peer sends is running its code.
 if [ -e "$SECRET_FILE" ]; then
-    [ -r "$SECRET_FILE" ] || die "cannot read the secret file $SECRET_FILE as uid $(id -u): make it readable by that user (compose: chmod 644 the file, or chown it to uid $(id -u); Kubernetes: the pod's fsGroup)"
+    [ -r "$SECRET_FILE" ] ||
+        die "cannot read the secret file $SECRET_FILE as uid $(id -u): make it readable" \
+            "by that user (compose: chmod 644 the file, or chown it to uid $(id -u);" \
+            "Kubernetes: the pod's fsGroup)"
     set -- --secret-file "$SECRET_FILE" "$@"
 elif [ -z "${DISTRIBUTED3_SECRET:-}" ]; then
-    die "no secret: mount one at $SECRET_FILE (compose secrets:, a Kubernetes Secret) or set DISTRIBUTED3_SECRET. Make one with: python3 -c 'import secrets; print(secrets.token_hex(32))' > secret"
+    die "no secret: mount one at $SECRET_FILE (compose secrets:, a Kubernetes Secret)" \
+        "or set DISTRIBUTED3_SECRET. Make one with:" \
+        "python3 -c 'import secrets; print(secrets.token_hex(32))' > secret"
 fi
 
 case $role in

@@ -40,7 +40,8 @@ def fake_hostname(tmp_path_factory):
     global FAKE_BIN
     FAKE_BIN = tmp_path_factory.mktemp("bin")
     script = FAKE_BIN / "hostname"
-    script.write_text(f'#!/bin/sh\n[ "${{1:-}}" = -i ] && echo "fd00::3 {POD_IP}" || echo worker-7\n')
+    answer = f'[ "${{1:-}}" = -i ] && echo "fd00::3 {POD_IP}" || echo worker-7'
+    script.write_text(f"#!/bin/sh\n{answer}\n")
     script.chmod(0o755)
     yield
     FAKE_BIN = None
@@ -78,6 +79,7 @@ def command_of(args, env=None):
     assert done.returncode == 0, f"entrypoint.sh {shlex.join(args)}: {done.stderr}"
     program, *argv = done.stdout.splitlines()
     parser = {"dcenter": _center_parser, "dworker": _worker_parser}[program]()
+    parser.allow_abbrev = False  # an option renamed to a longer name must not still match
     try:
         return program, parser.parse_args(argv)
     except SystemExit:
@@ -108,7 +110,7 @@ def kube_containers():
     out = []
     for name, pod in pods():
         for c in pod["containers"]:
-            assert "command" not in c, f"{name}: the image's entrypoint must run, not {c['command']}"
+            assert "command" not in c, f"{name}: not the image's entrypoint: {c['command']}"
             program, opts = command_of(c["args"], container_env(c))
             out.append((name, pod, c, program, opts))
     return out
