@@ -26,6 +26,7 @@ An unknown option in the file is an error that names it, not a silent no-op.
 (9000, 1)
 """
 import os
+import re
 import sys
 import tomllib
 
@@ -58,7 +59,7 @@ def apply_config(parser, command, environ=os.environ):
             defaults[name.replace("-", "_")] = value
     prefix = f"DISTRIBUTED3_{command.upper()}_"
     for var, value in environ.items():
-        if var.startswith(prefix):
+        if var.startswith(prefix) and not _service_link(var, value):
             name = var[len(prefix):].lower().replace("_", "-")
             if f"--{name}" not in known:
                 sys.exit(f"error: {var} names no option of {command} (--{name})")
@@ -68,3 +69,18 @@ def apply_config(parser, command, environ=os.environ):
     parser.set_defaults(**defaults)
     parser.epilog = (f"Options may also come from {prefix}<OPTION> environment variables "
                      f"and the [{command}] table of {path}.")  # fmt: skip
+
+
+def _service_link(var, value):
+    """Whether ``var`` is one of the variables Kubernetes sets in every pod for a Service
+    (``DISTRIBUTED3_CENTER_SERVICE_HOST``, ``..._PORT=tcp://10.0.0.7:8787`` for a Service
+    named ``distributed3-center``): not an option, whatever its name looks like.
+
+    >>> _service_link("DISTRIBUTED3_CENTER_PORT", "tcp://10.0.0.7:8787")
+    True
+    >>> _service_link("DISTRIBUTED3_CENTER_PORT", "8786")
+    False
+    """
+    if value.startswith(("tcp://", "udp://", "sctp://")):
+        return True
+    return "_SERVICE_" in var or re.search(r"_PORT_\d+_(TCP|UDP|SCTP)", var) is not None
