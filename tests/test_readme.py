@@ -54,3 +54,13 @@ def test_readme_illustrations_compile_and_import():
         for names in re.findall(r"from distributed3 import ([\w, ]+)", block):
             for name in names.split(","):
                 assert hasattr(distributed3, name.strip()), name
+
+
+def test_ci_runs_the_readmes_test_command():
+    """``.ci/run`` runs exactly the command the README gives for the tests."""
+    with open(README) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        command = f.read().strip().splitlines()[-1]
+    assert "python -m pytest" in command
+    assert f"```bash\n{command}\n```" in readme
