@@ -66,7 +66,7 @@ class Adaptive:
         cluster = self.cluster
         backlog = sum(cluster.call_center("backlog").values())
         want = target(backlog, cluster.worker_cores, self.minimum, self.maximum)
-        have = len([w for w in cluster.workers if w not in cluster.retiring])
+        have = len([w for w in cluster.launched if w not in cluster.retiring])
         if want >= have:
             self._lower_since = None
         elif self._lower_since is None:

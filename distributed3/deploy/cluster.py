@@ -82,7 +82,10 @@ class Cluster:
         self.log_directory = os.path.abspath(log_directory or os.path.join(
             os.path.expanduser("~"), ".distributed3", "logs", f"{self.engine}-{self.id}"))
         self.center_address = None
-        self.workers = {}  # name -> the engine's handle (a job id, a process), launched
+        # name -> the engine's handle (a job id, a process), as launched: some may have
+        # ended since the last look (``workers`` looks)
+        self.launched = {}
+        self.started = []  # the name of every worker started, for logs()
         self.retiring = {}  # name -> when it was asked to retire
         self._names = itertools.count()
         self._lock = threading.RLock()
@@ -93,7 +96,7 @@ class Cluster:
 
     def __repr__(self):
         where = format_address(self.center_address) if self.center_address else "not started"
-        return (f"<{type(self).__name__} center={where} workers={len(self.workers)} "
+        return (f"<{type(self).__name__} center={where} launched={len(self.launched)} "
                 f"{self.status}>")  # fmt: skip
 
     def __enter__(self):
@@ -101,6 +104,14 @@ class Cluster:
 
     def __exit__(self, *exc):
         self.close()
+
+    @property
+    def workers(self):
+        """``{name: handle}`` of the workers the engine runs or has queued now (it asks)."""
+        with self._lock:
+            if self.status == "running":
+                self._forget_ended()
+            return dict(self.launched)
 
     # -- what an engine provides --------------------------------------------------
 
@@ -168,7 +179,7 @@ class Cluster:
         """``{name: worker address}`` of this cluster's workers registered now."""
         workers = self.call_center("workers")
         return {info["name"]: address for address, info in workers.items()
-                if info.get("name") in self.workers}  # fmt: skip
+                if info.get("name") in self.launched}  # fmt: skip
 
     def wait_for_workers(self, n, timeout=None):
         """Block until ``n`` of this cluster's workers registered; raise ``TimeoutError``
@@ -192,12 +203,13 @@ class Cluster:
         with self._lock:
             self._check_running()
             self._forget_ended()
-            staying = [w for w in self.workers if w not in self.retiring]
+            staying = [w for w in self.launched if w not in self.retiring]
             if n > len(staying):
                 names = [f"{self.engine}-{self.id}-{next(self._names)}"
                          for _ in range(n - len(staying))]  # fmt: skip
                 os.makedirs(self.log_directory, exist_ok=True)
-                self.workers.update(self._launch(names))
+                self.launched.update(self._launch(names))
+                self.started += names
                 logger.info("%s: starting %d workers (%d asked for)", self, len(names), n)
             elif n < len(staying):
                 self.retire(self._least_needed(staying, len(staying) - n))
@@ -212,7 +224,7 @@ class Cluster:
             if unstarted:
                 self._stop(unstarted)
                 for w in unstarted:
-                    self.workers.pop(w, None)
+                    self.launched.pop(w, None)
             for w in names:
                 if w in registered:
                     self.retiring[w] = now
@@ -239,8 +251,8 @@ class Cluster:
     def _forget_ended(self):
         """Drop the workers the engine no longer runs; stop retired ones that overstay."""
         alive = self._alive()
-        for w in [w for w in self.workers if w not in alive]:
-            self.workers.pop(w)
+        for w in [w for w in self.launched if w not in alive]:
+            self.launched.pop(w)
             self.retiring.pop(w, None)
         late = [w for w, t in self.retiring.items() if time.monotonic() - t > self.timeout]
         if late:
@@ -272,7 +284,7 @@ class Cluster:
     def logs(self):
         """``{name: text}``: the output of the center and of every worker started."""
         out = {}
-        for name in ["center", *self.workers]:
+        for name in ["center", *self.started]:
             path = os.path.join(self.log_directory, "center.log") if name == "center" \
                 else self._log_path(name)  # fmt: skip
             try:
@@ -288,9 +300,9 @@ class Cluster:
             return
         self.stop_adapting()
         with self._lock:
-            if self.workers:
-                self._stop(list(self.workers))
-            self.workers.clear()
+            if self.launched:
+                self._stop(list(self.launched))
+            self.launched.clear()
             self.retiring.clear()
             self.status = "closed"
         if self._finalizer is not None:

@@ -117,7 +117,7 @@ class JobQueueCluster(Cluster):
         return dict(zip(names, handles))
 
     def _stop(self, names):
-        handles = [self.workers[n] for n in names if n in self.workers]
+        handles = [self.launched[n] for n in names if n in self.launched]
         for cmd in cancel_commands(self.scheduler, handles):
             try:
                 self._run(cmd)
@@ -127,7 +127,7 @@ class JobQueueCluster(Cluster):
     def _alive(self):
         out = self._run(list_command(self.scheduler, self.job_name))
         listed = parse_list(self.scheduler, out)
-        return {n for n, h in self.workers.items() if h in listed}
+        return {n for n, h in self.launched.items() if h in listed}
 
     def close(self):
         """Cancel every job, stop the center, remove the secret file.  Idempotent."""
