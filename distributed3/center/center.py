@@ -379,7 +379,7 @@ class Center(KeyOwnership, Server):
         return {k: self.nbytes[k] for k in keys if k in self.nbytes}
 
     def get_workers(self, comm):
-        """``{worker: {"ncores", "nkeys", "nbytes", "name"}}`` as the center sees it."""
+        """``{worker: {"ncores", "nkeys", "nbytes", "name", "pid"}}`` as the center sees it."""
         return {
             w: {
                 "ncores": n,
@@ -387,6 +387,7 @@ class Center(KeyOwnership, Server):
                 "resources": self.resources.get(w, {}),
                 "nkeys": len(self.has_what.get(w, ())),
                 "nbytes": self.held_bytes.get(w, 0),
+                "pid": self.pids.get(w),
             }
             for w, n in self.ncores.items()
         }

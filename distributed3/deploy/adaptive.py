@@ -28,7 +28,8 @@ def target(backlog, worker_cores, minimum, maximum):
 
 
 class Adaptive:
-    """Keeps ``cluster`` (a :class:`~.cluster.Cluster`) sized to its work; ``stop()``."""
+    """Keeps ``cluster`` (a :class:`~.cluster.Cluster` or the local one) sized to its
+    work; ``stop()``."""
 
     def __init__(self, cluster, minimum=0, maximum=None, interval=1.0, grace=10.0):
         if maximum is not None and maximum < minimum:
@@ -66,14 +67,12 @@ class Adaptive:
         cluster = self.cluster
         backlog = sum(cluster.call_center("backlog").values())
         want = target(backlog, cluster.worker_cores, self.minimum, self.maximum)
-        have = len([w for w in cluster.launched if w not in cluster.retiring])
+        have = cluster.size()
         if want >= have:
             self._lower_since = None
         elif self._lower_since is None:
             self._lower_since = now
         if want > have or (want < have and now - self._lower_since >= self.grace):
-            if self._stopped.is_set():
-                return have
             logger.info("Adaptive: %d tasks unfinished; %d -> %d workers", backlog, have, want)
             self.log.append((time.time(), have, want))
             cluster.scale(want)

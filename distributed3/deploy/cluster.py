@@ -21,7 +21,6 @@ Every method blocks (the engines are programs that this process runs); none need
 event loop, so a cluster can be driven from a script, IPython or a notebook alike.
 """
 import asyncio
-import concurrent.futures
 import itertools
 import logging
 import math
@@ -49,11 +48,74 @@ ROUTE_PROBE = "192.0.2.1"  # TEST-NET-1: never routed, only used to pick an inte
 def run_blocking(coro):
     """Run ``coro`` to its end on a fresh loop in a helper thread, so that it works
     whether or not the caller's thread runs a loop (a notebook's does)."""
+    import concurrent.futures  # here: Pool() imports this module, and seldom scales
+
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
 
 
-class Cluster:
+class Control:
+    """What any cluster's owner does through its center (a base of :class:`Cluster` and
+    of the local cluster): ask it, ask a worker to retire, adapt the size to the work.
+    Needs ``center_address``, ``secret``, ``timeout``, ``id``, ``worker_cores``,
+    ``size()`` and ``scale(n)``."""
+
+    _adaptive = None
+    _center = None  # the center's process, where this one started it
+
+    def call_center(self, op, **kwargs):
+        """The center's answer to ``op``, e.g. ``cluster.call_center("ncores")``."""
+
+        async def call():
+            async with rpc(self.center_address, secret=self.secret, timeout=self.timeout) as c:
+                return await getattr(c, op)(**kwargs)
+
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return run_blocking(call())
+            except OSError:
+                if time.monotonic() > deadline or (self._center and self._center.poll()):
+                    raise
+                time.sleep(0.05)
+
+    def _ask_to_retire(self, addresses):
+        """Ask these workers to retire, each handing its keys to the others that stay."""
+
+        async def ask(address):
+            try:
+                async with rpc(address, secret=self.secret, timeout=self.timeout) as worker:
+                    await worker.retire(why=f"{type(self).__name__} scaled down",
+                                        avoid=list(addresses))  # fmt: skip
+            except OSError as e:  # gone already: the next look forgets it
+                logger.info("Could not ask %s to retire: %s", format_address(address), e)
+
+        async def ask_all():
+            await asyncio.gather(*[ask(a) for a in addresses])
+
+        run_blocking(ask_all())
+
+    def adapt(self, minimum=0, maximum=None, interval=1.0, grace=10.0):
+        """Grow while tasks wait and shrink to ``minimum`` after ``grace`` s without
+        work; see :class:`~.adaptive.Adaptive`.  ``cluster.adapt(maximum=0)`` ... or
+        ``cluster.scale(n)`` stops adapting.
+
+        >>> cluster.adapt(minimum=0, maximum=20)             # doctest: +SKIP
+        """
+        from .adaptive import Adaptive
+
+        self.stop_adapting()
+        self._adaptive = Adaptive(self, minimum, maximum, interval, grace)
+        return self._adaptive
+
+    def stop_adapting(self):
+        """Stop adapting; the workers stay as they are."""
+        if self._adaptive is not None:
+            self._adaptive.stop()
+            self._adaptive = None
+
+
+class Cluster(Control):
     """A center and workers started through an engine; subclasses say how.
 
     ``worker_cores``: tasks each worker runs at once.  ``host``: the address the center
@@ -159,22 +221,6 @@ class Cluster:
         self._finalizer = weakref.finalize(self, terminate, [self._center])
         self.call_center("ncores")  # up, and the secret works
 
-    def call_center(self, op, **kwargs):
-        """The center's answer to ``op``, e.g. ``cluster.call_center("ncores")``."""
-
-        async def call():
-            async with rpc(self.center_address, secret=self.secret, timeout=self.timeout) as c:
-                return await getattr(c, op)(**kwargs)
-
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                return run_blocking(call())
-            except OSError:
-                if time.monotonic() > deadline or (self._center and self._center.poll()):
-                    raise
-                time.sleep(0.05)
-
     def registered(self):
         """``{name: worker address}`` of this cluster's workers registered now."""
         workers = self.call_center("workers")
@@ -214,6 +260,10 @@ class Cluster:
             elif n < len(staying):
                 self.retire(self._least_needed(staying, len(staying) - n))
 
+    def size(self):
+        """Workers running or starting, not counting those retiring."""
+        return len([w for w in self.launched if w not in self.retiring])
+
     def retire(self, names):
         """Retire these workers: a registered one finishes its tasks and hands its keys
         to peers before it leaves; one not started yet is cancelled."""
@@ -225,20 +275,10 @@ class Cluster:
                 self._stop(unstarted)
                 for w in unstarted:
                     self.launched.pop(w, None)
-            for w in names:
-                if w in registered:
-                    self.retiring[w] = now
-                    self._ask_to_retire(registered[w])
-
-    def _ask_to_retire(self, address):
-        async def ask():
-            async with rpc(address, secret=self.secret, timeout=self.timeout) as worker:
-                await worker.retire(why=f"{type(self).__name__} scaled down")
-
-        try:
-            run_blocking(ask())
-        except OSError as e:  # gone already: the next look forgets it
-            logger.info("Could not ask %s to retire: %s", format_address(address), e)
+            leaving = [w for w in names if w in registered]
+            for w in leaving:
+                self.retiring[w] = now
+            self._ask_to_retire([registered[w] for w in leaving])
 
     def _least_needed(self, names, n):
         """The ``n`` of ``names`` to let go: not started yet first, then those holding
@@ -259,25 +299,6 @@ class Cluster:
             logger.warning("%s: workers %s did not leave within %g s; stopping them", self,
                            late, self.timeout)  # fmt: skip
             self._stop(late)
-
-    def adapt(self, minimum=0, maximum=None, interval=1.0, grace=10.0):
-        """Grow while tasks wait and shrink to ``minimum`` after ``grace`` s without
-        work; see :class:`~.adaptive.Adaptive`.  ``cluster.adapt(maximum=0)`` ... or
-        ``cluster.scale(n)`` stops adapting.
-
-        >>> cluster.adapt(minimum=0, maximum=20)             # doctest: +SKIP
-        """
-        from .adaptive import Adaptive
-
-        self.stop_adapting()
-        self._adaptive = Adaptive(self, minimum, maximum, interval, grace)
-        return self._adaptive
-
-    def stop_adapting(self):
-        """Stop adapting; the workers stay as they are."""
-        if self._adaptive is not None:
-            self._adaptive.stop()
-            self._adaptive = None
 
     # -- the end ------------------------------------------------------------------------
 

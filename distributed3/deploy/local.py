@@ -28,6 +28,7 @@ import os
 import secrets
 import socket
 import sys
+import threading
 import time
 import weakref
 
@@ -35,17 +36,21 @@ from ..core.security import normalize_secret
 from ..core.server import rpc
 from ..exceptions import CommClosedError, ConnectionBrokenError
 from ..utils import format_address
+from .cluster import Control
 from .nanny import worker_environment
 from .procs import kill, spawn, stop, terminate, worker_command
 
 logger = logging.getLogger(__name__)
 
 
-class LocalCluster:
+class LocalCluster(Control):
     """A center process and the ``n_workers`` worker processes it forks, on loopback.
 
     ``n_workers`` defaults to the number of cores; each worker gets
-    ``ncores`` threads (default 1).
+    ``ncores`` threads (default 1).  Like the deployed clusters
+    (:class:`~.cluster.Cluster`) it can ``scale(n)`` and ``adapt(minimum, maximum)``,
+    from any thread but the pool's loop: ``Pool().cluster.scale(4)``.  Its ``start``
+    and ``close`` are coroutines: the pool that owns it runs them.
     """
 
     def __init__(self, n_workers=None, ncores=1, secret=None, host="127.0.0.1", timeout=30,
@@ -61,6 +66,11 @@ class LocalCluster:
         self.procs = []  # workers added later by start_worker()
         self._children = []  # every process started here, for the finalizer
         self._finalizer = None
+        self.id = secrets.token_hex(3)
+        self.retiring = {}  # worker address -> when it was asked to retire
+        self._lock = threading.RLock()
+
+    worker_cores = property(lambda self: self.ncores)
 
     def __repr__(self):
         where = format_address(self.center_address) if self.center_address else None
@@ -95,13 +105,15 @@ class LocalCluster:
                 **worker_environment(self.ncores)}
 
     def start_worker(self):
-        """Start one more worker process (its own interpreter)."""
+        """Start one more worker process (its own interpreter, under a nanny)."""
+        proc_name = f"local-{self.id}-{len(self.procs)}"
         cmd = worker_command(
             self.center_address, "--host", self.host, "--port", "0",
             "--ncores", str(self.ncores), "--parent-pid", str(os.getpid()),
-            "--log-level", "warning", "--no-handoff",
+            "--log-level", "warning", "--no-handoff", "--name", proc_name,
         )  # fmt: skip
         proc = spawn(cmd, secret=self.secret, env=self._env(), start_new_session=True)
+        proc.worker_name = proc_name
         self.procs.append(proc)
         self._children.append(proc)
         return proc
@@ -149,10 +161,50 @@ class LocalCluster:
         return self.center_proc.poll()
 
     async def close(self, timeout=5):
-        """SIGTERM every worker (they leave cleanly), then the center (it stops the ones it
-        forked); kill stragglers."""
+        """Stop adapting; SIGTERM every worker (they leave cleanly), then the center (it
+        stops the ones it forked); kill stragglers."""
+        await asyncio.get_running_loop().run_in_executor(None, self.stop_adapting)
         await stop(self.procs, timeout)
         await stop([self.center_proc] if self.center_proc else [], timeout * 2)
+
+    # -- scaling, from a thread other than the pool's loop ------------------------------
+
+    def size(self):
+        """Workers registered or starting, not counting those retiring."""
+        staying, pending = self._census()
+        return len(staying) + len(pending)
+
+    def _census(self):
+        """``(registered, not retiring: {address: info}, started here and not registered
+        yet: [process])``."""
+        workers = self.call_center("workers")
+        self.retiring = {a: t for a, t in self.retiring.items() if a in workers}
+        names = {info.get("name") for info in workers.values()}
+        pending = [p for p in self.procs if p.poll() is None and p.worker_name not in names]
+        return {a: i for a, i in workers.items() if a not in self.retiring}, pending
+
+    def scale(self, n):
+        """Have ``n`` workers: start more processes, or retire the workers holding least
+        (they hand their keys to the others first).
+
+        >>> with Pool(n_workers=1) as pool:                    # doctest: +SKIP
+        ...     pool.cluster.scale(3)
+        ...     pool.wait_for_workers(3)
+        """
+        with self._lock:
+            staying, pending = self._census()
+            have = len(staying) + len(pending)
+            for _ in range(n - have):
+                self.start_worker()
+            if n < have:
+                extra = have - n
+                for proc in pending[:extra]:  # not registered yet: nothing to hand over
+                    proc.terminate()
+                least = sorted(staying, key=lambda a: staying[a]["nbytes"])
+                leaving = least[:max(extra - len(pending), 0)]
+                for address in leaving:
+                    self.retiring[address] = time.monotonic()
+                self._ask_to_retire(leaving)
 
     def kill(self):
         """Kill every process at once (used when the owner vanishes); the center's workers

@@ -6,6 +6,7 @@
     runner.py        its task threads: a queue they drain, results handed to the loop
     execute.py       running a task or a chunk of them in a task thread, and the reply
     center_link.py   registering with the center, key reports, heartbeats
+    leaving.py       retiring (when its time is up, or asked), handing keys to peers
     store.py         SpillStore: results past a memory target go to files; memory limits
     monitor.py       MemoryMonitor: by process memory, spill more, pause, resume
 """

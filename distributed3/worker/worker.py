@@ -18,8 +18,8 @@ does not wait for it (the client learns where its results are from the reply), s
 task costs one round trip; ``update_data`` waits for the center's acknowledgement, so
 scattered keys are known at once.  A small result (``execute.INLINE_BYTES`` or less,
 pickled) also travels in the reply; the worker keeps it all the same.  The reply
-leaves from the task thread itself, once the loop has been handed the results.  Tasks
-queued for a client that went, or cancelled by it, are dropped before they start.
+leaves from the task thread itself, once the loop has the results.  Tasks queued for a
+client that went, or cancelled by it, are dropped before they start.
 
 >>> import asyncio
 >>> from distributed3.center import Center
@@ -39,7 +39,6 @@ import asyncio
 import functools
 import logging
 import os
-from collections import defaultdict
 
 from ..core.protocol import loads_function, sizeof
 from ..core.server import REPLIED, ConnectionPool, Server
@@ -50,9 +49,9 @@ from ..exceptions import (
 )
 from ..fetch import fetch_from_holders
 from ..keys import Parts, element_of, split_element, substitute
-from ..scheduling import spread
 from ..utils import format_address, parse_address
 from .center_link import CenterLink
+from .leaving import Leaving
 from .execute import run_guarded, stateful_call
 from .runner import TaskRunner
 from .monitor import MemoryMonitor
@@ -64,7 +63,7 @@ logger = logging.getLogger(__name__)
 _MISSING = object()
 
 
-class Worker(CenterLink, Server):
+class Worker(CenterLink, Leaving, Server):
     """A data-holding compute server that registers with a center.
 
     ::
@@ -94,7 +93,7 @@ class Worker(CenterLink, Server):
             "keys": self.get_keys,
             "info": self.info,
             "terminate": self.terminate,
-            "retire": lambda comm, why="its cluster asked it to": self.retire(why),
+            "retire": self.retire_asked,
         }
         super().__init__(handlers, name=name, **kwargs)
         self.center_address = parse_address(center)
@@ -137,27 +136,14 @@ class Worker(CenterLink, Server):
                                          format_address(self.address), **self.memory_thresholds)
             self._monitoring = asyncio.ensure_future(self._watch_memory())
         if self.lifetime:
-            asyncio.get_running_loop().call_later(
-                self.lifetime, lambda: self.retire(f"its lifetime of {self.lifetime} s is over")
-            )
+            why = f"its lifetime of {self.lifetime} s is over"
+            asyncio.get_running_loop().call_later(self.lifetime, lambda: self.retire(why))
         return self
 
     async def _watch_memory(self):
         while True:
             await asyncio.sleep(self.monitor.interval)
             self.monitor.check()
-
-    def retire(self, why):
-        """Leave gracefully: take no new tasks, finish running ones, hand keys to peers."""
-        if self.retiring is None and not self._closing:
-            self.retiring = why
-            logger.info("Retiring: %s", why)
-            asyncio.ensure_future(self._retire())
-
-    async def _retire(self):
-        while self.active:
-            await asyncio.sleep(0.01)
-        await self.close()
 
     async def close(self, report=True, handoff=True):
         """Leave the cluster: hand the keys only we hold to peers (when ``handoff``),
@@ -189,30 +175,6 @@ class Worker(CenterLink, Server):
             self.data.close()
         logger.info("Worker at %s closed", format_address(self.address))
         self.finished.set()
-
-    async def _hand_off(self):
-        """Send every key that no other worker holds to the peers, spread by cores."""
-        # first the reports still queued: they carry the keys' owners, which the peers'
-        # own reports do not, and without which a vanished client's keys would stay
-        if self._pending_add:
-            try:
-                await asyncio.wait_for(self._report(), 2)
-            except asyncio.TimeoutError:
-                pass  # the center is away: asking it who has what fails just below
-        center = self.peers(self.center_address)
-        who_has = await center.who_has(keys=list(self.data))
-        only_here = [k for k in self.data if set(who_has.get(k, ())) <= {self.address}]
-        peers = {w: n for w, n in (await center.ncores()).items() if w != self.address}
-        if not only_here:
-            return
-        if not peers:
-            logger.warning("Leaving with %d keys that no other worker holds", len(only_here))
-            return
-        groups = defaultdict(dict)
-        for key, worker in zip(only_here, spread(len(only_here), peers)):
-            groups[worker][key] = self.data[key]
-        await asyncio.gather(*[self.peers(w).update_data(data=d) for w, d in groups.items()])
-        logger.info("Handed %d keys to %d peers before leaving", len(only_here), len(groups))
 
     # -- handlers --------------------------------------------------------------
 
@@ -305,8 +267,7 @@ class Worker(CenterLink, Server):
         return parts[start:stop]
 
     def catch_up(self):
-        """On the loop: keep the results task threads have finished, queue their report,
-        and send the replies they could not."""
+        """On the loop: keep the results threads finished, queue their report, reply."""
         self.runner.catch_up()
 
     @property
