@@ -32,12 +32,15 @@ myst_heading_anchors = 3
 
 
 def cli_help(app, docname, source):
-    """Replace ``{cli-help:center}`` / ``{cli-help:worker}`` with that program's --help,
-    so the reference cannot drift from the options the program takes."""
-    for role in ("center", "worker"):
+    """Replace ``{cli-help:center}`` / ``{cli-help:worker}`` / ``{cli-help:ssh}`` with that
+    program's --help, so the reference cannot drift from the options the program takes."""
+    programs = {"center": ["-m", "distributed3", "center"],
+                "worker": ["-m", "distributed3", "worker"],
+                "ssh": ["-m", "distributed3.deploy.ssh"]}  # fmt: skip
+    for role, args in programs.items():
         marker = "{cli-help:%s}" % role
         if marker in source[0]:
-            out = subprocess.run([sys.executable, "-m", "distributed3", role, "--help"],
+            out = subprocess.run([sys.executable, *args, "--help"],
                                  capture_output=True, text=True, check=True, cwd=ROOT,
                                  env={**os.environ, "COLUMNS": "88"})  # fmt: skip
             source[0] = source[0].replace(marker, out.stdout.rstrip())

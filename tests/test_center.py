@@ -39,7 +39,7 @@ async def test_keys_and_queries():
         assert await call(alice, "nbytes") == {"x": 10, "y": 5}
         assert await call(alice, "nbytes", keys=["y"]) == {"y": 5}
         workers = await call(alice, "workers")
-        assert workers[ALICE] == {"ncores": 2, "name": "alice", "nkeys": 1, "nbytes": 10,
+        assert workers[ALICE] == {"ncores": 2, "name": "alice", "nkeys": 1, "nbytes": 10, "pid": None,
                                   "resources": {}}  # fmt: skip
         await call(bob, "remove_keys", address=BOB, keys=["x", "y"])
         assert await call(alice, "who_has") == {"x": {ALICE}}

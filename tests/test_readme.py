@@ -27,10 +27,10 @@ def test_readme_cluster_example_against_real_processes():
         run_doctest(block, "README cluster example", {"127.0.0.1:8787": address})
 
 
-@pytest.mark.parametrize("index", range(1, 7))
+@pytest.mark.parametrize("index", range(1, 8))
 def test_readme_other_examples(index):
     blocks = [b for b in python_blocks() if "127.0.0.1:8787" not in b and ">>>" in b]
-    assert len(blocks) == 6, "update this test when README examples are added"
+    assert len(blocks) == 7, "update this test when README examples are added"
     run_doctest(blocks[index - 1], f"README example {index}")
 
 

@@ -196,3 +196,7 @@ def _secret_from(path):
     if not os.path.exists(path):
         new_secret_file(path)
     return read_secret_file(path)
+
+
+if __name__ == "__main__":
+    dssh()

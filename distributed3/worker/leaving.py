@@ -17,7 +17,7 @@ class Leaving:
     """Retirement and hand-off, for a worker."""
 
     retiring = None  # why, once retiring
-    avoid = frozenset()  # peers not to hand keys to: they are retiring too
+    avoid: frozenset = frozenset()  # peers not to hand keys to: they are retiring too
 
     def retire_asked(self, comm=None, why="its cluster asked", avoid=()):
         """Retire, as a cluster that scales down asks (handler ``retire``): hand the keys
