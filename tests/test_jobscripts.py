@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from distributed3.deploy.jobqueue import (LSFCluster, PBSCluster, SGECluster, SLURMCluster,
-                                          cancel_commands, element_ids, list_command)  # fmt: skip
+                                          cancel_commands, element_ids, list_command,
+                                          listed)  # fmt: skip
 from distributed3.utils import wait_for_sync
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,3 +90,36 @@ def test_submission_output_cancel_and_listing():
     assert cancel_commands(LSFCluster.scheduler, ["9[1]"]) == [["bkill", "9[1]"]]
     assert cancel_commands(PBSCluster.scheduler, []) == []
     assert list_command(SLURMCluster.scheduler, "d3")[:1] == ["squeue"]
+
+
+# ``qstat -u`` as SGE prints it: a running job (queue and slots, no task id), a running
+# array task, a pending array's tasks on one line as a range, a pending plain job
+SGE_QSTAT = """\
+job-ID  prior   name       user  state submit/start at     queue          slots ja-task-ID
+-----------------------------------------------------------------------------------------
+     88 0.55500 distribute root  r     01/01/2024 10:00:00 all.q@node1        1
+     89 0.55500 distribute root  r     01/01/2024 10:00:00 all.q@node1        1 1
+     89 0.00000 distribute root  qw    01/01/2024 10:00:00                    1 2-4:1
+     90 0.00000 distribute root  qw    01/01/2024 10:00:00                    1
+     91 0.00000 distribute root  qw    01/01/2024 10:00:00                    1 1,3
+"""
+# ``qstat -t -u`` as PBS Pro prints it: the server's name cut short, a starred id
+PBS_QSTAT = """\
+pbs01:
+                                                 Req'd  Req'd   Elap
+Job ID          Username Queue    Jobname    SessID NDS TSK Memory Time  S Time
+--------------- -------- -------- ---------- ------ --- --- ------ ----- - -----
+17[].pbs01      root     workq    distribu       --   1   1    --    --  B   --
+17[0].pbs01     root     workq    distribu     1234   1   1    --    --  R 00:00
+17[1].pbs01     root     workq    distribu       --   1   1    --    --  Q   --
+1234567.pbs01.e root     workq    distribu     1235   1   1    --    --  R 00:00
+"""
+
+
+def test_listing_finds_every_live_job_of_sge_and_pbs():
+    """A job the listing misses counts as ended: scale() would submit it again."""
+    sge = ["88", "89.1", "89.2", "89.3", "89.4", "90", "91.1", "91.3"]
+    assert listed(SGECluster.scheduler, SGE_QSTAT, sge + ["91.2", "92"]) == set(sge)
+    # handles as qsub printed them, with the server's full name
+    pbs = ["17[0].pbs01.example.org", "17[1].pbs01.example.org", "1234567.pbs01.example.org"]
+    assert listed(PBSCluster.scheduler, PBS_QSTAT, pbs + ["18.pbs01"]) == set(pbs)

@@ -126,8 +126,8 @@ class JobQueueCluster(Cluster):
 
     def _alive(self):
         out = self._run(list_command(self.scheduler, self.job_name))
-        listed = parse_list(self.scheduler, out)
-        return {n for n, h in self.launched.items() if h in listed}
+        shown = listed(self.scheduler, out, self.launched.values())
+        return {n for n, h in self.launched.items() if h in shown}
 
     def close(self):
         """Cancel every job, stop the center, remove the secret file.  Idempotent."""
@@ -222,6 +222,8 @@ def parse_list(engine, out):
     ['12_0', '12_1', '13']
     >>> sorted(parse_list(LSF, "9 1\\n9 2\\n10 0\\n"))
     ['10', '9[1]', '9[2]']
+    >>> sorted(parse_list(SGE, "7 0.5 d3 me qw 01/01/2024 10:00:00 1 2-6:2\\n"))
+    ['7.2', '7.4', '7.6']
     """
     ids = set()
     for line in out.splitlines():
@@ -230,9 +232,40 @@ def parse_list(engine, out):
             continue  # a header
         if engine is LSF:
             ids.add(parts[0] if len(parts) < 2 or parts[1] == "0" else f"{parts[0]}[{parts[1]}]")
-        elif engine is SGE:  # job-ID prior name user state date queue slots ja-task-ID
-            task = parts[-1] if len(parts) >= 9 and parts[-1].isdigit() else ""
-            ids.add(f"{parts[0]}.{task}" if task else parts[0])
+        elif engine is SGE:
+            ids.update(_sge_ids(parts))
         else:
             ids.add(parts[0])
     return ids
+
+
+def _sge_ids(parts):
+    """The ids on one line of SGE's ``qstat``: ``job-ID prior name user state date time
+    [queue@host] slots [ja-task-ID]``, the queue only while it runs, and a pending array's
+    tasks as ranges (``2-4:1``, ``1,3``)."""
+    running = len(parts) > 7 and "@" in parts[7]
+    tasks = parts[9 if running else 8:]
+    if not tasks:
+        return [parts[0]]
+    ids = []
+    for piece in tasks[0].split(","):
+        first, _, rest = piece.partition("-")
+        last, _, step = rest.partition(":")
+        ids += [f"{parts[0]}.{i}" for i in range(int(first), int(last or first) + 1,
+                                                 int(step or 1))]  # fmt: skip
+    return ids
+
+
+def _job_key(engine, handle):
+    """What a listing shows of a job or element id: PBS cuts the server's name short."""
+    return handle.split(".", 1)[0] if engine is PBS else handle
+
+
+def listed(engine, out, handles):
+    """Which of ``handles`` (as :func:`element_ids` gave them) the listing ``out`` shows.
+
+    >>> sorted(listed(PBS, "17[0].pbs0*  me  workq  d3  R\\n", ["17[0].pbs01.org", "17[1].pbs01.org"]))
+    ['17[0].pbs01.org']
+    """
+    shown = {_job_key(engine, i) for i in parse_list(engine, out)}
+    return {h for h in handles if _job_key(engine, h) in shown}
