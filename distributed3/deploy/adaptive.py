@@ -40,9 +40,10 @@ class Adaptive:
         self.log = []  # (time, workers before, workers asked for): what it decided
         self._lower_since = None  # since when the target has been below the size
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"distributed3-adapt-{cluster.id}")  # fmt: skip
-        self._thread.start()
+        # the thread that scales: its calls to ``scale`` are adapting, not a user's
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"distributed3-adapt-{cluster.id}")  # fmt: skip
+        self.thread.start()
 
     def __repr__(self):
         return f"<Adaptive minimum={self.minimum} maximum={self.maximum}>"
@@ -50,8 +51,8 @@ class Adaptive:
     def stop(self):
         """Stop adapting (from any thread but its own); the workers stay."""
         self._stopped.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(self.cluster.timeout)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(self.cluster.timeout)
 
     def _run(self):
         while not self._stopped.is_set():
@@ -78,5 +79,4 @@ class Adaptive:
             cluster.scale(want)
             self._lower_since = None
             return want
-        cluster.scale(have)  # forgets workers that ended, replaces none
-        return have
+        return have  # size() forgot the workers that ended: none is started again idle

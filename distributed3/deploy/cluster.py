@@ -110,9 +110,15 @@ class Control:
 
     def stop_adapting(self):
         """Stop adapting; the workers stay as they are."""
-        if self._adaptive is not None:
-            self._adaptive.stop()
-            self._adaptive = None
+        adaptive, self._adaptive = self._adaptive, None  # once, whoever else stops it
+        if adaptive is not None:
+            adaptive.stop()
+
+    def _scale_asked(self):
+        """``scale`` called by the user, not by adapting: adapting stops (documented)."""
+        adaptive = self._adaptive
+        if adaptive is not None and threading.current_thread() is not adaptive.thread:
+            self.stop_adapting()
 
 
 class Cluster(Control):
@@ -246,6 +252,7 @@ class Cluster(Control):
 
         >>> cluster.scale(4)                                  # doctest: +SKIP
         """
+        self._scale_asked()
         with self._lock:
             self._check_running()
             self._forget_ended()
@@ -261,8 +268,12 @@ class Cluster(Control):
                 self.retire(self._least_needed(staying, len(staying) - n))
 
     def size(self):
-        """Workers running or starting, not counting those retiring."""
-        return len([w for w in self.launched if w not in self.retiring])
+        """Workers running or starting, not counting those retiring (the engine is asked:
+        workers that ended, a job's walltime over, say, do not count)."""
+        with self._lock:
+            if self.status == "running":
+                self._forget_ended()
+            return len([w for w in self.launched if w not in self.retiring])
 
     def retire(self, names):
         """Retire these workers: a registered one finishes its tasks and hands its keys
@@ -320,15 +331,19 @@ class Cluster(Control):
         if self.status == "closed":
             return
         self.stop_adapting()
-        with self._lock:
-            if self.launched:
-                self._stop(list(self.launched))
-            self.launched.clear()
-            self.retiring.clear()
-            self.status = "closed"
-        if self._finalizer is not None:
-            self._finalizer()  # the center: SIGTERM, then kill
+        try:
+            with self._lock:
+                self.status = "closing"  # scale() from here on raises
+                if self.launched:
+                    self._stop(list(self.launched))
+        finally:  # the engine failing to stop a worker must not leave the center running
+            with self._lock:
+                self.launched.clear()
+                self.retiring.clear()
+                self.status = "closed"
+            if self._finalizer is not None:
+                self._finalizer()  # the center: SIGTERM, then kill
 
     def _check_running(self):
-        if self.status == "closed":
+        if self.status in ("closing", "closed"):
             raise RuntimeError(f"{self!r} is closed")

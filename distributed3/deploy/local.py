@@ -191,6 +191,7 @@ class LocalCluster(Control):
         ...     pool.cluster.scale(3)
         ...     pool.wait_for_workers(3)
         """
+        self._scale_asked()
         with self._lock:
             staying, pending = self._census()
             have = len(staying) + len(pending)
