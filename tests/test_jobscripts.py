@@ -123,3 +123,18 @@ def test_listing_finds_every_live_job_of_sge_and_pbs():
     # handles as qsub printed them, with the server's full name
     pbs = ["17[0].pbs01.example.org", "17[1].pbs01.example.org", "1234567.pbs01.example.org"]
     assert listed(PBSCluster.scheduler, PBS_QSTAT, pbs + ["18.pbs01"]) == set(pbs)
+
+
+def test_a_cluster_whose_first_submission_fails_leaves_no_secret_or_center(tmp_path,
+                                                                          monkeypatch):
+    import psutil
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    secrets = tmp_path / "secrets"
+    before = {p.pid for p in psutil.Process().children()}
+    with pytest.raises(RuntimeError, match="is not on this machine.s PATH"):
+        SLURMCluster(n_workers=2, host="127.0.0.1", secret_directory=str(secrets),
+                     log_directory=str(tmp_path / "logs"))  # fmt: skip
+    assert os.listdir(secrets) == []
+    wait_for_sync(lambda: {p.pid for p in psutil.Process().children()} <= before, 10,
+                  "the center still runs")  # fmt: skip

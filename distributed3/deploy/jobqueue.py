@@ -24,6 +24,7 @@ import re
 import shlex
 import subprocess
 import sys
+import weakref
 
 from ..utils import format_address
 from .cluster import Cluster
@@ -51,14 +52,16 @@ class JobQueueCluster(Cluster):
         self.python = python
         self.template = template
         self.secret_file = self._write_secret(secret_directory)
+        # removed on close(), or when this process ends without it
+        self._secret_finalizer = weakref.finalize(self, _remove, self.secret_file)
         try:
             self._start_center()
-        except BaseException:
-            os.unlink(self.secret_file)
+            self.status = "running"
+            if n_workers:
+                self.scale(n_workers)
+        except BaseException:  # no center, no secret left behind
+            self.close()
             raise
-        self.status = "running"
-        if n_workers:
-            self.scale(n_workers)
 
     def _write_secret(self, directory):
         directory = directory or os.path.join(os.path.expanduser("~"), ".distributed3",
@@ -101,6 +104,9 @@ class JobQueueCluster(Cluster):
         except FileNotFoundError:
             raise RuntimeError(f"{cmd[0]} is not on this machine's PATH: run the cluster "
                                f"where {self.engine} jobs are submitted") from None
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{shlex.join(cmd)} did not answer within {self.timeout} s") \
+                from None
         if done.returncode:
             raise RuntimeError(f"{shlex.join(cmd)} failed with status {done.returncode}: "
                                f"{(done.stderr or done.stdout).strip()}")
@@ -131,11 +137,10 @@ class JobQueueCluster(Cluster):
 
     def close(self):
         """Cancel every job, stop the center, remove the secret file.  Idempotent."""
-        super().close()
         try:
-            os.unlink(self.secret_file)
-        except FileNotFoundError:
-            pass
+            super().close()
+        finally:
+            self._secret_finalizer()
 
 
 class SLURMCluster(JobQueueCluster):
@@ -160,6 +165,13 @@ class LSFCluster(JobQueueCluster):
     """Workers as IBM Spectrum LSF jobs (``bsub``; ``account``: project)."""
 
     scheduler = LSF
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def element_ids(engine, out, n):
