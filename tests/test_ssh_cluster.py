@@ -98,3 +98,16 @@ def test_dssh_starts_a_cluster_from_the_shell(sshd, tmp_path):
         assert dssh.wait(30) == 0
     wait_for_sync(lambda: not remote_processes(address), 20, "processes left after dssh")
     assert oct(os.stat(secret_file).st_mode & 0o777) == "0o600"
+
+
+def test_a_retired_worker_leaves_no_ssh_process_or_pipe_behind(sshd, tmp_path):
+    with SSHCluster(["127.0.0.1", "127.0.0.1", "localhost"], ssh_options=["-F", sshd.config],
+                    log_directory=str(tmp_path / "logs")) as cluster:  # fmt: skip
+        cluster.wait_for_workers(2)
+        procs = dict(cluster._procs)
+        cluster.scale(1)
+        wait_for_sync(lambda: len(cluster.workers) == 1, 30, "the retired worker stays")
+        [gone] = set(procs) - set(cluster.workers)
+        assert procs[gone].returncode is not None  # its ssh was reaped
+        assert procs[gone].stdin.closed and procs[gone].stdout.closed  # no pipe kept open
+        assert set(cluster._procs) == set(cluster.workers)

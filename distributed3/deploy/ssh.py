@@ -124,14 +124,18 @@ class SSHCluster(Cluster):
         _hang_up(procs, self.timeout)
 
     def _alive(self):
-        return {n for n, p in self._procs.items() if p.poll() is None}
+        for name in [n for n, p in self._procs.items() if p.poll() is not None]:
+            _release(self._procs.pop(name))  # it ended (retired, say): its pipes go too
+        return set(self._procs)
 
     def close(self):
         """Stop the workers and the center (closing their channels), then ssh."""
-        super().close()
-        if self._center is not None:
-            _hang_up([self._center], self.timeout)
-            self._center = None
+        try:
+            super().close()
+        finally:
+            if self._center is not None:
+                _hang_up([self._center], self.timeout)
+                self._center = None
 
 
 def _copy(stream, log):
@@ -154,8 +158,20 @@ def _hang_up(procs, timeout):
         try:
             p.wait(max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            p.terminate()
-            p.wait(5)
+            p.kill()
+            p.wait()
+        _release(p)
+
+
+def _release(proc):
+    """Close what this process holds of an ``ssh`` that ended: its pipes, its reader."""
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    proc.reader.join(5)  # it reads to the end of ssh's output, then closes the log
+    if not proc.reader.is_alive():
+        proc.stdout.close()
 
 
 def dssh(argv=None):
