@@ -8,15 +8,17 @@ connection it subscribes on: one small one-way message, nothing on a task's path
 import asyncio
 
 EVERY = 0.5  # seconds between looks at the count
+AGAIN = 10  # a count that has not changed is said again this often (a restarted center)
 
 
 async def report_backlog(session, every=EVERY):
-    """Send ``backlog`` to the center whenever the count changed since the last look."""
-    said = 0
+    """Send ``backlog`` to the center whenever the count changed since the last look,
+    and every ``AGAIN`` seconds while it is not zero."""
+    said, looks = 0, 0
     while True:
         await asyncio.sleep(every)
-        now = session.unfinished()
-        if now != said and session.id is not None:
+        now, looks = session.unfinished(), looks + 1
+        if now != said or (now and looks * every >= AGAIN):
             msg = {"op": "backlog", "client": session.id, "tasks": now, "reply": False}
             if await session.tell_center(msg):
-                said = now
+                said, looks = now, 0

@@ -1,4 +1,4 @@
-"""Clusters whose workers are batch jobs: Slurm, PBS/Torque, SGE and LSF.
+"""Clusters whose workers are batch jobs: Slurm, PBS Pro/OpenPBS, SGE and LSF.
 
 The center runs in a child of this process (on the submit host, where the scheduler's
 commands work); each worker is a job, or an element of an array job when ``scale``
@@ -150,7 +150,8 @@ class SLURMCluster(JobQueueCluster):
 
 
 class PBSCluster(JobQueueCluster):
-    """Workers as PBS Pro / Torque jobs (``qsub``)."""
+    """Workers as PBS Pro / OpenPBS jobs (``qsub``; arrays with ``-J``, which Torque
+    spells ``-t``: on Torque, give ``template=`` or scale one worker at a time)."""
 
     scheduler = PBS
 
@@ -185,15 +186,19 @@ def element_ids(engine, out, n):
     ['9[1]', '9[2]']
     """
     out = out.strip()
+    found = re.search(r"Job <(\d+)>" if engine is LSF else r"^\d+", out)
+    if found is None:
+        raise RuntimeError(f"{shlex.join(engine.submit)} printed no job id that this knows "
+                           f"how to read: {out!r}; cancel that job by hand if it exists")
     if engine is LSF:
-        job = re.search(r"Job <(\d+)>", out).group(1)
+        job = found.group(1)
         return [f"{job}[{i + 1}]" for i in range(n)] if n > 1 else [job]
     if engine is PBS:
         job, _, server = out.partition(".")
         job = job.removesuffix("[]")
         suffix = f".{server}" if server else ""
         return [f"{job}[{i}]{suffix}" for i in range(n)] if n > 1 else [out]
-    job = re.match(r"\d+", out).group(0)
+    job = found.group(0)
     if engine is SGE:
         return [f"{job}.{i + 1}" for i in range(n)] if n > 1 else [job]
     return [f"{job}_{i}" for i in range(n)] if n > 1 else [job]

@@ -1,4 +1,4 @@
-"""Job scripts for batch schedulers: Slurm, PBS/Torque, SGE and LSF.
+"""Job scripts for batch schedulers: Slurm, PBS Pro/OpenPBS, SGE and LSF.
 
 A job runs one worker (an array job, several: one per element).  Its script is
 :data:`TEMPLATE` filled in: the scheduler's directives (cores, memory, walltime,
