@@ -100,3 +100,23 @@ def test_scale_benchmark_measures_a_center_against_simulated_workers():
     out = io.StringIO()
     scale.print_report(results, 2, file=out)
     assert "40 workers" in out.getvalue() and "map1: 40 workers / 5 workers" in out.getvalue()
+
+
+@pytest.mark.timeout(300)
+def test_deploy_benchmark_runs_on_real_engines():
+    """benchmarks/deploy.py on the real Slurm and sshd it starts (dask's side where
+    installed): a row for each, whatever the speeds."""
+    import engines
+
+    reason = engines.slurm_unavailable() or engines.sshd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "deploy.py")],
+                          capture_output=True, text=True, timeout=280)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| S")]
+    assert [r.split("|")[1:3] for r in rows][:1] == [[" Slurm ", " distributed3 "]]
+    assert any(r.split("|")[1:3] == [" SSH ", " distributed3 "] for r in rows)
+    for row in rows:
+        work = float(row.split("|")[4])
+        assert work >= 0.99  # a makespan over its ideal: measured, not made up
