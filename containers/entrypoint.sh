@@ -1,7 +1,8 @@
 #!/bin/sh
 # distributed3 in a container: one image, either role.
 #
-#   entrypoint.sh center [dcenter options]   dcenter on 0.0.0.0:8787, health on 8790
+#   entrypoint.sh center [dcenter options]   dcenter on 0.0.0.0:8787, dashboard and
+#                                            health on 8790
 #   entrypoint.sh worker [dworker options]   dworker for $DISTRIBUTED3_CENTER (center:8787)
 #                                            on this container's IP, port 8788, health 8791
 #   entrypoint.sh ready PORT                 exit 0 when GET /ready on PORT answers 200
@@ -97,7 +98,8 @@ fi
 case $role in
     center)
         set -- dcenter --host "${DISTRIBUTED3_HOST:-0.0.0.0}" --port "$CENTER_PORT" \
-            --http-port "$CENTER_HTTP_PORT" "$@"
+            --dashboard-host "${DISTRIBUTED3_HOST:-0.0.0.0}" \
+            --dashboard-port "$CENTER_HTTP_PORT" "$@"
         ;;
     worker)
         host=$(container_ip)

@@ -182,9 +182,9 @@ def test_every_file_parses_and_every_command_line_parses():
 @pytest.mark.timeout(30)
 def test_the_entrypoint_defaults_are_the_container_ones_and_user_options_win():
     _, center = command_of(["center"])
-    assert (center.host, center.port, center.http_port) == ("0.0.0.0", 8787, 8790)
+    assert (center.host, center.port, http_port(center)) == ("0.0.0.0", 8787, 8790)
     _, worker = command_of(["worker"])
-    assert (worker.center, worker.host, worker.port, worker.http_port) == (
+    assert (worker.center, worker.host, worker.port, http_port(worker)) == (
         "center:8787", POD_IP, 8788, 8791)  # fmt: skip
     assert (worker.center_wait, worker.death_timeout) == (60, 60)
     _, worker = command_of(["worker", "--port", "9000", "--death-timeout", "5"],
@@ -207,6 +207,11 @@ def test_the_entrypoint_refuses_to_start_without_a_secret(tmp_path):
     assert entrypoint(["nonsense"]).returncode != 0
 
 
+def http_port(opts):
+    """The port a container's probes ask: the center's dashboard, a worker's health."""
+    return opts.dashboard_port if hasattr(opts, "dashboard_port") else opts.http_port
+
+
 # -- compose ---------------------------------------------------------------------------
 
 
@@ -216,8 +221,8 @@ def test_compose_probes_ports_center_address_and_secret():
     services = compose_services()
     script = entrypoint_path_in_image()
     for name, (service, program, opts) in services.items():
-        assert service["healthcheck"]["test"] == ["CMD", script, "ready", str(opts.http_port)], (
-            f"{name}'s healthcheck must ask /ready on its --http-port {opts.http_port}")
+        assert service["healthcheck"]["test"] == ["CMD", script, "ready", str(http_port(opts))], (
+            f"{name}'s healthcheck must ask /ready on its HTTP port {http_port(opts)}")
         # the secret, where the entrypoint looks for it
         [secret] = service["secrets"]
         target = secret if isinstance(secret, str) else secret.get("target", secret["source"])
@@ -245,7 +250,7 @@ def test_kubernetes_probes_ports_and_center_address():
     roles = {}
     for name, pod, c, program, opts in kube_containers():
         roles[program] = (pod, opts)
-        http = opts.http_port
+        http = http_port(opts)
         assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": http}, name
         assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": http}, name
         assert {p["containerPort"] for p in c["ports"]} == {opts.port, http}, name
@@ -254,7 +259,7 @@ def test_kubernetes_probes_ports_and_center_address():
     pod, copts = roles["dcenter"]
     labels = center_service["spec"]["selector"]
     assert labels.items() <= pod_labels("dcenter").items()
-    assert {copts.port, copts.http_port} <= service_ports
+    assert {copts.port, http_port(copts)} <= service_ports
     _, wopts = roles["dworker"]
     host, port = wopts.center.rsplit(":", 1)
     assert (host, int(port)) == (center_service["metadata"]["name"], copts.port)
@@ -309,9 +314,9 @@ def test_dockerfile_runs_the_entrypoint_and_exposes_the_ports_used():
     exposed = {int(p.split("/")[0]) for args in instructions["EXPOSE"] for p in args.split()}
     used = set()
     for *_, opts in kube_containers():
-        used |= {opts.port, opts.http_port}
+        used |= {opts.port, http_port(opts)}
     for _, _, opts in compose_services().values():
-        used |= {opts.port, opts.http_port}
+        used |= {opts.port, http_port(opts)}
     assert used <= exposed, f"ports used but not exposed: {sorted(used - exposed)}"
     assert instructions["USER"] and instructions["USER"][-1].split(":")[0] != "0"
     assert os.access(ENTRYPOINT, os.X_OK)
@@ -342,9 +347,9 @@ def test_entrypoint_runs_a_cluster_that_a_pool_uses(tmp_path):
                DISTRIBUTED3_HOST="127.0.0.1", DISTRIBUTED3_SECRET_FILE=str(secret),
                DISTRIBUTED3_SECRET="")  # the file, not a variable of this process  # fmt: skip
     ports = ["--port", "0", "--http-port", "0"]  # user options come last, and win
-    with Proc([ENTRYPOINT, "center", *ports], env=env) as center:
+    with Proc([ENTRYPOINT, "center", "--port", "0", "--dashboard-port", "0"], env=env) as center:
         address = center.wait_for_line(r"Started center at (127\.0\.0\.1:\d+)").group(1)
-        cport = center.wait_for_line(r"Health endpoint at http://127\.0\.0\.1:(\d+)").group(1)
+        cport = center.wait_for_line(r"Dashboard at http://127\.0\.0\.1:(\d+)").group(1)
         wenv = dict(env, DISTRIBUTED3_CENTER=address)
         with Proc([ENTRYPOINT, "worker", *ports, "--ncores", "2"], env=wenv) as worker:
             worker.wait_for_line(rf"Register with center at {address}")

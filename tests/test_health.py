@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from distributed3.deploy.health import start_http
+from distributed3.dashboard.health import start_http
 from distributed3.testing import BIN, Proc, cluster, gen_test
 from distributed3.utils import wait_for
 
@@ -61,9 +61,9 @@ async def test_center_and_worker_answer_health_and_readiness():
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_workers_leave_after_death_timeout_and_serve_health_meanwhile():
-    with Proc([DCENTER, "--port", "0", "--http-port", "0"]) as center:
+    with Proc([DCENTER, "--port", "0", "--dashboard-port", "0"]) as center:
         address = center.wait_for_line(r"Started center at (127\.0\.0\.1:\d+)").group(1)
-        cport = center.wait_for_line(r"Health endpoint at http://127\.0\.0\.1:(\d+)").group(1)
+        cport = center.wait_for_line(r"Dashboard at http://127\.0\.0\.1:(\d+)").group(1)
         with Proc([DWORKER, address, "--death-timeout", "1", "--http-port", "0"]) as worker, \
              Proc([DWORKER, address, "--no-nanny"]) as stays:  # fmt: skip
             wport = worker.wait_for_line(r"Health endpoint at http://127\.0\.0\.1:(\d+)").group(1)

@@ -9,7 +9,8 @@
     center, worker/   the roles              core and the above; never the client
     client/    the Pool                      core and the above; deploy.local for Pool()
     multiprocessing, joblib   interfaces     the client
-    deploy/    executables, local cluster    the roles, core and the above
+    dashboard/ web pages, metrics, health     the roles, core and the above
+    deploy/    executables, local cluster    the dashboard, the roles, core and the above
     simulation   light workers, many a process   the worker, core and the above
 """
 import ast
@@ -34,7 +35,8 @@ ALLOWED = {
     "center": {"center", "core"} | BASE,
     "worker": {"worker", "core", "fetch"} | BASE,
     "client": {"client", "core", "fetch"} | BASE,
-    "deploy": {"deploy", "center", "worker", "core"} | BASE,
+    "dashboard": {"dashboard", "center", "worker", "core"} | BASE,
+    "deploy": {"deploy", "dashboard", "center", "worker", "core"} | BASE,
     "testing": {"center", "worker", "client", "core"} | BASE,
     "simulation": {"worker", "core"} | BASE,
     "multiprocessing": {"client"} | BASE,

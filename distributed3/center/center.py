@@ -33,6 +33,7 @@ from ..keys import split_element
 from ..utils import format_address, parse_address, wait_for
 from ..versions import versions
 from .ownership import KeyOwnership
+from .telemetry import TelemetryStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,27 +52,18 @@ class Center(KeyOwnership, Server):
     or from the command line with ``dcenter``.
     """
 
-    def __init__(self, *, heartbeat_timeout=15.0, client_grace=5.0, **kwargs):
+    def __init__(self, *, heartbeat_timeout=15.0, client_grace=5.0, telemetry=False, **kwargs):
         handlers = {
-            "register": self.register,
-            "unregister": self.unregister,
-            "add_keys": self.add_keys,
-            "remove_keys": self.remove_keys,
-            "who_has": self.get_who_has,
-            "has_what": self.get_has_what,
-            "ncores": self.get_ncores,
-            "nbytes": self.get_nbytes,
-            "workers": self.get_workers,
-            "subscribe": self.subscribe,
-            "heartbeat": self.heartbeat,
-            "own_keys": self.own_keys,
-            "release_keys": self.release_keys,
-            "ownership": self.ownership,
-            "counters": self.get_counters,
-            "worker_died": self.worker_died,
-            "deaths": self.get_deaths,
-            "backlog": self.backlog,
-        }
+            "register": self.register, "unregister": self.unregister,
+            "add_keys": self.add_keys, "remove_keys": self.remove_keys,
+            "who_has": self.get_who_has, "has_what": self.get_has_what,
+            "ncores": self.get_ncores, "nbytes": self.get_nbytes, "workers": self.get_workers,
+            "subscribe": self.subscribe, "heartbeat": self.heartbeat,
+            "own_keys": self.own_keys, "release_keys": self.release_keys,
+            "ownership": self.ownership, "counters": self.get_counters,
+            "worker_died": self.worker_died, "deaths": self.get_deaths,
+            "backlog": self.backlog, "dashboard": lambda comm: self.dashboard,
+        }  # fmt: skip
         super().__init__(handlers, **kwargs)
         # key -> tuple of holders: tuples of addresses are immutable and hold no containers,
         # so the cyclic GC stops tracking them -- a center holds one per key
@@ -110,6 +102,9 @@ class Center(KeyOwnership, Server):
         self.awaited = set()  # owners of reported keys given client_grace to subscribe
         self.backlogs = {}  # client id -> its tasks not finished, as it last said
         self.peers = ConnectionPool(secret=self.secret, tls=self.tls, limits=self.limits)
+        # what a dashboard shows, when one is served: workers are asked to report it
+        self.telemetry = TelemetryStore() if telemetry else None
+        self.dashboard = None  # {"host", "port"} of its web pages, once they are served
 
     async def start(self, host="127.0.0.1", port=0, sockets=None):
         await super().start(host, port, sockets)
@@ -154,7 +149,7 @@ class Center(KeyOwnership, Server):
         logger.info("Register worker %s with %d cores", format_address(address), ncores)
         self._publish({"op": "add_worker", "address": address, "ncores": ncores,
                        "resources": self.resources[address], "versions": versions})  # fmt: skip
-        return {"center": self.address}
+        return {"center": self.address, "telemetry": self.telemetry is not None}
 
     def unregister(self, comm, address):
         """A worker leaves on purpose; its keys are forgotten."""
@@ -207,6 +202,8 @@ class Center(KeyOwnership, Server):
         self.last_seen.pop(address, None)
         for comm in self.comms_of.pop(address, ()):
             del self.worker_comms[comm]
+        if self.telemetry is not None:
+            self.telemetry.forget(address)
         logger.info("Remove worker %s: %s", format_address(address), why)
         self._publish({"op": "remove_worker", "address": address})
 
@@ -239,10 +236,15 @@ class Center(KeyOwnership, Server):
             comm.close()
         self._remove_worker(address, why)
 
-    def heartbeat(self, comm, address):
-        """A worker says it is alive."""
+    def heartbeat(self, comm, address, telemetry=None):
+        """A worker says it is alive (and, for a dashboard, what it did: ``telemetry``)."""
         address = self._speaks_for(comm, address)
         self.last_seen[address] = time.monotonic()
+        self._note_telemetry(address, telemetry)
+
+    def _note_telemetry(self, address, report):
+        if report is not None and self.telemetry is not None:
+            self.telemetry.update(address, report)
 
     async def _reap_silent_workers(self):
         """Remove workers not heard from within ``heartbeat_timeout`` seconds."""
@@ -256,10 +258,11 @@ class Center(KeyOwnership, Server):
 
     # -- keys ----------------------------------------------------------------
 
-    def add_keys(self, comm, address, keys, nbytes=None, owners=None):
+    def add_keys(self, comm, address, keys, nbytes=None, owners=None, telemetry=None):
         """``address`` now holds ``keys`` (sizes in ``nbytes``), made for ``owners``
         (``{key: client}``): the results of tasks that clients sent it."""
         address = self._speaks_for(comm, address)
+        self._note_telemetry(address, telemetry)
         self.last_seen[address] = time.monotonic()
         if owners:
             for key, client in owners.items():
@@ -314,9 +317,10 @@ class Center(KeyOwnership, Server):
             holders = (*holders, *self.who_has.get(element[0], ()))
         return holders
 
-    def remove_keys(self, comm, address, keys):
+    def remove_keys(self, comm, address, keys, telemetry=None):
         """``address`` no longer holds ``keys``."""
         address = self._speaks_for(comm, address)
+        self._note_telemetry(address, telemetry)
         held = self.has_what.get(address, set())
         for key in keys:
             held.discard(key)

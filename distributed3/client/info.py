@@ -8,6 +8,7 @@ True
 from collections.abc import Iterable
 from typing import Any
 
+from ..core.security import dashboard_link
 from ..utils import Address
 from . import data
 from .session import Session
@@ -80,3 +81,19 @@ class ClusterInfo:
     async def aworker_info(self) -> dict[Address, dict[str, Any]]:
         """Async form of :meth:`worker_info`."""
         return await self.session.run(self.session.worker_info())
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The center's web dashboard, with the token its secret calls for; None when it
+        serves none (``dcenter --no-dashboard``).
+
+        >>> pool.dashboard_link                                # doctest: +ELLIPSIS
+        'http://127.0.0.1:.../status?token=...'
+        """
+        where = self.session.sync(self.session.center("dashboard"))
+        if not where:
+            return None
+        host = where["host"]
+        if host in ("0.0.0.0", "::", ""):  # every interface: the one we reach the center at
+            host = self.session.center_address[0]
+        return dashboard_link(host, where["port"], self.session.secret)

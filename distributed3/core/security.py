@@ -14,6 +14,8 @@ TLS(cert='node.pem', key='node.key', ca='ca.pem')
 True
 """
 import functools
+import hashlib
+import hmac
 import os
 import secrets
 import ssl
@@ -106,3 +108,28 @@ class TLS:
         if not self.ca:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+
+def token_for(secret):
+    """The dashboard token of a cluster with ``secret`` (None without one).
+
+    >>> token_for(b"s3cret") == token_for(b"s3cret") != token_for(b"other")
+    True
+    >>> token_for(None) is None
+    True
+    """
+    if not secret:
+        return None
+    secret = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(secret, b"distributed3 dashboard", hashlib.sha256).hexdigest()[:32]
+
+
+def dashboard_link(host, port, secret=None):
+    """``http://host:port/status`` with the token for ``secret``.
+
+    >>> dashboard_link("127.0.0.1", 8790)
+    'http://127.0.0.1:8790/status'
+    """
+    token = token_for(secret)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"http://{where}/status" + (f"?token={token}" if token else "")

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 TEND_EVERY = 0.1  # seconds between looks at the forked workers (deaths, memory)
 
 DEFAULT_CENTER_PORT = 8787
+DEFAULT_DASHBOARD_PORT = 8790  # not 8787 (the center's, and dask's dashboard), nor 8265 (ray's)
 
 
 def _center_parser():
@@ -59,6 +60,16 @@ def _center_parser():
                         help="also start N local worker processes, stopped with the center")  # fmt: skip
     parser.add_argument("--heartbeat-timeout", type=float, default=15.0, metavar="SECONDS",
                         help="remove a worker not heard from for this long (default 15)")  # fmt: skip
+    parser.add_argument("--dashboard-port", type=int, default=None, metavar="PORT",
+                        help=f"serve the web dashboard, /metrics and /health on this port "
+                             f"(default {DEFAULT_DASHBOARD_PORT}, or any free one if that is "
+                             "taken; 0: any free port)")
+    parser.add_argument("--dashboard-host", default=None, metavar="HOST",
+                        help="address the dashboard listens on (default: loopback)")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="serve no dashboard (and no /metrics, /health)")
+    parser.add_argument("--metrics-open", action="store_true",
+                        help="serve /metrics without the dashboard's token (for a scraper)")
     parser.add_argument("--new-secret", metavar="PATH",
                         help="write a fresh random secret to PATH (mode 0600), "
                              "print how to start workers with it, and use it")  # fmt: skip
@@ -125,8 +136,11 @@ def dcenter(argv=None):
                                                                 secret, tls, listener))  # fmt: skip
     failed = []
 
+    dashboard = _dashboard(args, secret)
+
     async def main():
-        center = Center(secret=secret, tls=tls, heartbeat_timeout=args.heartbeat_timeout)
+        center = Center(secret=secret, tls=tls, heartbeat_timeout=args.heartbeat_timeout,
+                        telemetry=dashboard is not None)  # fmt: skip
         tender = _tender(center, address, worker_host, args)
         reaper = asyncio.ensure_future(_reap(workers, center, args.workers, failed, tender))
 
@@ -137,13 +151,40 @@ def dcenter(argv=None):
         try:
             await serve(center, host, port, fallback_port=False, parent_pid=args.parent_pid,
                          before_close=stop_workers, sockets=[listener],
-                         http_port=args.http_port)  # fmt: skip
+                         http=dashboard)  # fmt: skip
         finally:
             await stop_workers()  # no-op when they are stopped already
 
     run(main)
     if failed:
         sys.exit(1)
+
+
+def _dashboard(args, secret):
+    """``http`` for :func:`~.serving.serve`: the dashboard (:mod:`distributed3.dashboard`)
+    as the options say, or None.  Refused beyond loopback without a secret, as the
+    center is."""
+    if args.no_dashboard:
+        return None
+    host = args.dashboard_host or "127.0.0.1"
+    check_exposure(host, secret, args.insecure)
+    port = DEFAULT_DASHBOARD_PORT if args.dashboard_port is None else args.dashboard_port
+
+    def start(center):
+        from ..dashboard.app import start_dashboard
+
+        try:
+            http, _, link = start_dashboard(center, host, port, secret, args.metrics_open)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or args.dashboard_port is not None:
+                raise OSError(f"cannot serve the dashboard on {host}:{port}: {e.strerror}; "
+                              "give --dashboard-port N, or --no-dashboard") from e
+            logger.info("Port %d is in use; the dashboard takes a free one", port)
+            http, _, link = start_dashboard(center, host, 0, secret, args.metrics_open)
+        logger.info("Dashboard at %s", link)
+        return http
+
+    return start
 
 
 def _tender(center, address, worker_host, args):

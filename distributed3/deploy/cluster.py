@@ -129,7 +129,9 @@ class Cluster(Control):
     ``secret``: shared by the whole cluster (default: a new random one); it never
     appears on a command line.  ``death_timeout``: seconds a worker outlives its
     center.  ``timeout``: seconds to wait for the center, and for a retired worker to
-    leave before it is stopped by force.
+    leave before it is stopped by force.  ``dashboard_port``: the center's dashboard
+    (default 8790, or a free port; on loopback of the center's host: see
+    ``pool.dashboard_link``).
     """
 
     engine = "engine"  # the name of workers' logs and jobs
@@ -138,14 +140,14 @@ class Cluster(Control):
     worker_wait = math.inf
 
     def __init__(self, *, worker_cores=1, host=None, port=0, secret=None, death_timeout=60,
-                 timeout=60, log_directory=None, center_http_port=None):  # fmt: skip
+                 timeout=60, log_directory=None, dashboard_port=None):  # fmt: skip
         self.worker_cores = int(worker_cores)
         self.secret = normalize_secret(secret) or secrets.token_hex(32).encode()
         self.host = host or local_ip_for(ROUTE_PROBE)
         self.port = port
         self.death_timeout = death_timeout
         self.timeout = timeout
-        self.center_http_port = center_http_port
+        self.dashboard_port = dashboard_port
         self.id = secrets.token_hex(3)
         self.log_directory = os.path.abspath(log_directory or os.path.join(
             os.path.expanduser("~"), ".distributed3", "logs", f"{self.engine}-{self.id}"))
@@ -217,8 +219,8 @@ class Cluster(Control):
             self.center_address = (self.host, ls.getsockname()[1])
             cmd = [sys.executable, "-m", "distributed3.deploy.cli", "center", "--host",
                    self.host, "--listen-fd", str(ls.fileno()), "--parent-pid", str(os.getpid())]
-            if self.center_http_port is not None:
-                cmd += ["--http-port", str(self.center_http_port)]
+            if self.dashboard_port is not None:
+                cmd += ["--dashboard-port", str(self.dashboard_port)]
             log = open(os.path.join(self.log_directory, "center.log"), "ab")
             with log:
                 self._center = spawn(cmd, secret=self.secret, pass_fds=(ls.fileno(),),

@@ -88,7 +88,7 @@ class LocalCluster(Control):
             cmd = [sys.executable, "-m", "distributed3.deploy.cli", "center", "--host", self.host,
                    "--listen-fd", str(fd), "--parent-pid", str(os.getpid()),
                    "--workers", str(self.n_workers), "--worker-ncores", str(self.ncores),
-                   "--log-level", "warning"]  # fmt: skip
+                   "--log-level", "warning", "--dashboard-port", "0"]  # fmt: skip
             if self.memory_limit is not None:
                 cmd += ["--worker-memory-limit", str(self.memory_limit)]
             # a session of its own: Ctrl-C at the client's terminal interrupts the client's

@@ -23,7 +23,7 @@ from ..core.security import TLS, read_secret_file
 from ..exceptions import DistributedError
 from ..utils import is_loopback
 from ..worker.worker import Worker
-from .health import start_http
+from ..dashboard.health import start_http
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,24 @@ def add_common_options(parser, host_default="loopback"):
     parser.add_argument("--tls-key", metavar="PATH", help="its private key (PEM)")
     parser.add_argument("--tls-ca", metavar="PATH",
                         help="CA that peers' certificates must be signed by (mutual TLS)")  # fmt: skip
-    parser.add_argument("--http-port", type=int, default=None, metavar="PORT",
-                        help="serve /health and /ready over HTTP on this port, on the same "
-                             "host (0: any free port; default: none)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])  # fmt: skip
+
+
+def health_endpoint(host, port):
+    """``http`` for :func:`serve`: a worker's ``/health`` and ``/ready`` on ``host:port``
+    (``dworker --http-port``), or None."""
+    if port is None:
+        return None
+
+    def start(server):
+        try:
+            return start_http(server, host, port)[0]
+        except OSError as e:
+            raise OSError(f"cannot serve the health endpoint on port {port}: "
+                          f"{e.strerror}") from e
+
+    return start
 
 
 def read_tls(args, server=True):
@@ -147,10 +160,11 @@ def listen(host, port, fallback_port):
 
 
 async def serve(server, host, port, fallback_port, parent_pid=None, before_close=None,
-                 sockets=None, http_port=None):  # fmt: skip
+                 sockets=None, http=None):  # fmt: skip
     """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it
-    (after awaiting ``before_close()``, if given).  With ``http_port``, its health
-    endpoint (:mod:`.health`) serves on ``host`` meanwhile."""
+    (after awaiting ``before_close()``, if given).  ``http(server)``, when given, starts
+    its HTTP side (health endpoint, dashboard) once it serves, and returns what to
+    ``stop()`` at the end."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # before starting: a signal right after the server says it is up stops it cleanly,
@@ -172,14 +186,12 @@ async def serve(server, host, port, fallback_port, parent_pid=None, before_close
         if not starting.cancelled():
             starting.result()  # a failed start says why
         return
-    http = None
-    if http_port is not None:
+    if http is not None:
         try:
-            http, _ = start_http(server, host, http_port)
-        except OSError as e:
+            http = http(server)
+        except OSError:
             await server.close()
-            raise OSError(f"cannot serve the health endpoint on port {http_port}: "
-                          f"{e.strerror}") from e
+            raise
     watchers = [stopped]
     if isinstance(server, Worker):
         watchers.append(asyncio.ensure_future(server.finished.wait()))

@@ -21,6 +21,7 @@ from .procs import format_resources, parse_resources, spawn, supervise, visible_
 from .serving import (
     add_common_options,
     check_exposure,
+    health_endpoint,
     read_secret,
     read_tls,
     run,
@@ -78,6 +79,9 @@ def _worker_parser():
                              "it when it dies")
     parser.add_argument("--max-restarts", type=int, default=5, metavar="N",
                         help="the supervisor gives up after N deaths in a minute (default 5)")
+    parser.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                        help="serve /health and /ready over HTTP on this port, on the same "
+                             "host (0: any free port; default: none)")
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-handoff", action="store_true", help=argparse.SUPPRESS)
     add_common_options(parser, "the address of the interface that routes to the center")
@@ -120,7 +124,7 @@ def dworker(argv=None):
         worker.center_wait = args.center_wait
         worker.death_timeout = args.death_timeout
         await serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid,
-                    http_port=args.http_port)  # fmt: skip
+                    http=health_endpoint(host, args.http_port))  # fmt: skip
 
     run(main)
 

@@ -23,6 +23,7 @@ from ..core.server import request
 from ..exceptions import CommClosedError, ConnectionBrokenError
 from ..utils import Backoff, format_address
 from ..versions import versions
+from .telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class CenterLink:
         # would only repeat it, late (after, say, the center told us to drop a key)
         self._pending_add, self._pending_remove = {}, set()
         try:
-            await self._call_center(
+            reply = await self._call_center(
                 comm, "register", ncores=self.ncores, keys=list(self.data),
                 nbytes=dict(self.nbytes), name=self.name, resources=self.resources,
                 owners=self.owners, pid=os.getpid(), versions=versions(),
@@ -84,6 +85,12 @@ class CenterLink:
         except BaseException:
             comm.close()
             raise
+        # a center with a dashboard asks for what its pages show (see telemetry.py)
+        wants = isinstance(reply, dict) and reply.get("telemetry")
+        if not wants:
+            self.runner.telemetry = None
+        elif self.runner.telemetry is None:
+            self.runner.telemetry = Telemetry()
         self._center_comm = comm
 
     async def _report(self, add=None, remove=(), owner=None):
@@ -130,15 +137,19 @@ class CenterLink:
                 remove, self._pending_remove = self._pending_remove, set()
                 waiters, self._waiters = self._waiters, []
                 comm = self._center_comm
+                extra = self._telemetry_due()  # with the first message that goes
                 try:
                     if add:
                         owners = {k: self.owners[k] for k in add if k in self.owners}
                         await self._call_center(comm, "add_keys", keys=list(add), nbytes=add,
-                                                owners=owners)  # fmt: skip
+                                                owners=owners, **extra)  # fmt: skip
+                        extra = {}
                     if remove:
-                        await self._call_center(comm, "remove_keys", keys=list(remove))
+                        await self._call_center(comm, "remove_keys", keys=list(remove),
+                                                **extra)  # fmt: skip
+                        extra = {}
                     if not add and not remove:
-                        await self._call_center(comm, "heartbeat")
+                        await self._call_center(comm, "heartbeat", **extra)
                 finally:
                     self._waiters = waiters + self._waiters
                 self._release_waiters()
@@ -173,6 +184,13 @@ class CenterLink:
                        format_address(self.center_address), self.death_timeout)  # fmt: skip
         asyncio.ensure_future(self.close(report=False, handoff=False))
         return True
+
+    def _telemetry_due(self):
+        """``{"telemetry": report}`` once a second for a center that asked, else ``{}``."""
+        telemetry = self.runner.telemetry
+        if telemetry is None or not telemetry.due():
+            return {}
+        return {"telemetry": telemetry.take(self.info())}
 
     def _release_waiters(self):
         waiters, self._waiters = self._waiters, []

@@ -67,6 +67,7 @@ class TaskRunner:
         self._go = threading.Event()  # cleared while paused: threads take no new job
         self._go.set()
         self.paused = None  # while paused: why, as a WorkerPausedError for turned-away tasks
+        self.telemetry = None  # a worker.telemetry.Telemetry, for a center's dashboard
 
     def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
         """Queue a task (see :meth:`~distributed3.worker.Worker.compute_chunk` for the
@@ -115,8 +116,13 @@ class TaskRunner:
     def _run(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
         loop = self._loop
         try:
+            telemetry, wall = self.telemetry, time.time()
             start = time.perf_counter()  # the tasks' own time, not their wait for a thread
             values, errors = run_chunk(function, args_list, kwargs, seeds, spread)
+            if telemetry is not None:
+                first = next(iter(errors.values()), None)
+                telemetry.task(wall, time.time(), keys, len(args_list), len(errors),
+                               None if first is None else f"{type(first).__name__}: {first}")
             if self.memory_limit is not None:
                 too_big(keys, values, errors, self.memory_limit)
             reply = chunk_reply(values, errors, self._took(start, len(args_list)),

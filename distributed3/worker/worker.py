@@ -39,6 +39,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 
 from ..core.protocol import loads_function, sizeof
 from ..core.server import REPLIED, ConnectionPool, Server
@@ -114,6 +115,7 @@ class Worker(CenterLink, Leaving, Server):
         self.stateful_version = {}  # name -> updates applied
         self.tasks_done = 0
         self.peer_bytes_in = 0
+        self.bytes_served = 0  # of the values get_data sent, to peers and clients
         self.runner = TaskRunner(self.ncores, self._store, self.memory_limit)
         self.memory_thresholds = {"spill": memory_spill, "pause": memory_pause}
         self.monitor = None  # a MemoryMonitor, once started under a limit
@@ -340,15 +342,17 @@ class Worker(CenterLink, Leaving, Server):
             else:
                 values[k] = value
         if missing:
-            center = self.peers(self.center_address)
+            start, center = time.time(), self.peers(self.center_address)
             fetched, lost = await fetch_from_holders(missing, self.peers, center.who_has,
                                                      exclude={self.address})  # fmt: skip
             if lost:
                 keys = ", ".join(map(repr, sorted(lost, key=str)))
                 raise MissingDataError(f"worker {format_address(self.address)} could not find "
                                        f"inputs {keys} on any live worker")  # fmt: skip
-            for v in fetched.values():
-                self.peer_bytes_in += sizeof(v)
+            nbytes = sum(sizeof(v) for v in fetched.values())
+            self.peer_bytes_in += nbytes
+            if self.runner.telemetry is not None:
+                self.runner.telemetry.transfer(start, time.time(), nbytes, len(fetched))
             values.update(fetched)
         return values
 
@@ -375,6 +379,7 @@ class Worker(CenterLink, Leaving, Server):
                 raise MissingDataError(
                     f"worker {format_address(self.address)} does not hold key {k!r}"
                 )
+            self.bytes_served += self.nbytes.get(k) or 0
         return out
 
     async def update_data(self, comm, data, report=True, owner=None):
@@ -448,6 +453,7 @@ class Worker(CenterLink, Leaving, Server):
             "tasks_done": self.tasks_done,
             "active": self.active,
             "peer_bytes_in": self.peer_bytes_in,
+            "bytes_served": self.bytes_served,
             "bytes_in": self.counters["bytes_in"],
             "frames_in": self.counters["frames_in"],
             **memory_info(self.data, self.memory_limit, sum(self.nbytes.values())),

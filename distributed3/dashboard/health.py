@@ -51,7 +51,7 @@ def state(server):
     return ready, doc
 
 
-class _Probe(tornado.web.RequestHandler):
+class Probe(tornado.web.RequestHandler):
     def initialize(self, server, readiness):
         self.server, self.readiness = server, readiness
 
@@ -74,8 +74,8 @@ def start_http(server, host, port):
     """Serve ``/health`` and ``/ready`` for ``server`` on ``host:port`` (0: any free port);
     returns ``(http_server, port)``.  Stop it with ``http_server.stop()``."""
     app = tornado.web.Application([
-        (r"/health", _Probe, {"server": server, "readiness": False}),
-        (r"/ready", _Probe, {"server": server, "readiness": True}),
+        (r"/health", Probe, {"server": server, "readiness": False}),
+        (r"/ready", Probe, {"server": server, "readiness": True}),
     ], log_function=_log)  # fmt: skip
     http = tornado.httpserver.HTTPServer(app)
     sockets = tornado.netutil.bind_sockets(port, address=host)
