@@ -1,0 +1,98 @@
+"""The dashboard's pages in a real headless Chromium (tests/browser.py), while real tasks
+run on a real local cluster."""
+import os
+import time
+
+import pytest
+from selenium.webdriver.common.by import By
+
+import browser
+from distributed3 import Pool
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def wait_for_file(path, x=None):
+    """Block until ``path`` exists (at most 60 s): a task the test releases."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "the test never released the task"
+        time.sleep(0.005)
+    return x
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    reason = browser.browser_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with browser.chromium(tmp_path_factory.mktemp("chromium")) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with Pool(n_workers=2) as p:
+        yield p
+
+
+def text(driver, css):
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def test_the_cluster_page_follows_a_map_of_blocking_tasks(driver, pool, tmp_path):
+    driver.get(pool.dashboard_link)
+    browser.wait_until(driver, lambda d: text(d, "#workers-count") == "2", 20, "2 workers")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#workers tbody tr")
+    assert {r.get_attribute("data-address") for r in rows} == {
+        "%s:%d" % w for w in pool.available_cores}  # fmt: skip
+    done_before = int(text(driver, "#done-count"))
+    release = str(tmp_path / "go")
+    futures = [pool.submit(wait_for_file, release, i) for i in range(2)]
+    browser.wait_until(driver, lambda d: text(d, "#running-count") == "2", 20,
+                       "the page to show the 2 blocked tasks running")  # fmt: skip
+    open(release, "w").close()
+    assert pool.gather(futures) == [0, 1]
+    browser.wait_until(driver, lambda d: text(d, "#running-count") == "0"
+                       and int(text(d, "#done-count")) == done_before + 2, 20,
+                       "the page to show them done")  # fmt: skip
+    assert text(driver, "#status") == "live"
+
+
+def test_the_task_stream_draws_the_tasks_by_function(driver, pool):
+    pool.gather(pool.map(lambda x: time.sleep(0.01) or x, range(40), chunksize=1))
+    driver.get(pool.dashboard_link.replace("/status?", "/status?") + "#tasks")
+    driver.find_element(By.CSS_SELECTOR, 'nav a[data-tab="tasks"]').click()
+
+    def drawn(d):
+        return d.find_elements(By.CSS_SELECTOR, '#stream svg rect.task[data-name="lambda"]')
+
+    browser.wait_until(driver, lambda d: len(drawn(d)) >= 1, 20, "task bars in the stream")
+    assert "lambda" in text(driver, "#legend")
+    lanes = {r.get_attribute("y") for r in drawn(driver)}
+    assert len(lanes) >= 1
+
+
+def test_a_key_search_finds_its_holder(driver, pool):
+    [handle] = pool.scatter([list(range(1000))])
+    [holder] = pool.who_has([handle])[handle.key]
+    driver.get(pool.dashboard_link)
+    driver.find_element(By.CSS_SELECTOR, 'nav a[data-tab="data"]').click()
+    box = driver.find_element(By.ID, "key-search")
+    box.clear()
+    box.send_keys(handle.key)
+    driver.find_element(By.ID, "key-search-go").click()
+
+    def result(d):
+        return [r.text for r in d.find_elements(By.CSS_SELECTOR, "#key-results tbody tr")]
+
+    browser.wait_until(driver, lambda d: any(handle.key in r for r in result(d)), 10,
+                       "the key in the search results")  # fmt: skip
+    [row] = [r for r in result(driver) if handle.key in r]
+    assert "%s:%d" % holder in row
+
+
+def test_a_page_without_the_token_is_refused(driver, pool, tmp_path_factory):
+    with browser.chromium(tmp_path_factory.mktemp("fresh")) as fresh:  # no cookie yet
+        fresh.get(pool.dashboard_link.split("?")[0])
+        assert "needs its token" in fresh.find_element(By.TAG_NAME, "body").text
