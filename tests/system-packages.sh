@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that tests/test_engines.py starts for real (a one-node
-# Slurm cluster and an sshd on loopback), when they are missing.  Without root or
-# apt-get it says the engine tests will skip and succeeds: they skip themselves.
+# Installs the Debian packages that tests start for real, when they are missing:
+# tests/test_engines.py a one-node Slurm cluster and an sshd on loopback,
+# tests/test_browser.py a headless Chromium driven through chromedriver.
+# Without root or apt-get it says those tests will skip and succeeds: they skip themselves.
 set -euo pipefail
 
-packages=(openssh-server openssh-client slurm-wlm munge)
-# one name at a time: bash's `command -v a b` succeeds when any one is found
-missing=0
-for program in sshd slurmctld slurmd munged sbatch ssh; do
-    PATH="$PATH:/usr/sbin:/sbin" command -v "$program" >/dev/null 2>&1 || missing=1
+# program -> the package that ships it; one program at a time, since bash's
+# `command -v a b` succeeds when any one is found
+declare -A package_of=(
+    [sshd]=openssh-server [ssh]=openssh-client
+    [slurmctld]=slurm-wlm [slurmd]=slurm-wlm [sbatch]=slurm-wlm [munged]=munge
+    [chromium]=chromium [chromedriver]=chromium-driver
+)
+packages=()
+for program in "${!package_of[@]}"; do
+    if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$program" >/dev/null 2>&1; then
+        package=${package_of[$program]}
+        [[ " ${packages[*]} " == *" $package "* ]] || packages+=("$package")
+    fi
 done
-[ "$missing" = 0 ] && exit 0
+[ "${#packages[@]}" = 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "system-packages: not root or no apt-get; the Slurm and ssh engine tests will skip"
+    echo "system-packages: not root or no apt-get; without ${packages[*]}" \
+         "the Slurm, ssh and browser tests that need them will skip"
     exit 0
 fi
 
