@@ -24,10 +24,10 @@ function bytes(n) {
   while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
   return (i ? n.toFixed(1) : n) + " " + units[i];
 }
-function colour(name) {
-  let h = 0;
-  for (const c of name) h = (h * 31 + c.charCodeAt(0)) % 360;
-  return `hsl(${h}, 60%, 55%)`;
+function colour(name) {  // FNV-1a, spread round the wheel by the golden angle
+  let h = 2166136261;
+  for (const c of name) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
+  return `hsl(${(h % 1000) * 137.508 % 360}, 65%, 50%)`;
 }
 
 // -- tabs ---------------------------------------------------------------------------
@@ -128,8 +128,11 @@ function renderStream() {
   }
   const width = Math.max(600, $("#stream").clientWidth - 10), lane = 16, left = 170;
   const height = Math.max(lanes.size * lane + 20, 60);
-  const now = Date.now() / 1000 - state.clockSkew, start = now - STREAM_SECONDS;
-  const x = (t) => left + (width - left) * (t - start) / STREAM_SECONDS;
+  // the last minute, or less while less has been seen: the bars stay readable
+  const now = Date.now() / 1000 - state.clockSkew;
+  const oldest = Math.min(...state.tasks.map((t) => t[1]), now);
+  const span = Math.min(STREAM_SECONDS, Math.max(10, now - oldest + 1)), start = now - span;
+  const x = (t) => left + (width - left) * (t - start) / span;
   const svg = el("svg:svg", { width, height, id: "stream-svg" });
   for (const [label, i] of lanes) {
     svg.append(el("svg:text", { x: 4, y: i * lane + 12, "font-size": 10 }, label));
@@ -140,7 +143,7 @@ function renderStream() {
     if (i === undefined) continue;
     names.add(name);
     svg.append(el("svg:rect", { class: "task", x: x(t0), y: i * lane + 2, height: lane - 4,
-      width: Math.max(x(t1) - x(t0), 1), fill: failed ? "#d33" : colour(name),
+      width: Math.max(x(t1) - x(t0), 1), fill: failed ? "#111" : colour(name),
       "data-name": name }));
   }
   for (const [w, t0, t1] of state.transfers) {
