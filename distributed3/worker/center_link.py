@@ -150,9 +150,12 @@ class CenterLink:
                         extra = {}
                     if not add and not remove:
                         await self._call_center(comm, "heartbeat", **extra)
-                finally:
+                except BaseException:  # registering again reports every key: then they go
                     self._waiters = waiters + self._waiters
-                self._release_waiters()
+                    raise
+                # only the reports this batch carried: one queued while it went out (a
+                # key handed over by a leaving peer, say) waits for the next batch
+                _release(waiters)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -194,6 +197,10 @@ class CenterLink:
 
     def _release_waiters(self):
         waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        _release(waiters)
+
+
+def _release(waiters):
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(None)
