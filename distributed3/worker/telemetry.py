@@ -78,7 +78,7 @@ class Telemetry:
     """A worker's records for the dashboard, between two reports."""
 
     def __init__(self):
-        self.tasks = deque(maxlen=TASKS_KEPT)  # (start, stop, name, thread, failed)
+        self.tasks = deque(maxlen=TASKS_KEPT)  # (start, stop, keys, thread ident, failed)
         self.transfers = deque(maxlen=TRANSFERS_KEPT)  # (start, stop, nbytes, nkeys)
         self.errors = deque(maxlen=ERRORS_KEPT)  # (time, task name, error text)
         self.tail = log_tail()
@@ -89,15 +89,18 @@ class Telemetry:
 
     def task(self, start, stop, keys, n, failed, error=None):
         """A message's tasks ran from ``start`` to ``stop`` (wall-clock seconds) on this
-        thread; ``failed`` of the ``n`` failed (``error``: the first one's text)."""
-        ident = threading.get_ident()
-        thread = self._threads.get(ident)
-        if thread is None:
-            thread = self._threads.setdefault(ident, len(self._threads))
-        name = task_name(keys)
-        self.tasks.append((start, stop, name, thread, failed))
+        thread; ``failed`` of the ``n`` failed (``error``: the first one's text).  On the
+        task thread: the least work here, names are found when the report is taken."""
+        self.tasks.append((start, stop, keys, threading.get_ident(), failed))
         if error is not None:
-            self.errors.append((stop, name, error))
+            self.errors.append((stop, task_name(keys), error))
+
+    def _named(self, records):
+        """Task records with the function's name and the thread's number here."""
+        threads = self._threads
+        return [(start, stop, task_name(keys),
+                 threads.setdefault(ident, len(threads)), failed)
+                for start, stop, keys, ident, failed in records]  # fmt: skip
 
     def transfer(self, start, stop, nbytes, nkeys):
         """Inputs fetched from peers: ``nbytes`` in ``nkeys`` keys, in that time."""
@@ -116,7 +119,7 @@ class Telemetry:
         report = {
             "time": time.time(),
             "gauges": dict(gauges, cpu=100 * (cpu - cpu_then) / max(now - then, 1e-6)),
-            "tasks": _drain(self.tasks),
+            "tasks": self._named(_drain(self.tasks)),
             "transfers": _drain(self.transfers),
             "errors": _drain(self.errors),
             "log": log,
