@@ -102,3 +102,47 @@ def test_a_page_without_the_token_is_refused(driver, pool, tmp_path_factory):
     with browser.chromium(tmp_path_factory.mktemp("fresh")) as fresh:  # no cookie yet
         fresh.get(pool.dashboard_link.split("?")[0])
         assert "needs its token" in fresh.find_element(By.TAG_NAME, "body").text
+
+
+def failing(x):
+    raise ValueError(f"no good: {x}")
+
+
+def test_a_worker_page_shows_the_errors_its_tasks_raised_and_throughput_is_drawn(driver, pool):
+    with pytest.raises(ValueError):
+        pool.apply(failing, [42]).get()
+    pool.gather(pool.map(lambda x: x, range(200)))
+    driver.get(pool.dashboard_link)
+    rows = "#workers tbody tr"
+    browser.wait_until(driver, lambda d: len(attributes(d, rows, "data-address")) == 2, 20,
+                       "the workers' rows")  # fmt: skip
+
+    def page_of(address):
+        driver.find_element(By.CSS_SELECTOR, 'nav a[data-tab="cluster"]').click()
+        browser.wait_until(driver, lambda d: d.find_element(
+            By.CSS_SELECTOR, f'{rows}[data-address="{address}"]').click() or True,
+            10, "a click on the worker's row")  # fmt: skip
+        browser.wait_until(driver, lambda d: address in text(d, "#worker-title"), 10,
+                           "the worker's page")  # fmt: skip
+
+    # the worker that ran it reports the error within a second or so; its page shows it
+    addresses = attributes(driver, rows, "data-address")
+    found = []
+    deadline = time.monotonic() + 20
+    while not found and time.monotonic() < deadline:
+        for address in addresses:
+            page_of(address)
+            try:
+                browser.wait_until(driver, lambda d: "no good" in text(d, "#worker-errors"),
+                                   1.5, "the error")  # fmt: skip
+                found.append(address)
+                break
+            except TimeoutError:
+                pass
+    assert found, "no worker's page showed the task's error"
+    assert "failing: ValueError: no good: 42" in text(driver, "#worker-errors")
+    driver.find_element(By.CSS_SELECTOR, 'nav a[data-tab="throughput"]').click()
+    browser.wait_until(driver, lambda d: len(attributes(d, "#tasks-chart svg path", "d")) == 1,
+                       10, "the tasks/s chart")  # fmt: skip
+    [line] = attributes(driver, "#tasks-chart svg path", "d")
+    assert line.count("L") >= 10  # a point a second
