@@ -71,3 +71,30 @@ def test_close_finishes_even_when_stopping_the_workers_fails(tmp_path):
     assert cluster.status == "closed" and ended.is_set()
     cluster.close()  # and again: nothing left to do
 
+
+
+class Registering(MemoryCluster):
+    """Workers register with the center only once ``self.works``."""
+
+    works = False
+
+    def call_center(self, op, **kwargs):
+        if op == "workers" and self.works:
+            return {("127.0.0.1", i): {"name": n, "nbytes": 0}
+                    for i, n in enumerate(sorted(self.running))}  # fmt: skip
+        return super().call_center(op, **kwargs)
+
+
+def test_workers_that_end_before_registering_are_not_started_again_in_a_loop(tmp_path):
+    cluster = Registering(tmp_path)
+    cluster.scale(1)
+    (tmp_path / f"{cluster.submitted[0]}.log").write_text("ImportError: no distributed3\n")
+    cluster.running.clear()  # it died at start
+    cluster.scale(1)
+    assert len(cluster.submitted) == 1 and cluster.failed_starts == 1  # not at once
+    cluster._retry_at = 0  # the wait is over (2 s, then 4, 8 ... at most 300)
+    cluster.scale(1)
+    assert len(cluster.submitted) == 2
+    cluster.works = True  # fixed: this one registers, and the count starts again
+    cluster.scale(1)
+    assert cluster.failed_starts == 0 and cluster._retry_at == 0

@@ -35,6 +35,7 @@ import weakref
 
 from ..core.security import normalize_secret
 from ..core.server import rpc
+from ..exceptions import DistributedError
 from ..utils import format_address, local_ip_for
 from .procs import spawn, terminate
 
@@ -156,6 +157,9 @@ class Cluster(Control):
         # ended since the last look (``workers`` looks)
         self.launched = {}
         self.started = []  # the name of every worker started, for logs()
+        self._seen = set()  # workers that registered once
+        self.failed_starts = 0  # workers in a row that ended before registering
+        self._retry_at = 0.0  # no worker starts before then, after failed starts
         self.retiring = {}  # name -> when it was asked to retire
         self._names = itertools.count()
         self._lock = threading.RLock()
@@ -232,18 +236,23 @@ class Cluster(Control):
     def registered(self):
         """``{name: worker address}`` of this cluster's workers registered now."""
         workers = self.call_center("workers")
-        return {info["name"]: address for address, info in workers.items()
-                if info.get("name") in self.launched}  # fmt: skip
+        found = {info["name"]: address for address, info in workers.items()
+                 if info.get("name") in self.launched}  # fmt: skip
+        if found.keys() - self._seen:  # the environment works: no waiting any more
+            self._seen |= found.keys()
+            self.failed_starts, self._retry_at = 0, 0.0
+        return found
 
     def wait_for_workers(self, n, timeout=None):
         """Block until ``n`` of this cluster's workers registered; raise ``TimeoutError``
         (naming their logs) after ``timeout`` s (default: the cluster's)."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while len(self.registered()) < n:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{len(self.registered())} of {n} workers registered within "
-                    f"{timeout or self.timeout} s; their logs are in {self.log_directory}"
+                    f"{timeout} s; their logs are in {self.log_directory}"
                 )
             time.sleep(0.1)
 
@@ -259,7 +268,11 @@ class Cluster(Control):
             self._check_running()
             self._forget_ended()
             staying = [w for w in self.launched if w not in self.retiring]
-            if n > len(staying):
+            if n > len(staying) and time.monotonic() < self._retry_at:
+                logger.info("%s: not starting workers before %.0f s from now: the last %d "
+                            "ended before they registered", self,
+                            self._retry_at - time.monotonic(), self.failed_starts)  # fmt: skip
+            elif n > len(staying):
                 names = [f"{self.engine}-{self.id}-{next(self._names)}"
                          for _ in range(n - len(staying))]  # fmt: skip
                 os.makedirs(self.log_directory, exist_ok=True)
@@ -302,16 +315,36 @@ class Cluster(Control):
         return [w for _, w in order[:n]]
 
     def _forget_ended(self):
-        """Drop the workers the engine no longer runs; stop retired ones that overstay."""
+        """Drop the workers the engine no longer runs; stop retired ones that overstay;
+        after workers that ended before they registered, start no more for a while
+        (2, 4, 8 ... up to 300 s), so that a broken environment is not submitted in a
+        loop."""
         alive = self._alive()
-        for w in [w for w in self.launched if w not in alive]:
+        ended = [w for w in self.launched if w not in alive]
+        if ended or self.launched.keys() - self._seen:
+            try:
+                self.registered()  # which of them joined
+            except (OSError, DistributedError):  # the center is gone: none since
+                pass
+        for w in ended:
             self.launched.pop(w)
-            self.retiring.pop(w, None)
+            if self.retiring.pop(w, None) is None and w not in self._seen:
+                self._failed_start(w)
         late = [w for w, t in self.retiring.items() if time.monotonic() - t > self.timeout]
         if late:
             logger.warning("%s: workers %s did not leave within %g s; stopping them", self,
                            late, self.timeout)  # fmt: skip
             self._stop(late)
+
+    def _failed_start(self, name):
+        self.failed_starts += 1
+        self._retry_at = time.monotonic() + min(2.0**self.failed_starts, 300.0)
+        with open(self._log_path(name), "a+", errors="replace") as f:
+            f.seek(0)
+            said = f.read()[-1000:]
+        logger.warning("%s: worker %s ended before it registered (%d in a row); its log "
+                       "%s ends with:\n%s", self, name, self.failed_starts,
+                       self._log_path(name), said)  # fmt: skip
 
     # -- the end ------------------------------------------------------------------------
 
