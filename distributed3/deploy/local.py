@@ -96,6 +96,7 @@ class LocalCluster(Control):
             self.center_proc = spawn(cmd, secret=self.secret, env=self._env(), pass_fds=(fd,),
                                      start_new_session=True)  # fmt: skip
             self._children.append(self.center_proc)
+            self._center = self.center_proc  # call_center gives up at once when it died
         await self.wait_for_workers(self.n_workers)
         return self
 
