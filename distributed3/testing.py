@@ -52,6 +52,22 @@ def gated(x):
     return x * 10
 
 
+def released(path, x=None):
+    """``x``, once the file ``path`` exists (at most 60 s): a task in another process
+    that runs until the test says so (``open(path, "w").close()``).
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "go"); open(path, "w").close()
+    >>> released(path, 3)
+    3
+    """
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "the test never released the task"
+        time.sleep(0.005)
+    return x
+
+
 def held(x):
     """``x``, once :data:`GATE` is open (at most 30 s): a task that runs until the test
     says so.

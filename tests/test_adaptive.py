@@ -1,24 +1,14 @@
 """Scaling a cluster to its work: pools report their backlog to the center, the local
 cluster scales and adapts, and workers let go hand their results over first."""
-import os
-import time
 
 import pytest
 
 from distributed3 import Pool
+from distributed3.testing import released
 from distributed3.deploy.adaptive import Adaptive, target
 from distributed3.utils import wait_for_sync
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
-
-
-def wait_for_file(path, x=None):
-    """Block until ``path`` exists (at most 30 s): a task the test releases."""
-    deadline = time.monotonic() + 30
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, "the test never released the task"
-        time.sleep(0.005)
-    return x
 
 
 def backlog(pool):
@@ -29,7 +19,7 @@ def test_a_pool_tells_the_center_its_unfinished_tasks(tmp_path):
     release = str(tmp_path / "go")
     with Pool(n_workers=1) as pool:
         assert backlog(pool) == 0
-        results = [pool.submit(wait_for_file, release, i) for i in range(6)]
+        results = [pool.submit(released, release, i) for i in range(6)]
         wait_for_sync(lambda: backlog(pool) == 6, 10, "the center did not hear of the 6")
         open(release, "w").close()
         assert pool.gather(results) == list(range(6))
@@ -59,7 +49,7 @@ def test_the_local_cluster_adapts_to_waiting_work(tmp_path):
     release = str(tmp_path / "go")
     with Pool(n_workers=1) as pool:
         adaptive = pool.cluster.adapt(minimum=1, maximum=3, interval=0.1, grace=0.5)
-        results = [pool.submit(wait_for_file, release, i) for i in range(9)]
+        results = [pool.submit(released, release, i) for i in range(9)]
         wait_for_sync(lambda: pool.nworkers == 3, 30, "adapt did not grow to 3 workers")
         open(release, "w").close()
         assert pool.gather(results) == list(range(9))

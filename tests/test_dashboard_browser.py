@@ -1,6 +1,5 @@
 """The dashboard's pages in a real headless Chromium (tests/browser.py), while real tasks
 run on a real local cluster."""
-import os
 import time
 
 import pytest
@@ -8,17 +7,9 @@ from selenium.webdriver.common.by import By
 
 import browser
 from distributed3 import Pool
+from distributed3.testing import released
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def wait_for_file(path, x=None):
-    """Block until ``path`` exists (at most 60 s): a task the test releases."""
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, "the test never released the task"
-        time.sleep(0.005)
-    return x
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +47,7 @@ def test_the_cluster_page_follows_a_map_of_blocking_tasks(driver, pool, tmp_path
         "%s:%d" % w for w in pool.available_cores}  # fmt: skip
     done_before = int(text(driver, "#done-count"))
     release = str(tmp_path / "go")
-    futures = [pool.submit(wait_for_file, release, i) for i in range(2)]
+    futures = [pool.submit(released, release, i) for i in range(2)]
     browser.wait_until(driver, lambda d: text(d, "#running-count") == "2", 20,
                        "the page to show the 2 blocked tasks running")  # fmt: skip
     open(release, "w").close()
