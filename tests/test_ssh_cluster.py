@@ -1,6 +1,7 @@
 """SSHCluster and dssh against a real sshd on loopback (tests/engines.py)."""
 import os
 import signal
+import urllib.request
 import sys
 
 import psutil
@@ -36,13 +37,17 @@ def remote_processes(address):
 
 def test_an_ssh_cluster_computes_and_leaves_nothing_running(sshd, tmp_path):
     with SSHCluster(["127.0.0.1", "127.0.0.1", "localhost"], ssh_options=["-F", sshd.config],
-                    center_host="127.0.0.1", death_timeout=5,
+                    center_host="127.0.0.1", death_timeout=5, dashboard_port=0,
+                    dashboard_host="127.0.0.1",
                     log_directory=str(tmp_path / "logs")) as cluster:  # fmt: skip
         cluster.wait_for_workers(2)
         address = "%s:%d" % cluster.center_address
         with Pool(cluster) as pool:
             A = pool.map(lambda x: x**2, range(10))
             assert pool.apply(sum, [pool.map(lambda x: -x, A)]).get() == -285
+            # the remote center's dashboard, with the cluster's token
+            with urllib.request.urlopen(pool.dashboard_link, timeout=10) as page:
+                assert page.status == 200
         assert len(remote_processes(address)) == 4  # two workers, each under its nanny
         logs = cluster.logs()
         assert all("Register with center" in logs[w] for w in cluster.workers)

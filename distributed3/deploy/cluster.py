@@ -130,9 +130,9 @@ class Cluster(Control):
     ``secret``: shared by the whole cluster (default: a new random one); it never
     appears on a command line.  ``death_timeout``: seconds a worker outlives its
     center.  ``timeout``: seconds to wait for the center, and for a retired worker to
-    leave before it is stopped by force.  ``dashboard_port``: the center's dashboard
-    (default 8790, or a free port; on loopback of the center's host: see
-    ``pool.dashboard_link``).
+    leave before it is stopped by force.  ``dashboard_port``, ``dashboard_host``: the
+    center's dashboard (default 8790, or a free port, on the loopback of the center's
+    host; see ``pool.dashboard_link``).
     """
 
     engine = "engine"  # the name of workers' logs and jobs
@@ -141,7 +141,8 @@ class Cluster(Control):
     worker_wait = math.inf
 
     def __init__(self, *, worker_cores=1, host=None, port=0, secret=None, death_timeout=60,
-                 timeout=60, log_directory=None, dashboard_port=None):  # fmt: skip
+                 timeout=60, log_directory=None, dashboard_port=None,
+                 dashboard_host=None):  # fmt: skip
         self.worker_cores = int(worker_cores)
         self.secret = normalize_secret(secret) or secrets.token_hex(32).encode()
         self.host = host or local_ip_for(ROUTE_PROBE)
@@ -149,6 +150,7 @@ class Cluster(Control):
         self.death_timeout = death_timeout
         self.timeout = timeout
         self.dashboard_port = dashboard_port
+        self.dashboard_host = dashboard_host
         self.id = secrets.token_hex(3)
         self.log_directory = os.path.abspath(log_directory or os.path.join(
             os.path.expanduser("~"), ".distributed3", "logs", f"{self.engine}-{self.id}"))
@@ -223,8 +225,7 @@ class Cluster(Control):
             self.center_address = (self.host, ls.getsockname()[1])
             cmd = [sys.executable, "-m", "distributed3.deploy.cli", "center", "--host",
                    self.host, "--listen-fd", str(ls.fileno()), "--parent-pid", str(os.getpid())]
-            if self.dashboard_port is not None:
-                cmd += ["--dashboard-port", str(self.dashboard_port)]
+            cmd += self.dashboard_args()
             log = open(os.path.join(self.log_directory, "center.log"), "ab")
             with log:
                 self._center = spawn(cmd, secret=self.secret, pass_fds=(ls.fileno(),),
@@ -232,6 +233,15 @@ class Cluster(Control):
                                      start_new_session=True)  # fmt: skip
         self._finalizer = weakref.finalize(self, terminate, [self._center])
         self.call_center("ncores")  # up, and the secret works
+
+    def dashboard_args(self):
+        """The center's dashboard options, as asked (``dashboard_port``, ``dashboard_host``)."""
+        args = []
+        if self.dashboard_port is not None:
+            args += ["--dashboard-port", str(self.dashboard_port)]
+        if self.dashboard_host is not None:
+            args += ["--dashboard-host", self.dashboard_host]
+        return args
 
     def registered(self):
         """``{name: worker address}`` of this cluster's workers registered now."""

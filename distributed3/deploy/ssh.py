@@ -82,8 +82,7 @@ class SSHCluster(Cluster):
     def _start_remote_center(self):
         remote = [self.python, "-m", "distributed3.deploy.cli", "center", "--host",
                   self.center_host, "--port", str(self.center_port), "--secret-stdin"]
-        if self.dashboard_port is not None:
-            remote += ["--dashboard-port", str(self.dashboard_port)]
+        remote += self.dashboard_args()
         self._center = self._ssh(self.hosts[0], "center", remote)
         line = self._wait_for_log("center", r"Started center at (\S+)", self._center)
         self.center_address = parse_address(line.group(1))
