@@ -6,6 +6,9 @@ the background loop that sync pools use (:func:`distributed3.testing.cluster_in_
 ``pool4`` is a ``Pool`` on two workers of four threads each.  ``gate`` is
 :data:`distributed3.testing.GATE`, closed for the test and opened after it, for tasks
 that must not end until the test says so.  Everything is torn down after each test.
+``slurm_engine`` and ``sshd_engine`` are a real one-node Slurm and a real sshd on
+loopback (``tests/engines.py``), started once per module; they skip, with the reason,
+where the programs are missing or cannot run.
 """
 import psutil
 import pytest
@@ -68,3 +71,26 @@ def gate():
     yield GATE
     GATE.set()
 
+
+@pytest.fixture(scope="module")
+def slurm_engine(tmp_path_factory):
+    """A one-node Slurm (munged, slurmctld, slurmd) for the module: it takes seconds."""
+    import engines
+
+    reason = engines.slurm_unavailable()
+    if reason:
+        pytest.skip(f"Slurm: {reason}")
+    with engines.slurm(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def sshd_engine(tmp_path_factory):
+    """An sshd with its own host and user keys, for the module."""
+    import engines
+
+    reason = engines.sshd_unavailable()
+    if reason:
+        pytest.skip(f"sshd: {reason}")
+    with engines.sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

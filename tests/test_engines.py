@@ -14,32 +14,18 @@ from engines import wait_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """One Slurm cluster for the module: it takes a few seconds to start."""
-    reason = engines.slurm_unavailable()
-    if reason:
-        pytest.skip(f"Slurm: {reason}")
-    with engines.slurm(tmp_path_factory.mktemp("slurm")) as cluster:
-        yield cluster
+@pytest.fixture
+def slurm(slurm_engine):
+    """The module's Slurm (conftest.py), its queue empty before and after the test."""
+    slurm_engine.wait_for_empty_queue()
+    yield slurm_engine
+    slurm_engine.scancel()
+    slurm_engine.wait_for_empty_queue()
 
 
 @pytest.fixture
-def slurm(cluster):
-    """The module's cluster, its queue empty before and after the test."""
-    cluster.wait_for_empty_queue()
-    yield cluster
-    cluster.scancel()
-    cluster.wait_for_empty_queue()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    reason = engines.sshd_unavailable()
-    if reason:
-        pytest.skip(f"sshd: {reason}")
-    with engines.sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
+def server(sshd_engine):
+    return sshd_engine
 
 
 def read_when_there(path, timeout, cluster):

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-import engines
 from distributed3 import Pool
 from distributed3.deploy.jobqueue import SLURMCluster
 from distributed3.utils import wait_for_sync
@@ -14,13 +13,9 @@ from distributed3.utils import wait_for_sync
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    reason = engines.slurm_unavailable()
-    if reason:
-        pytest.skip(f"Slurm: {reason}")
-    with engines.slurm(tmp_path_factory.mktemp("slurm"), cpus=8) as s:
-        yield s
+@pytest.fixture
+def slurm(slurm_engine):
+    return slurm_engine  # conftest.py: started once for the module
 
 
 @pytest.fixture

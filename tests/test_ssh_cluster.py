@@ -7,7 +7,6 @@ import sys
 import psutil
 import pytest
 
-import engines
 from distributed3 import Pool
 from distributed3.deploy.ssh import SSHCluster
 from distributed3.testing import BIN, Proc
@@ -16,13 +15,9 @@ from distributed3.utils import wait_for_sync
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    reason = engines.sshd_unavailable()
-    if reason:
-        pytest.skip(f"sshd: {reason}")
-    with engines.sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
+@pytest.fixture
+def sshd(sshd_engine):
+    return sshd_engine  # conftest.py: started once for the module
 
 
 def remote_processes(address):
