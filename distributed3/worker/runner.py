@@ -116,7 +116,8 @@ class TaskRunner:
     def _run(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
         loop = self._loop
         try:
-            telemetry, wall = self.telemetry, time.time()
+            telemetry = self.telemetry
+            wall = time.time() if telemetry is not None else 0.0  # only for a dashboard
             start = time.perf_counter()  # the tasks' own time, not their wait for a thread
             values, errors = run_chunk(function, args_list, kwargs, seeds, spread)
             if telemetry is not None:
