@@ -46,7 +46,8 @@ START_AT_ONCE = 50  # workers registering at the same time: a burst the center c
 class SimRunner(TaskRunner):
     """Runs a worker's tasks on its event loop: each starts when one of ``ncores``
     simulated cores is free and takes ``service_time`` seconds there, then is really
-    computed (so answers are right) and answered as the threads' runner would."""
+    computed (so answers are right) and answered as the threads' runner would.  Its chunks
+    run whole: a split finds none to share."""
 
     def __init__(self, ncores, store, memory_limit=None, service_time=0.0):
         super().__init__(ncores, store, memory_limit)
@@ -63,7 +64,7 @@ class SimRunner(TaskRunner):
         start = max(now, heapq.heappop(self.cores_free_at))
         done = start + self.service_time * len(args_list)
         heapq.heappush(self.cores_free_at, done)
-        job = (comm, keys, function, args_list, spread, kwargs, seeds, owner, lone)
+        job = (comm, keys, function, args_list, spread, kwargs, seeds, owner, lone, None)
         if done <= now:
             self._run(*job)
         else:

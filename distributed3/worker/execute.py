@@ -30,11 +30,13 @@ def stateful_call(instance, args, kwargs):
     return instance.run(*args, **kwargs)
 
 
-def run_chunk(function, args_list, kwargs, seeds, spread=True):
+def run_chunk(function, args_list, kwargs, seeds, spread=True, share=None):
     """Run in a worker thread: ``(values, errors)`` -- a result per element (``None``
     where it failed) and ``{position: exception}``.  Element ``i`` is
     ``function(*args_list[i], **kwargs)``, or with ``spread=False``
-    ``function(args_list[i], **kwargs)``.
+    ``function(args_list[i], **kwargs)``.  With a :class:`~.split.Share`, the elements
+    are claimed a block at a time, and the chunk stops where the share was split: the
+    values are then fewer than the arguments.
 
     >>> run_chunk(len, ["ab", "abc"], None, None, spread=False)
     ([2, 3], {})
@@ -53,32 +55,38 @@ def run_chunk(function, args_list, kwargs, seeds, spread=True):
         return [None] * n, dict.fromkeys(range(n), e)
     kwargs = kwargs or {}
     values, errors = [], {}
-    i = 0
-    while i < n:  # resumed after each failed element: no task runs twice
+    while True:  # resumed after each block and each failed element: no task runs twice
+        i = len(values)
+        if share is not None:
+            block = share.claim(i, args_list, values)
+            if not block:
+                break
+        elif i < n:
+            block = args_list[i:] if i else args_list
+        else:
+            break
         try:
             # called here, not through a helper: a frame less
             if seeds is not None:
-                for i in range(i, n):
-                    args = args_list[i] if spread else (args_list[i],)
+                for args in block:
                     with _seed_lock:  # the random modules' state is per process
-                        _seed(seeds[i])
-                        values.append(_run_task(func, args, kwargs))
+                        _seed(seeds[len(values)])
+                        values.append(_run_task(func, args if spread else (args,), kwargs))
             elif spread:
-                for i in range(i, n):
-                    values.append(func(*args_list[i], **kwargs))
+                for args in block:
+                    values.append(func(*args, **kwargs))
             elif kwargs:
-                for i in range(i, n):
-                    values.append(func(args_list[i], **kwargs))
+                for arg in block:
+                    values.append(func(arg, **kwargs))
             else:
-                for i in range(i, n):
-                    values.append(func(args_list[i]))
-            break
+                for arg in block:
+                    values.append(func(arg))
+            continue
         except Exception as e:
-            errors[i] = e
+            errors[len(values)] = e
         except BaseException as e:  # sys.exit() in a task: that task fails, not the worker
-            errors[i] = _as_task_error(e)
+            errors[len(values)] = _as_task_error(e)
         values.append(None)
-        i += 1
     return values, errors
 
 

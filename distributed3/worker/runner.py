@@ -41,6 +41,7 @@ from ..core.messages import error_message, ok_message
 from ..core.protocol import sizeof
 from ..exceptions import TaskGivenBackError, WorkerPausedError
 from .execute import chunk_reply, lone_reply, run_chunk
+from .split import Share
 
 __all__ = ["TaskRunner"]
 
@@ -59,6 +60,7 @@ class TaskRunner:
         self.executor = ThreadPoolExecutor(ncores, thread_name_prefix="distributed3-task")
         self.active = 0
         self._queue = deque()  # jobs not yet taken by a thread
+        self._shares = {}  # name -> the Share of a chunk queued or running, see split()
         self._lock = threading.Lock()  # the queue and the count of threads draining it
         self._draining = 0
         self._landed = deque()  # results of task threads the loop has yet to keep
@@ -78,9 +80,12 @@ class TaskRunner:
             comm.answer(error_message(self.paused))
             return
         self.active += 1
+        share = None
+        if not lone and len(args_list) > 1:  # a chunk: its tail may go to another core
+            share = self._shares[_name(keys)] = Share(len(args_list))
         with self._lock:
             self._queue.append((comm, keys, function, args_list, spread, kwargs, seeds, owner,
-                                lone))  # fmt: skip
+                                lone, share))  # fmt: skip
             start = self._draining < self.ncores
             if start:
                 self._draining += 1
@@ -97,6 +102,8 @@ class TaskRunner:
         with self._lock:
             queued, self._queue = self._queue, deque()
         for job in queued:
+            if job[-1] is not None:
+                self._unshare(job[1], job[-1])
             self._failed(job[0], self.paused)
 
     def resume(self):
@@ -113,21 +120,27 @@ class TaskRunner:
                 job = self._queue.popleft()
             self._run(*job)
 
-    def _run(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
+    def _run(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone, share):
         loop = self._loop
         try:
             telemetry = self.telemetry
             wall = time.time() if telemetry is not None else 0.0  # only for a dashboard
             start = time.perf_counter()  # the tasks' own time, not their wait for a thread
-            values, errors = run_chunk(function, args_list, kwargs, seeds, spread)
+            try:
+                values, errors = run_chunk(function, args_list, kwargs, seeds, spread, share)
+            finally:
+                if share is not None:
+                    self._unshare(keys, share)
             if telemetry is not None:
                 first = next(iter(errors.values()), None)
-                telemetry.task(wall, time.time(), keys, len(args_list), len(errors),
+                telemetry.task(wall, time.time(), keys, len(values), len(errors),
                                None if first is None else f"{type(first).__name__}: {first}")
             if self.memory_limit is not None:
                 too_big(keys, values, errors, self.memory_limit)
-            reply = chunk_reply(values, errors, self._took(start, len(args_list)),
+            reply = chunk_reply(values, errors, self._took(start, len(values)),
                                 whole=type(keys) is str)  # fmt: skip
+            if len(values) < len(args_list):  # split: the rest runs elsewhere
+                reply["ran"] = len(values)
             sizes = reply["nbytes"]
             if lone:
                 reply = lone_reply(keys[0], reply, values)
@@ -143,6 +156,18 @@ class TaskRunner:
                 loop.call_soon_threadsafe(self.catch_up)
         except BaseException as e:  # the task must not go unanswered
             loop.call_soon_threadsafe(self._failed, comm, e)
+
+    def _unshare(self, keys, share):
+        if self._shares.get(_name(keys)) is share:
+            del self._shares[_name(keys)]
+
+    def split(self, name):
+        """Stop the chunk named ``name`` (queued or running) at an element it has not
+        started, keeping half of those it has not; the other half is for another core
+        to run.  The chunk's new end, or ``None`` when it has nothing left to give
+        (finished, unknown here, or at its last element)."""
+        share = self._shares.get(name)
+        return None if share is None else share.split()
 
     def _took(self, start, n):
         """Seconds the ``n`` tasks run since ``start`` took: what their reply reports."""
@@ -182,6 +207,8 @@ class TaskRunner:
             if gone:
                 self._queue = deque(job for job in self._queue if not dropped(job))
         for job in gone:
+            if job[-1] is not None:
+                self._unshare(job[1], job[-1])
             if connection is None:  # answered, so that the channel counts them done
                 what = job[1][0] if type(job[1]) is list and len(job[1]) == 1 else job[1]
                 error = (TaskGivenBackError(f"task {what!r} was given back unrun") if give_back
@@ -196,9 +223,15 @@ class TaskRunner:
         with self._lock:
             dropped = len(self._queue)
             self._queue.clear()
+            self._shares.clear()
         self.active -= dropped
         self.resume()  # a paused thread finds the queue empty and ends
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _name(keys):
+    """What a task's keys are named by in a split: its chunk's key, or its first key."""
+    return keys if type(keys) is str else keys[0]
 
 
 def too_big(keys, values, errors, limit):

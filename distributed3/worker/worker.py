@@ -91,6 +91,7 @@ class Worker(CenterLink, Leaving, Server):
             "fetch_data": self.fetch_data,
             "delete_data": self.delete_data,
             "cancel": self.cancel,
+            "split": self.split,
             "keys": self.get_keys,
             "info": self.info,
             "terminate": self.terminate,
@@ -360,6 +361,12 @@ class Worker(CenterLink, Leaving, Server):
         """Drop the queued tasks of ``keys`` no thread started (their client was
         interrupted, or will run them elsewhere: ``give_back``); how many."""
         return self.runner.cancel(keys=keys, give_back=give_back)
+
+    def split(self, comm, key):
+        """Stop the chunk ``key`` (a chunk's key, or its first element's) at an element
+        it has not started, for another core to run the rest: its new end, or ``None``
+        (see :meth:`~.runner.TaskRunner.split`)."""
+        return self.runner.split(key)
 
     def connection_closed(self, comm):
         """Drop the queued tasks whose replies were to go there: their client is gone."""
