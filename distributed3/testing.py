@@ -52,20 +52,35 @@ def gated(x):
     return x * 10
 
 
-def released(path, x=None):
+def released(path, x=None, mark=False):
     """``x``, once the file ``path`` exists (at most 60 s): a task in another process
-    that runs until the test says so (``open(path, "w").close()``).
+    that runs until the test says so (``open(path, "w").close()``).  With ``mark``, it
+    first leaves a file ``path.waiting-<process>-<thread>``, for the test to count the
+    tasks waiting (see :func:`waiting`).
 
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "go"); open(path, "w").close()
     >>> released(path, 3)
     3
     """
+    if mark:
+        open(f"{path}.waiting-{os.getpid()}-{threading.get_ident()}", "w").close()
     deadline = time.monotonic() + 60
     while not os.path.exists(path):
         assert time.monotonic() < deadline, "the test never released the task"
         time.sleep(0.005)
     return x
+
+
+def waiting(path):
+    """How many tasks wait in :func:`released` for ``path``, with ``mark``: one per
+    thread that ever did (a thread runs one task at a time).
+
+    >>> import tempfile; waiting(os.path.join(tempfile.mkdtemp(), "go"))
+    0
+    """
+    folder, name = os.path.split(path)
+    return sum(f.startswith(f"{name}.waiting-") for f in os.listdir(folder))
 
 
 def held(x):

@@ -68,6 +68,9 @@ MAKESPAN = {
     "uniform 1 s x 4": [1.0] * 4,
     "one 1 s task, then 20 of 50 ms": [1.0] + [0.05] * 20,
     "20 tasks of 50 ms, then one of 1 s": [0.05] * 20 + [1.0],
+    # enough tasks for default chunks of many: the long ones start out in one or two
+    "300 tasks of 1 ms, then 16 of 200 ms": [0.001] * 300 + [0.2] * 16,
+    "16 tasks of 200 ms, then 300 of 1 ms": [0.2] * 16 + [0.001] * 300,
 }
 
 

@@ -87,7 +87,7 @@ async def _gather_spans(session, results):
     for span in spans:
         if span.status == "pending":
             await span.wait()
-    if not all(span.intact() for span in spans):
+    if not all(span.complete() for span in spans):
         return None
     inline = [span.inline_values() for span in spans]
     fetch = {h.key: h for span, values in zip(spans, inline) if values is None

@@ -31,13 +31,14 @@ from .crowd import Crowd, Reach
 from .handles import total_bytes
 from .options import DEFAULTS
 from .setbacks import Setbacks
+from .sharing import Sharing
 
 LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones again
 
 logger = logging.getLogger(__name__)
 
 
-class Batch(Reach, Setbacks):
+class Batch(Reach, Setbacks, Sharing):
     """The tasks of one call, fed to the workers as their slots free up.
 
     A task with remote inputs is pinned to the worker :func:`decide_worker`
@@ -52,7 +53,8 @@ class Batch(Reach, Setbacks):
     death is blamed on the task that was really running.  A worker with nothing
     left to do takes tasks queued for a worker whose slots are all taken, when the
     inputs it lacks are small (``steal_bytes``): moving them costs less than waiting;
-    an idle holder runs its own.  A worker paused near its memory limit turns tasks
+    an idle holder runs its own; a free core with nothing queued takes the elements
+    that a chunk running elsewhere has not started (see :mod:`.sharing`).  A worker paused near its memory limit turns tasks
     away unrun: they go to the others, and it gets more after a rest.  ``options.timeout``
     bounds each task's run; ``on_done`` is called with each task's results as it ends,
     ``on_room`` when the first tasks' probe widens and more workers may take tasks.
@@ -61,7 +63,6 @@ class Batch(Reach, Setbacks):
     slots_per_core = 64  # the most tasks in flight per core: tiny ones, see pipeline_depth
     recovery_rounds = 5
     steal_bytes = 4096  # an idle worker takes others' tasks whose inputs it lacks are this small
-    give_back_after = 0.01  # s a worker idles before others give back what they queue
 
     def __init__(self, session, tasks, name, *, options=DEFAULTS, on_done=None, on_room=None):
         self.session = session
@@ -94,12 +95,12 @@ class Batch(Reach, Setbacks):
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
         self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times
         self.deep = set()  # workers that kept many in flight a core (see _shallow)
-        self.stuck = None  # the timer of _unstick
         # running means, once replies said: what one element took, and one message (a
         # chunk: all its elements) -- this batch's own, never a guess from an earlier
         # call, which a long task among short ones would make wrong
         self.task_seconds = None
         self.message_seconds = None
+        self._init_sharing()
         for task in tasks:
             self._place(task)
 
@@ -142,6 +143,8 @@ class Batch(Reach, Setbacks):
                     continue
                 if not self.remaining:
                     break
+                if not self.queued():  # cores left without a task may share others'
+                    self._share_soon()
                 if self.running:
                     await asyncio.shield(self.done)
                     self.done = asyncio.get_running_loop().create_future()
@@ -157,7 +160,7 @@ class Batch(Reach, Setbacks):
             raise
         finally:
             self.session.unlisten(self)
-            for timer in (self.probe, self.stuck):
+            for timer in (self.probe, self.sharing):
                 if timer:
                     timer.cancel()
 
@@ -208,6 +211,8 @@ class Batch(Reach, Setbacks):
         if self.free or self.npinned:  # more than a task per core to start
             started += [o for _ in range(2) for worker in workers for o in self._openings(worker)]
         if len(started) == 1 and self.running == 1:
+            if started[0][1].msg["op"] == "compute_chunk" and not self.queued():
+                self._share_soon()  # a chunk: idle cores may take part of it
             await self._runner(*started[0])
             self.done = asyncio.get_running_loop().create_future()
             if self.error is not None:
@@ -329,7 +334,7 @@ class Batch(Reach, Setbacks):
         ``task_seconds``; start the runners that new slots allow."""
         duration = reply.get("duration")
         if duration is not None:
-            each = duration / max(getattr(task.results, "size", None) or len(task.results), 1)
+            each = duration / task.size
             old = self.task_seconds
             self.task_seconds = each if old is None else 0.8 * old + 0.2 * each
             old = self.message_seconds
@@ -348,24 +353,18 @@ class Batch(Reach, Setbacks):
         if self.crowd.idle:  # workers, not cores: a worker of 4 cores counts once
             self._widen()
 
-    def _shallow(self):
-        """The workers that kept many tasks in flight (tiny ones, until now) keep one a
-        core, and give back those they have not started, for the first free core."""
-        deep, self.deep = self.deep, set()
-        for worker in deep:
+    def _shallow(self, workers=None):
+        """The workers that kept many tasks in flight (tiny ones, until now), or
+        ``workers``, keep one a core, and give back those they have not started, for
+        the first free core."""
+        if workers is None:
+            workers, self.deep = self.deep, set()
+        else:
+            self.deep -= workers
+        for worker in workers:
             self.depth[worker] = 1
         self.depth_changes += 1
-        self._cancel_in_flight(deep, give_back=True)
-
-    def _unstick(self):
-        """A worker went idle ``give_back_after`` ago with nothing queued: tasks still
-        waiting behind others on a deep worker by now are not tiny (see _shallow)."""
-        self.stuck = None
-        cores = self.session.cores
-        if not self.queued() and any(self.runners[w] > cores.get(w, 0) for w in self.deep):
-            # they take that long at least: more workers are worth using (see Crowd)
-            self.message_seconds = max(self.message_seconds or 0, self.give_back_after)
-            self._shallow()
+        self._cancel_in_flight(workers, give_back=True)
 
     def _next(self, worker):
         mine = self.pinned.get(worker)
@@ -408,13 +407,10 @@ class Batch(Reach, Setbacks):
             if not self.runners[worker]:
                 self.crowd.leave(worker)
                 self.spare.discard(worker)
-                if (self.deep and self.remaining and not self.queued() and not self.stuck
-                        and self.error is None):  # fmt: skip
-                    # idle, while others may hold tasks queued behind a long one
-                    self.stuck = asyncio.get_running_loop().call_later(self.give_back_after,
-                                                                       self._unstick)  # fmt: skip
             else:
                 self.spare.add(worker)
+            if self.remaining and not self.queued():  # a free core: others may share
+                self._share_soon()
             if not self.running and not self.done.done():
                 self.done.set_result(None)
 
@@ -436,6 +432,7 @@ class Batch(Reach, Setbacks):
             if self.options.prepare is not None:
                 await self.options.prepare(worker)
             self.in_flight[task] = worker
+            self.sent_at[task] = asyncio.get_running_loop().time()
             if self.probe is None:
                 self._probe_later()  # its time counts from the first send, not a connect
             reply = await channel.call(task.msg, self.options.timeout)
@@ -464,9 +461,12 @@ class Batch(Reach, Setbacks):
             return True
         finally:
             self.in_flight.pop(task, None)
+            self.sent_at.pop(task, None)
             session.occupancy[worker] -= 1
             if self.need:
                 session.give_back(worker, self.need)
+        if "ran" in reply:  # stopped early: the rest runs apart (see sharing.py)
+            self._split_off(task, reply["ran"], worker)
         task.results.settle(reply, worker)
         self._finished_one(task)
         if self.remaining:

@@ -39,7 +39,8 @@ class Held:
     ``key``, ``status`` (``"pending"`` until the task ends), ``workers``, ``size``
     (how many values), ``handle(i)`` and ``handles()`` (the values' ``RemoteData``),
     ``made()`` (those that exist now), ``intact()`` (finished, nothing failed or
-    deleted), ``inline_values()`` (the values, when they came with the reply),
+    deleted, all held under its key), ``complete()`` (every value can be had),
+    ``inline_values()`` (the values, when they came with the reply),
     ``settle(reply, worker)``, ``set_error(...)``, ``set_deleted()``, ``done()`` and
     ``wait()``.  ``keeps_parts`` says whether a worker holds it as one entry of many
     parts that a map can go over in place.
@@ -75,6 +76,10 @@ class Held:
     def finished(self):
         """``[self]`` once it holds a result, else ``[]``."""
         return [self] if self.status == "finished" else []
+
+    def complete(self):
+        """Whether every value it stands for can be had: for one value, ``intact()``."""
+        return self.intact()
 
 
 class RemoteData(Held, Generic[T]):
@@ -182,8 +187,9 @@ class RemoteData(Held, Generic[T]):
         copy each call; else ``missing``."""
         if self.inline is not None:
             return pickle.loads(self.inline)
-        if self.group is not None and self.group.pickled is not None:
-            return self.group.value(self.index)
+        group = self.group
+        if group is not None and group.pickled is not None and self.index < group.head:
+            return group.value(self.index)
         return missing
 
     def inline_values(self):

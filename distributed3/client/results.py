@@ -126,10 +126,6 @@ class OverChunk(ChunkRecipe):
     def size(self):
         return self.count
 
-    def sources(self):
-        """The handles of the elements it maps over."""
-        return [self.args.handle(self.offset + i) for i in range(self.count)]
-
     def element(self, index):
         source = self.args.handle(self.offset + index)
         return Recipe(self.base, (KeyRef(source.key),), self.first + index, self.options,
@@ -143,6 +139,10 @@ class ResultGroup(Held):
     ``errors``: ``{index: (exception, traceback)}``) or ``"deleted"``;
     ``pickled`` is every result pickled together when all were small.  Its
     :class:`ChunkRecipe` makes each element's own recipe, to compute it again.
+    A chunk whose worker stopped early, for an idle core to run the rest (see
+    :meth:`split`), holds its first ``head`` elements under its key; the others are
+    ``apart``, each under its own key (``G#i``): what their task said of each is kept
+    here, and the handles made of them follow it.
 
     >>> g = ResultGroup("f-1", None, ChunkRecipe({}, [(1,), (2,)], 10, DEFAULTS, {}))
     >>> g.settle({"nbytes": [28, None], "pickled": None,
@@ -151,16 +151,17 @@ class ResultGroup(Held):
     (['finished', 'error'], 'f-1#1', 10)
     """
 
-    __slots__ = ("key", "session", "size", "status", "workers", "nbytes", "pickled", "errors",
-                 "recipe", "seconds", "deleted", "_made", "_spare", "_lock", "_waiters",
-                 "__weakref__")  # fmt: skip
+    __slots__ = ("key", "session", "size", "head", "apart", "status", "workers", "nbytes",
+                 "pickled", "errors", "recipe", "seconds", "deleted", "_made", "_spare", "_lock",
+                 "_waiters", "__weakref__")  # fmt: skip
     keeps_parts = True
 
     def __init__(self, key, session, recipe):
         self.key = key
         self.session = session
         self.recipe = recipe
-        self.size = recipe.size
+        self.size = self.head = recipe.size
+        self.apart = {}  # index -> what the task of an element run apart said (split)
         self.status = "pending"
         self.workers = frozenset()
         self.nbytes = None
@@ -198,6 +199,8 @@ class ResultGroup(Held):
                 handle.recipe = self.recipe.element(index)
                 if self.status == "deleted" or index in self.deleted:
                     handle.status = "deleted"
+                elif index >= self.head:
+                    _copy(self.apart[index], handle)
                 elif self.status == "finished":
                     self._fill(handle, index)
                 self._made[index] = weakref.ref(handle)
@@ -213,12 +216,49 @@ class ResultGroup(Held):
         return [h for h in (r() for r in refs if r is not None) if h is not None]
 
     def intact(self):
-        """Finished, no element failed, and none was deleted on its own."""
-        return self.status == "finished" and not self.errors and not self.deleted
+        """Finished, no element failed, none was deleted on its own, and all are held
+        under its key (none was split off)."""
+        return (self.status == "finished" and not self.errors and not self.deleted
+                and not self.apart)  # fmt: skip
+
+    def complete(self):
+        """Finished, no element failed, none was deleted: every value can be had, from
+        its key or (those split off) their own."""
+        return (self.status == "finished" and not self.errors and not self.deleted
+                and all(h.status == "finished" for h in self.apart.values()))  # fmt: skip
+
+    def split(self, stop):
+        """Its worker stopped the chunk at element ``stop``: the elements from there to
+        ``head`` are run apart, each kept under its own key.  The results of the task
+        that runs them (see :meth:`~distributed3.client.task.Task.split`).
+
+        >>> g = ResultGroup("f-1", None, ChunkRecipe({}, [(1,), (2,), (3,)], 0, DEFAULTS, {}))
+        >>> rest = g.split(1)
+        >>> [h.key for h in rest], g.head, g.intact()
+        (['f-1#1', 'f-1#2'], 1, False)
+        >>> rest.settle({"nbytes": [28, 28], "pickled": [None, None], "errors": {}}, "w")
+        >>> g.handle(2).status, g.handle(2).workers
+        ('finished', frozenset({'w'}))
+        """
+        rest = Apart()
+        rest.group = self
+        for i in range(stop, self.head):
+            state = self.apart[i] = RemoteData(element_key(self.key, i), None, status="pending")
+            state.index = i  # no group: it keeps none alive
+            rest.append(state)
+        self.head = stop
+        return rest
+
+    def follow(self, states):
+        """The elements apart whose ``states`` changed: their handles follow."""
+        indices = {s.index for s in states}
+        for handle in self.made():
+            if handle.index in indices:
+                _copy(self.apart[handle.index], handle)
 
     def inline_values(self):
         """Every value, unpickled afresh, when they all came with the reply; else ``None``."""
-        return None if self.pickled is None else pickle.loads(self.pickled)
+        return None if self.pickled is None or self.apart else pickle.loads(self.pickled)
 
     def value(self, index):
         """Element ``index``'s value from the results that came with the reply, a fresh
@@ -244,7 +284,7 @@ class ResultGroup(Held):
             handle.set_error(*error, worker)
         else:
             nbytes = self.nbytes  # a list, or the size of the chunk's pickle (small results)
-            size = nbytes[index] if type(nbytes) is list else nbytes // max(self.size, 1)
+            size = nbytes[index] if type(nbytes) is list else nbytes // max(self.head, 1)
             handle.set_finished(worker, size)
             handle.workers = self.workers  # every copy of the chunk (replicate)
 
@@ -267,14 +307,15 @@ class ResultGroup(Held):
         self.status = "finished"
         if worker is not None:
             self.workers = only(worker)
-        self.errors = dict.fromkeys(range(self.size), (exception, traceback))
+        self.errors = dict.fromkeys(range(self.head), (exception, traceback))
         self._settled()
 
     def _settled(self):
         for handle in self.made():
-            if handle.status == "pending":
+            if handle.status == "pending" and handle.index < self.head:  # not those apart
                 self._fill(handle, handle.index)
         self._wake()
+
 
     def set_deleted(self):
         self.status = "deleted"
@@ -341,6 +382,45 @@ class Handles(list):
 
     def finished(self):
         return [h for h in self if h.status == "finished"]
+
+    def split(self, stop):
+        """Keep the first ``stop`` handles; the others, as their own :class:`Handles`."""
+        rest = Handles(self[stop:])
+        del self[stop:]
+        return rest
+
+
+class Apart(Handles):
+    """The results of the elements of a chunk run apart from it (see
+    :meth:`ResultGroup.split`): the group keeps what their task says of each, and the
+    element handles it made follow."""
+
+    __slots__ = ("group",)
+
+    def settle(self, reply, worker):
+        super().settle(reply, worker)
+        self.group.follow(self)
+
+    def set_error(self, exception, traceback, worker=None):
+        super().set_error(exception, traceback, worker)
+        self.group.follow(self)
+
+    def split(self, stop):
+        rest = Apart(self[stop:])
+        rest.group = self.group
+        del self[stop:]
+        return rest
+
+
+def _copy(state, handle):
+    """Make ``handle`` (of an element apart) say what ``state`` says, once settled."""
+    if state.status == "pending" or handle.status == "deleted":
+        return
+    if state.status == "error":
+        handle.set_error(state.exception, state.traceback)
+    else:
+        handle.set_finished(None, state.nbytes, state.inline)
+    handle.workers = state.workers
 
 
 class RemoteList(Sequence[RemoteData[T]], Generic[T]):

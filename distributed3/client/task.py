@@ -3,10 +3,12 @@ worker and settles from its reply.  :mod:`~distributed3.client.tasks`,
 :mod:`~distributed3.client.graph` and :mod:`~distributed3.client.recovery` make them.
 
 >>> task = Task(["results"], {"op": "compute", "key": "x"}, {}, 0)
->>> task.deaths, task.missing_bytes(("127.0.0.1", 1))
-(0, 0)
+>>> task.deaths, task.missing_bytes(("127.0.0.1", 1)), task.size
+(0, 0, 1)
 """
 from .handles import total_bytes
+
+_PER_ELEMENT = ("keys", "args_list", "single_args", "seeds")  # a chunk's lists, see split()
 
 __all__ = ["Task"]
 
@@ -31,10 +33,62 @@ class Task:
         """The key of its first result (or of its chunk's results), to name it by."""
         return self.results.key
 
+    @property
+    def size(self):
+        """How many elements its message runs.
+
+        >>> Task(None, {"op": "compute_chunk", "over": ["g", 10, 25]}, {}, 0).size
+        15
+        """
+        msg = self.msg
+        over = msg.get("over")
+        if over is not None:
+            return over[2] - over[1]
+        for field in _PER_ELEMENT[:3]:
+            if field in msg:
+                return len(msg[field])
+        return 1
+
+    def split(self, stop):
+        """Keep the elements before ``stop`` (a worker stopped its chunk there, see
+        :mod:`distributed3.worker.split`) and return a task of the rest, whose results
+        are those elements' own handles; ``None`` when it has none past ``stop``.
+
+        >>> from distributed3.client.handles import RemoteData
+        >>> from distributed3.client.results import Handles
+        >>> hs = Handles(RemoteData(k, None, status="pending") for k in "abc")
+        >>> task = Task(hs, {"op": "compute_chunk", "keys": list("abc"),
+        ...                  "args_list": [(1,), (2,), (3,)]}, {}, 10)
+        >>> rest = task.split(1)
+        >>> task.msg["keys"], rest.msg["keys"], rest.msg["args_list"], rest.index
+        (['a'], ['b', 'c'], [(2,), (3,)], 11)
+        >>> [h.key for h in task.results], [h.key for h in rest.results], task.split(1)
+        (['a'], ['b', 'c'], None)
+        """
+        if not 0 < stop < self.size:
+            return None
+        msg = self.msg
+        head, rest = dict(msg), dict(msg)
+        for field in _PER_ELEMENT:
+            if field in msg:
+                head[field], rest[field] = msg[field][:stop], msg[field][stop:]
+        over = msg.get("over")
+        if over is not None:
+            key, start, end = over
+            head["over"], rest["over"] = [key, start, start + stop], [key, start + stop, end]
+        results = self.results.split(stop)  # the results' own handles, apart from a chunk's
+        if "group" in rest:  # kept under their own keys, not the chunk's
+            del rest["group"]
+            rest["keys"] = [h.key for h in results]
+        self.msg = head
+        task = Task(results, rest, self.inputs, self.index + stop)
+        task.fallback = self.fallback
+        return task
+
     def spread_inputs(self):
         """Name its inputs one by one (its ``fallback``), if it has not yet."""
         if self.fallback is not None:
-            self.fallback()
+            self.fallback(self)
             self.fallback = None
             self.refresh_hints()
 

@@ -123,7 +123,7 @@ def _on_done(handles, bar, on_done):
 
     def done(finished):
         if bar is not None:
-            bar.update(len(finished))
+            bar.update(getattr(finished, "head", None) or len(finished))  # a chunk's own
         if on_done is not None:
             on_done(finished)
 
@@ -162,10 +162,10 @@ def learn_times(times, results, seconds=None):
     >>> learn_times(times, one_each, 1e-6); list(times.seconds.values())
     [1e-06]
     """
-    chunks = [g for g in results.spans if g.seconds is not None and len(g.errors) < g.size]
+    chunks = [g for g in results.spans if g.seconds is not None and len(g.errors) < g.head]
     if chunks:
         times.note(chunks[0].recipe.base, sum(g.seconds for g in chunks),
-                   sum(g.size for g in chunks))  # fmt: skip
+                   sum(g.head for g in chunks))  # fmt: skip
     elif seconds is not None and results.spans and results.spans[0].recipe is not None:
         times.note(results.spans[0].recipe.base, seconds, 1)
 
@@ -388,7 +388,7 @@ def _tasks_over(session, name, base, source, inputs, options, size):
             if options.seed is not None:
                 msg["seeds"] = [task_seed(options.seed, first + i) for i in range(count)]
             task = Task(group, msg, {chunk.key: chunk, **inputs}, first)
-            task.fallback = functools.partial(_element_by_element, task, recipe, inputs)
+            task.fallback = functools.partial(_element_by_element, source=chunk, inputs=inputs)
             task.refresh_hints()
             groups.append(group)
             tasks.append(task)
@@ -396,11 +396,11 @@ def _tasks_over(session, name, base, source, inputs, options, size):
     return RemoteList(groups), tasks
 
 
-def _element_by_element(task, recipe, inputs):
-    """Its source chunk is lost: the task names each element as an input of its own,
-    for the pool to find or compute again one by one."""
-    handles = recipe.sources()
-    del task.msg["over"]
+def _element_by_element(task, source, inputs):
+    """The chunk of ``source`` that ``task`` maps over is lost: the task names each of
+    its elements as an input of its own, for the pool to find or compute again one by one."""
+    _, start, stop = task.msg.pop("over")
+    handles = [source.handle(i) for i in range(start, stop)]
     task.msg["args_list"] = [(KeyRef(h.key),) for h in handles]
     task.inputs = {**{h.key: h for h in handles}, **inputs}
 

@@ -1,0 +1,139 @@
+"""A chunk's elements that it has not started go to a free core (client/sharing.py,
+worker/split.py): the long elements of a default-chunked map do not run in a row on
+one worker while another idles, and the results of a chunk split that way behave as
+any others (values, seeds, maps over them, release)."""
+import asyncio
+import random
+import threading
+
+import pytest
+
+from distributed3 import Pool
+from distributed3.testing import process_cluster, released, waiting
+from distributed3.utils import wait_for_sync
+from distributed3.worker.runner import TaskRunner
+
+pytestmark = pytest.mark.timeout(60)
+
+# 308 elements on two cores go in default chunks of 19 or 20: the last, 289 to 307,
+# holds all eight that wait
+LENGTHS = [0] * 300 + [1] * 8
+
+
+def waiter(go):
+    """A task whose elements of 1 wait for the file ``go``; the others end at once.
+    Made here, it travels by value, to worker processes too."""
+    return lambda x: released(go, x, mark=True) if x == 1 else x
+
+
+def both_busy(go, call):
+    """Run ``call`` (a map whose waiting elements all start in one chunk) until two
+    elements wait at once, on the two one-core workers: the chunk was split.  Then let
+    them end, and return the map's results."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(out=call()))
+    thread.start()
+    try:
+        wait_for_sync(lambda: waiting(go) >= 2, 20,
+                      "the elements the chunk had not started did not go to the idle worker")
+    finally:
+        open(go, "w").close()
+        thread.join(20)
+    return result["out"]
+
+
+@pytest.fixture
+def go(tmp_path):
+    return str(tmp_path / "go")
+
+
+def ran_on(handles):
+    return {next(iter(h.workers)) for h in handles}
+
+
+def test_the_long_elements_of_one_chunk_are_shared_with_an_idle_worker(pool, workers, go):
+    out = both_busy(go, lambda: pool.map(waiter(go), LENGTHS))
+    assert pool.gather(out) == LENGTHS
+    assert ran_on(out[300:]) == {w.address for w in workers}
+
+
+def test_a_split_chunk_keeps_each_elements_seed(go):
+    """Worker processes: in-process workers share the seed lock, which a waiting
+    seeded element holds."""
+    wait = waiter(go)
+    draw = lambda x: (wait(x), random.random())  # noqa: E731
+    with process_cluster(2) as (address, _, _):
+        with Pool(address) as pool:
+            out = both_busy(go, lambda: pool.map(draw, LENGTHS, seed=7))
+            one_by_one = pool.map(draw, LENGTHS, seed=7, chunksize=1)  # never split
+            assert pool.gather(out) == pool.gather(one_by_one)
+            assert len(ran_on(out[300:])) == 2
+
+
+def test_the_results_of_a_split_chunk_are_found_mapped_over_and_released(pool, workers, go):
+    out = both_busy(go, lambda: pool.map(waiter(go), LENGTHS))
+    where = pool.who_has(out[300:])
+    assert all(where[h.key] == set(h.workers) for h in out[300:])
+    assert pool.gather(pool.map(lambda x: x + 1, out)) == [x + 1 for x in LENGTHS]
+    last = out.spans[-1].key  # the split chunk: its key, and its elements' own keys
+
+    def held():
+        return [k for w in workers for k in list(w.data) if k.split("#")[0] == last]
+
+    assert last in held() and len(held()) >= 2  # the chunk, and the elements apart
+    del out
+    wait_for_sync(lambda: not held(), 10, "the split chunk's results were not released")
+
+
+def test_a_map_over_a_maps_results_shares_its_chunks_too(pool, go):
+    ones = pool.map(abs, LENGTHS)  # the map over it goes chunk for chunk, where they are
+    out = both_busy(go, lambda: pool.map(waiter(go), ones))
+    assert pool.gather(out) == LENGTHS
+
+
+def test_a_chunk_of_tasks_with_inputs_shares_with_a_worker_that_can_fetch_them(pool, workers,
+                                                                               go):  # fmt: skip
+    data = pool.scatter([1] * 8)
+    holder = workers[0].address
+    on_holder = [d for d in data if d.workers == {holder}]  # small: the other may fetch
+    out = both_busy(go, lambda: pool.map(waiter(go), on_holder, chunksize=4))
+    assert pool.gather(out) == [1] * len(on_holder)
+    assert ran_on(out) == {w.address for w in workers}
+
+
+def test_a_worker_stops_a_running_chunk_exactly_where_the_split_says():
+    """Element 0 runs until an event; the split keeps elements 1 to 4 and gives 5 to 8
+    away: the chunk's reply has the first five, each run once."""
+    started, go, calls = threading.Event(), threading.Event(), []
+
+    def element(x):
+        calls.append(x)
+        if x == 0:
+            started.set()
+            assert go.wait(10)
+        return x * 10
+
+    class Answers:
+        def prepare(self, msg):
+            return msg
+
+        def send_prepared(self, msg, loop):
+            self.reply = msg
+
+    async def run():
+        stored = []
+        runner = TaskRunner(1, lambda *kept: stored.append(kept))
+        comm = Answers()
+        runner.launch(comm, "g", element, list(range(9)), False, None, None, None, False)
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        stop = runner.split("g")
+        go.set()
+        while not stored:
+            await asyncio.sleep(0.005)
+        runner.close()
+        return stop, stored[0][1], comm.reply["result"]
+
+    stop, values, reply = asyncio.run(run())
+    assert stop == 5
+    assert values == [0, 10, 20, 30, 40] and calls == [0, 1, 2, 3, 4]
+    assert reply["ran"] == 5
