@@ -1,5 +1,6 @@
 """Every center op, membership through connection lifetime, pushed events."""
 import asyncio
+import time
 
 import pytest
 
@@ -326,3 +327,31 @@ async def test_the_centers_work_per_message_does_not_grow_with_its_keys():
     costs = [(count_calls(a), count_calls(b)) for a, b in zip(messages(*small), messages(*big))]
     assert all(a == b for a, b in costs), costs
     assert big[0].get_workers(None)[("127.0.0.1", 9200)]["nbytes"] == 10_000 * 8 + 6
+
+
+@gen_test(timeout=60)
+async def test_a_big_cluster_beats_less_often_and_the_reaper_allows_for_it():
+    """400 workers are told to beat every 2 s, not every second: the center handles
+    200 heartbeats a second at idle however many workers it has.  The reaper drops a
+    worker silent for 3 of its intervals, not one silent for its plain timeout."""
+    from distributed3.simulation import start_workers, stop_workers
+
+    center = await Center(heartbeat_timeout=1.0).start(port=0)
+    workers = await start_workers(center.address, 400)
+    try:  # the first ones were told less at registering, and hear 2 s at their next beat
+        await wait_for(lambda: set(center.beat_every.values()) == {2.0}, 10,
+                       "not every worker was told to beat every 2 s")  # fmt: skip
+        quiet, frozen = workers[0].address, workers[1].address
+
+        def silent():  # as the center sees them, whatever heartbeats come meanwhile
+            now = time.monotonic()
+            center.last_seen[quiet] = now - 4  # past the timeout, within 3 intervals
+            if frozen in center.last_seen:
+                center.last_seen[frozen] = now - 7
+            return frozen not in center.ncores
+
+        await wait_for(silent, 5, "a worker silent for 3 of its intervals was kept")
+        assert quiet in center.ncores
+    finally:
+        await stop_workers(workers)
+        await center.close()

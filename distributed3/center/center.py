@@ -38,6 +38,21 @@ from .telemetry import TelemetryStore
 logger = logging.getLogger(__name__)
 
 DEATHS_KEPT = 100  # worker deaths reported by nannies, kept for get_deaths
+HEARTBEATS_PER_SECOND = 200  # at most, at idle: past 200 workers, each beats less often
+MISSED_BEATS = 3  # a worker is dropped once silent this many of its intervals (or the timeout)
+
+
+def heartbeat_interval(nworkers):
+    """The least number of seconds between the heartbeats of each of ``nworkers``
+    workers that keeps the center at ``HEARTBEATS_PER_SECOND`` at idle, however big the
+    cluster: workers beat every second (their ``heartbeat_interval``), or this often if
+    less.  A worker that reports keys sends no heartbeat meanwhile, and a broken
+    connection is seen at once: only a frozen worker is found later.
+
+    >>> heartbeat_interval(10), heartbeat_interval(1000), heartbeat_interval(10_000)
+    (0.05, 5.0, 50.0)
+    """
+    return nworkers / HEARTBEATS_PER_SECOND
 
 
 class Center(KeyOwnership, Server):
@@ -84,6 +99,7 @@ class Center(KeyOwnership, Server):
         self.pids = OrderedDict()  # worker -> its process id, kept a while after it leaves
         self.deaths = deque(maxlen=DEATHS_KEPT)  # what nannies said of dead workers
         self.last_seen = {}
+        self.beat_every = {}  # worker -> the heartbeat interval it was last told
         self.worker_comms = {}  # connection -> the worker registered on it
         self.comms_of = defaultdict(set)  # and back: worker -> its connections
         self.subscribers = set()
@@ -149,7 +165,13 @@ class Center(KeyOwnership, Server):
         logger.info("Register worker %s with %d cores", format_address(address), ncores)
         self._publish({"op": "add_worker", "address": address, "ncores": ncores,
                        "resources": self.resources[address], "versions": versions})  # fmt: skip
-        return {"center": self.address, "telemetry": self.telemetry is not None}
+        return {"center": self.address, "telemetry": self.telemetry is not None,
+                "heartbeat": self._beat_for(address)}  # fmt: skip
+
+    def _beat_for(self, address):
+        """The heartbeat interval to tell ``address``, remembered for the reaper."""
+        interval = self.beat_every[address] = heartbeat_interval(len(self.ncores))
+        return interval
 
     def unregister(self, comm, address):
         """A worker leaves on purpose; its keys are forgotten."""
@@ -200,6 +222,7 @@ class Center(KeyOwnership, Server):
         self.resources.pop(address, None)
         self.versions.pop(address, None)
         self.last_seen.pop(address, None)
+        self.beat_every.pop(address, None)
         for comm in self.comms_of.pop(address, ()):
             del self.worker_comms[comm]
         if self.telemetry is not None:
@@ -237,22 +260,26 @@ class Center(KeyOwnership, Server):
         self._remove_worker(address, why)
 
     def heartbeat(self, comm, address, telemetry=None):
-        """A worker says it is alive (and, for a dashboard, what it did: ``telemetry``)."""
+        """A worker says it is alive (and, for a dashboard, what it did: ``telemetry``);
+        the center answers how long to wait before the next (:func:`heartbeat_interval`)."""
         address = self._speaks_for(comm, address)
         self.last_seen[address] = time.monotonic()
         self._note_telemetry(address, telemetry)
+        return {"heartbeat": self._beat_for(address)}
 
     def _note_telemetry(self, address, report):
         if report is not None and self.telemetry is not None:
             self.telemetry.update(address, report)
 
     async def _reap_silent_workers(self):
-        """Remove workers not heard from within ``heartbeat_timeout`` seconds."""
+        """Remove workers not heard from within ``heartbeat_timeout`` seconds, or
+        ``MISSED_BEATS`` of the intervals they were told, if longer."""
         while True:
             await asyncio.sleep(self.heartbeat_timeout / 4)
-            limit = time.monotonic() - self.heartbeat_timeout
+            now, timeout, beat_every = time.monotonic(), self.heartbeat_timeout, self.beat_every
             for address, seen in list(self.last_seen.items()):
-                if seen < limit and address in self.ncores:
+                allowed = max(timeout, MISSED_BEATS * beat_every.get(address, 0))
+                if seen < now - allowed and address in self.ncores:
                     silent = time.monotonic() - seen
                     self._disconnect(address, f"silent for {silent:.1f} s")
 

@@ -5,6 +5,7 @@
     worker --register(ncores, keys, nbytes, owners)--> center      (again after any loss)
     worker --add_keys / remove_keys, batched every few ms--> center
     worker --heartbeat, when there was nothing to report--> center
+           <--how long to wait before the next: longer in a big cluster--
 
 One connection, one message at a time, from one coroutine (``_center_loop``).  New
 keys are queued (``_queue_report``) and go out together ``REPORT_DELAY`` later,
@@ -48,6 +49,7 @@ class CenterLink:
         self._waiters = []
         self._wake = asyncio.Event()
         self._center_task = None
+        self._beat_every = None  # seconds between heartbeats, once registered: see _heed
 
     async def _register_when_up(self, wait):
         """Register, trying again for up to ``wait`` seconds while the center is not up
@@ -85,6 +87,7 @@ class CenterLink:
         except BaseException:
             comm.close()
             raise
+        self._heed(reply)
         # a center with a dashboard asks for what its pages show (see telemetry.py)
         wants = isinstance(reply, dict) and reply.get("telemetry")
         if not wants:
@@ -92,6 +95,12 @@ class CenterLink:
         elif self.runner.telemetry is None:
             self.runner.telemetry = Telemetry()
         self._center_comm = comm
+
+    def _heed(self, reply):
+        """Beat as often as this worker's ``heartbeat_interval`` says, or as the center
+        asks (less often, in a big cluster: see ``center.heartbeat_interval``)."""
+        asked = reply.get("heartbeat") if isinstance(reply, dict) else None
+        self._beat_every = max(self.heartbeat_interval, asked or 0)
 
     async def _report(self, add=None, remove=(), owner=None):
         """Tell the center about new and dropped keys; returns once it acknowledged."""
@@ -127,7 +136,7 @@ class CenterLink:
                     backoff.reset()
                     self._center_lost = None
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
+                    await asyncio.wait_for(self._wake.wait(), self._beat_every)
                 except asyncio.TimeoutError:
                     pass
                 if not self._waiters:  # nobody waits for this report: let a few more join it
@@ -149,7 +158,7 @@ class CenterLink:
                                                 **extra)  # fmt: skip
                         extra = {}
                     if not add and not remove:
-                        await self._call_center(comm, "heartbeat", **extra)
+                        self._heed(await self._call_center(comm, "heartbeat", **extra))
                 except BaseException:  # registering again reports every key: then they go
                     self._waiters = waiters + self._waiters
                     raise
