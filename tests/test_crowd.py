@@ -59,13 +59,15 @@ def test_a_graph_of_tiny_tasks_goes_several_to_a_message():
     with simulated(400) as address, Pool(address, secret=SECRET) as pool:
         pool.wait_for_workers(400, timeout=10)
         assert dask.compute(x, scheduler=pool.get)[0] == answer  # imports, connections
-        before = sum(i["frames_in"] for i in pool.worker_info().values())
+        before = sum(i["task_messages"] for i in pool.worker_info().values())
         assert dask.compute(x, scheduler=pool.get)[0] == answer
-        frames = sum(i["frames_in"] for i in pool.worker_info().values()) - before
-        # each worker answers worker_info in a frame of its own; before, the first
-        # wave sent every root alone to a worker of its own: 690 frames for 999 tasks.
-        # Usually under 250; 275 once, with the whole suite loading the 2 shared cores
-        assert frames - 400 < ntasks / 3, (frames, ntasks)
+        messages = sum(i["task_messages"] for i in pool.worker_info().values()) - before
+        # before, the first wave sent every root alone to a worker of its own: 690 frames
+        # for 999 tasks.  Counted as frames, by the workers, the figure also took in
+        # their peers' fetches and the center's deletes, which grow when a loaded machine
+        # slows the graph down (3,316 frames once): task messages are what this is
+        # about.  About 100, idle or beside two busy loops
+        assert messages < ntasks / 4, (messages, ntasks)
 
 
 def test_long_tasks_reach_every_core():

@@ -445,7 +445,8 @@ class Worker(CenterLink, Leaving, Server):
         return list(self.data)
 
     def info(self, comm=None):
-        """Counters: ``nkeys``, ``nbytes``, ``tasks_done``, ``peer_bytes_in``, ``bytes_in``,
+        """Counters: ``nkeys``, ``nbytes``, ``tasks_done``, ``task_messages`` (compute
+        requests, however many tasks each carried), ``peer_bytes_in``, ``bytes_in``,
         ``frames_in`` (messages read, however many requests each carried); ``rss``,
         ``memory_limit`` (or None), ``managed_bytes`` (results in memory) and
         ``spilled_bytes`` (on disk), ``paused`` (near the limit: no new task starts) and
@@ -458,6 +459,7 @@ class Worker(CenterLink, Leaving, Server):
             "nkeys": len(self.data),
             "nbytes": sum(self.nbytes.values()),
             "tasks_done": self.tasks_done,
+            "task_messages": self.counters["compute"] + self.counters["compute_chunk"],
             "active": self.active,
             "peer_bytes_in": self.peer_bytes_in,
             "bytes_served": self.bytes_served,
