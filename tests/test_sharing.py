@@ -137,3 +137,32 @@ def test_a_worker_stops_a_running_chunk_exactly_where_the_split_says():
     assert stop == 5
     assert values == [0, 10, 20, 30, 40] and calls == [0, 1, 2, 3, 4]
     assert reply["ran"] == 5
+
+
+def test_the_center_says_only_their_own_holders_have_the_elements_split_off(pool, workers,
+                                                                            center, go):  # fmt: skip
+    """The chunk's worker holds the elements it ran under the chunk's key, not those
+    split off: once their own reports are in, it is not named as holding them."""
+    out = both_busy(go, lambda: pool.map(waiter(go), LENGTHS))
+    group = out.spans[-1]
+    apart = [group.handle(i) for i in sorted(group.apart)]
+    wait_for_sync(lambda: all(h.key in center.who_has for h in apart), 10,
+                  "the workers did not report the elements split off")
+    where = pool.who_has(apart)
+    assert all(where[h.key] == set(h.workers) for h in apart), (where, group.workers)
+
+
+def test_elements_split_off_are_made_again_when_their_worker_dies(go):
+    """The chunk's worker never held them: a map over them, once their own worker is
+    killed, computes them again rather than looking for them there."""
+    with process_cluster(2) as (address, _, procs):
+        with Pool(address) as pool:
+            out = both_busy(go, lambda: pool.map(waiter(go), LENGTHS))
+            group = out.spans[-1]
+            apart = [group.handle(i) for i in sorted(group.apart)]
+            lost = [h for h in apart if not h.workers & group.workers]
+            assert lost, "every element split off went back to the chunk's worker"
+            pid = pool.worker_info()[next(iter(lost[0].workers))]["pid"]
+            next(p for p in procs if p.proc.pid == pid).kill()
+            assert pool.gather(pool.map(lambda x: x + 1, lost)) == [2] * len(lost)
+            assert pool.gather(out) == LENGTHS

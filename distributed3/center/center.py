@@ -380,13 +380,17 @@ class Center(KeyOwnership, Server):
             if not parts:
                 del self.parts[group]
 
-    def get_who_has(self, comm, keys=None, parts=False):
+    def get_who_has(self, comm, keys=None, parts=False, own=()):
         """``{key: {worker}}`` for ``keys`` (all keys when ``None``); the element ``G#i``
-        of a chunk's results is wherever it or its chunk ``G`` is.  With ``parts``, the
-        elements of the chunks among ``keys`` that are held on their own are added."""
+        of a chunk's results is wherever it or its chunk ``G`` is, but for the elements
+        in ``own``, which its chunk does not hold (split off from it while it ran: see
+        ``client/sharing.py``).  With ``parts``, the elements of the chunks among
+        ``keys`` that are held on their own are added."""
         if keys is None:
             return {k: set(v) for k, v in self.who_has.items()}
         out = {k: set(self._holders(k)) for k in keys}
+        for k in own:
+            out[k] = set(self.who_has.get(k, ()))
         if parts:
             for k in keys:
                 for part in self.parts.get(k, ()):

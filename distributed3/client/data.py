@@ -24,7 +24,7 @@ from ..fetch import fetch_from_holders
 from ..keys import extract_keys, substitute
 from ..utils import gc_paused
 from .recovery import put, recover
-from .handles import Held, RemoteData, total_bytes
+from .handles import Held, RemoteData, split_off, total_bytes
 from .results import RemoteList
 
 _MISSING = object()
@@ -198,7 +198,8 @@ async def who_has(session, seq=None, parts=False):
     """
     seq = None if seq is None else list(seq)
     keys = None if seq is None else [h.key if isinstance(h, Held) else h for h in seq]
-    found = await session.center("who_has", keys=keys, parts=parts)
+    own = split_off(h for h in seq or () if isinstance(h, Held))
+    found = await session.center("who_has", keys=keys, parts=parts, own=own)
     for h in seq or ():
         if not isinstance(h, Held):
             continue

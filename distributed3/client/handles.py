@@ -263,3 +263,15 @@ def total_bytes(nbytes):
     if type(nbytes) is list:
         return sum(n for n in nbytes if n is not None)
     return nbytes or 0
+
+
+def split_off(handles):
+    """The keys of the ``handles`` that are elements split off from their running chunk
+    (see :meth:`~.results.ResultGroup.split`): held on their own, never within the
+    chunk's key.
+
+    >>> split_off([RemoteData("x", None)])
+    []
+    """
+    return [h.key for h in handles
+            if getattr(h, "group", None) is not None and h.index >= h.group.head]  # fmt: skip

@@ -23,7 +23,7 @@ from ..exceptions import CommClosedError, ConnectionBrokenError, MissingDataErro
 from ..scheduling import spread
 from ..utils import format_address
 from .dispatch import Batch
-from .handles import only
+from .handles import only, split_off
 from .results import Handles
 from .task import Task
 
@@ -42,7 +42,8 @@ async def recover(session, handles, depth=0):
     handles = {h.key: h for h in handles if h.status in ("finished", "released")}
     if not handles:
         return
-    found = await session.center("who_has", keys=list(handles))
+    found = await session.center("who_has", keys=list(handles),
+                                 own=split_off(handles.values()))  # fmt: skip
     lost = []
     for key, handle in handles.items():
         if found.get(key) and handle.status == "finished":
