@@ -166,3 +166,28 @@ def test_elements_split_off_are_made_again_when_their_worker_dies(go):
             next(p for p in procs if p.proc.pid == pid).kill()
             assert pool.gather(pool.map(lambda x: x + 1, lost)) == [2] * len(lost)
             assert pool.gather(out) == LENGTHS
+
+
+def test_a_split_task_keeps_the_inputs_of_its_own_elements_only():
+    """The tail of a chunk split off does not fetch the inputs of the elements its
+    chunk ran, nor is it placed by them (nor the head by the tail's)."""
+    from distributed3.client.handles import RemoteData
+    from distributed3.client.results import Handles
+    from distributed3.client.task import Task
+    from distributed3.keys import KeyRef
+
+    data = [RemoteData(f"d{i}", None, status="finished") for i in range(4)]
+    for i, d in enumerate(data):
+        d.workers = frozenset({f"w{i}"})
+    shared = RemoteData("s", None, status="finished")  # in the kwargs: every element's
+    shared.workers = frozenset({"w9"})
+    results = Handles(RemoteData(f"r{i}", None, status="pending") for i in range(4))
+    msg = {"op": "compute_chunk", "keys": [h.key for h in results],
+           "args_list": [(KeyRef(d.key), i) for i, d in enumerate(data)],
+           "kwargs": {"s": KeyRef("s")}}  # fmt: skip
+    task = Task(results, msg, {**{d.key: d for d in data}, "s": shared}, 0)
+    task.refresh_hints()
+    rest = task.split(1)
+    assert sorted(task.inputs) == ["d0", "s"] and sorted(task.msg["who_has"]) == ["d0", "s"]
+    assert sorted(rest.inputs) == ["d1", "d2", "d3", "s"]
+    assert sorted(rest.msg["who_has"]) == ["d1", "d2", "d3", "s"]

@@ -6,6 +6,7 @@ worker and settles from its reply.  :mod:`~distributed3.client.tasks`,
 >>> task.deaths, task.missing_bytes(("127.0.0.1", 1)), task.size
 (0, 0, 1)
 """
+from ..keys import KeyRef
 from .handles import total_bytes
 
 _PER_ELEMENT = ("keys", "args_list", "single_args", "seeds")  # a chunk's lists, see split()
@@ -83,6 +84,10 @@ class Task:
         self.msg = head
         task = Task(results, rest, self.inputs, self.index + stop)
         task.fallback = self.fallback
+        if self.inputs:  # each fetches (and is placed by) its own elements' inputs only
+            self.inputs, task.inputs = _apart(self.inputs, _named(head), _named(rest))
+            self.refresh_hints()
+            task.refresh_hints()
         return task
 
     def spread_inputs(self):
@@ -109,3 +114,36 @@ class Task:
                     n = n * (over[2] - over[1]) // max(len(h), 1)
                 missing += n
         return missing
+
+
+def _named(msg):
+    """The keys that the arguments of a chunk's elements name (``KeyRef``)."""
+    keys = set()
+    for field in ("args_list", "single_args"):
+        if type(msg.get(field)) in (list, tuple):  # not an array of numbers
+            _refs(msg[field], keys)
+    return keys
+
+
+def _refs(obj, keys):
+    typ = type(obj)
+    if typ is KeyRef:
+        keys.add(obj.key)
+    elif typ in (list, tuple):
+        for o in obj:
+            _refs(o, keys)
+    elif typ is dict:
+        for o in obj.values():
+            _refs(o, keys)
+
+
+def _apart(inputs, head, rest):
+    """``inputs`` shared out between the two parts of a split chunk, whose elements
+    name ``head`` and ``rest``: those that neither names (in the kwargs, the chunk
+    mapped over) go to both.
+
+    >>> _apart({"a": 1, "b": 2, "k": 3}, {"a"}, {"b"})
+    ({'a': 1, 'k': 3}, {'b': 2, 'k': 3})
+    """
+    return ({k: h for k, h in inputs.items() if k in head or k not in rest},
+            {k: h for k, h in inputs.items() if k in rest or k not in head})
