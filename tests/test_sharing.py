@@ -11,7 +11,9 @@ import pytest
 from distributed3 import Pool
 from distributed3.testing import process_cluster, released, waiting
 from distributed3.utils import wait_for_sync
+from distributed3.worker.execute import run_chunk
 from distributed3.worker.runner import TaskRunner
+from distributed3.worker.split import Share
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -127,6 +129,7 @@ def test_a_worker_stops_a_running_chunk_exactly_where_the_split_says():
         runner.launch(comm, "g", element, list(range(9)), False, None, None, None, False)
         await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
         stop = runner.split("g")
+        assert runner.split("elsewhere") == -1  # not here (yet): the pool asks later
         go.set()
         while not stored:
             await asyncio.sleep(0.005)
@@ -191,3 +194,10 @@ def test_a_split_task_keeps_the_inputs_of_its_own_elements_only():
     assert sorted(task.inputs) == ["d0", "s"] and sorted(task.msg["who_has"]) == ["d0", "s"]
     assert sorted(rest.inputs) == ["d1", "d2", "d3", "s"]
     assert sorted(rest.msg["who_has"]) == ["d1", "d2", "d3", "s"]
+
+
+def test_a_split_chunk_whose_function_cannot_load_fails_only_the_elements_it_kept():
+    share = Share(10)
+    assert share.split() == 5  # queued, nothing started: half of its elements go
+    values, errors = run_chunk(b"not a pickle", list(range(10)), None, None, False, share)
+    assert len(values) == 5 and sorted(errors) == list(range(5))

@@ -433,6 +433,7 @@ class Batch(Reach, Setbacks, Sharing):
                 await self.options.prepare(worker)
             self.in_flight[task] = worker
             self.sent_at[task] = asyncio.get_running_loop().time()
+            self.whole.discard(task)  # a new run, which a split may find going
             if self.probe is None:
                 self._probe_later()  # its time counts from the first send, not a connect
             reply = await channel.call(task.msg, self.options.timeout)

@@ -105,7 +105,9 @@ class Sharing:
         finally:
             self.asked.discard(task)
         if stop is None:
-            self.whole.add(task)
+            self.whole.add(task)  # until it is sent again
+        elif stop < 0:  # not running there yet (its inputs are on their way): later
+            return
         elif self.in_flight.get(task) == worker:  # not answered, nor sent elsewhere, since
             self._split_off(task, stop, worker)
         if not self.queued():  # every tail is taken: there may be more free cores
@@ -117,7 +119,7 @@ class Sharing:
         tiny one: more workers are worth using (see :mod:`~distributed3.client.crowd`),
         and none may wait behind it on its worker."""
         rest = task.split(stop)
-        if rest is None:
+        if rest is None or self.error is not None:  # failed: dropped, as fail() drops
             return
         now = asyncio.get_running_loop().time()
         ran = now - self.sent_at.get(task, now)

@@ -50,9 +50,9 @@ def run_chunk(function, args_list, kwargs, seeds, spread=True, share=None):
             "workers can import, or in the script itself (__main__), which travels by value"
         )
         err.__cause__ = e
-        return [None] * n, dict.fromkeys(range(n), err)
+        return _all_failed(n if share is None else share.take_all(), err)
     except Exception as e:
-        return [None] * n, dict.fromkeys(range(n), e)
+        return _all_failed(n if share is None else share.take_all(), e)
     kwargs = kwargs or {}
     values, errors = [], {}
     while True:  # resumed after each block and each failed element: no task runs twice
@@ -88,6 +88,11 @@ def run_chunk(function, args_list, kwargs, seeds, spread=True, share=None):
             errors[len(values)] = _as_task_error(e)
         values.append(None)
     return values, errors
+
+
+def _all_failed(n, error):
+    """``(values, errors)`` of ``n`` elements that all failed with ``error``."""
+    return [None] * n, dict.fromkeys(range(n), error)
 
 
 def run_guarded(fn, *args):

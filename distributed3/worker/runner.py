@@ -164,10 +164,11 @@ class TaskRunner:
     def split(self, name):
         """Stop the chunk named ``name`` (queued or running) at an element it has not
         started, keeping half of those it has not; the other half is for another core
-        to run.  The chunk's new end, or ``None`` when it has nothing left to give
-        (finished, unknown here, or at its last element)."""
+        to run.  The chunk's new end; ``None`` when it has nothing left to give
+        (finished, or at its last element); ``-1`` when it is not here (yet: it may
+        still be fetching its inputs)."""
         share = self._shares.get(name)
-        return None if share is None else share.split()
+        return -1 if share is None else share.split()
 
     def _took(self, start, n):
         """Seconds the ``n`` tasks run since ``start`` took: what their reply reports."""

@@ -71,6 +71,13 @@ class Share:
             self.claimed = max(stop, i)
             return block
 
+    def take_all(self):
+        """In the chunk's thread, which will run none of its elements (its function
+        could not be loaded): how many it answers for, all the elements left to it."""
+        with self._lock:
+            self.claimed = self.limit
+            return self.limit
+
     def split(self):
         """Stop the chunk after an element its thread has not started, keeping half of
         those it has not (rounded down) and giving the other half away: the new end;
