@@ -19,7 +19,7 @@ to the free cores as a task of its own, which can be split again::
 The chunk's reply says where it stopped too (``ran``), whichever comes first.
 
 Mixed into :class:`~distributed3.client.dispatch.Batch`, which provides ``session``,
-``in_flight``, ``runners``, ``lost``, ``resting``, ``need``, ``error``, ``remaining``,
+``crowd``, ``in_flight``, ``runners``, ``lost``, ``resting``, ``need``, ``error``, ``remaining``,
 ``queued``, ``add``, ``depth``, ``_shallow`` and ``message_seconds``.
 
 >>> sorted(m for m in vars(Sharing) if not m.startswith("__"))[:2]
@@ -59,35 +59,45 @@ class Sharing:
         self.sharing = None
         if self.error is not None or self.queued() or not self.remaining:
             return
-        free = self._free_cores()
-        if free <= 0:
-            return
         cores, sent_at = self.session.cores, self.sent_at
         now = asyncio.get_running_loop().time()
         by_worker = defaultdict(list)
         for task, worker in self.in_flight.items():
             by_worker[worker].append(task)
         laden = {w for w, tasks in by_worker.items() if len(tasks) > cores.get(w, 0)}
-        if laden:  # they take that long at least: more workers are worth using (see Crowd)
-            self.message_seconds = max(self.message_seconds or 0, SHARE_AFTER)
-            self._shallow(laden)
         running = [t for w, tasks in by_worker.items()  # the first sent to each core
                    for t in sorted(tasks, key=sent_at.__getitem__)[:cores.get(w, 0)]]  # fmt: skip
         chunks = [t for t in running if t.size > 1 and t not in self.asked
                   and t not in self.whole]  # fmt: skip
-        if any(now - sent_at[t] < SHARE_AFTER for t in chunks):  # may take long too
+        old = sorted((t for t in chunks if now - sent_at[t] >= SHARE_AFTER),
+                     key=sent_at.__getitem__)  # fmt: skip
+        if len(old) < len(chunks):  # the others may take long too: look again
             self._share_soon()
-        chunks = [t for t in chunks if now - sent_at[t] >= SHARE_AFTER]
-        chunks.sort(key=sent_at.__getitem__)
-        for task in chunks[:free]:
+        if not (laden or old):
+            return
+        free = self._free_cores(max(len(old), 1))
+        if free <= 0:
+            return
+        if laden:  # they take that long at least: more workers are worth using (see Crowd)
+            self.message_seconds = max(self.message_seconds or 0, SHARE_AFTER)
+            self._shallow(laden)
+        for task in old[:free]:
             self._ask_split(task, self.in_flight[task])
 
-    def _free_cores(self):
-        """Cores of the workers that may take the batch's tasks, with none of them."""
-        cores, runners = self.session.cores, self.runners
-        return sum(max(0, n - runners[w]) for w, n in cores.items()
-                   if w not in self.lost and w not in self.resting
-                   and (not self.need or self._eligible(w)))  # fmt: skip
+    def _free_cores(self, most):
+        """Cores of the workers that may take the batch's tasks, with none of them: up to
+        ``most``, the idle workers first -- not a pass over a thousand of them."""
+        cores, runners, free = self.session.cores, self.runners, 0
+        for workers in (self.crowd.idle, self.crowd.busy):
+            for w in workers:
+                n = cores.get(w)
+                if (n is None or w in self.lost or w in self.resting
+                        or (self.need and not self._eligible(w))):  # fmt: skip
+                    continue
+                free += max(0, n - runners[w])
+                if free >= most:
+                    return free
+        return free
 
     def _ask_split(self, task, worker):
         channel = self.session.channels.open.get(worker)
