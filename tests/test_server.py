@@ -1,11 +1,13 @@
 """Server dispatch, structured replies, rpc and the connection pool."""
 import asyncio
+import gc
 import threading
 
 import pytest
 
 from distributed3 import ConnectionBrokenError, RemoteTraceback
 from distributed3.core.comm import connect
+from distributed3.core.messages import result_of
 from distributed3.core.server import ConnectionPool, Server, rpc
 from distributed3.testing import gen_test
 from distributed3.utils import format_address, wait_for
@@ -200,3 +202,23 @@ async def test_the_server_holds_no_reply_or_message_while_it_waits_for_the_next(
     finally:
         comm.close()
         await server.close()
+
+
+def test_a_remote_error_leaves_no_reference_cycle_through_its_traceback():
+    """Its traceback holds the frames it went through, which held the reply holding it:
+    a cycle that kept a batch's tasks and handles (and their keys on the workers) until
+    the cyclic collector ran."""
+    def fail_once():
+        try:
+            result_of({"status": "error", "exception": ValueError("x"), "traceback": ""},
+                      ("127.0.0.1", 1))  # fmt: skip
+        except ValueError:
+            pass
+
+    gc.collect()
+    gc.disable()
+    try:
+        fail_once()
+        assert gc.collect() == 0  # nothing left that only the cyclic collector frees
+    finally:
+        gc.enable()

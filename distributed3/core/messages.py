@@ -59,7 +59,11 @@ def raise_remote(exception, tb_text, peer):
     if isinstance(peer, tuple):
         peer = format_address(peer)
     exception.__cause__ = RemoteTraceback(tb_text, peer)
-    raise exception
+    try:
+        raise exception
+    finally:  # this frame, in the exception's traceback, must not hold it: a cycle
+        exception = None  # would keep every frame's locals (a batch's tasks, their
+        # handles) until the cyclic collector ran, and their keys unreleased meanwhile
 
 
 def result_of(response, peer):
@@ -76,8 +80,9 @@ def result_of(response, peer):
     status = response.get("status") if isinstance(response, dict) else None
     if status == "OK":
         return response.get("result")
-    if status == "error":
-        raise_remote(response.get("exception"), response.get("traceback", ""), peer)
+    if status == "error":  # taken out: the reply, held by the frames the exception's
+        # traceback holds (the caller's), must not hold it in turn (see raise_remote)
+        raise_remote(response.pop("exception", None), response.get("traceback", ""), peer)
     if isinstance(peer, tuple):
         peer = format_address(peer)
     raise ProtocolError(f"{peer} sent a reply without a status: {response!r:.200}")
