@@ -142,8 +142,8 @@ def test_a_worker_stops_a_running_chunk_exactly_where_the_split_says():
     assert reply["ran"] == 5
 
 
-def test_the_center_says_only_their_own_holders_have_the_elements_split_off(pool, workers,
-                                                                            center, go):  # fmt: skip
+def test_the_center_says_only_their_own_holders_have_the_elements_split_off(
+        pool, workers, center, go):  # fmt: skip
     """The chunk's worker holds the elements it ran under the chunk's key, not those
     split off: once their own reports are in, it is not named as holding them."""
     out = both_busy(go, lambda: pool.map(waiter(go), LENGTHS))

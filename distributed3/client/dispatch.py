@@ -54,8 +54,9 @@ class Batch(Reach, Setbacks, Sharing):
     left to do takes tasks queued for a worker whose slots are all taken, when the
     inputs it lacks are small (``steal_bytes``): moving them costs less than waiting;
     an idle holder runs its own; a free core with nothing queued takes the elements
-    that a chunk running elsewhere has not started (see :mod:`.sharing`).  A worker paused near its memory limit turns tasks
-    away unrun: they go to the others, and it gets more after a rest.  ``options.timeout``
+    that a chunk running elsewhere has not started (see :mod:`.sharing`).  A worker
+    paused near its memory limit turns tasks away unrun: they go to the others, and
+    it gets more after a rest.  ``options.timeout``
     bounds each task's run; ``on_done`` is called with each task's results as it ends,
     ``on_room`` when the first tasks' probe widens and more workers may take tasks.
     """
