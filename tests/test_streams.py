@@ -74,3 +74,24 @@ def test_imap_reads_its_input_as_it_goes(pool):
     assert list(pool.imap(draw, range(70), seed=3)) == pool.gather(pool.map(draw, range(70),
                                                                              seed=3))  # fmt: skip
     assert sorted(pool.imap_unordered(lambda x: -x, range(500))) == sorted(-x for x in range(500))
+
+
+@pytest.mark.timeout(90)
+def test_a_script_that_leaves_an_imap_open_exits():
+    """A script that ends with an imap half read (its generator finalized as Python
+    exits, after the pool closed) exits at once rather than waiting forever for a loop
+    that no thread runs any more."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        from distributed3 import Pool
+        pool = Pool(n_workers=1)
+        it = pool.imap(abs, range(1000))
+        print(next(it), flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"

@@ -15,6 +15,7 @@ these two functions of a :class:`~distributed3.client.session.Session`.
 """
 import asyncio
 import itertools
+import sys
 
 from .data import values_of
 from .options import DEFAULTS
@@ -119,11 +120,13 @@ def drain(session, agen):
                 return
             for outcome in batch:
                 yield unwrap(outcome)
-    finally:
-        try:
-            session.sync(agen.aclose())
-        except Exception:
-            pass
+    finally:  # the stream's tasks stop; not once the session closed (or, at exit, the
+        # interpreter ends: a generator left open is finalized then, with no loop to run)
+        if session.status == "running" and not sys.is_finalizing():
+            try:
+                session.sync(agen.aclose())
+            except Exception:
+                pass
 
 
 async def adrain(session, agen):

@@ -28,6 +28,7 @@ import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -98,6 +99,9 @@ class LoopThread:
                 "this distributed3 object was made in another process (before a fork) and "
                 "shares its connections: make a new Pool in this process"
             )
+        if sys.is_finalizing():  # the daemon thread may hold the loop, and is stopped
+            coro.close()
+            raise RuntimeError("a blocking distributed3 call was made while Python exits")
         running = asyncio._get_running_loop()
         if running is self.loop:
             coro.close()
