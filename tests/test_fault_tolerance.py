@@ -321,14 +321,17 @@ def test_chaos_under_memory_pressure_loses_nothing():
 @pytest.mark.timeout(60)
 def test_a_killed_client_leaves_no_queued_tasks_behind():
     """Ten 1 s tasks queued on a one-core worker by a client that is then killed: the
-    worker drops the nine not started, and a new client is served at once."""
+    worker drops the nine not started, and a new client is served at once.  The map's
+    no-op first tasks teach the pool to send many at a time, so the 1 s ones queue up
+    on the worker."""
     with process_cluster(nworkers=1) as (address, _, _):
         script = textwrap.dedent(f"""
             import threading
             import time
             from distributed3 import Pool
             pool = Pool({address!r})
-            futures = [pool.submit(time.sleep, 1) for _ in range(10)]
+            threading.Thread(target=pool.map, args=(time.sleep, [0] * 200 + [1] * 10),
+                             kwargs={{"chunksize": 1}}, daemon=True).start()
             (worker,) = pool.available_cores
             while pool.worker_info()[worker]["active"] < 10:
                 time.sleep(0.01)

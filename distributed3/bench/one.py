@@ -78,7 +78,7 @@ def run(name, config):
                     s.roundtrip_once()
 
             results["roundtrip_us"] = _timed(in_a_row, n, repeat) / n * 1e6
-        for key in ("map", "map1"):
+        for key in ("map", "map1", "submits", "imap"):
             func = getattr(s, key, None)
             if func is not None:
                 results[key] = {str(n): n / _timed(func, n, repeat) for n in config.get("map", ())}

@@ -69,6 +69,10 @@ def measurements(results):
                      {s: _get(r, "map", str(n)) for s, r in systems.items()}))  # fmt: skip
         rows.append((f"{n:,} no-op map+gather, 1 task/message (tasks/s)",
                      {s: _get(r, "map1", str(n)) for s, r in systems.items()}))  # fmt: skip
+        rows.append((f"{n:,} no-op submits in a loop, then results (tasks/s)",
+                     {s: _get(r, "submits", str(n)) for s, r in systems.items()}))  # fmt: skip
+        rows.append((f"{n:,} no-op imap, values as they come (tasks/s)",
+                     {s: _get(r, "imap", str(n)) for s, r in systems.items()}))  # fmt: skip
     rows.append(("tiny task round trip, apply+get (us)",
                  {**{s: _get(r, "roundtrip_us") for s, r in systems.items()},
                   "raw limit": raw.get("ping_pong_us")}))  # fmt: skip
@@ -198,6 +202,12 @@ def targets(results):
         mp1 = _get(systems, "multiprocessing", "map1", str(n))
         check(f"{n:,} map, 1 task/message: / multiprocessing chunksize=1 (>= 1)",
               _ratio(_get(d3, "map1", str(n)), mp1), lambda r: r >= 1)  # fmt: skip
+        check(f"{n:,} submits: / multiprocessing apply_async (>= 1)",
+              _ratio(_get(d3, "submits", str(n)), _get(systems, "multiprocessing", "submits",
+                                                       str(n))), lambda r: r >= 1)  # fmt: skip
+        check(f"{n:,} imap: / multiprocessing imap (>= 1)",
+              _ratio(_get(d3, "imap", str(n)), _get(systems, "multiprocessing", "imap", str(n))),
+              lambda r: r >= 1)  # fmt: skip
     check("round trip: / raw tornado ping-pong (<= 2)",
           _ratio(_get(d3, "roundtrip_us"), results["raw"].get("ping_pong_us")),
           lambda r: r <= 2)  # fmt: skip

@@ -4,6 +4,8 @@
 
 * ``s.map(n)`` -- ``gather(map(noop, range(n)))`` with the system's own chunking
   (``s.map1``: one message per task, where the system has that choice),
+* ``s.submits(n)`` -- ``n`` no-op tasks submitted one call at a time in a loop, then
+  their results; ``s.imap(n)`` -- the values of a lazy ``imap`` over ``range(n)``,
 * ``s.roundtrip_once()`` -- ``apply(inc, 1)`` and getting its result,
 * ``s.transfer(size, repeat)`` -- median MB/s pulling a ``size``-byte array from one
   worker to the other,
@@ -63,6 +65,12 @@ class Distributed3:
     def map1(self, n):
         out = self.pool.gather(self.pool.map(noop, range(n), chunksize=1))
         assert len(out) == n
+
+    def submits(self, n):
+        assert len(self.pool.gather([self.pool.submit(noop, i) for i in range(n)])) == n
+
+    def imap(self, n):
+        assert sum(1 for _ in self.pool.imap(noop, range(n))) == n
 
     def roundtrip_once(self):
         assert self.pool.apply(inc, (1,)).get() == 2
@@ -150,6 +158,12 @@ class Multiprocessing:
     def map1(self, n):
         assert len(self.pool.map(noop, range(n), chunksize=1)) == n
 
+    def submits(self, n):
+        assert len([r.get() for r in [self.pool.apply_async(noop, (i,)) for i in range(n)]]) == n
+
+    def imap(self, n):
+        assert sum(1 for _ in self.pool.imap(noop, range(n))) == n
+
     def roundtrip_once(self):
         assert self.pool.apply(inc, (1,)) == 2
 
@@ -188,6 +202,9 @@ class ProcessPool:
 
     def map1(self, n):  # chunksize=1 is its default
         assert len(list(self.ex.map(noop, range(n)))) == n
+
+    def submits(self, n):
+        assert len([f.result() for f in [self.ex.submit(noop, i) for i in range(n)]]) == n
 
     def roundtrip_once(self):
         assert self.ex.submit(inc, 1).result() == 2
@@ -237,6 +254,10 @@ class Dask:
     def map1(self, n):
         out = self.client.gather(self.client.map(noop, range(n), pure=False))
         assert len(out) == n
+
+    def submits(self, n):
+        futures = [self.client.submit(noop, i, pure=False) for i in range(n)]
+        assert len(self.client.gather(futures)) == n
 
     def roundtrip_once(self):
         assert self.client.submit(inc, 1, pure=False).result() == 2

@@ -59,16 +59,20 @@ class Batch(Reach, Setbacks, Sharing):
     it gets more after a rest.  ``options.timeout``
     bounds each task's run; ``on_done`` is called with each task's results as it ends,
     ``on_room`` when the first tasks' probe widens and more workers may take tasks.
+    The tasks of one call fail together when one cannot be sent or runs too long;
+    ``independent`` ones (separate submits, see :mod:`.feed`) fail alone.
     """
 
     slots_per_core = 64  # the most tasks in flight per core: tiny ones, see pipeline_depth
     recovery_rounds = 5
     steal_bytes = 4096  # an idle worker takes others' tasks whose inputs it lacks are this small
 
-    def __init__(self, session, tasks, name, *, options=DEFAULTS, on_done=None, on_room=None):
+    def __init__(self, session, tasks, name, *, options=DEFAULTS, on_done=None, on_room=None,
+                 independent=False):  # fmt: skip
         self.session = session
         self.name = name
         self.options = options
+        self.independent = independent  # tasks of separate calls: one's failure is its own
         self.need = {r: float(n) for r, n in (options.resources or {}).items() if n}
         self.on_done = on_done
         self.on_room = on_room  # called when the probe widens: more workers may take tasks

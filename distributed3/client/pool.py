@@ -32,7 +32,7 @@ from .session import Session
 from .stateful import StatefulPool
 from .streams import adrain, drain, stream
 from .sync import close_at_exit
-from .tasks import map_call, submit
+from .tasks import map_call, submit, submit_one
 
 if TYPE_CHECKING:
     from ..core.security import TLS
@@ -300,7 +300,7 @@ class Pool(ClusterInfo):
         return await self.session.run(self._submit(func, args, kwargs))
 
     async def _submit(self, func, args, kwargs):
-        return (await submit(self.session, func, [args], kwargs, wait=False))[0]
+        return await submit_one(self.session, func, args, kwargs)
 
     # -- streaming --------------------------------------------------------------------
 

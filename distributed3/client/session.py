@@ -79,6 +79,7 @@ class Session(Resources):
         self._warned = set()
         self.occupancy = defaultdict(int)
         self.task_times = TaskTimes()  # seconds per task of the functions mapped, for chunks
+        self.submits = None  # the Feed that submitted tasks join (see tasks.submits)
         self.connections = None  # a ConnectionPool, once started
         self.channels = None  # one Channel per worker for tasks, once started
         self.status = "created"

@@ -88,7 +88,7 @@ class Setbacks:
         cause = await self.session.death_cause(worker, CAUSE_WAIT)
         why = f" ({cause})" if cause else ""
         err = WorkerLostError(
-            f"task {task.index} of {self.name} (key {task.key!r}) was running on "
+            f"{self._which(task)} was running on "
             f"{task.deaths} workers that died, the last {format_address(worker)}{why}; it "
             f"may be what killed them, so it is not retried again"
         )
@@ -96,19 +96,35 @@ class Setbacks:
         self._finished_one(task)
 
     def _task_failed(self, worker, task, error):
+        """``task`` could not be sent, ran too long, or could not run on ``worker``:
+        the first two fail the whole call, unless its tasks are ``independent``."""
         timeout = self.options.timeout
+        text = getattr(error.__cause__, "text", "")
         if isinstance(error, SerializationError):
             why = error.__cause__ if error.__cause__ is not None else error
-            self._fail(SerializationError(
-                f"could not serialize the arguments of task {task.index} of "
-                f"{self.name}: {type(why).__name__}: {why}"))  # fmt: skip
+            error, text = SerializationError(
+                f"could not serialize the arguments of {self._which(task, key=False)}: "
+                f"{type(why).__name__}: {why}"), ""  # fmt: skip
         elif isinstance(error, TimeoutError) and timeout is not None:
-            self._fail(TimeoutError(
-                f"task {task.index} of {self.name} (key {task.key!r}) did not finish "
-                f"within {timeout} s on worker {format_address(worker)}"))  # fmt: skip
-        else:  # the worker could not run it at all
-            task.results.set_error(error, getattr(error.__cause__, "text", ""), worker)
+            error, text = TimeoutError(
+                f"{self._which(task)} did not finish "
+                f"within {timeout} s on worker {format_address(worker)}"), ""  # fmt: skip
+        else:  # the worker could not run it at all: that task's failure alone
+            task.results.set_error(error, text, worker)
             self._finished_one(task)
+            return
+        if self.independent:
+            task.results.set_error(error, text, None)
+            self._finished_one(task)
+        else:
+            self._fail(error)
+
+    def _which(self, task, key=True):
+        """How errors name ``task``: by its place in its call, or by its key alone when
+        it is a call of its own (``independent``)."""
+        if self.independent:
+            return f"task {task.key!r}"
+        return f"task {task.index} of {self.name}" + (f" (key {task.key!r})" if key else "")
 
     def _fail(self, error):
         if self.error is None:

@@ -2,8 +2,8 @@
 
 ::
 
-    stream()   reads its input a window at a time: submit(wait=False,
-                 on_done=queue.put) -- tasks run in the background
+    stream()   reads its input a window at a time: submit(wait=False, feed=...) --
+                 the windows' tasks run in one batch in the background (see feed.py)
                  each time tasks end: their values, from the replies (small results)
                  or fetched (one request per worker), as one batch, in input order
                  (``ordered``) or as they end; the handles are dropped at once, so
@@ -18,6 +18,7 @@ import itertools
 import sys
 
 from .data import values_of
+from .feed import Feed
 from .options import DEFAULTS
 from .progress import progress_bar
 from .tasks import call_name, submit
@@ -52,8 +53,11 @@ async def stream(session, func, items, kwargs, *, ordered=True, options=DEFAULTS
     the progress bar.
 
     The input is read as it goes: at most ``window`` tasks are in flight or waiting to
-    be yielded (by default 4 per core, and at least 16), so an endless generator starts
-    at once and uses bounded memory.  Task ``i`` gets the seed it would get in ``map``.
+    be yielded, so an endless generator starts at once and uses bounded memory.  By
+    default that is 4 per core (at least 16), and twice what the workers may have in
+    flight once replies show the tasks are short (up to 128 a core, see
+    :func:`~distributed3.scheduling.pipeline_depth`), so that tiny tasks stream as fast
+    as a map sends them.  Task ``i`` gets the seed it would get in ``map``.
 
     >>> session = pool.session
     >>> list(drain(session, stream(session, abs, [(-1,), (-2,)], {})))
@@ -61,19 +65,25 @@ async def stream(session, func, items, kwargs, *, ordered=True, options=DEFAULTS
     """
     options = stream_options(options)
     quiet = options.replace(progress=False)  # one bar for the stream, not one a window
-    window = window or max(16, 4 * sum(session.cores.values()), 2 * options.chunksize)
+    least = max(16, 4 * sum(session.cores.values()), 2 * options.chunksize)
+    grows = window is None and options.chunksize == 1  # with the depth of short tasks
     items = iter(items)
     bar = progress_bar(total, call_name(func, options)) if options.progress else None
     queue = asyncio.Queue()
+    # one batch for the windows: what it learned of the tasks' length holds for the next
+    feed = Feed(session, call_name(func, options), options=quiet, on_done=queue.put_nowait)
+    window = window or least
     position, ready, next_index, taken, exhausted = {}, {}, 0, 0, False
     try:
         while True:
+            if grows:
+                window = max(least, 2 * feed.capacity())
             if not exhausted and taken - next_index <= window // 2:  # refill, in bulk
                 arglists = list(itertools.islice(items, window - (taken - next_index)))
                 exhausted = not arglists
                 if arglists:
                     handles = await submit(session, func, arglists, kwargs, options=quiet,
-                                           wait=False, on_done=queue.put_nowait, start=taken)
+                                           wait=False, start=taken, feed=feed)  # fmt: skip
                     position.update((h.key, taken + i) for i, h in enumerate(handles))
                     taken += len(arglists)
                     del handles  # a yielded value's handle can be collected and released

@@ -26,6 +26,7 @@ from ..scheduling import adaptive_chunksize
 from ..utils import gc_paused
 from .data import delete, scatter
 from .dispatch import Batch
+from .feed import Feed
 from .handles import RemoteData
 from .options import DEFAULTS, Options  # noqa: F401 -- Options for the doctests
 from .progress import progress_bar
@@ -33,6 +34,7 @@ from .results import ChunkRecipe, Handles, OverChunk, Recipe, RemoteList, Result
 from .task import Task
 
 BIG_CONSTANT = 100_000  # pickled bytes above which a shared keyword argument is broadcast
+SUBMIT_DELAY = 0.001  # s a submit waits for the next ones, unless a result is awaited
 
 
 def funcname(func):
@@ -55,12 +57,15 @@ def call_name(func, options):
 
 
 async def submit(session, func, arglists, kwargs, *, options=DEFAULTS, wait=True,
-                 on_done=None, grouped=False, over=None, single=False, start=0):  # fmt: skip
+                 on_done=None, grouped=False, over=None, single=False, start=0,
+                 feed=None):  # fmt: skip
     """Make and run the tasks of one call: a :class:`RemoteList` of their results.
 
-    With ``wait=False`` they run in the background.  ``on_done`` is called with each
-    task's results as it ends.  ``grouped``, ``over``, ``single``, ``start``: see
-    :func:`make_tasks`.  If the call fails, what it had finished is deleted.
+    With ``wait=False`` they run in the background: in a batch of their own, or in the
+    one that ``feed`` (a :class:`~distributed3.client.feed.Feed`, whose ``on_done`` is
+    used) has running.  ``on_done`` is called with each task's results as it ends.
+    ``grouped``, ``over``, ``single``, ``start``: see :func:`make_tasks`.  If the call
+    fails, what it had finished is deleted.
 
     >>> results = pool.session.sync(submit(pool.session, abs, [(-1,), (-2,)], {}))
     >>> pool.gather(results)
@@ -71,6 +76,10 @@ async def submit(session, func, arglists, kwargs, *, options=DEFAULTS, wait=True
     handles, tasks = await make_tasks(session, func, arglists, kwargs, options=options,
                                       grouped=grouped, over=over, single=single,
                                       start=start)  # fmt: skip
+    if feed is not None:
+        _on_done(handles, None, feed.on_done)  # told of those that failed already
+        feed.add(tasks, handles)
+        return handles
     name = call_name(func, options)
     bar = progress_bar(len(handles), name) if options.progress else None
     batch = Batch(session, tasks, name, options=options, on_done=_on_done(handles, bar, on_done))
@@ -113,6 +122,28 @@ async def map_call(session, func, iterables, kwargs, options=DEFAULTS):
             arglists = list(iterables[0]) if single else list(zip(*iterables))
     return await submit(session, func, arglists, kwargs, options=options, grouped=True,
                         over=over, single=single)  # fmt: skip
+
+
+async def submit_one(session, func, args, kwargs):
+    """``pool.submit(func, *args, **kwargs)``: its handle, at once.  The task joins the
+    batch that the session's submits have running (see :func:`submits`).
+
+    >>> pool.session.sync(submit_one(pool.session, pow, (2, 5), {})).get()
+    32
+    """
+    handles = await submit(session, func, [args], kwargs, wait=False, feed=submits(session))
+    return handles[0]
+
+
+def submits(session):
+    """The :class:`~distributed3.client.feed.Feed` that ``session``'s submits join.
+
+    >>> submits(pool.session) is submits(pool.session)
+    True
+    """
+    if session.submits is None:
+        session.submits = Feed(session, "submit", independent=True, delay=SUBMIT_DELAY)
+    return session.submits
 
 
 def _on_done(handles, bar, on_done):

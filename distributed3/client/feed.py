@@ -1,0 +1,134 @@
+"""One batch that tasks join while it runs: a loop of submits, the windows of a stream.
+
+A :class:`~distributed3.client.dispatch.Batch` learns as its replies come how many tasks
+a worker may have in flight and how many workers are worth using.  A batch per
+``submit`` -- or per window of an ``imap`` -- would start that learning over for every
+task, one message each way per task, a thread woken per task on its worker.  A
+:class:`Feed` keeps one batch running while it has tasks: what is added meanwhile joins
+it, is sent with what else is ready in that turn of the loop, and is answered likewise::
+
+    submit(f, 1) --> feed.add --> no batch running: Batch([t1]), run in the background
+    submit(f, 2) --> feed.add --> batch.add([t2]): its slots, depth and crowd as learned
+    ...              the batch ends once it has nothing left; the next add starts one
+
+``independent`` tasks come from separate calls (submits): a task that cannot be sent
+(its arguments do not pickle) or that runs past its time limit fails alone, never the
+others.  Whatever fails the batch itself (no worker left, interrupted) fails every
+task it still had.
+
+>>> from distributed3.client.tasks import make_tasks
+>>> async def two():
+...     feed = Feed(pool.session, "abs", independent=True)
+...     handles = []
+...     for x in (-1, -2):
+...         made, tasks = await make_tasks(pool.session, abs, [(x,)], {})
+...         feed.add(tasks, made)
+...         handles += made
+...     return [await h.aget() for h in handles]
+>>> pool.session.sync(two())
+[1, 2]
+"""
+import asyncio
+import weakref
+
+from .dispatch import Batch
+from .options import DEFAULTS
+
+__all__ = ["Feed"]
+
+
+class Feed:
+    """Tasks added to one running batch of ``name`` (see the module's docstring).
+
+    With ``delay`` (seconds), what is added waits that long, or until someone waits for
+    a result (:meth:`hurry`), for what else a loop of calls adds meanwhile: all of it
+    goes in one message a worker, and comes back likewise.
+    """
+
+    def __init__(self, session, name, *, options=DEFAULTS, on_done=None, independent=False,
+                 delay=None):  # fmt: skip
+        self.session = session
+        self.name = name
+        self.options = options
+        self.on_done = on_done  # called with each task's results as it ends
+        self.independent = independent
+        self.delay = delay
+        self.batch = None
+        self.running = None  # the background run of `batch`
+        self._pending = None  # the handles added to `batch`: those pending fail with it
+        self._pruned = 0  # how many were left at the last pruning
+        self._unsent = []  # (tasks, handles) added, waiting for the end of `delay`
+        self._timer = None  # the handle of the call of _send, while any are unsent
+        self._hurried = False
+
+    def add(self, tasks, handles=()):
+        """Run ``tasks`` in the running batch, or a new one, now or after ``delay``;
+        ``handles`` are their results, failed with the batch if it fails."""
+        if not tasks:
+            return
+        if self.delay is None:
+            self._start(tasks, handles)
+            return
+        self._unsent.append((tasks, handles))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.delay, self._send)
+
+    def capacity(self):
+        """How many tasks the workers at work on the running batch may have in flight
+        (0: none runs): their cores times the depth their replies taught."""
+        batch = self.batch
+        if batch is None or batch.error is not None:
+            return 0
+        return sum(batch._slots(w) for w in batch.crowd.busy)
+
+    def hurry(self):
+        """Someone waits for a result: what was added goes at the end of this turn."""
+        if self._timer is not None and not self._hurried:
+            self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_soon(self._send)
+            self._hurried = True
+
+    def _send(self):
+        unsent, self._unsent = self._unsent, []
+        self._timer, self._hurried = None, False
+        if self.session.status != "running":
+            return  # closed meanwhile: nothing runs any more
+        self._start([t for tasks, _ in unsent for t in tasks],
+                    [h for _, handles in unsent for h in handles])  # fmt: skip
+
+    def _start(self, tasks, handles):
+        batch = self.batch
+        # no await between run()'s last look at `remaining` and its end: while `running`
+        # is not done, the batch takes up what is added
+        if batch is None or self.running.done() or batch.error is not None:
+            batch = self.batch = Batch(self.session, tasks, self.name, options=self.options,
+                                       on_done=self.on_done, independent=self.independent)
+            self._pending, self._pruned = weakref.WeakSet(), 0
+            self.running = asyncio.ensure_future(self._run(batch, self._pending))
+        else:
+            batch.add(tasks)
+        pending = self._pending
+        for h in handles:
+            if h.status == "pending":
+                pending.add(h)
+        if len(pending) > 2 * self._pruned + 64:  # finished ones go, now and then
+            for h in [h for h in pending if h.status != "pending"]:
+                pending.discard(h)
+            self._pruned = len(pending)
+
+    async def _run(self, batch, pending):
+        try:
+            await batch.run()
+        except (Exception, asyncio.CancelledError) as e:  # the handles' error: nobody
+            # awaits this run; cancelled (the session closes), they fail as the batch did
+            error = e if isinstance(e, Exception) else batch.error
+            failed = [h for h in pending if h.status == "pending"]
+            for handle in failed:
+                handle.set_error(error, "")
+            if failed and self.on_done is not None:  # a stream waits for every one
+                self.on_done(failed)
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            if self.batch is batch:
+                self.batch = None

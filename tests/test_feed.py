@@ -1,0 +1,104 @@
+"""One batch that tasks join while it runs (client/feed.py): a loop of submits, the
+windows of an ``imap``."""
+import asyncio
+import itertools
+import threading
+
+import pytest
+
+from distributed3.client.dispatch import Batch
+from distributed3.client.feed import Feed
+from distributed3.client.tasks import make_tasks, submits
+from distributed3.exceptions import SerializationError, WorkerLostError
+from distributed3.testing import gated
+
+
+def _frames_and_requests(pool):
+    info = pool.worker_info()
+    return (sum(i["frames_in"] for i in info.values()),
+            sum(i["task_messages"] for i in info.values()))  # fmt: skip
+
+
+def test_submits_in_a_loop_share_messages(pool):
+    """Each submit is its own request, but a loop of them goes to the workers several
+    to a message (and comes back likewise), not one message a task."""
+    pool.gather([pool.submit(abs, -i) for i in range(50)])  # connections warm
+    frames, requests = _frames_and_requests(pool)
+    n = 400
+    futures = [pool.submit(abs, -i) for i in range(n)]
+    assert pool.gather(futures) == list(range(n))
+    more_frames, more_requests = _frames_and_requests(pool)
+    assert more_requests - requests == n
+    assert more_frames - frames < 0.75 * n, (more_frames - frames, n)  # one each: >= n
+
+
+def test_a_submit_that_cannot_be_sent_fails_alone(pool):
+    """Submits are separate calls: one whose argument does not pickle fails, naming
+    its task; those around it, in the same batch, run."""
+    first = pool.submit(abs, -1)
+    bad = pool.submit(abs, threading.Lock())
+    last = pool.submit(abs, -3)
+    assert first.result() == 1 and last.result() == 3
+    with pytest.raises(SerializationError, match=f"arguments of task {bad.key!r}"):
+        bad.result()
+    assert pool.submit(abs, -4).result() == 4  # the pool goes on
+
+
+def test_waiting_for_a_result_sends_at_once(pool):
+    """The submits' feed, given a long delay, holds what is added until someone waits
+    for one of its results: then everything added goes, without waiting it out."""
+    session = pool.session
+
+    async def go():
+        feed = submits(session)
+        feed.delay = 60
+        handles = []
+        for x in (-1, -2, -3):
+            made, tasks = await make_tasks(session, abs, [(x,)], {})
+            feed.add(tasks, made)
+            handles += made
+        await asyncio.sleep(0.05)
+        assert [h.status for h in handles] == ["pending"] * 3  # held for the delay
+        return [await h.aget() for h in reversed(handles)]
+
+    assert session.sync(go(), timeout=10) == [3, 2, 1]
+
+
+def test_a_failed_batch_fails_only_its_own_tasks(pool, gate):
+    """Whatever fails a feed's batch (here: its run is cancelled) fails the tasks it
+    had; a batch started after it runs its own."""
+    session = pool.session
+
+    async def go():
+        feed = Feed(session, "gated")
+        made, tasks = await make_tasks(session, gated, [(0,)], {})
+        feed.add(tasks, made)
+        await asyncio.sleep(0.05)  # sent: it waits for the gate on its worker
+        feed.running.cancel()
+        with pytest.raises(WorkerLostError, match="gated was cancelled"):
+            await made[0].aget()
+        again, tasks = await make_tasks(session, abs, [(-2,)], {})
+        feed.add(tasks, again)
+        return await again[0].aget()
+
+    assert session.sync(go(), timeout=10) == 2
+
+
+def test_imap_of_tiny_tasks_reads_ahead_more_but_boundedly(pool):
+    """An imap of no-op tasks keeps more in flight once replies show they are tiny (as
+    a map would send them), never more than twice the slots of the workers."""
+    read, leads = [], []
+
+    def endless():
+        for i in itertools.count():
+            read.append(i)
+            yield i
+
+    it = pool.imap(abs, endless())
+    for i in range(3000):
+        assert next(it) == i
+        leads.append(len(read) - i - 1)
+    it.close()
+    slots = Batch.slots_per_core * sum(pool.available_cores.values())
+    assert max(leads) > 16  # it grew past the first window
+    assert max(leads) <= 2 * slots  # and stayed bounded
