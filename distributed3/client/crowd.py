@@ -164,6 +164,11 @@ class Reach:
             self._capacity = (state, total)
         return self._capacity[1] + (room or 0)
 
+    def working_slots(self):
+        """How many tasks the workers at work on the batch may have in flight: their
+        cores times the depth their replies taught (see ``_slots``)."""
+        return sum(self._slots(w) for w in self.crowd.busy)
+
     def _round_order(self):
         """The workers a round offers tasks to, the least occupied first, ties in turn
         (so that one-message calls, an apply, do not all land on the same idle worker):

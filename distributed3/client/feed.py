@@ -79,7 +79,7 @@ class Feed:
         batch = self.batch
         if batch is None or batch.error is not None:
             return 0
-        return sum(batch._slots(w) for w in batch.crowd.busy)
+        return batch.working_slots()
 
     def hurry(self):
         """Someone waits for a result: what was added goes at the end of this turn."""
