@@ -31,6 +31,7 @@ task it still had.
 import asyncio
 import weakref
 
+from ..exceptions import WorkerLostError
 from .dispatch import Batch
 from .options import DEFAULTS
 
@@ -121,7 +122,8 @@ class Feed:
             await batch.run()
         except (Exception, asyncio.CancelledError) as e:  # the handles' error: nobody
             # awaits this run; cancelled (the session closes), they fail as the batch did
-            error = e if isinstance(e, Exception) else batch.error
+            error = e if isinstance(e, Exception) else (
+                batch.error or WorkerLostError(f"{self.name} was cancelled"))
             failed = [h for h in pending if h.status == "pending"]
             for handle in failed:
                 handle.set_error(error, "")
