@@ -88,11 +88,15 @@ def test_gc_paused_leaves_objects_someone_froze_frozen():
 
     from distributed3.utils import GC_PROMOTE_MIN, gc_paused
 
+    kept = _Made()
     gc.freeze()
     try:
-        frozen = gc.get_freeze_count()
         with gc_paused(GC_PROMOTE_MIN):
             _Made()
-        assert gc.get_freeze_count() == frozen > 0
+        # still frozen: in no generation the collector walks (the count alone would not
+        # do: a thread left by another test may free frozen objects meanwhile)
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())
     finally:
         gc.unfreeze()
+    assert any(o is kept for o in gc.get_objects())  # the check above can see it
