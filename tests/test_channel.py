@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from distributed3 import ConnectionBrokenError, ProtocolError, SerializationError
-from distributed3.core.channel import Channel, Channels, SubComm
+from distributed3.core.channel import Channel, Channels, ReplyBox, SubComm
 from distributed3.core.comm import connect
 from distributed3.core.server import REPLIED, Server, ok_message
 from distributed3.testing import gen_test
@@ -242,3 +242,40 @@ async def test_dropping_a_channel_fails_its_open_requests_and_the_next_call_reco
         server.gate.set()
         channels.close()
         await server.close()
+
+
+class _Sent:
+    """What a ReplyBox needs of its connection; keeps what it was given to send."""
+
+    closed = False
+
+    def __init__(self):
+        self.sent = []
+        self.stream = self
+
+    def writing(self):
+        return False
+
+    def encode(self, entries):
+        return [entries], len(entries)
+
+    def send_direct(self, buffers):
+        self.sent.extend(buffers)
+        return []
+
+
+@gen_test()
+async def test_a_long_tasks_reply_leaves_at_once_a_tiny_ones_waits_for_the_others():
+    """With another request still open, a thread's reply waits (for the loop, at most
+    ``WAIT``) to leave with the others, unless its task ran long (``now``): the pool
+    has the next task queued on that reply, and the core would idle meanwhile."""
+    comm = _Sent()
+    box = ReplyBox(comm)
+    box.WAIT = 60  # the tiny one's wait outlasts the test: only "now" sends it
+    box.opened(3)
+    await asyncio.to_thread(box.put_from_thread, (0, b"tiny"))
+    assert comm.sent == []  # waits: two requests are open
+    await asyncio.to_thread(box.put_from_thread, (1, b"long"), True)
+    assert comm.sent == [[(0, b"tiny"), (1, b"long")]]  # at once, with what was ready
+    await asyncio.to_thread(box.put_from_thread, (2, b"last"))
+    assert comm.sent[-1] == [(2, b"last")]  # the last open one: at once

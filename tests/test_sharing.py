@@ -119,7 +119,7 @@ def test_a_worker_stops_a_running_chunk_exactly_where_the_split_says():
         def prepare(self, msg):
             return msg
 
-        def send_prepared(self, msg, loop):
+        def send_prepared(self, msg, loop, now=False):
             self.reply = msg
 
     async def run():

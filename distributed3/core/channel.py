@@ -305,13 +305,15 @@ class ReplyBox:
         elif later:
             self.loop.call_soon(self.flush)
 
-    def put_from_thread(self, entry):
+    def put_from_thread(self, entry, now=False):
         """From a task thread: send ``entry``, with every reply ready, now if it answers
-        the last open request; else within ``WAIT`` seconds, or with the last one."""
+        the last open request (or ``now``: its task ran long enough that waiting for the
+        others would idle the core its pool has queued the next task for); else within
+        ``WAIT`` seconds, or with the last one."""
         with self.lock:
             self.ready.append(entry)
             self.open -= 1
-            if self.open or self.behind or self.comm.stream.writing():
+            if (self.open and not now) or self.behind or self.comm.stream.writing():
                 if self.flush_due:
                     return
                 self.flush_due = True
@@ -383,8 +385,8 @@ class SubComm:
         except SerializationError:
             return None
 
-    def send_prepared(self, prepared, loop):
-        self.box.put_from_thread(prepared)
+    def send_prepared(self, prepared, loop, now=False):
+        self.box.put_from_thread(prepared, now)
 
     def answer(self, msg):
         """On the loop: send the reply ``msg`` with the others ready in this turn."""

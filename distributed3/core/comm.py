@@ -193,8 +193,9 @@ class Comm:
         except SerializationError:
             return None
 
-    def send_prepared(self, buffers, loop):
-        """Send what :meth:`prepare` made, from a task thread (see :meth:`send_from_thread`)."""
+    def send_prepared(self, buffers, loop, now=True):
+        """Send what :meth:`prepare` made, from a task thread (see :meth:`send_from_thread`);
+        one reply on this connection: always ``now``."""
         self.send_from_thread(buffers, loop)
 
     def send_from_thread(self, buffers, loop):

@@ -18,7 +18,7 @@ can ask for a result before it is kept.
 >>> from distributed3.core.protocol import dumps_function
 >>> class Answers:
 ...     def prepare(self, msg): return msg
-...     def send_prepared(self, msg, loop): self.reply = msg
+...     def send_prepared(self, msg, loop, now=False): self.reply = msg
 >>> async def demo():
 ...     kept = []
 ...     runner = TaskRunner(1, lambda *stored: kept.append(stored))
@@ -44,6 +44,10 @@ from .execute import chunk_reply, lone_reply, run_chunk
 from .split import Share
 
 __all__ = ["TaskRunner"]
+
+# s a task ran, past which its reply leaves at once, not with those of the tasks queued
+# behind it: about the round trip that the pool's next task, sent on this reply, takes
+REPLY_AT_ONCE = 0.0002
 
 
 class TaskRunner:
@@ -137,8 +141,8 @@ class TaskRunner:
                                None if first is None else f"{type(first).__name__}: {first}")
             if self.memory_limit is not None:
                 too_big(keys, values, errors, self.memory_limit)
-            reply = chunk_reply(values, errors, self._took(start, len(values)),
-                                whole=type(keys) is str)  # fmt: skip
+            took = self._took(start, len(values))
+            reply = chunk_reply(values, errors, took, whole=type(keys) is str)
             if len(values) < len(args_list):  # split: the rest runs elsewhere
                 reply["ran"] = len(values)
             sizes = reply["nbytes"]
@@ -149,8 +153,8 @@ class TaskRunner:
             # kept by the loop before it handles any message, sent after: the results
             # are the loop's before anyone can ask for them
             self._landed.append((comm, keys, values, errors, sizes, owner, answer))
-            if prepared is not None:
-                comm.send_prepared(prepared, loop)
+            if prepared is not None:  # a long task's reply does not wait for the others'
+                comm.send_prepared(prepared, loop, took >= REPLY_AT_ONCE)
             if not self._catch_up_due:  # once for every result handed over meanwhile
                 self._catch_up_due = True
                 loop.call_soon_threadsafe(self.catch_up)
