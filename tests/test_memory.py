@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from distributed3 import Pool
-from distributed3.testing import cluster_in_thread
+from distributed3.testing import cluster_in_thread, process_cluster
 from distributed3.utils import format_address, wait_for_sync
 
 pytestmark = pytest.mark.slow
@@ -109,3 +109,33 @@ def test_a_result_over_the_limit_fails_its_task_alone():
             big.get()
         assert small.get().sum() == 10
         assert pool.apply(sum, [[1, 2]]).get() == 3  # the worker is fine
+
+
+@pytest.mark.timeout(60)
+def test_memory_a_task_freed_goes_back_so_the_worker_does_not_stay_paused():
+    """A task made and freed 64 MB on a worker of 60 MB (run without a nanny, so without
+    the allocator settings one sets): freed, but kept by the C allocator, that memory
+    would count against the limit for good -- the worker paused with nothing to spill,
+    never to take a task again, as a chaos run once did.  It goes back to the system."""
+
+    def leave_freed_in_the_heap(n):
+        """Blocks of 64 kB (glibc serves them from its heap, not fresh mappings), each with a
+        small result made after it: freed, the blocks are holes under the results, which the
+        heap cannot shrink past.  Returns the results: 1 MB, kept by the worker."""
+        blocks, kept = [], []
+        for i in range(n):
+            blocks.append(bytearray(64_000))
+            kept.append(bytes(1000) + bytes([i % 256]))  # over 512 B: from malloc too
+        del blocks
+        return kept
+
+    with process_cluster(nworkers=1, worker_args=["--memory-limit", "60MB"]) as (address, _, _):
+        with Pool(address) as pool:
+            (worker,) = pool.available_cores
+            idle = pool.worker_info()[worker]["rss"]
+            kept = pool.submit(leave_freed_in_the_heap, 1000)
+            assert kept.result(timeout=20)[-1] == bytes(1000) + bytes([999 % 256])
+            wait_for_sync(lambda: pool.worker_info()[worker]["rss"] < idle + 20 * MB, 10,
+                          "the freed memory to go back to the system")  # fmt: skip
+            assert pool.submit(abs, -1).result(timeout=20) == 1  # the worker takes tasks
+            assert not pool.worker_info()[worker]["paused"]

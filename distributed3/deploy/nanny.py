@@ -25,6 +25,7 @@ import signal
 import subprocess
 import time
 
+from ..worker.monitor import TRIM_THRESHOLD
 from .procs import spawn
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def worker_environment(ncores=None):
     >>> env["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", "2")
     True
     """
-    out = {} if "MALLOC_TRIM_THRESHOLD_" in os.environ else {"MALLOC_TRIM_THRESHOLD_": "65536"}
+    out = {} if "MALLOC_TRIM_THRESHOLD_" in os.environ else {
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
     if ncores:
         out.update((name, str(ncores)) for name in THREAD_POOLS if name not in os.environ)
     return out
