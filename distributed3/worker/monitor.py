@@ -103,11 +103,14 @@ class MemoryMonitor:
         self.name = name  # for the log: the worker's address
         self.spill_at = spill * limit
         self.pause_at = pause * limit
-        self.baseline = rss() if baseline is None else baseline  # an idle worker's own
+        trim_at_once()
+        if baseline is None:  # an idle worker's own, without what the process freed
+            give_back_freed()  # (before: trimmed later, it would hide as much in use)
+            baseline = rss()
+        self.baseline = baseline
         self.paused = False
         self.pauses = 0  # how often it paused, for worker_info
         self._trim_after = 0.0  # time.monotonic() before which no malloc_trim
-        trim_at_once()
 
     def used(self):
         """Resident bytes beyond the idle worker's."""
