@@ -6,11 +6,13 @@ import threading
 
 import pytest
 
+from distributed3 import Pool
 from distributed3.client.dispatch import Batch
 from distributed3.client.feed import Feed
 from distributed3.client.tasks import make_tasks, submits
 from distributed3.exceptions import SerializationError, WorkerLostError
-from distributed3.testing import gated
+from distributed3.testing import cluster_in_thread, gated
+from distributed3.utils import wait_for_sync
 
 
 def _frames_and_requests(pool):
@@ -102,3 +104,29 @@ def test_imap_of_tiny_tasks_reads_ahead_more_but_boundedly(pool):
     slots = Batch.slots_per_core * sum(pool.available_cores.values())
     assert max(leads) > 16  # it grew past the first window
     assert max(leads) <= 2 * slots  # and stayed bounded
+
+
+_LONG_MAY_END = threading.Event()
+
+
+def _long():
+    assert _LONG_MAY_END.wait(30), "never told to end"
+    return "long"
+
+
+@pytest.mark.timeout(60)
+def test_a_submit_behind_a_long_one_runs_on_the_workers_free_core():
+    """The submit batch has one task running on its only worker, of two cores: the next
+    submit takes the other core at once, not the first one's turn (the batch used to
+    count the running task against the new one's openings)."""
+    with cluster_in_thread(1, ncores=2) as (center, [worker]), Pool(center.address) as pool:
+        _LONG_MAY_END.clear()
+        long = pool.submit(_long)
+        try:  # running before the next one is submitted: not sent with it
+            wait_for_sync(lambda: pool.worker_info()[worker.address]["active"] == 1, 10,
+                          "the long task to start")  # fmt: skip
+            assert pool.submit(abs, -1).result(timeout=10) == 1
+            assert long.status == "pending"
+        finally:
+            _LONG_MAY_END.set()
+        assert long.result(timeout=10) == "long"

@@ -302,9 +302,10 @@ class Batch(Reach, Setbacks, Sharing):
             return []
         self._unpin_departed()
         slots = self._slots(worker) if limit is None else min(limit, self._slots(worker))
-        want = min(slots, self.queued())  # its own pinned tasks, and others' it may take
+        # its free slots, for its own pinned tasks and others' it may take
+        want = min(slots - self.runners[worker], self.queued())
         out = []
-        for _ in range(want - self.runners[worker]):
+        for _ in range(want):
             task = self._next(worker)  # taken now, so the next worker sees what is left
             if task is None:
                 break
@@ -312,6 +313,11 @@ class Batch(Reach, Setbacks, Sharing):
             self.runners[worker] += 1
             self.running += 1
             out.append((worker, task))
+        if out:  # with a slot left, it takes tasks added later (a submit, a window)
+            if self.runners[worker] < self._slots(worker):
+                self.spare.add(worker)
+            else:
+                self.spare.discard(worker)
         return out
 
     def _unpin_departed(self):
