@@ -70,6 +70,38 @@ def test_a_worker_near_its_limit_starts_no_task_until_memory_falls(tmp_path):
             assert not info["paused"] and info["pauses"] == 1
 
 
+@pytest.mark.timeout(60)
+def test_tasks_held_back_by_a_paused_worker_get_a_warning_that_says_why(
+        tmp_path, monkeypatch, caplog):  # fmt: skip
+    """The only worker paused under a task holding 170 MB of its 200: the next call
+    waits, and after ``PAUSED_WARN`` seconds the client's log says why, once."""
+    from distributed3.client import setbacks
+
+    monkeypatch.setattr(setbacks, "PAUSED_WARN", 0.5)
+    release = str(tmp_path / "release")
+    with cluster_in_thread(1, ncores=2, memory_limit="200MB") as (center, [worker]):
+        with Pool(format_address(center.address)) as pool:
+            holding = pool.submit(hold_until, 170 * MB, release)
+            wait_for_sync(lambda: pool.worker_info()[worker.address]["paused"], 20,
+                          "the worker never paused")  # fmt: skip
+            waiting = pool.submit(abs, -3)
+
+            def warned():
+                return [r for r in caplog.records if r.name == setbacks.__name__
+                        and r.levelname == "WARNING"]  # fmt: skip
+
+            wait_for_sync(warned, 20, "no warning of the tasks held back")
+            (record,) = warned()
+            assert "1 queued task(s) of submit waited" in record.getMessage()
+            assert "paused near their memory limits" in record.getMessage()
+            assert f"worker {format_address(worker.address)} uses" in record.getMessage()
+            assert waiting.status == "pending"
+            open(release, "w").close()
+            assert holding.get(timeout=20) == "released"
+            assert waiting.result(timeout=20) == 3
+            assert len(warned()) == 1
+
+
 def hold_until(nbytes, release):
     block = b"x" * nbytes
     wait_for_sync(lambda: os.path.exists(release), 30, "never released")

@@ -96,6 +96,7 @@ class Batch(Reach, Setbacks, Sharing):
         self.in_flight = {}  # task -> the worker it was sent to, until its reply
         self.lost = set()
         self.resting = set()  # paused workers, offered tasks again after REST seconds
+        self.turned_away = None  # (since when, tasks ended then): paused workers' refusals
         self.careful = False  # after a worker death: one task per core, so blame is exact
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
         self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times

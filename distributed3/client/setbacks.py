@@ -21,6 +21,7 @@ from ..utils import format_address
 
 CAUSE_WAIT = 0.5  # seconds a failing task waits for word of why its last worker died
 REST = 0.25  # seconds a worker that turned a task away, paused, gets none of the batch
+PAUSED_WARN = 10  # seconds of tasks turned away with none ending, past which the log says so
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,24 @@ class Setbacks:
         logger.debug("%s", error)
         self.free.appendleft(task)
         self.resting.add(worker)
-        asyncio.get_running_loop().call_later(REST, self._rested, worker)
+        loop = asyncio.get_running_loop()
+        loop.call_later(REST, self._rested, worker)
+        self._warn_if_stuck(loop.time(), error)
+
+    def _warn_if_stuck(self, now, error):
+        """Once a batch: say so when paused workers have turned its tasks away for
+        ``PAUSED_WARN`` seconds and none ended meanwhile -- else the call just waits,
+        and the why is in the workers' logs alone."""
+        since = self.turned_away
+        if since is None or since[1] != self.ended:  # a task ended since: count anew
+            self.turned_away = (now, self.ended)
+        elif since[0] is not None and now - since[0] >= PAUSED_WARN:
+            self.turned_away = (None, self.ended)  # said; not again
+            logger.warning(
+                "%d queued task(s) of %s waited %.0f s with none ending: the workers turn "
+                "them away, paused near their memory limits (%s); they run once memory "
+                "falls (see Pool.worker_info()'s 'paused', 'managed_bytes' and 'rss')",
+                self.queued(), self.name, now - since[0], error)  # fmt: skip
 
     def _rested(self, worker):
         self.resting.discard(worker)
