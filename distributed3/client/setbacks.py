@@ -63,9 +63,9 @@ class Setbacks:
         self._warn_if_stuck(loop.time(), error)
 
     def _warn_if_stuck(self, now, error):
-        """Once a batch: say so when paused workers have turned its tasks away for
-        ``PAUSED_WARN`` seconds and none ended meanwhile -- else the call just waits,
-        and the why is in the workers' logs alone."""
+        """Say so, once, when paused workers have turned the batch's tasks away for
+        ``PAUSED_WARN`` seconds and none ended meanwhile (again only after one has) --
+        else the call just waits, and the why is in the workers' logs alone."""
         since = self.turned_away
         if since is None or since[1] != self.ended:  # a task ended since: count anew
             self.turned_away = (now, self.ended)
