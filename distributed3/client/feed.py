@@ -35,7 +35,26 @@ from ..exceptions import WorkerLostError
 from .dispatch import Batch
 from .options import DEFAULTS
 
-__all__ = ["Feed"]
+__all__ = ["Feed", "fail_pending"]
+
+
+def fail_pending(handles, error, on_done=None):
+    """A background batch failed: ``error`` is for those of ``handles`` still pending,
+    whom nobody else will tell; ``on_done`` (a stream's, which waits for every one) is
+    called with them.
+
+    >>> from distributed3.client.handles import RemoteData
+    >>> h = RemoteData("x", pool.session, status="pending")
+    >>> fail_pending([h], ValueError("gone"), lambda failed: print(len(failed), "failed"))
+    1 failed
+    >>> h.status
+    'error'
+    """
+    failed = [h for h in handles if h.status == "pending"]
+    for handle in failed:
+        handle.set_error(error, "")
+    if failed and on_done is not None:
+        on_done(failed)
 
 
 class Feed:
@@ -124,11 +143,7 @@ class Feed:
             # awaits this run; cancelled (the session closes), they fail as the batch did
             error = e if isinstance(e, Exception) else (
                 batch.error or WorkerLostError(f"{self.name} was cancelled"))
-            failed = [h for h in pending if h.status == "pending"]
-            for handle in failed:
-                handle.set_error(error, "")
-            if failed and self.on_done is not None:  # a stream waits for every one
-                self.on_done(failed)
+            fail_pending(pending, error, self.on_done)
             if not isinstance(e, Exception):
                 raise
         finally:

@@ -26,7 +26,7 @@ from ..scheduling import adaptive_chunksize
 from ..utils import gc_paused
 from .data import delete, scatter
 from .dispatch import Batch
-from .feed import Feed
+from .feed import Feed, fail_pending
 from .handles import RemoteData
 from .options import DEFAULTS, Options  # noqa: F401 -- Options for the doctests
 from .progress import progress_bar
@@ -169,11 +169,7 @@ async def _in_background(batch, handles, bar):
         if batch.remaining:
             await batch.run()
     except Exception as e:  # the error belongs to the handles nobody awaits here
-        failed = [h for h in handles if h.status == "pending"]
-        for handle in failed:
-            handle.set_error(e, "")
-        if failed and batch.on_done is not None:  # a stream waits for every one
-            batch.on_done(failed)
+        fail_pending(handles, e, batch.on_done)
     finally:
         if bar is not None:
             bar.close()
