@@ -287,10 +287,7 @@ class Batch(Reach, Setbacks, Sharing):
         runners = self.runners[worker]
         if not runners and (not self.need or self._eligible(worker)):
             self.crowd.idle.add(worker)  # one that joined, or was given nothing
-        if 0 < runners < self._slots(worker):
-            self.spare.add(worker)
-        else:
-            self.spare.discard(worker)
+        self._mark_spare(worker)
 
     def _openings(self, worker, limit=None):
         """``[(worker, task)]`` to start on ``worker`` now, counted as running already:
@@ -315,11 +312,15 @@ class Batch(Reach, Setbacks, Sharing):
             self.running += 1
             out.append((worker, task))
         if out:  # with a slot left, it takes tasks added later (a submit, a window)
-            if self.runners[worker] < self._slots(worker):
-                self.spare.add(worker)
-            else:
-                self.spare.discard(worker)
+            self._mark_spare(worker)
         return out
+
+    def _mark_spare(self, worker):
+        """Keep ``spare`` what it says: the workers with runners and a slot free."""
+        if 0 < self.runners[worker] < self._slots(worker):
+            self.spare.add(worker)
+        else:
+            self.spare.discard(worker)
 
     def _unpin_departed(self):
         """Tasks pinned to a worker that is gone, or lost, are free for anyone: looked at
@@ -418,9 +419,7 @@ class Batch(Reach, Setbacks, Sharing):
             self.running -= 1
             if not self.runners[worker]:
                 self.crowd.leave(worker)
-                self.spare.discard(worker)
-            else:
-                self.spare.add(worker)
+            self._mark_spare(worker)
             if self.remaining and not self.queued():  # a free core: others may share
                 self._share_soon()
             if not self.running and not self.done.done():
