@@ -64,7 +64,11 @@ class Sharing:
         by_worker = defaultdict(list)
         for task, worker in self.in_flight.items():
             by_worker[worker].append(task)
-        laden = {w for w, tasks in by_worker.items() if len(tasks) > cores.get(w, 0)}
+        # more waiting there than its cores, sent SHARE_AFTER ago or more: tasks that a
+        # feed (submits, a stream's windows) sent a moment ago say nothing of their length
+        sent_before = now - SHARE_AFTER
+        laden = {w for w, tasks in by_worker.items()
+                 if sum(sent_at[t] <= sent_before for t in tasks) > cores.get(w, 0)}
         running = [t for w, tasks in by_worker.items()  # the first sent to each core
                    for t in sorted(tasks, key=sent_at.__getitem__)[:cores.get(w, 0)]]  # fmt: skip
         chunks = [t for t in running if t.size > 1 and t not in self.asked
