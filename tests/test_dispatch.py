@@ -238,3 +238,17 @@ def test_one_task_messages_travel_many_to_a_frame(pool, workers):
     assert pool.gather(out) == list(range(1, 2001))
     frames = sum(w.counters["frames_in"] for w in workers) - before
     assert frames < 2000 / 4, f"{frames} frames for 2000 one-task messages"
+
+
+@pytest.mark.timeout(30)
+def test_a_one_core_worker_runs_a_maps_tasks_in_their_order():
+    """The tasks go out in the order the pool took them, also as its pipeline deepens
+    and new runners start beside those at work: on a worker of one core, each starts
+    after the one before.  (A runner at work used to send its next task before the new
+    ones had sent theirs, so a map's first long task could run ahead of tiny ones.)"""
+    with cluster_in_thread(1, ncores=1) as (center, _), Pool(center.address) as pool:
+        for _ in range(3):
+            starts = pool.map(lambda i: time.perf_counter(), range(400), chunksize=1)
+            starts = [s.get() for s in starts]
+            late = [i for i in range(1, len(starts)) if starts[i] < starts[i - 1]]
+            assert not late, f"tasks {late[:5]} ran before the one sent ahead of them"

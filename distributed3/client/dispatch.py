@@ -84,6 +84,7 @@ class Batch(Reach, Setbacks, Sharing):
         # kept as they change, so that no step of a task is O(workers) -- a pool may
         # feed a thousand: runners of all workers, pinned tasks, workers with free slots
         self.running = 0
+        self.starting = 0  # runners made and yet to take their first step
         self.crowd = Crowd(w for w in session.cores if not self.need or self._eligible(w))
         self.probe = None  # the timer that widens the crowd's probe; False once over
         self.npinned = 0
@@ -224,8 +225,7 @@ class Batch(Reach, Setbacks, Sharing):
             if self.error is not None:
                 raise self.error
             return True  # done, or back in the queue (its worker died)
-        for worker, task in started:
-            asyncio.ensure_future(self._runner(worker, task))
+        self._start_runners(started)
         return False
 
     async def _wait_for_any_worker(self):
@@ -282,12 +282,20 @@ class Batch(Reach, Setbacks, Sharing):
 
     def add_worker(self, worker):
         """Start as many of the batch's tasks on ``worker`` as it may run now."""
-        for worker, task in self._openings(worker):
-            asyncio.ensure_future(self._runner(worker, task))
+        self._start_runners(self._openings(worker))
         runners = self.runners[worker]
         if not runners and (not self.need or self._eligible(worker)):
             self.crowd.idle.add(worker)  # one that joined, or was given nothing
         self._mark_spare(worker)
+
+    def _start_runners(self, openings):
+        """A runner for each ``(worker, task)``.  Each sends its task on its first step,
+        in a later turn of the loop: until then (``starting``), the runners at work take
+        no new task, which would go out first and wait on the worker ahead of tasks
+        taken before it (a map's tiny tasks behind its first long one)."""
+        for worker, task in openings:
+            self.starting += 1
+            asyncio.ensure_future(self._runner(worker, task, new=True))
 
     def _openings(self, worker, limit=None):
         """``[(worker, task)]`` to start on ``worker`` now, counted as running already:
@@ -396,13 +404,22 @@ class Batch(Reach, Setbacks, Sharing):
         task.spread_inputs()  # to fetch its own elements, not their whole chunk
         return task
 
-    async def _runner(self, worker, first):
-        """Run tasks on ``worker`` one after the other, starting with ``first``."""
+    async def _runner(self, worker, first, new=False):
+        """Run tasks on ``worker`` one after the other, starting with ``first`` (of a
+        ``new`` runner: see :meth:`_start_runners`)."""
         session = self.session  # whose `cores` is a new dict after each resubscription
+        if new:
+            self.starting -= 1
+        waited = False
         try:
             while self.error is None and worker in session.cores and worker not in self.lost:
                 task, first = first, None
                 if task is None:
+                    if self.starting and not waited:  # their tasks were taken first
+                        waited = True  # one turn: they were scheduled before it
+                        await asyncio.sleep(0)
+                        continue
+                    waited = False
                     if self.runners[worker] > self._slots(worker):
                         return  # fewer tasks in flight from now on
                     if self._crowded(worker, runner=True):
