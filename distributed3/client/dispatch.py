@@ -26,14 +26,11 @@ from ..exceptions import (
     WorkerRetiringError,
 )
 from ..scheduling import decide_worker, pipeline_depth, steal_choice
-from ..utils import wait_for
 from .crowd import Crowd, Reach
 from .handles import total_bytes
 from .options import DEFAULTS
 from .setbacks import Setbacks
 from .sharing import Sharing
-
-LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones again
 
 logger = logging.getLogger(__name__)
 
@@ -227,58 +224,6 @@ class Batch(Reach, Setbacks, Sharing):
             return True  # done, or back in the queue (its worker died)
         self._start_runners(started)
         return False
-
-    async def _wait_for_any_worker(self):
-        session = self.session
-        if session.cores.keys() - self.lost:
-            return
-        try:  # the center drops a dead worker in a moment; one that rejoins has a new port
-            await wait_for(lambda: session.cores.keys() - self.lost, LOST_GRACE, "")
-            return
-        except TimeoutError:
-            pass
-        self.lost.clear()  # give reconnecting workers another chance
-        try:
-            await session.wait_for_workers(1)
-        except TimeoutError:
-            raise WorkerLostError(
-                f"no workers left to run {self.remaining} tasks of {self.name}; "
-                f"waited {session.worker_wait or session.timeout} s for one to join"
-            ) from None
-
-    async def _wait_for_a_suitable_worker(self):
-        session = self.session
-        known, resting = set(session.cores), set(self.resting)
-        try:
-            await wait_for(
-                lambda: set(session.cores) - known
-                or not self.remaining
-                or self.running
-                or not self.resting >= resting,  # one rested: offer it the tasks
-                session.worker_wait or session.timeout,
-                "",
-            )
-        except TimeoutError:
-            what = f"none has resources {self.need}" if self.need else "none is available"
-            raise WorkerLostError(
-                f"no worker can run {self.remaining} tasks of {self.name}: {what} "
-                f"(waited {session.worker_wait or session.timeout} s for one to join)"
-            ) from None
-
-    async def _recover_inputs(self, rounds):
-        stalled, self.stalled = self.stalled, []
-        for task in stalled:
-            task.spread_inputs()
-        if rounds > self.recovery_rounds:
-            raise WorkerLostError(
-                f"inputs of {len(stalled)} tasks of {self.name} were lost "
-                f"{self.recovery_rounds} times over; giving up"
-            )
-        inputs = {k: h for task in stalled for k, h in task.inputs.items()}
-        await self.session.recover(list(inputs.values()))
-        for task in stalled:
-            task.refresh_hints()
-            self._place(task)
 
     def add_worker(self, worker):
         """Start as many of the batch's tasks on ``worker`` as it may run now."""

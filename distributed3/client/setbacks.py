@@ -4,7 +4,8 @@ A worker that cannot be reached, that dies under a task (the task goes elsewhere
 most ``retries`` times, then fails naming the cause its nanny gave), that is paused
 near its memory limit (it rests, then gets tasks again), a task that failed on its
 worker or could not be sent, a call that timed out or was interrupted (the workers
-are told to drop what they still queue).
+are told to drop what they still queue), no worker left to run the tasks on (it waits
+for one to join), inputs lost with their worker (they are made again).
 
 Mixed into ``Batch``, which provides ``session``, ``options``, ``name``, ``free``,
 ``lost``, ``resting``, ``in_flight`` and the rest of its state.
@@ -17,11 +18,12 @@ import logging
 from collections import defaultdict
 
 from ..exceptions import SerializationError, WorkerLostError
-from ..utils import format_address
+from ..utils import format_address, wait_for
 
 CAUSE_WAIT = 0.5  # seconds a failing task waits for word of why its last worker died
 REST = 0.25  # seconds a worker that turned a task away, paused, gets none of the batch
 PAUSED_WARN = 10  # seconds of tasks turned away with none ending, past which the log says so
+LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones again
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +149,61 @@ class Setbacks:
     def _fail(self, error):
         if self.error is None:
             self.error = error
+
+    async def _wait_for_any_worker(self):
+        """Return once a worker not counted lost is there; after ``LOST_GRACE`` the
+        lost ones count again, and then one may join within the session's wait."""
+        session = self.session
+        if session.cores.keys() - self.lost:
+            return
+        try:  # the center drops a dead worker in a moment; one that rejoins has a new port
+            await wait_for(lambda: session.cores.keys() - self.lost, LOST_GRACE, "")
+            return
+        except TimeoutError:
+            pass
+        self.lost.clear()  # give reconnecting workers another chance
+        try:
+            await session.wait_for_workers(1)
+        except TimeoutError:
+            raise WorkerLostError(
+                f"no workers left to run {self.remaining} tasks of {self.name}; "
+                f"waited {session.worker_wait or session.timeout} s for one to join"
+            ) from None
+
+    async def _wait_for_a_suitable_worker(self):
+        """No worker can take the queued tasks (resources, paused ones): wait until
+        one joins or rested, or the tasks in flight end."""
+        session = self.session
+        known, resting = set(session.cores), set(self.resting)
+        try:
+            await wait_for(
+                lambda: set(session.cores) - known
+                or not self.remaining
+                or self.running
+                or not self.resting >= resting,  # one rested: offer it the tasks
+                session.worker_wait or session.timeout,
+                "",
+            )
+        except TimeoutError:
+            what = f"none has resources {self.need}" if self.need else "none is available"
+            raise WorkerLostError(
+                f"no worker can run {self.remaining} tasks of {self.name}: {what} "
+                f"(waited {session.worker_wait or session.timeout} s for one to join)"
+            ) from None
+
+    async def _recover_inputs(self, rounds):
+        """Make the lost inputs of the ``stalled`` tasks again and queue them anew;
+        fail after ``recovery_rounds`` rounds in a row with no task ending."""
+        stalled, self.stalled = self.stalled, []
+        for task in stalled:
+            task.spread_inputs()
+        if rounds > self.recovery_rounds:
+            raise WorkerLostError(
+                f"inputs of {len(stalled)} tasks of {self.name} were lost "
+                f"{self.recovery_rounds} times over; giving up"
+            )
+        inputs = {k: h for task in stalled for k, h in task.inputs.items()}
+        await self.session.recover(list(inputs.values()))
+        for task in stalled:
+            task.refresh_hints()
+            self._place(task)
