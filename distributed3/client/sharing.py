@@ -12,7 +12,8 @@ to the free cores as a task of its own, which can be split again::
 
     a worker's runner ends, nothing queued --SHARE_AFTER--> _share_out()
        cancel(give_back) of tasks queued behind others --> the first free core
-       split(key) --> worker: "I stop at 7" (or None: nothing left to give)
+       split(key) --> worker: "I stop at 7" (None: nothing left to give; -1: not
+                      there yet, its inputs on their way: asked again in a moment)
        task.split(7): elements 7.. become a task, their results kept under their own
        keys (results.ResultGroup.split) --> queued --> the first free core
 
@@ -120,11 +121,12 @@ class Sharing:
             self.asked.discard(task)
         if stop is None:
             self.whole.add(task)  # until it is sent again
-        elif stop < 0:  # not running there yet (its inputs are on their way): later
-            return
-        elif self.in_flight.get(task) == worker:  # not answered, nor sent elsewhere, since
-            self._split_off(task, stop, worker)
-        if not self.queued():  # every tail is taken: there may be more free cores
+        elif stop >= 0 and self.in_flight.get(task) == worker:  # not answered, nor sent
+            self._split_off(task, stop, worker)  # elsewhere, since
+        # every tail is taken: there may be more free cores; or the chunk is not there
+        # yet (its inputs are on their way, and those queued behind it too, which no
+        # give-back found): ask again in a moment
+        if not self.queued():
             self._share_soon()
 
     def _split_off(self, task, stop, worker):
