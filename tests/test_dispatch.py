@@ -3,11 +3,14 @@ resources."""
 import os
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
 
 from distributed3 import Pool, RemoteData, RemoteTraceback, WorkerLostError
+from distributed3.client.dispatch import Batch
+from distributed3.scheduling import pipeline_depth
 from distributed3.testing import (
     BIN,
     Proc,
@@ -255,3 +258,29 @@ def test_a_one_core_worker_runs_a_maps_tasks_in_their_order():
             starts = [s.get() for s in starts]
             late = [i for i in range(1, len(starts)) if starts[i] < starts[i - 1]]
             assert not late, f"tasks {late[:5]} ran before the one sent ahead of them"
+
+
+@pytest.mark.timeout(30)
+def test_one_slow_reply_among_tiny_tasks_leaves_the_pipeline_deep():
+    """The depth follows the middle of a worker's last three short replies: a tiny task
+    that a busy machine slowed once moves nothing (it used to cut the depth to 4, so a
+    map's tasks stopped queueing where they should); two in a row do; a long reply takes
+    effect at once, so that nothing waits behind a long task."""
+    with cluster_in_thread(1, ncores=1) as (center, _), Pool(center.address) as pool:
+
+        async def depths(durations):
+            batch = Batch(pool.session, [], "learning")
+            (worker,) = pool.session.cores
+            task = types.SimpleNamespace(size=1)
+            out = []
+            for seconds in durations:
+                batch._learn(worker, {"duration": seconds}, task)
+                out.append(batch.depth[worker])
+            return out
+
+        tiny, slow, long = 5e-5, 8e-4, 1.0
+        got = run_in_cluster_loop(depths([tiny, tiny, slow, tiny, tiny, slow, slow, long, tiny,
+                                          tiny]))  # fmt: skip
+        deep, shallower = pipeline_depth(tiny), pipeline_depth(slow)
+        assert deep > shallower > 1
+        assert got == [deep, deep, deep, deep, deep, deep, shallower, 1, shallower, deep]

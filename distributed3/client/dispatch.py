@@ -98,6 +98,7 @@ class Batch(Reach, Setbacks, Sharing):
         self.careful = False  # after a worker death: one task per core, so blame is exact
         self.giving_up = set()  # tasks that killed too many workers, failing (_give_up)
         self.depth = {}  # worker -> tasks in flight per core, from its tasks' run times
+        self.recent = defaultdict(lambda: deque(maxlen=3))  # worker -> its last run times
         self.deep = set()  # workers that kept many in flight a core (see _shallow)
         # running means, once replies said: what one element took, and one message (a
         # chunk: all its elements) -- this batch's own, never a guess from an earlier
@@ -296,8 +297,9 @@ class Batch(Reach, Setbacks, Sharing):
         return self.session.cores.get(worker, 0) * per_core
 
     def _learn(self, worker, reply, task):
-        """Set ``worker``'s pipeline depth from the run time its reply reports, and
-        ``task_seconds``; start the runners that new slots allow."""
+        """Set ``worker``'s pipeline depth from the run time its reply reports (a long
+        one at once, short ones by the middle of the last three), and ``task_seconds``;
+        start the runners that new slots allow."""
         duration = reply.get("duration")
         if duration is not None:
             each = duration / task.size
@@ -306,6 +308,10 @@ class Batch(Reach, Setbacks, Sharing):
             old = self.message_seconds
             self.message_seconds = duration if old is None else 0.8 * old + 0.2 * duration
         depth = pipeline_depth(duration, self.slots_per_core)
+        if depth > 1:  # of short tasks: the middle of its last three replies, so that one
+            recent = self.recent[worker]  # slow a moment (a busy machine) moves nothing
+            recent.append(duration)
+            depth = pipeline_depth(sorted(recent)[len(recent) // 2], self.slots_per_core)
         grown = depth > self.depth.get(worker, 1)
         if self.depth.get(worker) != depth:
             self.depth[worker] = depth
