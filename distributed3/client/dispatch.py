@@ -400,6 +400,7 @@ class Batch(Reach, Setbacks, Sharing):
         if self.need:
             await session.reserve(worker, self.need)
         session.occupancy[worker] += 1
+        cancelled = False
         try:
             channel = session.channels.open.get(worker)  # one coroutine less than call()
             if channel is None or channel.closed:
@@ -439,9 +440,13 @@ class Batch(Reach, Setbacks, Sharing):
         except Exception as e:
             self._task_failed(worker, task, e)
             return True
+        except asyncio.CancelledError:  # the call, whose own coroutine runs this runner
+            cancelled = True  # (see _start_round): the task stays in flight, among those
+            raise  # run() tells the worker to drop
         finally:
-            self.in_flight.pop(task, None)
-            self.sent_at.pop(task, None)
+            if not cancelled:
+                self.in_flight.pop(task, None)
+                self.sent_at.pop(task, None)
             session.occupancy[worker] -= 1
             if self.need:
                 session.give_back(worker, self.need)
