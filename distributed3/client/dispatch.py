@@ -411,11 +411,7 @@ class Batch(Reach, Setbacks, Sharing):
                     return False
             if self.options.prepare is not None:
                 await self.options.prepare(worker)
-            self.in_flight[task] = worker
-            self.sent_at[task] = asyncio.get_running_loop().time()
-            self.whole.discard(task)  # a new run, which a split may find going
-            if self.probe is None:
-                self._probe_later()  # its time counts from the first send, not a connect
+            self._in_flight(worker, task)
             reply = await channel.call(task.msg, self.options.timeout)
         except (ConnectionBrokenError, CommClosedError) as e:
             self._worker_died(worker, task, e)
@@ -450,13 +446,25 @@ class Batch(Reach, Setbacks, Sharing):
             session.occupancy[worker] -= 1
             if self.need:
                 session.give_back(worker, self.need)
+        self._replied(worker, task, reply)
+        return True
+
+    def _in_flight(self, worker, task):
+        """``task`` is in flight on ``worker`` from now."""
+        self.in_flight[task] = worker
+        self.sent_at[task] = asyncio.get_running_loop().time()
+        self.whole.discard(task)  # a new run, which a split may find going
+        if self.probe is None:
+            self._probe_later()  # its time counts from the first send, not a connect
+
+    def _replied(self, worker, task, reply):
+        """Keep what ``task`` made on ``worker``, and what its run time says."""
         if "ran" in reply:  # stopped early: the rest runs apart (see sharing.py)
             self._split_off(task, reply["ran"], worker)
         task.results.settle(reply, worker)
         self._finished_one(task)
         if self.remaining:
             self._learn(worker, reply, task)
-        return True
 
     def _finished_one(self, task):
         if self.on_done is not None:
