@@ -9,7 +9,7 @@ import pytest
 from distributed3 import Pool
 from distributed3.client.dispatch import Batch
 from distributed3.client.feed import Feed
-from distributed3.client.tasks import make_tasks, submits
+from distributed3.client.tasks import make_tasks
 from distributed3.exceptions import SerializationError, WorkerLostError
 from distributed3.testing import cluster_in_thread, gated
 from distributed3.utils import wait_for_sync
@@ -44,26 +44,6 @@ def test_a_submit_that_cannot_be_sent_fails_alone(pool):
     with pytest.raises(SerializationError, match=f"arguments of task {bad.key!r}"):
         bad.result()
     assert pool.submit(abs, -4).result() == 4  # the pool goes on
-
-
-def test_waiting_for_a_result_sends_at_once(pool):
-    """The submits' feed, given a long delay, holds what is added until someone waits
-    for one of its results: then everything added goes, without waiting it out."""
-    session = pool.session
-
-    async def go():
-        feed = submits(session)
-        feed.delay = 60
-        handles = []
-        for x in (-1, -2, -3):
-            made, tasks = await make_tasks(session, abs, [(x,)], {})
-            feed.add(tasks, made)
-            handles += made
-        await asyncio.sleep(0.05)
-        assert [h.status for h in handles] == ["pending"] * 3  # held for the delay
-        return [await h.aget() for h in reversed(handles)]
-
-    assert session.sync(go(), timeout=10) == [3, 2, 1]
 
 
 def test_a_failed_batch_fails_only_its_own_tasks(pool, gate):

@@ -5,7 +5,7 @@
     ex.submit(f, x) -> concurrent.futures.Future, PENDING in the executor's queue
       |  at most two tasks per core of the cluster out at once: the rest wait here,
       |  where cancel() and shutdown(cancel_futures=True) can still take them back
-      '-> RUNNING: sent to a worker (tasks.submit_one); its value, or its exception with
+      '-> RUNNING: sent to a worker (inbox.Inbox); its value, or its exception with
           the remote traceback as its cause, set on the future; the handle released
 
 So ``concurrent.futures.wait``, ``as_completed``, ``add_done_callback``, ``Executor.map``
@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .tasks import submit_one
+from .inbox import inbox
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -103,7 +103,7 @@ class Executor(cf.Executor):
 
     async def _run(self, future, fn, args, kwargs):
         try:
-            handle = await submit_one(self._session, fn, args, kwargs)
+            handle = inbox(self._session).put(fn, args, kwargs)
             value = (await self._session.gather([handle]))[0]
         except BaseException as e:  # the task's own error, or why it could not run
             future.set_exception(e)

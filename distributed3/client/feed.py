@@ -11,6 +11,9 @@ it, is sent with what else is ready in that turn of the loop, and is answered li
     submit(f, 2) --> feed.add --> batch.add([t2]): its slots, depth and crowd as learned
     ...              the batch ends once it has nothing left; the next add starts one
 
+Submits reach their feed a loop turn's worth at a time (see :mod:`.inbox`), so a loop of
+them goes several tasks to a message.
+
 ``independent`` tasks come from separate calls (submits): a task that cannot be sent
 (its arguments do not pickle) or that runs past its time limit fails alone, never the
 others.  Whatever fails the batch itself (no worker left, interrupted) fails every
@@ -58,65 +61,24 @@ def fail_pending(handles, error, on_done=None):
 
 
 class Feed:
-    """Tasks added to one running batch of ``name`` (see the module's docstring).
+    """Tasks added to one running batch of ``name`` (see the module's docstring)."""
 
-    With ``delay`` (seconds), what is added waits that long, or until someone waits for
-    a result (:meth:`hurry`), for what else a loop of calls adds meanwhile: all of it
-    goes in one message a worker, and comes back likewise.
-    """
-
-    def __init__(self, session, name, *, options=DEFAULTS, on_done=None, independent=False,
-                 delay=None):  # fmt: skip
+    def __init__(self, session, name, *, options=DEFAULTS, on_done=None, independent=False):
         self.session = session
         self.name = name
         self.options = options
         self.on_done = on_done  # called with each task's results as it ends
         self.independent = independent
-        self.delay = delay
         self.batch = None
         self.running = None  # the background run of `batch`
         self._pending = None  # the handles added to `batch`: those pending fail with it
         self._pruned = 0  # how many were left at the last pruning
-        self._unsent = []  # (tasks, handles) added, waiting for the end of `delay`
-        self._timer = None  # the handle of the call of _send, while any are unsent
-        self._hurried = False
 
     def add(self, tasks, handles=()):
-        """Run ``tasks`` in the running batch, or a new one, now or after ``delay``;
-        ``handles`` are their results, failed with the batch if it fails."""
+        """Run ``tasks`` in the running batch, or a new one; ``handles`` are their
+        results, failed with the batch if it fails."""
         if not tasks:
             return
-        if self.delay is None:
-            self._start(tasks, handles)
-            return
-        self._unsent.append((tasks, handles))
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.delay, self._send)
-
-    def capacity(self):
-        """How many tasks the workers at work on the running batch may have in flight
-        (0: none runs): their cores times the depth their replies taught."""
-        batch = self.batch
-        if batch is None or batch.error is not None:
-            return 0
-        return batch.working_slots()
-
-    def hurry(self):
-        """Someone waits for a result: what was added goes at the end of this turn."""
-        if self._timer is not None and not self._hurried:
-            self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_soon(self._send)
-            self._hurried = True
-
-    def _send(self):
-        unsent, self._unsent = self._unsent, []
-        self._timer, self._hurried = None, False
-        if self.session.status != "running":
-            return  # closed meanwhile: nothing runs any more
-        self._start([t for tasks, _ in unsent for t in tasks],
-                    [h for _, handles in unsent for h in handles])  # fmt: skip
-
-    def _start(self, tasks, handles):
         batch = self.batch
         # no await between run()'s last look at `remaining` and its end: while `running`
         # is not done, the batch takes up what is added
@@ -135,6 +97,20 @@ class Feed:
             for h in [h for h in pending if h.status != "pending"]:
                 pending.discard(h)
             self._pruned = len(pending)
+
+    def close(self, error):
+        """Stop the running batch; its tasks not finished fail with ``error``."""
+        if self.running is not None and not self.running.done():
+            fail_pending(self._pending, error, self.on_done)
+            self.running.cancel()
+
+    def capacity(self):
+        """How many tasks the workers at work on the running batch may have in flight
+        (0: none runs): their cores times the depth their replies taught."""
+        batch = self.batch
+        if batch is None or batch.error is not None:
+            return 0
+        return batch.working_slots()
 
     async def _run(self, batch, pending):
         try:

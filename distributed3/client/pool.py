@@ -32,7 +32,8 @@ from .session import Session
 from .stateful import StatefulPool
 from .streams import adrain, drain, stream
 from .sync import close_at_exit
-from .tasks import map_call, submit, submit_one
+from .inbox import submit_now, submit_on_loop
+from .tasks import map_call, submit
 
 if TYPE_CHECKING:
     from ..core.security import TLS
@@ -292,15 +293,12 @@ class Pool(ClusterInfo):
         >>> future.result()
         256
         """
-        return self.session.sync(self._submit(func, args, kwargs))
+        return submit_now(self.session, func, args, kwargs)
 
     async def asubmit(self, func: Callable[..., T], *args: Any,
                       **kwargs: Any) -> RemoteData[T]:  # fmt: skip
         """Async form of :meth:`submit`."""
-        return await self.session.run(self._submit(func, args, kwargs))
-
-    async def _submit(self, func, args, kwargs):
-        return await submit_one(self.session, func, args, kwargs)
+        return await self.session.run(submit_on_loop(self.session, func, args, kwargs))
 
     # -- streaming --------------------------------------------------------------------
 

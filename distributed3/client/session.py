@@ -79,7 +79,8 @@ class Session(Resources):
         self._warned = set()
         self.occupancy = defaultdict(int)
         self.task_times = TaskTimes()  # seconds per task of the functions mapped, for chunks
-        self.submits = None  # the Feed that submitted tasks join (see tasks.submits)
+        self.submits = None  # the Feed that submitted tasks join (see inbox.submits)
+        self.inbox = None  # where submits wait for the loop (see inbox.inbox)
         self.connections = None  # a ConnectionPool, once started
         self.channels = None  # one Channel per worker for tasks, once started
         self.status = "created"
@@ -113,6 +114,13 @@ class Session(Resources):
             coro.close()
             raise RuntimeError("this Pool is asynchronous: use the a* methods with await")
         return self._loop_thread.run_sync(coro, timeout)
+
+    @property
+    def loop_thread(self):
+        """The :class:`~distributed3.client.sync.LoopThread` of a blocking session."""
+        if self.asynchronous:
+            raise RuntimeError("this Pool is asynchronous: use the a* methods with await")
+        return self._loop_thread
 
     async def run(self, coro):
         """Await ``coro`` on the session's loop, from a coroutine on any loop."""
@@ -161,6 +169,7 @@ class Session(Resources):
             keys, self._owned = list(self._owned), set()
             await self.tell_center({"op": "release_keys", "keys": keys, "reply": False})
         self.status = "closing"
+        self._fail_submits()
         for task in (self._watcher, self._reporter):
             if task is not None:
                 task.cancel()
@@ -173,6 +182,14 @@ class Session(Resources):
         if self.cluster is not None:
             await self.cluster.close()
         self.status = "closed"
+
+    def _fail_submits(self):
+        """Submits not finished at close fail, saying so, rather than stay pending."""
+        error = CommClosedError(f"{self!r} closed before the task ended")
+        if self.submits is not None:
+            self.submits.close(error)
+        if self.inbox is not None:
+            self.inbox.drain()  # what is queued fails: the session no longer runs
 
     def __del__(self):
         # not the Pool's: its handles and streams hold the session, not the facade

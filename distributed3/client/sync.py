@@ -91,24 +91,38 @@ class LoopThread:
 
     # -- callers ---------------------------------------------------------------
 
-    def run_sync(self, coro, timeout=None):
-        """Run ``coro`` on this loop and block until it finishes (or ``timeout``)."""
+    def check_caller(self):
+        """Raise why this thread may not make a blocking call now: in a fork of the
+        process that made the loop, while Python exits, or on the loop itself."""
         if self.pid != os.getpid():
-            coro.close()
             raise RuntimeError(
                 "this distributed3 object was made in another process (before a fork) and "
                 "shares its connections: make a new Pool in this process"
             )
         if sys.is_finalizing():  # the daemon thread may hold the loop, and is stopped
-            coro.close()
             raise RuntimeError("a blocking distributed3 call was made while Python exits")
-        running = asyncio._get_running_loop()
-        if running is self.loop:
-            coro.close()
+        if asyncio._get_running_loop() is self.loop:
             raise RuntimeError(
                 "a blocking distributed3 call was made from its own event loop; "
                 "use the async form (e.g. `await pool.amap(...)`)"
             )
+
+    def unattended(self):
+        """Seconds since a caller last ran the loop itself (the daemon runs it after
+        ``LINGER``); 0 while a caller runs it."""
+        driver = self._driver
+        if driver is not None and driver != self.thread.ident:
+            return 0.0
+        return time.monotonic() - self._left_at
+
+    def run_sync(self, coro, timeout=None):
+        """Run ``coro`` on this loop and block until it finishes (or ``timeout``)."""
+        try:
+            self.check_caller()
+        except RuntimeError:
+            coro.close()
+            raise
+        running = asyncio._get_running_loop()
         if running is None:
             me = threading.get_ident()
             try:

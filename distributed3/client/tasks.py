@@ -26,7 +26,7 @@ from ..scheduling import adaptive_chunksize
 from ..utils import gc_paused
 from .data import delete, scatter
 from .dispatch import Batch
-from .feed import Feed, fail_pending
+from .feed import fail_pending
 from .handles import RemoteData
 from .options import DEFAULTS, Options  # noqa: F401 -- Options for the doctests
 from .progress import progress_bar
@@ -34,7 +34,6 @@ from .results import ChunkRecipe, Handles, OverChunk, Recipe, RemoteList, Result
 from .task import Task
 
 BIG_CONSTANT = 100_000  # pickled bytes above which a shared keyword argument is broadcast
-SUBMIT_DELAY = 0.001  # s a submit waits for the next ones, unless a result is awaited
 
 
 def funcname(func):
@@ -124,28 +123,6 @@ async def map_call(session, func, iterables, kwargs, options=DEFAULTS):
                         over=over, single=single)  # fmt: skip
 
 
-async def submit_one(session, func, args, kwargs):
-    """``pool.submit(func, *args, **kwargs)``: its handle, at once.  The task joins the
-    batch that the session's submits have running (see :func:`submits`).
-
-    >>> pool.session.sync(submit_one(pool.session, pow, (2, 5), {})).get()
-    32
-    """
-    handles = await submit(session, func, [args], kwargs, wait=False, feed=submits(session))
-    return handles[0]
-
-
-def submits(session):
-    """The :class:`~distributed3.client.feed.Feed` that ``session``'s submits join.
-
-    >>> submits(pool.session) is submits(pool.session)
-    True
-    """
-    if session.submits is None:
-        session.submits = Feed(session, "submit", independent=True, delay=SUBMIT_DELAY)
-    return session.submits
-
-
 def _on_done(handles, bar, on_done):
     """What the batch calls as each task ends: the bar, then the caller's ``on_done``,
     told at once of the tasks that failed before they ran (an input had failed)."""
@@ -199,7 +176,7 @@ def learn_times(times, results, seconds=None):
 
 
 async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, grouped=False,
-                     over=None, single=False, start=0):  # fmt: skip
+                     over=None, single=False, start=0, handles=None):  # fmt: skip
     """``(RemoteList of the results in input order, tasks to run)`` for one call.
 
     ``grouped``: a chunked call whose elements have no remote inputs of their own
@@ -210,7 +187,8 @@ async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, group
     each of the ``arglists`` is a task's only argument, not a tuple of them
     (``pool.map`` over one sequence, the usual case: no tuple is made, sent or taken
     apart per element).  ``start``: the position of the first of the ``arglists`` in
-    the call, for seeds (a stream makes its tasks a window at a time).
+    the call, for seeds (a stream makes its tasks a window at a time).  ``handles``:
+    the results' handles, made already (a submit's, see :mod:`.inbox`), one per element.
 
     >>> results, tasks = pool.session.sync(make_tasks(pool.session, abs, range(1000), {},
     ...                                               grouped=True, single=True))
@@ -231,29 +209,58 @@ async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, group
     elif single:
         arglists = [(a,) for a in arglists]
     handles, recipes = _element_recipes(session, name, base, arglists, kw_handles, options,
-                                        start)  # fmt: skip
+                                        start, handles)  # fmt: skip
     session.adopt(h.key for h in handles)  # the workers' reports tell the center
     # inputs still being computed must finish before tasks that need them are placed
-    pending = {k: h for _, r in recipes for k, h in r.inputs.items() if h.status == "pending"}
-    for h in pending.values():
+    for h in pending_inputs(recipes):
         await h.wait()
     size = options.chunksize or adaptive_chunksize(len(recipes), sum(session.cores.values()))
     return RemoteList(handles), _element_tasks(base, recipes, size, options)
 
 
+def pending_inputs(recipes):
+    """The inputs of ``(handle, recipe)`` pairs that are still being computed.
+
+    >>> pending_inputs([])
+    []
+    """
+    pending = {k: h for _, r in recipes for k, h in r.inputs.items() if h.status == "pending"}
+    return list(pending.values())
+
+
+def function_bytes(func, name):
+    """``func`` pickled for its tasks; ``TypeError`` or ``SerializationError``, naming
+    it, when it cannot be.
+
+    >>> function_bytes(None, "None")
+    Traceback (most recent call last):
+    TypeError: None is not callable
+    """
+    if not callable(func):
+        raise TypeError(f"{func!r} is not callable")
+    try:
+        return dumps_function(func)
+    except Exception as e:
+        raise SerializationError(
+            f"could not serialize function {name}: {type(e).__name__}: {e}"
+        ) from e
+
+
 async def _base_message(session, func, name, kwargs, options):
     """``(the part of the compute message every task shares, {key: kwarg handle})``."""
-    fbytes = None
-    if options.stateful is None:
-        if not callable(func):
-            raise TypeError(f"{func!r} is not callable")
-        try:
-            fbytes = dumps_function(func)
-        except Exception as e:
-            raise SerializationError(
-                f"could not serialize function {name}: {type(e).__name__}: {e}"
-            ) from e
+    fbytes = function_bytes(func, name) if options.stateful is None else None
     kwargs, keep = await broadcast_constants(session, kwargs)
+    return message_base(session, fbytes, kwargs, keep, options)
+
+
+def message_base(session, fbytes, kwargs, keep=(), options=DEFAULTS):
+    """The part of the compute message every task of a call shares, and the handles
+    among its keyword arguments, ``{key: handle}``; ``keep``: the keys of the big ones
+    broadcast (see :func:`broadcast_constants`).
+
+    >>> message_base(pool.session, b"f", {"n": 1})[0]["kwargs"]
+    {'n': 1}
+    """
     kwargs, kw_handles = extract_keys(kwargs, RemoteData, RemoteList)
     base = {"op": "compute", "function": fbytes, "owner": session.id}
     if kwargs:
@@ -303,8 +310,9 @@ def _chunked_tasks(session, name, base, arglists, inputs, options, over, single)
     return _grouped_tasks(session, name, base, plain, inputs, size, options, single)
 
 
-def _element_recipes(session, name, base, arglists, kw_handles, options, start=0):
-    """A handle and a recipe per element; an element whose input failed fails too."""
+def _element_recipes(session, name, base, arglists, kw_handles, options, start=0, made=None):
+    """A handle (or the next of those ``made``) and a recipe per element; an element
+    whose input failed fails too."""
     handles, recipes = [], []
     # one handle and recipe per element, none of them garbage: no collection meanwhile
     with gc_paused(len(arglists)):
@@ -312,7 +320,10 @@ def _element_recipes(session, name, base, arglists, kw_handles, options, start=0
             args, inputs = extract_keys(args, RemoteData, RemoteList)
             if kw_handles:
                 inputs = {**inputs, **kw_handles}
-            handle = RemoteData(session.new_key(name), session, status="pending")
+            if made is None:
+                handle = RemoteData(session.new_key(name), session, status="pending")
+            else:
+                handle = made[i - start]
             handles.append(handle)
             if inputs:
                 failed = next((h for h in inputs.values()

@@ -1,0 +1,211 @@
+"""Submits: the handle at once, from any thread; the task made on the loop, in bulk.
+
+A ``pool.submit`` in a script's loop used to run the event loop once per call, to make
+its task and hand it to the running batch.  Taking the loop, running it a turn and
+giving it back cost more than the task's share of the batch did.  Now the caller makes
+only what it needs at once -- the handle, and the pickled function, whose error is the
+caller's to see now -- and queues the rest.  The loop makes the tasks of everything
+queued meanwhile in one go, and the submits' :class:`~distributed3.client.feed.Feed`
+sends them together::
+
+    submit(f, 1) --> handle h1; (h1, f, args) queued --> the loop is woken, once
+    submit(f, 2) --> handle h2; queued                   (for a whole burst)
+    ...              while submits keep coming, the caller runs the loop a turn
+                     each TURN_EVERY seconds (else the loop thread does, soon)
+    on the loop: drain --> tasks of h1, h2, ... --> feed.add --> one message a worker
+
+A submit whose inputs are still being computed, or whose keyword arguments are big
+enough to broadcast, is made in a coroutine of its own: it holds up neither the
+caller nor the submits after it.  ``asubmit`` and the ``concurrent.futures`` executor
+queue here too, from the loop itself.
+
+>>> handles = [submit_now(pool.session, pow, (2, i), {}) for i in range(3)]
+>>> pool.gather(handles)
+[1, 2, 4]
+"""
+import asyncio
+import collections
+from itertools import groupby
+
+from ..exceptions import CommClosedError
+from .feed import Feed
+from .handles import RemoteData
+from .options import DEFAULTS
+from .tasks import (_element_recipes, _element_tasks, _pickled_size, function_bytes, funcname,
+                    make_tasks, message_base, pending_inputs, BIG_CONSTANT)  # fmt: skip
+
+__all__ = ["Inbox", "inbox", "submit_now", "submit_on_loop", "submits", "TURN_EVERY"]
+
+TURN_EVERY = 0.001  # s between the turns of the loop that a caller's submits run
+
+
+def submits(session):
+    """The :class:`~distributed3.client.feed.Feed` that ``session``'s submits join.
+
+    >>> submits(pool.session) is submits(pool.session)
+    True
+    """
+    if session.submits is None:
+        session.submits = Feed(session, "submit", independent=True)
+    return session.submits
+
+
+def inbox(session):
+    """``session``'s :class:`Inbox`, made on first use.
+
+    >>> inbox(pool.session) is inbox(pool.session)
+    True
+    """
+    if session.inbox is None:
+        session.inbox = Inbox(session)
+    return session.inbox
+
+
+def submit_now(session, func, args, kwargs):
+    """``pool.submit(func, *args, **kwargs)`` from a blocking caller: its handle, at
+    once; while calls keep coming, the caller runs the loop a turn now and then.
+
+    >>> submit_now(pool.session, pow, (2, 5), {}).get()
+    32
+    """
+    session.loop_thread.check_caller()  # as any blocking call: not after a fork, ...
+    box = inbox(session)
+    handle = box.put(func, args, kwargs)
+    box.keep_moving()
+    return handle
+
+
+async def submit_on_loop(session, func, args, kwargs):
+    """``await pool.asubmit(func, *args, **kwargs)``: its handle, at once.
+
+    >>> pool.session.sync(submit_on_loop(pool.session, pow, (2, 3), {})).get()
+    8
+    """
+    return inbox(session).put(func, args, kwargs)
+
+
+class Inbox:
+    """Submitted calls queued for the loop, from any thread (see the module's docstring)."""
+
+    def __init__(self, session):
+        self.session = session
+        self.queue = collections.deque()  # (handle, func, name, function bytes, args, kwargs)
+        self._woken = False  # a drain is due on the loop
+
+    def put(self, func, args, kwargs):
+        """The pending handle of ``func(*args, **kwargs)``, whose task the loop makes and
+        runs soon; raises at once if the pool is closed or ``func`` cannot be sent."""
+        session = self.session
+        session.check()
+        name = funcname(func)
+        fbytes = function_bytes(func, name)
+        handle = RemoteData(session.new_key(name), session, status="pending")
+        self.queue.append((handle, func, name, fbytes, args, kwargs))
+        if not self._woken:
+            self._woken = True
+            loop = session.loop
+            if asyncio._get_running_loop() is loop:
+                loop.call_soon(self.drain)
+            else:
+                loop.call_soon_threadsafe(self.drain)
+        return handle
+
+    def keep_moving(self):
+        """From a blocking caller: run the loop a turn if nobody has run it for
+        ``TURN_EVERY`` seconds, so that queued calls go and replies come in while the
+        caller goes on submitting (the loop thread takes over once it stops)."""
+        loop_thread = self.session.loop_thread
+        if asyncio._get_running_loop() is None and loop_thread.unattended() >= TURN_EVERY:
+            self.session.sync(self._turn())
+
+    async def _turn(self):
+        self.drain()
+        # the batch's runners take the tasks in the next step, and send them in the one
+        # after (see Channel.request): those steps too, before the caller goes on
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    def drain(self):
+        """On the loop: make the tasks of what is queued and hand them to the feed."""
+        self._woken = False  # first: a call queued from now on wakes the loop again
+        session, queue = self.session, self.queue
+        entries = []
+        while queue:
+            entry = queue.popleft()
+            if entry[0].status == "pending":  # not deleted meanwhile
+                entries.append(entry)
+        if session.status != "running":
+            error = session.broken or CommClosedError(f"{session!r} closed before the task ended")
+            for entry in entries:
+                entry[0].set_error(error, "")
+            return
+        handles, tasks = [], []
+        # calls of one function without keywords, one after the other: made together
+        for (_, plain), run in groupby(entries, key=lambda e: (e[3], not e[5])):
+            for handle, made in (self._plain(list(run)) if plain else map(self._one, run)):
+                handles.append(handle)
+                tasks += made
+        if tasks:
+            submits(session).add(tasks, handles)
+
+    def _plain(self, entries):
+        """``(handle, tasks)`` of calls of one function without keyword arguments; those
+        whose inputs are still being computed wait for them in the background."""
+        session = self.session
+        _, _, name, fbytes, _, _ = entries[0]
+        base, _ = message_base(session, fbytes, {})
+        made = [e[0] for e in entries]
+        try:
+            _, recipes = _element_recipes(session, name, base, [e[4] for e in entries], {},
+                                          DEFAULTS, made=made)  # fmt: skip
+        except Exception:  # one of them, which _one finds and fails alone
+            return [self._one(e) for e in entries]
+        session.adopt(h.key for h in made)
+        out = []
+        for pair in recipes:  # those whose inputs failed already have no recipe
+            if pending_inputs([pair]):
+                asyncio.ensure_future(self._after_inputs(base, pair))
+            else:
+                out.append((pair[0], _element_tasks(base, [pair], 1, DEFAULTS)))
+        return out
+
+    def _one(self, entry):
+        """``(handle, tasks)`` of one call, made now: no tasks when it failed already
+        (an input did, or it could not be made), or when it waits in the background
+        for its inputs or for its keyword arguments to be broadcast."""
+        handle, _, name, fbytes, args, kwargs = entry
+        if any(not isinstance(v, RemoteData) and _pickled_size(v) >= BIG_CONSTANT
+               for v in kwargs.values()):  # fmt: skip
+            asyncio.ensure_future(self._make_later(entry))
+            return handle, []
+        session = self.session
+        try:
+            base, kw_handles = message_base(session, fbytes, kwargs)
+            _, recipes = _element_recipes(session, name, base, [args], kw_handles, DEFAULTS,
+                                          made=[handle])  # fmt: skip
+        except Exception as e:  # what the caller will see as the task's error
+            handle.set_error(e, "")
+            return handle, []
+        session.adopt([handle.key])
+        if recipes and pending_inputs(recipes):
+            asyncio.ensure_future(self._after_inputs(base, recipes[0]))
+            return handle, []
+        return handle, _element_tasks(base, recipes, 1, DEFAULTS)
+
+    async def _after_inputs(self, base, pair):
+        """Send the task of ``pair`` (handle, recipe) once its inputs are done."""
+        for h in pending_inputs([pair]):
+            await h.wait()
+        handle = pair[0]
+        if handle.status == "pending" and self.session.status == "running":
+            submits(self.session).add(_element_tasks(base, [pair], 1, DEFAULTS), [handle])
+
+    async def _make_later(self, entry):
+        handle, func, _, _, args, kwargs = entry
+        try:
+            _, tasks = await make_tasks(self.session, func, [args], kwargs, handles=[handle])
+        except Exception as e:
+            handle.set_error(e, "")
+            return
+        if handle.status == "pending" and self.session.status == "running":
+            submits(self.session).add(tasks, [handle])
