@@ -134,6 +134,25 @@ def test_frozen_worker_is_removed_and_comes_back():
             pool.wait_for_workers(2, timeout=10)
 
 
+def test_worker_info_leaves_out_a_frozen_worker_and_names_it(caplog):
+    """A worker that stops answering (here: stopped, with the pool's connection to it
+    open) is left out of ``worker_info`` after the pool's timeout, and named; before,
+    the call waited for it for good."""
+    with process_cluster(nworkers=2) as (address, _, workers):
+        with Pool(address, timeout=1) as pool:
+            assert len(pool.worker_info()) == 2  # a connection to each is open now
+            frozen, alive = workers
+            os.kill(frozen.proc.pid, signal.SIGSTOP)
+            try:
+                with caplog.at_level("WARNING", logger="distributed3.client.session"):
+                    info = pool.worker_info()
+                assert [i["pid"] for i in info.values()] == [alive.proc.pid]
+                host, port = address_of(frozen)
+                assert f"{host}:{port} did not answer 'info' within 1 s" in caplog.text
+            finally:
+                os.kill(frozen.proc.pid, signal.SIGCONT)
+
+
 def test_tasks_sent_to_a_worker_that_freezes_go_elsewhere_once_the_center_drops_it(tmp_path):
     """The frozen worker never wakes during the test: its tasks must not wait for it."""
     with process_cluster(nworkers=2, center_args=["--heartbeat-timeout", "1"]) as (

@@ -74,7 +74,8 @@ class ClusterInfo:
         which is how locality is checked: it stays 0 when tasks ran where their
         inputs were.  Memory: ``rss``, ``memory_limit``, ``managed_bytes``,
         ``spilled_bytes``, ``paused``, ``pauses``.  A worker that died since the center
-        listed it is left out.
+        listed it is left out, and so is one that did not answer within the pool's
+        ``timeout`` (a warning names it).
         """
         return self.session.sync(self.session.worker_info())
 

@@ -29,7 +29,7 @@ from collections import defaultdict
 from ..core.comm import connect
 from ..core.security import TLS, normalize_secret
 from ..core.channel import Channels
-from ..core.server import ConnectionPool, request
+from ..core.server import ConnectionPool, request, rpc
 from ..exceptions import (CommClosedError, ConnectionBrokenError, DistributedError,
                           VersionMismatchError)
 from ..scheduling import TaskTimes
@@ -472,14 +472,21 @@ class Session(Resources):
 
     async def worker_info(self):
         """``{worker: its info()}``, without the workers that died since the center
-        listed them (see :meth:`distributed3.Pool.worker_info`)."""
+        listed them, nor those that did not answer within ``timeout`` seconds (frozen,
+        or too busy to): those are named in a warning (see
+        :meth:`distributed3.Pool.worker_info`)."""
         workers = list(self.cores)
-        infos = await asyncio.gather(*[self.rpc(w).info() for w in workers],
-                                     return_exceptions=True)  # fmt: skip
+        infos = await asyncio.gather(*[
+            rpc(w, connection_pool=self.connections, timeout=self.timeout).info()
+            for w in workers], return_exceptions=True)  # fmt: skip
         out = {}
         for worker, info in zip(workers, infos):
             if isinstance(info, (ConnectionBrokenError, CommClosedError)):
                 continue  # it died since the center listed it: it is no longer there
+            if isinstance(info, TimeoutError):  # a status call: no reason to wait longer
+                logger.warning("Worker %s is left out of worker_info: %s",
+                               format_address(worker), info)  # fmt: skip
+                continue
             if isinstance(info, BaseException):
                 raise info
             out[worker] = info
