@@ -134,21 +134,28 @@ def test_frozen_worker_is_removed_and_comes_back():
             pool.wait_for_workers(2, timeout=10)
 
 
-def test_worker_info_leaves_out_a_frozen_worker_and_names_it(caplog):
-    """A worker that stops answering (here: stopped, with the pool's connection to it
-    open) is left out of ``worker_info`` after the pool's timeout, and named; before,
-    the call waited for it for good."""
+def test_quick_calls_do_not_wait_for_a_frozen_worker_for_good(caplog):
+    """A worker that stops answering (here: stopped, with the pool's connections to it
+    open) is left out of ``worker_info`` after the pool's timeout, and named; a delete
+    of data it holds returns too (the center's release reaches it later).  Before,
+    both calls waited for it for good."""
     with process_cluster(nworkers=2) as (address, _, workers):
         with Pool(address, timeout=1) as pool:
             assert len(pool.worker_info()) == 2  # a connection to each is open now
+            data = pool.scatter(list(range(8)))
             frozen, alive = workers
+            host, port = address_of(frozen)
+            assert any((host, port) in ws for ws in pool.who_has(data).values())
             os.kill(frozen.proc.pid, signal.SIGSTOP)
             try:
+                pool.delete(data)  # over the connection still open to each
+                assert {h.status for h in data} == {"deleted"}
                 with caplog.at_level("WARNING", logger="distributed3.client.session"):
                     info = pool.worker_info()
                 assert [i["pid"] for i in info.values()] == [alive.proc.pid]
-                host, port = address_of(frozen)
-                assert f"{host}:{port} did not answer 'info' within 1 s" in caplog.text
+                # named, with why: its handshake, the delete having closed the connection
+                assert f"Worker {host}:{port} is left out of worker_info" in caplog.text
+                assert "within 1 s" in caplog.text
             finally:
                 os.kill(frozen.proc.pid, signal.SIGCONT)
 

@@ -160,8 +160,8 @@ async def delete(session, seq):
     for key, workers in holders.items():
         for w in workers:
             by_worker[w].append(key)
-    await asyncio.gather(
-        *[session.rpc(w).delete_data(keys=ks) for w, ks in by_worker.items()],
+    await asyncio.gather(  # a worker that does not answer: the release below reaches it
+        *[session.rpc(w, session.timeout).delete_data(keys=ks) for w, ks in by_worker.items()],
         return_exceptions=True,
     )
     for h in handles:

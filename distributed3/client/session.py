@@ -405,9 +405,13 @@ class Session(Resources):
         this turn of the loop; its reply's result (see :class:`~distributed3.core.channel.Channel`)."""
         return self.channels.call(worker, msg, timeout)
 
-    def rpc(self, worker):
-        """An rpc proxy to ``worker`` over the session's connections."""
-        return self.connections(worker)
+    def rpc(self, worker, timeout=None):
+        """An rpc proxy to ``worker`` over the session's connections; with ``timeout``,
+        its calls raise ``TimeoutError`` after waiting that long for a reply (for quick
+        ones, which a frozen worker must not hold up for good)."""
+        if timeout is None:
+            return self.connections(worker)
+        return rpc(worker, connection_pool=self.connections, timeout=timeout)
 
     # -- keys ---------------------------------------------------------------------
 
@@ -476,9 +480,8 @@ class Session(Resources):
         or too busy to): those are named in a warning (see
         :meth:`distributed3.Pool.worker_info`)."""
         workers = list(self.cores)
-        infos = await asyncio.gather(*[
-            rpc(w, connection_pool=self.connections, timeout=self.timeout).info()
-            for w in workers], return_exceptions=True)  # fmt: skip
+        infos = await asyncio.gather(*[self.rpc(w, self.timeout).info() for w in workers],
+                                     return_exceptions=True)  # fmt: skip
         out = {}
         for worker, info in zip(workers, infos):
             if isinstance(info, (ConnectionBrokenError, CommClosedError)):
