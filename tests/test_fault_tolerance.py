@@ -150,7 +150,7 @@ def test_quick_calls_do_not_wait_for_a_frozen_worker_for_good(caplog):
             try:
                 pool.delete(data)  # over the connection still open to each
                 assert {h.status for h in data} == {"deleted"}
-                with caplog.at_level("WARNING", logger="distributed3.client.session"):
+                with caplog.at_level("WARNING", logger="distributed3.client.info"):
                     info = pool.worker_info()
                 assert [i["pid"] for i in info.values()] == [alive.proc.pid]
                 # named, with why: its handshake, the delete having closed the connection

@@ -5,13 +5,43 @@ asks; every method needs only ``self.session``.
 >>> sorted(pool.worker_info()) == sorted(pool.available_cores)
 True
 """
+import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from ..core.security import dashboard_link
-from ..utils import Address
+from ..exceptions import CommClosedError, ConnectionBrokenError
+from ..utils import Address, format_address
 from . import data
 from .session import Session
+
+logger = logging.getLogger(__name__)
+
+
+async def worker_info(session):
+    """``{worker: its info()}``, without the workers that died since the center listed
+    them, nor those that did not answer within the session's ``timeout`` (frozen, or
+    too busy to): a warning names those (see :meth:`ClusterInfo.worker_info`).
+
+    >>> len(pool.session.sync(worker_info(pool.session))) == pool.nworkers
+    True
+    """
+    workers = list(session.cores)
+    infos = await asyncio.gather(*[session.rpc(w, session.timeout).info() for w in workers],
+                                 return_exceptions=True)  # fmt: skip
+    out = {}
+    for worker, info in zip(workers, infos):
+        if isinstance(info, (ConnectionBrokenError, CommClosedError)):
+            continue  # it died since the center listed it: it is no longer there
+        if isinstance(info, TimeoutError):  # a status call: no reason to wait longer
+            logger.warning("Worker %s is left out of worker_info: %s",
+                           format_address(worker), info)  # fmt: skip
+            continue
+        if isinstance(info, BaseException):
+            raise info
+        out[worker] = info
+    return out
 
 
 class ClusterInfo:
@@ -77,11 +107,11 @@ class ClusterInfo:
         listed it is left out, and so is one that did not answer within the pool's
         ``timeout`` (a warning names it).
         """
-        return self.session.sync(self.session.worker_info())
+        return self.session.sync(worker_info(self.session))
 
     async def aworker_info(self) -> dict[Address, dict[str, Any]]:
         """Async form of :meth:`worker_info`."""
-        return await self.session.run(self.session.worker_info())
+        return await self.session.run(worker_info(self.session))
 
     @property
     def dashboard_link(self) -> str | None:

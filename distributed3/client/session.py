@@ -474,27 +474,6 @@ class Session(Resources):
                 # and must release these, or they would stay on the workers
                 self._unsent_releases.extend(notes["release"])
 
-    async def worker_info(self):
-        """``{worker: its info()}``, without the workers that died since the center
-        listed them, nor those that did not answer within ``timeout`` seconds (frozen,
-        or too busy to): those are named in a warning (see
-        :meth:`distributed3.Pool.worker_info`)."""
-        workers = list(self.cores)
-        infos = await asyncio.gather(*[self.rpc(w, self.timeout).info() for w in workers],
-                                     return_exceptions=True)  # fmt: skip
-        out = {}
-        for worker, info in zip(workers, infos):
-            if isinstance(info, (ConnectionBrokenError, CommClosedError)):
-                continue  # it died since the center listed it: it is no longer there
-            if isinstance(info, TimeoutError):  # a status call: no reason to wait longer
-                logger.warning("Worker %s is left out of worker_info: %s",
-                               format_address(worker), info)  # fmt: skip
-                continue
-            if isinstance(info, BaseException):
-                raise info
-            out[worker] = info
-        return out
-
     # -- data, for handles and batches -------------------------------------------------
 
     async def gather(self, seq):
