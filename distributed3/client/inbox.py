@@ -36,7 +36,7 @@ from .tasks import (_element_recipes, _element_tasks, _pickled_size, function_by
 
 __all__ = ["Inbox", "inbox", "submit_now", "submit_on_loop", "submits", "TURN_EVERY"]
 
-TURN_EVERY = 0.001  # s between the turns of the loop that a caller's submits run
+TURN_EVERY = 0.0002  # s between the turns of the loop that a caller's submits run
 
 
 def submits(session):
