@@ -5,7 +5,7 @@ Raw bytes, nothing unpickled: the hellos and the HMACs of the wire format that
 banner, nothing at all from an HTTP server), rather than waiting for its timeout.
 
 >>> silence(b""), silence(b"SSH-2")
-('; it sent nothing (a server that waits for its client to speak first, as HTTP does?)', "; it sent only b'SSH-2'")
+('; it sent nothing (a process stopped or too busy to answer, or a server that waits for its client to speak first, as HTTP does?)', "; it sent only b'SSH-2'")
 """
 import hashlib
 import hmac
@@ -66,8 +66,8 @@ async def read_hello(stream, name, received):
 def silence(received):
     """What a handshake that timed out got from the server, in words."""
     if not received:
-        return ("; it sent nothing (a server that waits for its client to speak first, "
-                "as HTTP does?)")  # fmt: skip
+        return ("; it sent nothing (a process stopped or too busy to answer, or a server "
+                "that waits for its client to speak first, as HTTP does?)")  # fmt: skip
     return f"; it sent only {bytes(received)!r}"
 
 
