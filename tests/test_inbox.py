@@ -8,7 +8,7 @@ import pytest
 from distributed3 import Pool
 from distributed3.client.inbox import inbox
 from distributed3.exceptions import CommClosedError
-from distributed3.testing import held
+from distributed3.testing import GATE, held
 from distributed3.utils import wait_for_sync
 
 
@@ -22,6 +22,33 @@ def test_a_submit_on_an_unfinished_input_returns_at_once(pool, gate):
     assert not second.done()
     gate.set()
     assert second.result(timeout=10) == 4
+
+
+def _fails_once_let(x):
+    assert GATE.wait(30), "the test never opened the gate"
+    raise ValueError(f"bad {x}")
+
+
+def test_a_submit_on_an_input_that_fails_later_fails_with_its_error(pool, gate):
+    """A submit that waited for its input fails as the input did, not as lost data."""
+    first = pool.submit(_fails_once_let, 1)
+    second = pool.submit(operator.add, first, 1)
+    gate.set()
+    with pytest.raises(ValueError, match="bad 1"):
+        second.result(timeout=10)
+
+
+def test_a_submit_waiting_for_its_input_fails_when_the_pool_closes(center, gate):
+    """A submit still waiting for its input when the pool closes fails, saying so;
+    it does not stay pending."""
+    pool = Pool(center.address)
+    first = pool.submit(held, 3)
+    second = pool.submit(operator.add, first, 1)
+    pool.close()
+    gate.set()
+    wait_for_sync(second.done, 10, "the waiting submit stayed pending")
+    with pytest.raises(CommClosedError, match="closed before the task ended"):
+        second.raise_error()
 
 
 def test_a_submit_with_a_big_keyword_is_broadcast_and_others_go_on(pool, gate):

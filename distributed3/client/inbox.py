@@ -14,9 +14,10 @@ sends them together::
                      each TURN_EVERY seconds (else the loop thread does, soon)
     on the loop: drain --> tasks of h1, h2, ... --> feed.add --> one message a worker
 
-A submit whose inputs are still being computed, or whose keyword arguments are big
-enough to broadcast, is made in a coroutine of its own: it holds up neither the
-caller nor the submits after it.  ``asubmit`` and the ``concurrent.futures`` executor
+A submit whose inputs are still being computed waits for them in a coroutine of its
+own, and one whose keyword arguments are big enough to broadcast is made in one: it
+holds up neither the caller nor the submits after it.  If the pool closes meanwhile,
+its handle fails saying so.  ``asubmit`` and the ``concurrent.futures`` executor
 queue here too, from the loop itself.
 
 >>> handles = [submit_now(pool.session, pow, (2, i), {}) for i in range(3)]
@@ -31,8 +32,8 @@ from ..exceptions import CommClosedError
 from .feed import Feed
 from .handles import RemoteData
 from .options import DEFAULTS
-from .tasks import (_element_recipes, _element_tasks, _pickled_size, function_bytes, funcname,
-                    make_tasks, message_base, pending_inputs, BIG_CONSTANT)  # fmt: skip
+from .tasks import (big_constant, element_recipes, element_tasks, fail_on_inputs,
+                    function_bytes, funcname, make_tasks, message_base, pending_inputs)  # fmt: skip
 
 __all__ = ["Inbox", "inbox", "submit_now", "submit_on_loop", "submits", "TURN_EVERY"]
 
@@ -104,16 +105,21 @@ class Inbox:
         if not self._woken:
             self._woken = True
             loop = session.loop
-            if asyncio._get_running_loop() is loop:
-                loop.call_soon(self.drain)
-            else:
-                loop.call_soon_threadsafe(self.drain)
+            try:
+                if asyncio._get_running_loop() is loop:
+                    loop.call_soon(self.drain)
+                else:
+                    loop.call_soon_threadsafe(self.drain)
+            except BaseException:  # Ctrl-C, a closed loop: the next call wakes it again
+                self._woken = False
+                raise
         return handle
 
     def keep_moving(self):
-        """From a blocking caller: run the loop a turn if nobody has run it for
-        ``TURN_EVERY`` seconds, so that queued calls go and replies come in while the
-        caller goes on submitting (the loop thread takes over once it stops)."""
+        """From a blocking caller: run the loop a turn if no caller has run it for
+        ``TURN_EVERY`` seconds (taking it from the loop thread, if that runs it), so
+        that queued calls go and replies come in while the caller goes on submitting;
+        the loop thread takes over once it stops."""
         loop_thread = self.session.loop_thread
         if asyncio._get_running_loop() is None and loop_thread.unattended() >= TURN_EVERY:
             self.session.sync(self._turn())
@@ -135,9 +141,8 @@ class Inbox:
             if entry[0].status == "pending":  # not deleted meanwhile
                 entries.append(entry)
         if session.status != "running":
-            error = session.broken or CommClosedError(f"{session!r} closed before the task ended")
             for entry in entries:
-                entry[0].set_error(error, "")
+                entry[0].set_error(_closed(session), "")
             return
         handles, tasks = [], []
         # calls of one function without keywords, one after the other: made together
@@ -156,7 +161,7 @@ class Inbox:
         base, _ = message_base(session, fbytes, {})
         made = [e[0] for e in entries]
         try:
-            _, recipes = _element_recipes(session, name, base, [e[4] for e in entries], {},
+            _, recipes = element_recipes(session, name, base, [e[4] for e in entries], {},
                                           DEFAULTS, made=made)  # fmt: skip
         except Exception:  # one of them, which _one finds and fails alone
             return [self._one(e) for e in entries]
@@ -166,7 +171,7 @@ class Inbox:
             if pending_inputs([pair]):
                 asyncio.ensure_future(self._after_inputs(base, pair))
             else:
-                out.append((pair[0], _element_tasks(base, [pair], 1, DEFAULTS)))
+                out.append((pair[0], element_tasks(base, [pair], 1, DEFAULTS)))
         return out
 
     def _one(self, entry):
@@ -174,14 +179,13 @@ class Inbox:
         (an input did, or it could not be made), or when it waits in the background
         for its inputs or for its keyword arguments to be broadcast."""
         handle, _, name, fbytes, args, kwargs = entry
-        if any(not isinstance(v, RemoteData) and _pickled_size(v) >= BIG_CONSTANT
-               for v in kwargs.values()):  # fmt: skip
+        if any(big_constant(v) for v in kwargs.values()):
             asyncio.ensure_future(self._make_later(entry))
             return handle, []
         session = self.session
         try:
             base, kw_handles = message_base(session, fbytes, kwargs)
-            _, recipes = _element_recipes(session, name, base, [args], kw_handles, DEFAULTS,
+            _, recipes = element_recipes(session, name, base, [args], kw_handles, DEFAULTS,
                                           made=[handle])  # fmt: skip
         except Exception as e:  # what the caller will see as the task's error
             handle.set_error(e, "")
@@ -190,15 +194,16 @@ class Inbox:
         if recipes and pending_inputs(recipes):
             asyncio.ensure_future(self._after_inputs(base, recipes[0]))
             return handle, []
-        return handle, _element_tasks(base, recipes, 1, DEFAULTS)
+        return handle, element_tasks(base, recipes, 1, DEFAULTS)
 
     async def _after_inputs(self, base, pair):
-        """Send the task of ``pair`` (handle, recipe) once its inputs are done."""
+        """Send the task of ``pair`` (handle, recipe) once its inputs are done; it fails
+        as they did if one failed or was deleted meanwhile."""
+        handle, recipe = pair
         for h in pending_inputs([pair]):
             await h.wait()
-        handle = pair[0]
-        if handle.status == "pending" and self.session.status == "running":
-            submits(self.session).add(_element_tasks(base, [pair], 1, DEFAULTS), [handle])
+        if not fail_on_inputs(handle, recipe.inputs):
+            self._hand_over(handle, element_tasks(base, [pair], 1, DEFAULTS))
 
     async def _make_later(self, entry):
         handle, func, _, _, args, kwargs = entry
@@ -207,5 +212,18 @@ class Inbox:
         except Exception as e:
             handle.set_error(e, "")
             return
-        if handle.status == "pending" and self.session.status == "running":
-            submits(self.session).add(tasks, [handle])
+        self._hand_over(handle, tasks)
+
+    def _hand_over(self, handle, tasks):
+        """``tasks`` of ``handle``, made in the background, to the feed; once the pool
+        closed, ``handle`` fails saying so (nothing else would tell it)."""
+        if handle.status != "pending":
+            return
+        if self.session.status != "running":
+            handle.set_error(_closed(self.session), "")
+            return
+        submits(self.session).add(tasks, [handle])
+
+
+def _closed(session):
+    return session.broken or CommClosedError(f"{session!r} closed before the task ended")

@@ -126,7 +126,12 @@ class LoopThread:
         if running is None:
             me = threading.get_ident()
             try:
-                if self._take():
+                try:
+                    taken = self._take()
+                except BaseException:  # Ctrl-C while waiting for the loop: never to run
+                    coro.close()
+                    raise
+                if taken:
                     return self._drive(coro, timeout)
             finally:  # whatever interrupted us: the loop is not ours any more
                 if self._driver == me:

@@ -208,14 +208,14 @@ async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, group
         arglists = [(h,) for h in over]
     elif single:
         arglists = [(a,) for a in arglists]
-    handles, recipes = _element_recipes(session, name, base, arglists, kw_handles, options,
+    handles, recipes = element_recipes(session, name, base, arglists, kw_handles, options,
                                         start, handles)  # fmt: skip
     session.adopt(h.key for h in handles)  # the workers' reports tell the center
     # inputs still being computed must finish before tasks that need them are placed
     for h in pending_inputs(recipes):
         await h.wait()
     size = options.chunksize or adaptive_chunksize(len(recipes), sum(session.cores.values()))
-    return RemoteList(handles), _element_tasks(base, recipes, size, options)
+    return RemoteList(handles), element_tasks(base, recipes, size, options)
 
 
 def pending_inputs(recipes):
@@ -280,11 +280,21 @@ async def broadcast_constants(session, kwargs):
     """
     out, keep = {}, []
     for name, value in kwargs.items():
-        if not isinstance(value, RemoteData) and _pickled_size(value) >= BIG_CONSTANT:
+        if big_constant(value):
             (value,) = await scatter(session, [value], broadcast=True)
             keep.append(value.key)
         out[name] = value
     return out, keep
+
+
+def big_constant(value):
+    """Whether keyword argument ``value`` is big enough to be broadcast once, rather
+    than sent in every task's message.
+
+    >>> big_constant(1), big_constant(bytes(BIG_CONSTANT))
+    (False, True)
+    """
+    return not isinstance(value, RemoteData) and _pickled_size(value) >= BIG_CONSTANT
 
 
 def _pickled_size(value):
@@ -310,7 +320,7 @@ def _chunked_tasks(session, name, base, arglists, inputs, options, over, single)
     return _grouped_tasks(session, name, base, plain, inputs, size, options, single)
 
 
-def _element_recipes(session, name, base, arglists, kw_handles, options, start=0, made=None):
+def element_recipes(session, name, base, arglists, kw_handles, options, start=0, made=None):
     """A handle (or the next of those ``made``) and a recipe per element; an element
     whose input failed fails too."""
     handles, recipes = [], []
@@ -325,18 +335,14 @@ def _element_recipes(session, name, base, arglists, kw_handles, options, start=0
             else:
                 handle = made[i - start]
             handles.append(handle)
-            if inputs:
-                failed = next((h for h in inputs.values()
-                               if h.status not in ("finished", "pending")), None)  # fmt: skip
-                if failed is not None:  # an input failed or was deleted: so does this task
-                    handle.set_error(*input_error(failed), next(iter(failed.workers), None))
-                    continue
+            if inputs and fail_on_inputs(handle, inputs):
+                continue
             handle.recipe = recipe = Recipe(base, args, i, options, inputs)
             recipes.append((handle, recipe))
     return handles, recipes
 
 
-def _element_tasks(base, recipes, size, options):
+def element_tasks(base, recipes, size, options):
     """One task per ``size`` elements whose inputs live on the same workers."""
     tasks = []
     with gc_paused(len(recipes)):
@@ -453,6 +459,21 @@ def _chunks(recipes, size):
         where = frozenset().union(*(h.workers for h in inputs.values())) if inputs else None
         groups.setdefault(where, []).append(element)
     return [chunk for group in groups.values() for chunk in partition_all(size, group)]
+
+
+def fail_on_inputs(handle, inputs):
+    """Fail ``handle`` if one of its ``inputs`` failed or was deleted; whether it did.
+
+    >>> h = RemoteData("k", None, status="pending")
+    >>> fail_on_inputs(h, {"x": RemoteData("x", None, status="deleted")}), h.status
+    (True, 'error')
+    """
+    failed = next((h for h in inputs.values() if h.status not in ("finished", "pending")),
+                  None)  # fmt: skip
+    if failed is None:
+        return False
+    handle.set_error(*input_error(failed), next(iter(failed.workers), None))
+    return True
 
 
 def input_error(handle):
