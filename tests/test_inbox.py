@@ -38,6 +38,17 @@ def test_a_submit_on_an_input_that_fails_later_fails_with_its_error(pool, gate):
         second.result(timeout=10)
 
 
+def test_an_apply_on_an_input_that_fails_later_fails_with_its_error(pool, gate):
+    """So does an ``apply`` (and a map) that waited for its input."""
+    first = pool.submit(_fails_once_let, 2)
+    opener = threading.Timer(0.1, gate.set)  # while apply waits for the input, or before
+    opener.start()
+    result = pool.apply(operator.add, [first, 1])
+    opener.join()
+    with pytest.raises(ValueError, match="bad 2"):
+        result.get()
+
+
 def test_a_submit_waiting_for_its_input_fails_when_the_pool_closes(center, gate):
     """A submit still waiting for its input when the pool closes fails, saying so;
     it does not stay pending."""

@@ -211,9 +211,13 @@ async def make_tasks(session, func, arglists, kwargs, *, options=DEFAULTS, group
     handles, recipes = element_recipes(session, name, base, arglists, kw_handles, options,
                                         start, handles)  # fmt: skip
     session.adopt(h.key for h in handles)  # the workers' reports tell the center
-    # inputs still being computed must finish before tasks that need them are placed
-    for h in pending_inputs(recipes):
+    # inputs still being computed must finish before tasks that need them are placed;
+    # an element whose input failed meanwhile fails as it did
+    waited = pending_inputs(recipes)
+    for h in waited:
         await h.wait()
+    if waited:
+        recipes = [(h, r) for h, r in recipes if not fail_on_inputs(h, r.inputs)]
     size = options.chunksize or adaptive_chunksize(len(recipes), sum(session.cores.values()))
     return RemoteList(handles), element_tasks(base, recipes, size, options)
 
