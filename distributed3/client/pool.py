@@ -287,7 +287,8 @@ class Pool(ClusterInfo):
         """Start ``func(*args, **kwargs)`` and return its ``RemoteData`` at once.
 
         Like ``concurrent.futures``: ``done()``, ``result()`` / ``get()``, and
-        :func:`distributed3.as_completed` / :func:`distributed3.wait`.
+        :func:`distributed3.as_completed` / :func:`distributed3.wait`.  Handles among the
+        arguments are inputs: the task runs where they live, once they finished.
 
         >>> future = pool.submit(pow, 2, 8)
         >>> future.result()
