@@ -1,5 +1,4 @@
 """Submits queued by the caller and made into tasks on the loop (client/inbox.py)."""
-import asyncio
 import operator
 import threading
 
@@ -7,7 +6,6 @@ import numpy as np
 import pytest
 
 from distributed3 import Pool
-from distributed3.client import inbox as inbox_module
 from distributed3.client.inbox import inbox
 from distributed3.exceptions import CommClosedError
 from distributed3.testing import GATE, held
@@ -76,17 +74,6 @@ def test_a_submit_with_a_big_keyword_is_broadcast_and_others_go_on(pool, gate):
     assert not after.done()
     gate.set()
     assert after.result(timeout=10) == 2
-
-
-def test_waiting_for_a_result_sends_what_is_queued_at_once(pool, monkeypatch):
-    """What submits queue goes out ``DRAIN_EVERY`` after the last drain (here: a
-    minute), unless someone waits for one of its results: then at once."""
-    monkeypatch.setattr(inbox_module, "DRAIN_EVERY", 60)
-    assert pool.submit(abs, -1).result(timeout=5) == 1  # nothing drained before: at once
-    second = pool.submit(abs, -2)
-    pool.session.sync(asyncio.sleep(0))  # a turn of the loop: the drain is set, not run
-    assert [entry[0] for entry in inbox(pool.session).queue] == [second]
-    assert second.result(timeout=5) == 2
 
 
 def test_submits_go_out_when_the_caller_stops_calling(pool):

@@ -62,9 +62,6 @@ class Held:
     async def wait(self) -> None:
         """Wait, on the pool's loop, until the task has ended."""
         if self.status == "pending":
-            inbox = getattr(self.session, "inbox", None)
-            if inbox is not None:  # it may be a submit's, waiting for the next ones
-                inbox.hurry()
             future = asyncio.get_running_loop().create_future()
             if self._waiters is None:
                 self._waiters = []  # type: ignore[misc]  # a slot of the subclass

@@ -13,8 +13,6 @@ sends them together::
     ...              while submits keep coming, the caller runs the loop a turn
                      each TURN_EVERY seconds (else the loop thread does, soon)
     on the loop: drain --> tasks of h1, h2, ... --> feed.add --> one message a worker
-                 (at most once each DRAIN_EVERY seconds; at once when a result of
-                 what is queued is awaited)
 
 A submit whose inputs are still being computed waits for them in a coroutine of its
 own, and one whose keyword arguments are big enough to broadcast is made in one: it
@@ -37,11 +35,9 @@ from .options import DEFAULTS
 from .tasks import (big_constant, element_recipes, element_tasks, fail_on_inputs,
                     function_bytes, funcname, make_tasks, message_base, pending_inputs)  # fmt: skip
 
-__all__ = ["Inbox", "inbox", "submit_now", "submit_on_loop", "submits", "DRAIN_EVERY",
-           "TURN_EVERY"]  # fmt: skip
+__all__ = ["Inbox", "inbox", "submit_now", "submit_on_loop", "submits", "TURN_EVERY"]
 
 TURN_EVERY = 0.0002  # s between the turns of the loop that a caller's submits run
-DRAIN_EVERY = 0.001  # s between drains: what is queued meanwhile goes out together
 
 
 def submits(session):
@@ -96,8 +92,6 @@ class Inbox:
         self.session = session
         self.queue = collections.deque()  # (handle, func, name, function bytes, args, kwargs)
         self._woken = False  # a drain is due on the loop
-        self._drained = float("-inf")  # when the last drain ran, by the loop's clock
-        self._timer = None  # the drain set for DRAIN_EVERY after the last one
 
     def put(self, func, args, kwargs):
         """The pending handle of ``func(*args, **kwargs)``, whose task the loop makes and
@@ -113,9 +107,9 @@ class Inbox:
             loop = session.loop
             try:
                 if asyncio._get_running_loop() is loop:
-                    loop.call_soon(self._due)
+                    loop.call_soon(self.drain)
                 else:
-                    loop.call_soon_threadsafe(self._due)
+                    loop.call_soon_threadsafe(self.drain)
             except BaseException:  # Ctrl-C, a closed loop: the next call wakes it again
                 self._woken = False
                 raise
@@ -131,38 +125,16 @@ class Inbox:
             self.session.sync(self._turn())
 
     async def _turn(self):
-        # replies come in, a drain that is due runs; the batch's runners take its tasks
-        # in the next step, and send them in the one after (see Channel.request)
+        self.drain()
+        # the batch's runners take the tasks in the next step, and send them in the one
+        # after (see Channel.request): those steps too, before the caller goes on
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-
-    def _due(self):
-        """On the loop, once a burst of calls began: drain now, or ``DRAIN_EVERY`` after
-        the last drain, so that a loop of submits goes several tasks to a message however
-        slowly its calls come (a busy machine)."""
-        if self._timer is not None:
-            return
-        loop = self.session.loop
-        wait = self._drained + DRAIN_EVERY - loop.time()
-        if wait <= 0:
-            self.drain()
-        else:
-            self._timer = loop.call_later(wait, self.drain)
-
-    def hurry(self):
-        """On the loop: someone waits for a result, which may be queued here: what is
-        queued goes now."""
-        if self.queue:
-            self.drain()
 
     def drain(self):
         """On the loop: make the tasks of what is queued and hand them to the feed."""
         self._woken = False  # first: a call queued from now on wakes the loop again
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         session, queue = self.session, self.queue
-        self._drained = session.loop.time()
         entries = []
         while queue:
             entry = queue.popleft()
