@@ -3,11 +3,13 @@ on a few, several to a message; long ones reach every core (client/crowd.py)."""
 import contextlib
 import sys
 import time
+from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 
 from distributed3 import Pool
-from distributed3.client.crowd import Crowd
+from distributed3.client.crowd import Crowd, Reach
 from distributed3.scheduling import PROBE_CORES
 from distributed3.testing import Proc
 
@@ -48,6 +50,35 @@ def test_tiny_tasks_stay_on_a_few_of_a_thousand_workers():
         # ([91, 40, 71] beside two busy loops on these 2 cores; before: placing 3000 tasks
         # outlasted the probe, and all 1000 took some)
         assert min(used) <= 8 * PROBE_CORES and max(used) <= 16 * PROBE_CORES, used
+
+
+class _CountedLoads(defaultdict):
+    """A pool's occupancy that counts the workers looked up in it."""
+
+    lookups = 0
+
+    def __getitem__(self, worker):
+        self.lookups += 1
+        return super().__getitem__(worker)
+
+
+def test_a_round_of_few_tasks_looks_at_few_of_a_thousand_idle_workers():
+    """Which idle workers a round offers its few tasks to (an apply: one) costs a look
+    at that many workers, not at each of a thousand; the least loaded still win, in
+    turn, when the first ones are busy."""
+    workers = [("127.0.0.1", 10_000 + i) for i in range(1000)]
+    occupancy = _CountedLoads(int)
+    batch = SimpleNamespace(crowd=Crowd(workers), session=SimpleNamespace(occupancy=occupancy),
+                            lost=set(), resting=set(), need={}, _eligible=lambda w: True)
+
+    def load(w):
+        return occupancy[w]
+
+    assert Reach._least_loaded_idle(batch, workers, 8, load) == workers[:8]
+    assert occupancy.lookups == 8
+    for w in workers[:995]:
+        occupancy[w] = 1  # busy with other calls' tasks: the five others first
+    assert Reach._least_loaded_idle(batch, workers, 8, load) == workers[995:] + workers[:3]
 
 
 def test_a_graph_of_tiny_tasks_goes_several_to_a_message():

@@ -146,7 +146,7 @@ class Reach:
     and the rest of its state.
 
     >>> sorted(m for m in vars(Reach) if not m.startswith("__"))[:3]
-    ['_crowded', '_probe_later', '_round_order']
+    ['_crowded', '_least_loaded_idle', '_probe_later']
     """
 
     def capacity(self):
@@ -187,11 +187,29 @@ class Reach:
         room = crowd.room(self.message_seconds)
         if room is None:
             return sorted(workers, key=load)
-        idle = [w for w in workers if w not in crowd.busy and w not in self.lost
-                and w not in self.resting and (not self.need or self._eligible(w))]  # fmt: skip
-        chosen = {*crowd.busy, *(w for w, q in self.pinned.items() if q),
-                  *heapq.nsmallest(room, idle, key=load)}  # fmt: skip
-        return sorted((w for w in workers if w in chosen), key=load)
+        chosen = dict.fromkeys([*crowd.busy, *(w for w, q in self.pinned.items() if q),
+                                *self._least_loaded_idle(workers, room, load)])  # fmt: skip
+        return sorted(chosen, key=load)  # ties: at work, holders, then the idle in turn
+
+    def _least_loaded_idle(self, workers, room, load):
+        """The ``room`` least loaded of the idle ``workers``, ties in their order: the
+        first ``room`` with nothing in flight when there are that many -- a look at a
+        few workers of a thousand, not at each -- else the least loaded of them all."""
+        if room <= 0:
+            return []
+        crowd, occupancy = self.crowd, self.session.occupancy
+
+        def idle(w):
+            return (w not in crowd.busy and w not in self.lost and w not in self.resting
+                    and (not self.need or self._eligible(w)))  # fmt: skip
+
+        found = []
+        for w in workers:
+            if not occupancy[w] and idle(w):
+                found.append(w)
+                if len(found) == room:
+                    return found
+        return heapq.nsmallest(room, [w for w in workers if idle(w)], key=load)
 
     def _probe_later(self):
         self.probe = asyncio.get_running_loop().call_later(PROBE_SECONDS, self._widen_probe)

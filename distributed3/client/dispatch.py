@@ -82,7 +82,8 @@ class Batch(Reach, Setbacks, Sharing):
         # feed a thousand: runners of all workers, pinned tasks, workers with free slots
         self.running = 0
         self.starting = 0  # runners made and yet to take their first step
-        self.crowd = Crowd(w for w in session.cores if not self.need or self._eligible(w))
+        self.crowd = Crowd(session.cores if not self.need else
+                           (w for w in session.cores if self._eligible(w)))  # fmt: skip
         self.probe = None  # the timer that widens the crowd's probe; False once over
         self.npinned = 0
         self.spare = set()  # workers with runners and slots free
