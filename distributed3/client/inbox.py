@@ -145,26 +145,35 @@ class Inbox:
                 entry[0].set_error(_closed(session), "")
             return
         handles, tasks = [], []
-        # calls of one function without keywords, one after the other: made together
-        for (_, plain), run in groupby(entries, key=lambda e: (e[3], not e[5])):
-            for handle, made in (self._plain(list(run)) if plain else map(self._one, run)):
+        # calls of one function without keywords, one after the other, are made together;
+        # a call with keywords (a dict of its own) alone
+        for _, run in groupby(entries, key=lambda e: (e[3], id(e[5]) if e[5] else None)):
+            for handle, made in self._made(list(run)):
                 handles.append(handle)
                 tasks += made
         if tasks:
             submits(session).add(tasks, handles)
 
-    def _plain(self, entries):
-        """``(handle, tasks)`` of calls of one function without keyword arguments; those
-        whose inputs are still being computed wait for them in the background."""
+    def _made(self, entries):
+        """``(handle, tasks)`` of calls of one function with the same keyword arguments,
+        made now; a call that failed already (an input did, or it could not be made) has
+        none, and those that wait -- for their inputs, or for their keyword arguments to
+        be broadcast -- go on in the background."""
         session = self.session
-        _, _, name, fbytes, _, _ = entries[0]
-        base, _ = message_base(session, fbytes, {})
+        _, _, name, fbytes, _, kwargs = entries[0]
+        if any(big_constant(v) for v in kwargs.values()):  # a run of one call, then
+            asyncio.ensure_future(self._make_later(entries[0]))
+            return []
         made = [e[0] for e in entries]
         try:
-            _, recipes = element_recipes(session, name, base, [e[4] for e in entries], {},
-                                          DEFAULTS, made=made)  # fmt: skip
-        except Exception:  # one of them, which _one finds and fails alone
-            return [self._one(e) for e in entries]
+            base, kw_handles = message_base(session, fbytes, kwargs)
+            _, recipes = element_recipes(session, name, base, [e[4] for e in entries],
+                                         kw_handles, DEFAULTS, made=made)  # fmt: skip
+        except Exception as e:  # what the caller sees as the task's error: its alone
+            if len(entries) == 1:
+                made[0].set_error(e, "")
+                return []
+            return [pair for entry in entries for pair in self._made([entry])]
         session.adopt(h.key for h in made)
         out = []
         for pair in recipes:  # those whose inputs failed already have no recipe
@@ -173,28 +182,6 @@ class Inbox:
             else:
                 out.append((pair[0], element_tasks(base, [pair], 1, DEFAULTS)))
         return out
-
-    def _one(self, entry):
-        """``(handle, tasks)`` of one call, made now: no tasks when it failed already
-        (an input did, or it could not be made), or when it waits in the background
-        for its inputs or for its keyword arguments to be broadcast."""
-        handle, _, name, fbytes, args, kwargs = entry
-        if any(big_constant(v) for v in kwargs.values()):
-            asyncio.ensure_future(self._make_later(entry))
-            return handle, []
-        session = self.session
-        try:
-            base, kw_handles = message_base(session, fbytes, kwargs)
-            _, recipes = element_recipes(session, name, base, [args], kw_handles, DEFAULTS,
-                                          made=[handle])  # fmt: skip
-        except Exception as e:  # what the caller will see as the task's error
-            handle.set_error(e, "")
-            return handle, []
-        session.adopt([handle.key])
-        if recipes and pending_inputs(recipes):
-            asyncio.ensure_future(self._after_inputs(base, recipes[0]))
-            return handle, []
-        return handle, element_tasks(base, recipes, 1, DEFAULTS)
 
     async def _after_inputs(self, base, pair):
         """Send the task of ``pair`` (handle, recipe) once its inputs are done; it fails

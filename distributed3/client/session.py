@@ -110,10 +110,12 @@ class Session(Resources):
 
     def sync(self, coro, timeout=None):
         """Run ``coro`` on the session's loop and return its result, blocking."""
-        if self.asynchronous:
+        try:
+            loop_thread = self.loop_thread
+        except RuntimeError:
             coro.close()
-            raise RuntimeError("this Pool is asynchronous: use the a* methods with await")
-        return self._loop_thread.run_sync(coro, timeout)
+            raise
+        return loop_thread.run_sync(coro, timeout)
 
     @property
     def loop_thread(self):
