@@ -81,6 +81,20 @@ def test_a_round_of_few_tasks_looks_at_few_of_a_thousand_idle_workers():
     assert Reach._least_loaded_idle(batch, workers, 8, load) == workers[995:] + workers[:3]
 
 
+def test_a_round_leaves_out_a_worker_at_work_that_just_died():
+    """A worker at work on the batch, or holding its pinned tasks, that has left the
+    pool since (killed) is not offered the round's tasks."""
+    alive, dead = ("127.0.0.1", 10_001), ("127.0.0.1", 10_002)
+    crowd = Crowd([alive, dead])
+    crowd.join(dead, 1)
+    batch = SimpleNamespace(crowd=crowd, message_seconds=None, lost=set(), resting=set(),
+                            need={}, _eligible=lambda w: True, pinned={dead: [object()]},
+                            session=SimpleNamespace(cores={alive: 1},
+                                                    occupancy=defaultdict(int)))
+    batch._least_loaded_idle = lambda *args: Reach._least_loaded_idle(batch, *args)
+    assert Reach._round_order(batch) == [alive]
+
+
 def test_a_graph_of_tiny_tasks_goes_several_to_a_message():
     dask = pytest.importorskip("dask")
     from distributed3.bench.graphs import tree

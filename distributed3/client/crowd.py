@@ -187,7 +187,9 @@ class Reach:
         room = crowd.room(self.message_seconds)
         if room is None:
             return sorted(workers, key=load)
-        chosen = dict.fromkeys([*crowd.busy, *(w for w, q in self.pinned.items() if q),
+        # at work and holders of pinned tasks: those still there (one may have just died)
+        chosen = dict.fromkeys([*(w for w in crowd.busy if w in cores),
+                                *(w for w, q in self.pinned.items() if q and w in cores),
                                 *self._least_loaded_idle(workers, room, load)])  # fmt: skip
         return sorted(chosen, key=load)  # ties: at work, holders, then the idle in turn
 
