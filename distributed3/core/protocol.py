@@ -26,6 +26,7 @@ import threading
 from typing import Any
 
 from .codeship import cloudpickle_dumps
+from .funcbytes import keep, reused
 
 __all__ = ["dumps", "loads", "dumps_function", "loads_function", "sizeof", "small_pickle"]
 
@@ -122,13 +123,18 @@ def dumps_function(func):
     >>> loads_function(dumps_function(lambda x: x * 2))(21)
     42
     """
+    result = reused(func)  # pickled by value before, and nothing it holds changed
+    if result is not None:
+        return result
     try:
         result = pickle.dumps(func, protocol=5)
         if b"__main__" not in result:
             return result
     except Exception:
         pass
-    return cloudpickle_dumps(func)
+    result = cloudpickle_dumps(func)
+    keep(func, result)
+    return result
 
 
 def small_pickle(obj, limit):

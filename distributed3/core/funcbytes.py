@@ -1,0 +1,191 @@
+"""A function pickled by value, reused while nothing that its pickle holds has changed.
+
+A function defined in a script, a notebook or IPython lives in ``__main__``, which
+workers cannot import, so cloudpickle ships it by value: its code, and the globals,
+defaults and closure values it uses.  That costs 20-120 us a call, more than the rest
+of a ``submit`` or an ``apply``.  dask and Ray pickle a function once and keep the
+bytes, so a global rebound since then is silently stale on the workers.
+
+Here the bytes are kept with a *witness*: everything cloudpickle reads from the
+function (its code, names, defaults, annotations, closure values, and the globals its
+code names), held by identity.  They are reused only while every item is still the
+same object, and only where every item is immutable: numbers, strings, bytes, tuples
+and frozensets of them, and what pickles by reference (importable modules, functions
+and classes).  Another function of ``__main__`` that it calls is checked the same way,
+and a function that refers to a module is pickled again once another module was
+imported (cloudpickle lists the submodules it uses).  A mutable value -- a list, a
+dict, an array -- means pickling every time, as before::
+
+    dumps(f) --> cached for f, witness still true?  yes --> the same bytes
+                                                    no  --> cloudpickle, keep if stable
+
+>>> from cloudpickle import dumps
+>>> G = 2
+>>> def double(x):
+...     return x * G
+>>> data = pickled(double, dumps)
+>>> pickled(double, dumps) is data       # nothing changed: the same bytes
+True
+>>> G = 3                                # a global rebound: pickled again
+>>> pickled(double, dumps) is data
+False
+"""
+import sys
+import types
+import weakref
+
+try:  # cloudpickle's own answers to "which globals" and "by reference?", so ours agree
+    from cloudpickle.cloudpickle import _extract_code_globals, _should_pickle_by_reference
+except ImportError:  # another cloudpickle: nothing is kept, every call pickles anew
+    _extract_code_globals = _should_pickle_by_reference = None
+
+__all__ = ["keep", "pickled", "reused"]
+
+_EMPTY = object()  # the contents of an empty closure cell
+_ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None), type(...), range})
+_MODULE_NAMES = ("__package__", "__name__", "__path__", "__file__")  # pickled with it too
+_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # func -> _Entry
+
+
+class _Entry:
+    __slots__ = ("data", "state", "calls", "modules")
+
+    def __init__(self, data, state, calls, modules):
+        self.data = data  # the pickle, or None where the state is not all immutable
+        self.state = state  # see _state
+        self.calls = calls  # the other functions pickled by value with it: checked too
+        self.modules = modules  # len(sys.modules) when it refers to a module, else None
+
+
+def pickled(func, dumps):
+    """``dumps(func)``, or the bytes it gave before if nothing it captures has changed
+    since (see the module's docstring); only for a plain function pickled by value.
+
+    >>> from cloudpickle import dumps
+    >>> f = lambda: 1
+    >>> pickled(f, dumps) is pickled(f, dumps)
+    True
+    """
+    data = reused(func)
+    if data is None:
+        data = dumps(func)
+        keep(func, data)
+    return data
+
+
+def reused(func):
+    """The pickle of ``func`` that :func:`keep` kept, if it still holds; else None."""
+    if type(func) is not types.FunctionType or _extract_code_globals is None:
+        return None
+    entry = _cache.get(func)
+    if entry is None or entry.data is None or not _holds(entry, _state(func)):
+        return None
+    return entry.data
+
+
+def keep(func, data):
+    """Keep ``data``, the pickle of ``func`` made now, for as long as it holds."""
+    if type(func) is not types.FunctionType or _extract_code_globals is None:
+        return
+    state = _state(func)
+    entry = _cache.get(func)
+    if entry is None or not _same(entry.state, state):  # a mutable state stays so
+        _cache[func] = _witness(func, state, data)
+    elif entry.data is not None:  # changed by a module imported since: new bytes
+        _cache[func] = _witness(func, state, data)
+
+
+def _state(func):
+    """What cloudpickle pickles of ``func``, as a tuple of the objects themselves."""
+    code = func.__code__
+    globs = func.__globals__
+    closure = func.__closure__
+    return (
+        code,
+        func.__name__,
+        func.__qualname__,
+        func.__module__,
+        func.__doc__,
+        func.__defaults__,
+        _items(func.__kwdefaults__),
+        _items(func.__annotations__),
+        _items(func.__dict__),
+        () if closure is None else tuple(_contents(c) for c in closure),
+        tuple(globs.get(name, _EMPTY) for name in _extract_code_globals(code)),
+        tuple(globs.get(name, _EMPTY) for name in _MODULE_NAMES),
+    )
+
+
+def _items(d):
+    return () if not d else tuple(d.items())
+
+
+def _contents(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:  # not yet assigned
+        return _EMPTY
+
+
+def _same(a, b):
+    """Whether the states ``a`` and ``b`` hold the same objects (tuples: item by item).
+
+    >>> _same((1, ("x", None)), (1, ("x", None))), _same(([],), ([],))
+    (True, False)
+    """
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x is not y and not (type(x) is tuple and type(y) is tuple and _same(x, y)):
+            return False
+    return True
+
+
+def _holds(entry, state):
+    """Whether the pickle of ``entry`` is still what pickling its function gives."""
+    if not _same(entry.state, state):
+        return False
+    if entry.modules is not None and entry.modules != len(sys.modules):
+        return False
+    return all(_holds(e, _state(f)) for f, e in entry.calls)
+
+
+def _witness(func, state, data):
+    """The cache entry of ``func``: with ``data`` if every item of ``state`` is
+    immutable, else without (pickled anew each time)."""
+    found = {"calls": [], "modules": False, "seen": {func}}
+    stable = all(_stable(v, found) for v in state[1:])
+    modules = len(sys.modules) if found["modules"] else None
+    return _Entry(data if stable else None, state, found["calls"], modules)
+
+
+def _stable(value, found):
+    """Whether ``value`` pickles to the same bytes for as long as it is the same object;
+    notes the functions of ``__main__`` it pickles by value, and modules, in ``found``."""
+    kind = type(value)
+    if kind in _ATOMS or value is _EMPTY:
+        return True
+    if kind is tuple or kind is frozenset:
+        return all(_stable(v, found) for v in value)
+    if kind is types.CodeType:
+        return True
+    if kind is types.ModuleType:
+        found["modules"] = True
+        return _should_pickle_by_reference(value)
+    if kind is types.BuiltinFunctionType or isinstance(value, type):
+        return _should_pickle_by_reference(value)
+    if kind is types.FunctionType:
+        if value in found["seen"]:  # recursion: checked already
+            return True
+        found["seen"].add(value)
+        if _should_pickle_by_reference(value):
+            return True
+        state = _state(value)
+        inner = {"calls": [], "modules": False, "seen": found["seen"]}
+        if not all(_stable(v, inner) for v in state[1:]):
+            return False
+        found["modules"] |= inner["modules"]
+        entry = _Entry(True, state, inner["calls"], None)
+        found["calls"].append((value, entry))
+        return True
+    return False

@@ -1,0 +1,140 @@
+"""A function pickled by value is pickled once, and again whenever what it holds changed
+(core/funcbytes.py): the bytes are reused, and never stale."""
+import pickle
+import sys
+import types
+
+import pytest
+
+from distributed3.core.protocol import dumps_function, loads_function
+
+SCRIPT = '''
+import math
+
+SCALE = 2
+TABLE = [1, 2]
+OFFSET = (1, ("a", 2.0))
+
+
+def scaled(x):
+    return x * SCALE
+
+
+def listed(x):
+    return x + sum(TABLE)
+
+
+def helper(x):
+    return x + SCALE
+
+
+def calls_helper(x):
+    return helper(x) * 10
+
+
+def countdown(n):
+    return 0 if n == 0 else 1 + countdown(n - 1)
+
+
+def rooted(x, power=2):
+    return math.sqrt(x) ** power + OFFSET[0]
+'''
+
+
+@pytest.fixture
+def script():
+    """The globals of a script run as ``__main__``: its functions pickle by value."""
+    namespace = {"__name__": "__main__"}
+    exec(compile(SCRIPT, "<a script>", "exec"), namespace)
+    return types.SimpleNamespace(**{"ns": namespace}, **{
+        k: v for k, v in namespace.items() if isinstance(v, types.FunctionType)})
+
+
+def shipped(func):
+    """``func`` as a worker gets it: pickled, then unpickled from the bytes."""
+    return pickle.loads(dumps_function(func))
+
+
+def test_a_function_of_immutable_state_is_pickled_once(script):
+    for func in (script.scaled, script.calls_helper, script.countdown, script.rooted):
+        assert dumps_function(func) is dumps_function(func), func.__name__
+    assert shipped(script.countdown)(3) == 3
+    assert shipped(script.rooted)(9) == 10.0
+
+
+def test_a_rebound_global_is_shipped_new(script):
+    first = dumps_function(script.scaled)
+    assert pickle.loads(first)(5) == 10
+    script.ns["SCALE"] = 3
+    assert dumps_function(script.scaled) is not first
+    assert shipped(script.scaled)(5) == 15
+    script.ns["SCALE"] = 3.0  # equal, but another object (and type): not the old bytes
+    assert type(shipped(script.scaled)(5)) is float
+
+
+def test_a_mutable_global_is_pickled_every_time(script):
+    assert shipped(script.listed)(0) == 3
+    script.ns["TABLE"].append(10)  # the same list, new contents
+    assert shipped(script.listed)(0) == 13
+    assert dumps_function(script.listed) is not dumps_function(script.listed)
+
+
+def test_a_called_function_of_the_script_is_checked_too(script):
+    assert shipped(script.calls_helper)(1) == 30
+    script.ns["SCALE"] = 5  # read by helper, not by calls_helper itself
+    assert shipped(script.calls_helper)(1) == 60
+    script.ns["helper"] = lambda x: -x  # the name rebound to another function
+    assert shipped(script.calls_helper)(1) == -10
+
+
+def test_defaults_closures_code_and_attributes_are_watched(script):
+    assert shipped(script.rooted)(4) == 5.0
+    script.rooted.__defaults__ = (3,)
+    assert shipped(script.rooted)(4) == 9.0
+    script.rooted.__code__ = (lambda x, power=2: -x).__code__
+    assert shipped(script.rooted)(4) == -4
+
+    def make(n):
+        def add(x):
+            return x + n
+
+        def bump(k):
+            nonlocal n
+            n = k
+
+        return add, bump
+
+    add, bump = make(1)
+    assert shipped(add)(1) == 2
+    bump(100)
+    assert shipped(add)(1) == 101
+    add.note = "an attribute"
+    assert shipped(add).note == "an attribute"
+
+
+def test_a_module_imported_since_is_pickled_again(script):
+    """cloudpickle lists the submodules a function may reach: one imported after the
+    first pickle must be in the next."""
+    before = dumps_function(script.rooted)
+    sys.modules["distributed3_test_fresh_module"] = types.ModuleType("fresh")
+    try:
+        assert dumps_function(script.rooted) is not before
+        assert dumps_function(script.rooted) is dumps_function(script.rooted)
+    finally:
+        del sys.modules["distributed3_test_fresh_module"]
+
+
+def test_functions_pickled_by_reference_are_not_kept():
+    assert pickle.loads(dumps_function(len)) is len
+    assert loads_function(dumps_function(abs))(-2) == 2
+
+
+def test_tasks_see_a_global_rebound_between_submits(pool, script):
+    """The user-facing promise: a script changing a global between calls gets tasks
+    that use the new value, through submit, apply and map."""
+    assert pool.submit(script.scaled, 4).result(timeout=10) == 8
+    script.ns["SCALE"] = 7
+    assert pool.submit(script.scaled, 4).result(timeout=10) == 28
+    assert pool.apply(script.scaled, (1,)).get() == 7
+    script.ns["TABLE"].append(5)
+    assert pool.gather(pool.map(script.listed, [0, 1])) == [8, 9]
