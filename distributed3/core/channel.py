@@ -61,8 +61,32 @@ def pack(msg):
         raise SerializationError(f"{type(e).__name__}: {e}") from e
     if len(frames) == 1 and len(frames[0]) < _OUT_OF_BAND:  # the usual small request
         return frames
-    return [f if memoryview(f).nbytes < _OUT_OF_BAND else pickle.PickleBuffer(f)
-            for f in frames]  # fmt: skip
+    return [frames[0], *map(_entry_buffer, frames[1:])]
+
+
+def _entry_buffer(frame):
+    """A buffer frame of :func:`~.protocol.dumps` as the ``many`` message pickles it:
+    a small one in the pickle, as ``bytes``; a big one out of band, as a
+    ``PickleBuffer`` over the object whose memory it is, never over the memoryview
+    itself -- a PickleBuffer holding a memoryview's export crashes Python 3.11 when
+    the garbage collector breaks a cycle that holds them (CPython gh-77894).
+
+    >>> import numpy as np
+    >>> from distributed3.core.protocol import dumps
+    >>> array = np.ones(10_000)
+    >>> type(_entry_buffer(dumps(np.ones(10))[1])).__name__
+    'bytes'
+    >>> memoryview(_entry_buffer(dumps(array)[1])).obj is array
+    True
+    """
+    view = memoryview(frame)
+    if view.nbytes < _OUT_OF_BAND:
+        return bytes(view)
+    if type(frame) is not memoryview:
+        return pickle.PickleBuffer(frame)
+    if memoryview(frame.obj).nbytes == view.nbytes:
+        return pickle.PickleBuffer(frame.obj)
+    return bytes(view)  # a part of something bigger: copied rather than exported
 
 
 def unpack(frames, peer):
