@@ -138,3 +138,24 @@ def test_tasks_see_a_global_rebound_between_submits(pool, script):
     assert pool.apply(script.scaled, (1,)).get() == 7
     script.ns["TABLE"].append(5)
     assert pool.gather(pool.map(script.listed, [0, 1])) == [8, 9]
+
+
+def test_nothing_big_or_mutable_is_held_by_the_cache(script):
+    """A function that uses a big array, or whose pickle is big, is pickled anew each
+    time, and the cache does not keep the array alive once the script dropped it."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    script.ns["TABLE"] = np.arange(100_000)
+    gone = weakref.ref(script.ns["TABLE"])
+    assert shipped(script.listed)(0) == sum(range(100_000))
+    script.ns["TABLE"] = [1]
+    gc.collect()
+    assert gone() is None
+    assert shipped(script.listed)(1) == 2
+
+    script.ns["OFFSET"] = (b"x" * 100_000,)  # immutable, but its pickle is too big to keep
+    assert len(dumps_function(script.rooted)) > 100_000
+    assert dumps_function(script.rooted) is not dumps_function(script.rooted)

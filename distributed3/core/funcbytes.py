@@ -14,7 +14,9 @@ and frozensets of them, and what pickles by reference (importable modules, funct
 and classes).  Another function of ``__main__`` that it calls is checked the same way,
 and a function that refers to a module is pickled again once another module was
 imported (cloudpickle lists the submodules it uses).  A mutable value -- a list, a
-dict, an array -- means pickling every time, as before::
+dict, an array -- means pickling every time, as before, and so does a pickle over
+``KEEP_BYTES``; for those the cache holds nothing, so it never keeps a big global
+alive after the script dropped it::
 
     dumps(f) --> cached for f, witness still true?  yes --> the same bytes
                                                     no  --> cloudpickle, keep if stable
@@ -44,6 +46,7 @@ __all__ = ["keep", "pickled", "reused"]
 _EMPTY = object()  # the contents of an empty closure cell
 _ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None), type(...), range})
 _MODULE_NAMES = ("__package__", "__name__", "__path__", "__file__")  # pickled with it too
+KEEP_BYTES = 1 << 16  # a bigger pickle is made anew each time, not kept
 _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # func -> _Entry
 
 
@@ -51,7 +54,7 @@ class _Entry:
     __slots__ = ("data", "state", "calls", "modules")
 
     def __init__(self, data, state, calls, modules):
-        self.data = data  # the pickle, or None where the state is not all immutable
+        self.data = data  # the pickle
         self.state = state  # see _state
         self.calls = calls  # the other functions pickled by value with it: checked too
         self.modules = modules  # len(sys.modules) when it refers to a module, else None
@@ -78,21 +81,24 @@ def reused(func):
     if type(func) is not types.FunctionType or _extract_code_globals is None:
         return None
     entry = _cache.get(func)
-    if entry is None or entry.data is None or not _holds(entry, _state(func)):
+    if entry is None or not _holds(entry, _state(func)):
         return None
     return entry.data
 
 
 def keep(func, data):
-    """Keep ``data``, the pickle of ``func`` made now, for as long as it holds."""
+    """Keep ``data``, the pickle of ``func`` made now, for as long as it holds: only if
+    all that it holds is immutable, and it is at most ``KEEP_BYTES`` long (nothing
+    else is held: a big global the function used is not kept alive by this cache)."""
     if type(func) is not types.FunctionType or _extract_code_globals is None:
         return
-    state = _state(func)
-    entry = _cache.get(func)
-    if entry is None or not _same(entry.state, state):  # a mutable state stays so
-        _cache[func] = _witness(func, state, data)
-    elif entry.data is not None:  # changed by a module imported since: new bytes
-        _cache[func] = _witness(func, state, data)
+    entry = None
+    if len(data) <= KEEP_BYTES:
+        entry = _witness(func, _state(func), data)
+    if entry is None:
+        _cache.pop(func, None)
+    else:
+        _cache[func] = entry
 
 
 def _state(func):
@@ -151,12 +157,13 @@ def _holds(entry, state):
 
 
 def _witness(func, state, data):
-    """The cache entry of ``func``: with ``data`` if every item of ``state`` is
-    immutable, else without (pickled anew each time)."""
+    """The cache entry of ``func`` holding ``data``; None unless every item of
+    ``state`` is immutable."""
     found = {"calls": [], "modules": False, "seen": {func}}
-    stable = all(_stable(v, found) for v in state[1:])
+    if not all(_stable(v, found) for v in state[1:]):
+        return None
     modules = len(sys.modules) if found["modules"] else None
-    return _Entry(data if stable else None, state, found["calls"], modules)
+    return _Entry(data, state, found["calls"], modules)
 
 
 def _stable(value, found):
@@ -185,7 +192,7 @@ def _stable(value, found):
         if not all(_stable(v, inner) for v in state[1:]):
             return False
         found["modules"] |= inner["modules"]
-        entry = _Entry(True, state, inner["calls"], None)
+        entry = _Entry(None, state, inner["calls"], None)
         found["calls"].append((value, entry))
         return True
     return False
