@@ -3,8 +3,9 @@
 A function defined in a script, a notebook or IPython lives in ``__main__``, which
 workers cannot import, so cloudpickle ships it by value: its code, and the globals,
 defaults and closure values it uses.  That costs 20-120 us a call, more than the rest
-of a ``submit`` or an ``apply``.  dask and Ray pickle a function once and keep the
-bytes, so a global rebound since then is silently stale on the workers.
+of a ``submit`` or an ``apply``.  Ray pickles a remote function once, at its first
+call, so a global rebound since then is silently stale on its workers; dask pickles
+it again with every task.
 
 Here the bytes are kept with a *witness*: everything cloudpickle reads from the
 function (its code, names, defaults, annotations, closure values, and the globals its
