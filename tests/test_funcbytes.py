@@ -159,3 +159,33 @@ def test_nothing_big_or_mutable_is_held_by_the_cache(script):
     script.ns["OFFSET"] = (b"x" * 100_000,)  # immutable, but its pickle is too big to keep
     assert len(dumps_function(script.rooted)) > 100_000
     assert dumps_function(script.rooted) is not dumps_function(script.rooted)
+
+
+def test_a_kept_pickle_does_not_keep_its_function_alive(script):
+    """A recursive closure names itself; the cache holds functions weakly, so one that
+    the script dropped goes, with its entry."""
+    import gc
+    import weakref
+
+    from distributed3.core import funcbytes
+
+    def make(n):
+        def walk(k):
+            return n if k == 0 else walk(k - 1)
+
+        return walk
+
+    refs = []
+    for n in range(50):
+        walk = make(n)
+        assert shipped(walk)(3) == n
+        assert dumps_function(walk) is dumps_function(walk)  # kept: all it holds is immutable
+        refs.append(weakref.ref(walk))
+    countdown = weakref.ref(script.countdown)
+    assert dumps_function(script.countdown) is dumps_function(script.countdown)
+    del walk, script.countdown, script.ns["countdown"]
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+    assert countdown() is None
+    assert not any(type(f) is types.FunctionType and f.__name__ in ("walk", "countdown")
+                   for f in funcbytes._cache.keys())  # fmt: skip

@@ -56,8 +56,9 @@ class _Entry:
 
     def __init__(self, data, state, calls, modules):
         self.data = data  # the pickle
-        self.state = state  # see _state
-        self.calls = calls  # the other functions pickled by value with it: checked too
+        self.state = state  # see _state; its functions as weak references
+        self.calls = calls  # (weak reference, _Entry) of the other functions pickled by
+        # value with it: checked too
         self.modules = modules  # len(sys.modules) when it refers to a module, else None
 
 
@@ -134,18 +135,36 @@ def _contents(cell):
         return _EMPTY
 
 
-def _same(a, b):
-    """Whether the states ``a`` and ``b`` hold the same objects (tuples: item by item).
+def _same(stored, state):
+    """Whether ``stored`` (a kept state, its functions held weakly) and ``state`` hold
+    the same objects (tuples: item by item).
 
     >>> _same((1, ("x", None)), (1, ("x", None))), _same(([],), ([],))
     (True, False)
     """
-    if len(a) != len(b):
+    if len(stored) != len(state):
         return False
-    for x, y in zip(a, b):
-        if x is not y and not (type(x) is tuple and type(y) is tuple and _same(x, y)):
+    for x, y in zip(stored, state):
+        if x is y:
+            continue
+        kind = type(x)
+        if kind is weakref.ref:
+            if x() is not y:
+                return False
+        elif kind is not tuple or type(y) is not tuple or not _same(x, y):
             return False
     return True
+
+
+def _weak(value):
+    """``value`` to keep in a state: functions held weakly (in tuples too), so that a
+    kept state never keeps a function alive -- a recursive closure names itself."""
+    kind = type(value)
+    if kind is types.FunctionType:
+        return weakref.ref(value)
+    if kind is tuple:
+        return tuple(map(_weak, value))
+    return value
 
 
 def _holds(entry, state):
@@ -154,7 +173,11 @@ def _holds(entry, state):
         return False
     if entry.modules is not None and entry.modules != len(sys.modules):
         return False
-    return all(_holds(e, _state(f)) for f, e in entry.calls)
+    for ref, inner in entry.calls:
+        func = ref()
+        if func is None or not _holds(inner, _state(func)):
+            return False
+    return True
 
 
 def _witness(func, state, data):
@@ -164,7 +187,7 @@ def _witness(func, state, data):
     if not all(_stable(v, found) for v in state[1:]):
         return None
     modules = len(sys.modules) if found["modules"] else None
-    return _Entry(data, state, found["calls"], modules)
+    return _Entry(data, _weak(state), found["calls"], modules)
 
 
 def _stable(value, found):
@@ -173,8 +196,10 @@ def _stable(value, found):
     kind = type(value)
     if kind in _ATOMS or value is _EMPTY:
         return True
-    if kind is tuple or kind is frozenset:
+    if kind is tuple:
         return all(_stable(v, found) for v in value)
+    if kind is frozenset:  # kept whole, so no functions: they are held weakly
+        return all(type(v) is not types.FunctionType and _stable(v, found) for v in value)
     if kind is types.CodeType:
         return True
     if kind is types.ModuleType:
@@ -193,7 +218,7 @@ def _stable(value, found):
         if not all(_stable(v, inner) for v in state[1:]):
             return False
         found["modules"] |= inner["modules"]
-        entry = _Entry(None, state, inner["calls"], None)
-        found["calls"].append((value, entry))
+        entry = _Entry(None, _weak(state), inner["calls"], None)
+        found["calls"].append((weakref.ref(value), entry))
         return True
     return False
