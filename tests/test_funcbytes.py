@@ -10,6 +10,7 @@ from distributed3.core.protocol import dumps_function, loads_function
 
 SCRIPT = '''
 import math
+from math import sqrt
 
 SCALE = 2
 TABLE = [1, 2]
@@ -38,6 +39,34 @@ def countdown(n):
 
 def rooted(x, power=2):
     return math.sqrt(x) ** power + OFFSET[0]
+
+
+def root(x):
+    return sqrt(x)
+
+
+def appends(x):
+    note(x)
+    return len(NOTES)
+
+
+NOTES = []
+note = NOTES.append
+COUNT = 0
+
+
+class Config:
+    scale = 1
+
+
+def configured(x):
+    return x * Config.scale
+
+
+def bump():
+    global COUNT
+    COUNT += 1
+    return COUNT
 '''
 
 
@@ -56,7 +85,8 @@ def shipped(func):
 
 
 def test_a_function_of_immutable_state_is_pickled_once(script):
-    for func in (script.scaled, script.calls_helper, script.countdown, script.rooted):
+    for func in (script.scaled, script.calls_helper, script.countdown, script.rooted,
+                 script.root):
         assert dumps_function(func) is dumps_function(func), func.__name__
     assert shipped(script.countdown)(3) == 3
     assert shipped(script.rooted)(9) == 10.0
@@ -77,6 +107,14 @@ def test_a_mutable_global_is_pickled_every_time(script):
     script.ns["TABLE"].append(10)  # the same list, new contents
     assert shipped(script.listed)(0) == 13
     assert dumps_function(script.listed) is not dumps_function(script.listed)
+
+
+def test_a_builtin_bound_to_a_mutable_object_is_not_trusted(script):
+    """``note = NOTES.append`` pickles with its list: the list's contents count."""
+    assert shipped(script.appends)(1) == 1
+    script.ns["NOTES"].extend([7, 8])
+    assert shipped(script.appends)(1) == 3
+    assert dumps_function(script.appends) is not dumps_function(script.appends)
 
 
 def test_a_called_function_of_the_script_is_checked_too(script):
@@ -189,3 +227,58 @@ def test_a_kept_pickle_does_not_keep_its_function_alive(script):
     assert countdown() is None
     assert not any(type(f) is types.FunctionType and f.__name__ in ("walk", "countdown")
                    for f in funcbytes._cache.keys())  # fmt: skip
+
+
+# -- on a worker: the function unpickled from bytes seen before --------------------------
+
+
+def test_a_worker_reuses_a_function_only_where_unpickling_again_gives_the_same(script):
+    """Each task sees its function's globals as they were sent: one that a task rebound
+    is unpickled anew for the next, and a function of a script's class (its attributes
+    are set anew by each unpickling) is never reused."""
+    data = dumps_function(script.scaled)
+    assert loads_function(data) is loads_function(data)
+    data = dumps_function(script.bump)
+    assert loads_function(data)() == 1
+    assert loads_function(data)() == 1  # not 2: COUNT as sent, not as the last task left it
+    data = dumps_function(script.configured)
+    assert loads_function(data) is not loads_function(data)
+
+
+def test_a_worker_keeps_no_closure_over_a_big_array(script):
+    """A closure over a 5 MB array pickles 5 MB: kept, every such task would stay in the
+    worker's memory, uncounted (10 MB a call in a helper's reproducer)."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    def make(array):
+        def first(x):
+            return float(array[0]) + x
+
+        return first
+
+    data = dumps_function(make(np.full(5 << 17, 3.0)))
+    func = loads_function(data)
+    assert func(1) == 4.0
+    gone = weakref.ref(func)
+    del func
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_script_class_changed_between_calls_reaches_the_worker(script):
+    """A real worker process, as a script's tasks meet it: the class's attribute as the
+    caller set it before each call, also when the pickled bytes repeat."""
+    from distributed3 import Pool
+    from distributed3.testing import process_cluster
+
+    with process_cluster(1) as (address, _, _), Pool(address) as pool:
+        got = []
+        for scale in [1, 2, 1, 2, 3, 1]:
+            script.ns["Config"].scale = scale
+            got.append(pool.apply(script.configured, (10,)).get())
+            script.ns["COUNT"] = 0
+            assert pool.submit(script.bump).result(timeout=10) == 1
+        assert got == [10, 20, 10, 20, 30, 10]

@@ -42,13 +42,15 @@ try:  # cloudpickle's own answers to "which globals" and "by reference?", so our
 except ImportError:  # another cloudpickle: nothing is kept, every call pickles anew
     _extract_code_globals = _should_pickle_by_reference = None
 
-__all__ = ["keep", "pickled", "reused"]
+__all__ = ["keep", "keep_loaded", "loaded", "pickled", "reused"]
 
 _EMPTY = object()  # the contents of an empty closure cell
 _ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None), type(...), range})
 _MODULE_NAMES = ("__package__", "__name__", "__path__", "__file__")  # pickled with it too
 KEEP_BYTES = 1 << 16  # a bigger pickle is made anew each time, not kept
+KEEP_LOADED = 256  # functions a worker keeps unpickled, see keep_loaded
 _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # func -> _Entry
+_loaded: dict = {}  # pickle -> (function, _Entry or None), on a worker: see keep_loaded
 
 
 class _Entry:
@@ -101,6 +103,54 @@ def keep(func, data):
         _cache.pop(func, None)
     else:
         _cache[func] = entry
+
+
+def loaded(data):
+    """The function that :func:`keep_loaded` kept for the pickle ``data``, if it still
+    stands for a new unpickling of ``data``; else None.
+
+    >>> from cloudpickle import dumps, loads
+    >>> data = dumps(lambda x: x + 1)
+    >>> keep_loaded(data, loads(data))
+    >>> loaded(data)(1)
+    2
+    """
+    hit = _loaded.get(data)
+    if hit is None:
+        return None
+    func, entry = hit
+    if entry is not None and not _holds(entry, _state(func)):  # a task rebound a global
+        _loaded.pop(data, None)
+        return None
+    return func
+
+
+def keep_loaded(data, func):
+    """On a worker: keep ``func``, just unpickled from ``data``, for the next task that
+    brings the same bytes -- where unpickling them again would give the same function.
+
+    That holds for what pickles by reference (a lookup in a module), and for a function
+    pickled by value whose state is all immutable, for as long as it stays the same
+    objects (a task may rebind a global of its own function).  Not for anything else:
+    unpickling a class of the client's ``__main__`` again sets its attributes anew, and
+    a global list comes back as it was sent, whatever tasks did to the last copy.  At
+    most ``KEEP_LOADED`` pickles of at most ``KEEP_BYTES`` each are kept."""
+    if len(data) > KEEP_BYTES or _extract_code_globals is None:
+        return
+    kind = type(func)
+    if kind is types.FunctionType and not _should_pickle_by_reference(func):
+        entry = _witness(func, _state(func), None)
+        if entry is None:
+            return
+    elif (kind is types.BuiltinFunctionType and _module_builtin(func)
+          or (kind is types.FunctionType or isinstance(func, type))
+          and _should_pickle_by_reference(func)):  # fmt: skip
+        entry = None
+    else:
+        return
+    if len(_loaded) >= KEEP_LOADED:
+        _loaded.clear()
+    _loaded[data] = (func, entry)
 
 
 def _state(func):
@@ -205,7 +255,9 @@ def _stable(value, found):
     if kind is types.ModuleType:
         found["modules"] = True
         return _should_pickle_by_reference(value)
-    if kind is types.BuiltinFunctionType or isinstance(value, type):
+    if kind is types.BuiltinFunctionType:
+        return _module_builtin(value)
+    if isinstance(value, type):
         return _should_pickle_by_reference(value)
     if kind is types.FunctionType:
         if value in found["seen"]:  # recursion: checked already
@@ -222,3 +274,10 @@ def _stable(value, found):
         found["calls"].append((weakref.ref(value), entry))
         return True
     return False
+
+
+def _module_builtin(func):
+    """Whether the builtin ``func`` is a module's (``len``, ``math.sqrt``), pickled by
+    name -- not a method bound to an object (``a_list.append``), pickled with it."""
+    owner = func.__self__
+    return owner is None or type(owner) is types.ModuleType

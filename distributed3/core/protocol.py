@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 from .codeship import cloudpickle_dumps
-from .funcbytes import keep, reused
+from .funcbytes import keep, keep_loaded, loaded, reused
 
 __all__ = ["dumps", "loads", "dumps_function", "loads_function", "sizeof", "small_pickle"]
 
@@ -152,24 +152,20 @@ def small_pickle(obj, limit):
     return data if len(data) <= limit else None
 
 
-_function_cache: dict[bytes, Any] = {}
-
-
 def loads_function(data):
-    """Deserialize a function from :func:`dumps_function`, caching by its bytes.
+    """Deserialize a function from :func:`dumps_function`; the bytes of one seen before
+    give the function they gave then, where that is the same as unpickling them again
+    (see :func:`~.funcbytes.keep_loaded`).
 
     >>> data = dumps_function(len)
     >>> loads_function(data) is loads_function(data)
     True
     """
-    try:
-        return _function_cache[data]
-    except KeyError:
+    func = loaded(data)
+    if func is None:
         func = pickle.loads(data)
-        if len(_function_cache) > 1000:
-            _function_cache.clear()
-        _function_cache[data] = func
-        return func
+        keep_loaded(data, func)
+    return func
 
 
 _SAMPLE = 100
