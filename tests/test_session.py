@@ -122,3 +122,55 @@ async def test_a_disconnected_session_is_seen_as_gone_by_the_center():
             await wait_for(lambda: key not in center.owner, 5, "the center kept its keys")
         finally:
             await session.close()
+
+
+@pytest.mark.parametrize("call", ["map", "imap", "apply"])
+def test_closing_the_pool_fails_a_call_blocked_in_another_thread(center, gate, call):
+    """A call waiting for its tasks when another thread closes the pool raises why, at
+    once; it used to retry the closed connections for good."""
+    import threading
+
+    from distributed3 import Pool
+    from distributed3.testing import held
+    from distributed3.utils import wait_for_sync
+
+    pool = Pool(center.address)
+    outcome = {}
+
+    def caller():
+        try:
+            if call == "map":
+                pool.map(held, range(4))
+            elif call == "imap":
+                list(pool.imap(held, range(4)))
+            else:
+                pool.apply(held, (1,)).get()
+        except Exception as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=caller, daemon=True)
+    thread.start()
+    wait_for_sync(lambda: pool.session.unfinished(), 10, "the call never started")
+    pool.close()
+    thread.join(10)
+    assert not thread.is_alive(), "the call still waits after the pool closed"
+    assert isinstance(outcome.get("error"), CommClosedError), outcome
+    assert "closed before the call ended" in str(outcome["error"])
+
+
+@gen_test()
+async def test_aclose_during_amap_fails_the_amap():
+    from distributed3 import Pool
+    from distributed3.testing import GATE, held
+
+    GATE.clear()
+    try:
+        async with cluster(2) as (center, _):
+            pool = await Pool(center.address, asynchronous=True)
+            job = asyncio.ensure_future(pool.amap(held, range(4)))
+            await wait_for(lambda: pool.session.unfinished(), 10, "the map never started")
+            await pool.aclose()
+            with pytest.raises(CommClosedError, match="closed before the call ended"):
+                await asyncio.wait_for(job, 10)
+    finally:
+        GATE.set()

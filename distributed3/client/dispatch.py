@@ -139,6 +139,8 @@ class Batch(Reach, Setbacks, Sharing):
         rounds, ended = 0, 0  # recovery rounds since a task last ended; tasks ended
         try:
             while self.remaining:
+                if self.error is not None and not self.running:  # failed, nothing to wait for
+                    raise self.error
                 if self.stalled and not self.running:
                     # a round without a task ending since the last counts against
                     # the limit; one worker's death may show, task by task, in many
@@ -415,7 +417,8 @@ class Batch(Reach, Setbacks, Sharing):
             self._in_flight(worker, task)
             reply = await channel.call(task.msg, self.options.timeout)
         except (ConnectionBrokenError, CommClosedError) as e:
-            self._worker_died(worker, task, e)
+            if session.status == "running":  # else the pool closed it: no one to blame
+                self._worker_died(worker, task, e)
             return False
         except WorkerRetiringError:  # not the task's fault: elsewhere, no blame
             self.lost.add(worker)

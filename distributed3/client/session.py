@@ -171,7 +171,7 @@ class Session(Resources):
             keys, self._owned = list(self._owned), set()
             await self.tell_center({"op": "release_keys", "keys": keys, "reply": False})
         self.status = "closing"
-        self._fail_submits()
+        self._fail_pending()
         for task in (self._watcher, self._reporter):
             if task is not None:
                 task.cancel()
@@ -185,13 +185,16 @@ class Session(Resources):
             await self.cluster.close()
         self.status = "closed"
 
-    def _fail_submits(self):
-        """Submits not finished at close fail, saying so, rather than stay pending."""
+    def _fail_pending(self):
+        """Submits and calls not finished at close fail, saying so, rather than wait for
+        good (a pool closed from another thread, or by ``aclose`` during ``amap``)."""
         error = CommClosedError(f"{self!r} closed before the task ended")
         if self.submits is not None:
             self.submits.close(error)
         if self.inbox is not None:
             self.inbox.drain()  # what is queued fails: the session no longer runs
+        for listener in list(self._listeners):  # running batches: map, apply, imap, get
+            listener.fail(CommClosedError(f"{self!r} closed before the call ended"))
 
     def __del__(self):
         # not the Pool's: its handles and streams hold the session, not the facade
