@@ -245,3 +245,18 @@ async def test_a_port_that_is_not_a_center_is_named_with_what_it_said():
     finally:
         ssh.close()
         quiet.close()
+
+
+def test_a_message_of_more_frames_than_a_peer_takes_fails_at_its_sender():
+    """Sent, it would only break the connection (the peer drops it), and its sender
+    would see 'connection reset'; here the sender is told why."""
+    import numpy as np
+
+    from distributed3 import SerializationError
+    from distributed3.core.comm import Comm, Limits
+
+    comm = Comm(None, ("127.0.0.1", 9), limits=Limits(max_frames=3))
+    assert len(comm.encode([np.zeros(200), np.ones(200)])[0]) == 1  # 3 frames: one write
+    with pytest.raises(SerializationError, match=r"4 frames \(3 buffers of 1,024 bytes or "
+                                                 r"more\) is more than a peer takes \(3\)"):
+        comm.encode([np.zeros(200), np.ones(200), np.ones(300)])

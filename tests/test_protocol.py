@@ -138,3 +138,24 @@ def test_the_checking_pickler_is_kept_only_after_small_messages():
     dumps({"keys": [f"k-{i}" for i in range(6000)]})
     assert getattr(protocol._local, "checker", None) is None
     assert loads(as_wire(dumps({"op": "z"}))) == {"op": "z"}
+
+
+def test_small_buffers_stay_in_the_pickle_big_ones_are_frames():
+    """A value of many small arrays is one frame: as 150,000 frames it was more than a
+    peer takes (``Limits.max_frames``), and the connection dropped."""
+    values = [np.full(2, i) for i in range(150_000)]
+    frames = dumps(values)
+    assert len(frames) == 1
+    assert [int(a[0]) for a in loads(frames)[::50_000]] == [0, 50_000, 100_000]
+    frames = dumps([np.zeros(100), np.zeros(200), np.ones((50, 50))[::2]])  # 800 B, 1.6 KB
+    assert [memoryview(f).nbytes for f in frames[1:]] == [1600]
+    out = loads(frames)
+    assert out[2].shape == (25, 50) and out[1].nbytes == 1600
+
+
+def test_a_task_may_return_a_hundred_thousand_small_arrays(pool):
+    assert len(pool.submit(_small_arrays, 100_000).result(timeout=60)) == 100_000
+
+
+def _small_arrays(n):
+    return [np.full(2, i) for i in range(n)]

@@ -37,7 +37,7 @@ import threading
 
 from ..exceptions import CommClosedError, ConnectionBrokenError, ProtocolError, SerializationError
 from ..utils import format_address
-from .comm import connect
+from .comm import DEFAULT_LIMITS, check_frames, connect
 from .messages import REPLIED, error_message, result_of, unpicklable_error
 from .protocol import dumps, loads
 
@@ -61,6 +61,7 @@ def pack(msg):
         raise SerializationError(f"{type(e).__name__}: {e}") from e
     if len(frames) == 1 and len(frames[0]) < _OUT_OF_BAND:  # the usual small request
         return frames
+    check_frames(frames, DEFAULT_LIMITS)
     return [frames[0], *map(_entry_buffer, frames[1:])]
 
 
@@ -74,7 +75,7 @@ def _entry_buffer(frame):
     >>> import numpy as np
     >>> from distributed3.core.protocol import dumps
     >>> array = np.ones(10_000)
-    >>> type(_entry_buffer(dumps(np.ones(10))[1])).__name__
+    >>> type(_entry_buffer(dumps(np.ones(1000))[1])).__name__
     'bytes'
     >>> memoryview(_entry_buffer(dumps(array)[1])).obj is array
     True

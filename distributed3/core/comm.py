@@ -59,7 +59,7 @@ from ..exceptions import (
 )
 from ..utils import format_address, parse_address
 from .messages import error_message, unpicklable_error
-from .protocol import dumps, loads
+from .protocol import IN_BAND_BYTES, dumps, loads
 from .handshake import NONCE, client_handshake, server_handshake, silence
 from .security import TLS, normalize_secret
 
@@ -85,6 +85,25 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def check_frames(frames, limits):
+    """Raise ``SerializationError`` if a message of ``frames`` has more than a peer with
+    ``limits`` takes: it would drop the connection, and its sender would only see it
+    broken.
+
+    >>> check_frames([b"header", b"buffer"], Limits(max_frames=1))
+    Traceback (most recent call last):
+    distributed3.exceptions.SerializationError: a message of 2 frames (1 buffer of 1,024 bytes or more) is more than a peer takes (1): put the data in fewer, bigger arrays, or send it in parts
+    """
+    if len(frames) > limits.max_frames:
+        n = len(frames) - 1
+        raise SerializationError(
+            f"a message of {len(frames):,} frames ({n:,} buffer{'s' if n != 1 else ''} of "
+            f"{IN_BAND_BYTES:,} bytes or more) is more than a peer takes "
+            f"({limits.max_frames:,}): put the data in fewer, bigger arrays, or send it "
+            "in parts"
+        )
 
 
 class Comm:
@@ -133,6 +152,7 @@ class Comm:
                 f"could not serialize a message for {format_address(self.peer)}: "
                 f"{type(e).__name__}: {e}"
             ) from e
+        check_frames(frames, self.limits)
         lengths = [memoryview(f).nbytes for f in frames]
         head = struct.pack(f"<Q{len(frames)}Q", len(frames), *lengths)
         nbytes = sum(lengths)

@@ -11,12 +11,12 @@ over for what pickle cannot do by reference (lambdas, closures, anything
 defined in ``__main__``), so functions typed into IPython travel too.
 
 >>> import numpy as np
->>> frames = dumps({"x": np.arange(3), "f": lambda y: y + 1})
+>>> frames = dumps({"x": np.arange(1000), "f": lambda y: y + 1})
 >>> len(frames)               # header + the array's memory
 2
 >>> out = loads(frames)
->>> out["x"].tolist(), out["f"](1)
-([0, 1, 2], 2)
+>>> int(out["x"].sum()), out["f"](1)
+(499500, 2)
 """
 import io
 import itertools
@@ -46,8 +46,38 @@ def dumps(obj):
     except Exception:
         pass
     buffers = []
-    header = cloudpickle_dumps(obj, buffer_callback=buffers.append)
+    header = cloudpickle_dumps(obj, buffer_callback=_out_of_band(buffers))
     return [header, *map(_raw, buffers)]
+
+
+IN_BAND_BYTES = 1024  # buffers smaller than this go in the pickle: a frame costs more
+
+
+def _out_of_band(buffers):
+    """A pickler's ``buffer_callback``: big buffers into ``buffers``, each to be a frame
+    of its own; small ones left in the pickle (see :func:`_in_band`).
+
+    >>> import numpy as np
+    >>> frames = dumps([np.zeros(10), np.zeros(1000)])
+    >>> len(frames), [f.nbytes for f in frames[1:]]
+    (2, [8000])
+    """
+
+    def callback(buf):
+        if _in_band(buf):
+            return True
+        buffers.append(buf)
+        return False
+
+    return callback
+
+
+def _in_band(buf):
+    """Whether the ``PickleBuffer`` ``buf`` is better copied into the pickle: a small one
+    costs less there than as a frame, and a value of 100,000 small arrays is then one
+    frame, not 100,000 (more than a peer accepts, see ``Limits.max_frames``)."""
+    with memoryview(buf) as view:
+        return view.nbytes < IN_BAND_BYTES and view.contiguous
 
 
 class _ByValue(Exception):
@@ -65,7 +95,10 @@ class _MainChecker(pickle.Pickler):
         super().__init__(self.out, protocol=5, buffer_callback=self._buffer)
 
     def _buffer(self, buf):
+        if _in_band(buf):
+            return True
         self.buffers.append(buf)
+        return False
 
     def reducer_override(self, obj):
         if isinstance(obj, type) or callable(obj):
