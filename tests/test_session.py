@@ -174,3 +174,30 @@ async def test_aclose_during_amap_fails_the_amap():
                 await asyncio.wait_for(job, 10)
     finally:
         GATE.set()
+
+
+CALLS_AFTER_CLOSE = {
+    "scatter": lambda pool, d: pool.scatter([1]),
+    "gather": lambda pool, d: pool.gather([d]),
+    "get": lambda pool, d: d.get(),
+    "map": lambda pool, d: pool.map(abs, [1]),
+    "submit": lambda pool, d: pool.submit(abs, 1),
+    "who_has": lambda pool, d: pool.who_has([d]),
+    "has_what": lambda pool, d: pool.has_what(),
+    "replicate": lambda pool, d: pool.replicate([d], n=1),
+    "delete": lambda pool, d: pool.delete([d]),
+    "worker_info": lambda pool, d: pool.worker_info(),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS_AFTER_CLOSE))
+def test_every_call_after_close_says_the_pool_is_closed(center, call):
+    """Not 'could not put 1 value on any worker' (scatter), nor an empty answer
+    (worker_info) or none at all (replicate)."""
+    from distributed3 import Pool
+
+    pool = Pool(center.address)
+    (d,) = pool.scatter([b"x" * 10_000])  # not in any reply: getting it needs a worker
+    pool.close()
+    with pytest.raises(CommClosedError, match="is not running"):
+        CALLS_AFTER_CLOSE[call](pool, d)

@@ -37,6 +37,7 @@ async def scatter(session, seq, broadcast=False):
     >>> [h.status for h in handles]
     ['finished', 'finished']
     """
+    session.check()
     seq = list(seq)
     if not session.cores:
         await session.wait_for_workers(1)
@@ -122,6 +123,7 @@ async def values_of(session, handles):
 
 async def _fetch(session, handles, recomputes=3):
     """``{key: value}`` from the workers; keys whose every copy died are made again."""
+    session.check()
     values = {}
     alive = set(session.cores)
     holders = {k: set(h.workers) & alive for k, h in handles.items()}
@@ -217,6 +219,7 @@ async def replicate(session, seq, n=2):
     >>> pool.session.sync(replicate(pool.session, [h], n=2)); len(h.workers)
     2
     """
+    session.check()
     alive = set(session.cores)
     if isinstance(seq, RemoteList):  # a map's chunks are copied whole where they can be
         seq = [h for s in seq.spans

@@ -27,6 +27,7 @@ async def worker_info(session):
     >>> len(pool.session.sync(worker_info(pool.session))) == pool.nworkers
     True
     """
+    session.check()
     workers = list(session.cores)
     infos = await asyncio.gather(*[session.rpc(w, session.timeout).info() for w in workers],
                                  return_exceptions=True)  # fmt: skip

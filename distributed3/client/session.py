@@ -224,6 +224,8 @@ class Session(Resources):
 
     async def center(self, op, **kwargs):
         """Call the center, retrying while it restarts, for up to ``timeout`` seconds."""
+        if self.status in ("closing", "closed"):  # its connections are gone: say why
+            raise CommClosedError(f"{self!r} is not running")
         backoff = Backoff(first=0.05, most=1.0, deadline=self.timeout)
         while True:
             try:
