@@ -282,3 +282,114 @@ def test_a_script_class_changed_between_calls_reaches_the_worker(script):
             script.ns["COUNT"] = 0
             assert pool.submit(script.bump).result(timeout=10) == 1
         assert got == [10, 20, 10, 20, 30, 10]
+
+
+# -- found by a review: races, by-reference changes, odd objects ---------------------------
+
+
+def test_a_global_rebound_while_pickling_is_never_kept_stale(script, monkeypatch):
+    """Another thread rebinding a global between the witness and the pickle: the kept
+    pickle must not stand for the new value."""
+    from distributed3.core import protocol
+
+    real = protocol.cloudpickle_dumps
+
+    def pickle_then_rebind(func, *args, **kwargs):
+        data = real(func, *args, **kwargs)
+        script.ns["SCALE"] = 3  # as another thread would, right after the pickle
+        return data
+
+    monkeypatch.setattr(protocol, "cloudpickle_dumps", pickle_then_rebind)
+    assert pickle.loads(dumps_function(script.scaled))(1) == 2  # pickled with SCALE = 2
+    monkeypatch.setattr(protocol, "cloudpickle_dumps", real)
+    assert shipped(script.scaled)(1) == 3
+
+
+@pytest.fixture
+def module_dir(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in ("d3_test_tools", "d3_test_byvalue"):
+        sys.modules.pop(name, None)
+
+
+def test_a_module_registered_to_pickle_by_value_later_is_shipped_by_value(module_dir):
+    import cloudpickle
+
+    (module_dir / "d3_test_byvalue.py").write_text("def helper(x):\n    return x + 1\n")
+    import d3_test_byvalue
+
+    namespace = {"__name__": "__main__", "mod": d3_test_byvalue}
+    exec("def f(x):\n    return mod.helper(x)\n", namespace)
+    first = dumps_function(namespace["f"])
+    assert b"def helper" not in first and dumps_function(namespace["f"]) is first
+    cloudpickle.register_pickle_by_value(d3_test_byvalue)
+    try:
+        again = dumps_function(namespace["f"])
+        assert again is not first and b"d3_test_byvalue" in again
+    finally:
+        cloudpickle.unregister_pickle_by_value(d3_test_byvalue)
+    assert dumps_function(namespace["f"]) is not again
+
+
+def test_a_function_reloaded_under_its_name_is_pickled_again(module_dir):
+    """IPython's autoreload: the module reloaded, the old function given the new code."""
+    import importlib
+
+    path = module_dir / "d3_test_tools.py"
+    path.write_text("def helper():\n    return 'old'\n")
+    import d3_test_tools
+
+    namespace = {"__name__": "__main__"}
+    exec("from d3_test_tools import helper\ndef f():\n    return helper()\n", namespace)
+    first = dumps_function(namespace["f"])
+    assert dumps_function(namespace["f"]) is first
+    old = d3_test_tools.helper
+    path.write_text("def helper():\n    return 'new, edited'\n")
+    importlib.reload(d3_test_tools)
+    old.__code__ = d3_test_tools.helper.__code__
+    again = dumps_function(namespace["f"])
+    assert again is not first
+    sys.modules.pop("d3_test_tools")  # as on a worker that never saw the edit
+    assert pickle.loads(again)() == "new, edited"
+
+
+def test_objects_the_witness_cannot_check_are_pickled_each_time(script):
+    class LooksLikeAClass:  # as a lazy proxy of a class: isinstance(x, type) holds
+        @property
+        def __class__(self):
+            return type
+
+        def __reduce__(self):
+            return (int, ())
+
+    script.ns["OFFSET"] = (LooksLikeAClass(),)
+    assert dumps_function(script.rooted) is not dumps_function(script.rooted)
+    nest = ()
+    for _ in range(600):
+        nest = (nest,)
+    script.ns["OFFSET"] = (1, nest)
+    assert shipped(script.rooted)(4) == 5.0
+    assert dumps_function(script.rooted) is not dumps_function(script.rooted)
+
+
+def test_a_kept_state_holds_a_big_tuple_as_itself_and_no_function_strongly(script):
+    import gc
+    import weakref
+
+    from distributed3.core import funcbytes
+
+    script.ns["OFFSET"] = big = tuple(range(5000))
+    assert dumps_function(script.rooted) is dumps_function(script.rooted)
+    assert any(v is big for v in funcbytes._cache[script.rooted].state[10])  # compared by identity
+
+    def helper():
+        return 1
+
+    script.ns["OFFSET"] = frozenset({("h", helper)})
+    gone = weakref.ref(helper)
+    dumps_function(script.rooted)
+    script.ns["OFFSET"] = (0,)
+    del helper
+    gc.collect()
+    assert gone() is None

@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 from .codeship import cloudpickle_dumps
-from .funcbytes import keep, keep_loaded, loaded, reused
+from .funcbytes import keep, keep_loaded, loaded, reused, witness
 
 __all__ = ["dumps", "loads", "dumps_function", "loads_function", "sizeof", "small_pickle"]
 
@@ -165,8 +165,9 @@ def dumps_function(func):
             return result
     except Exception:
         pass
+    before = witness(func)  # before pickling: a global rebound meanwhile fails it
     result = cloudpickle_dumps(func)
-    keep(func, result)
+    keep(func, result, before)
     return result
 
 
