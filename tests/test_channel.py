@@ -329,3 +329,63 @@ def test_entries_round_trip_through_a_many_message_whatever_their_buffers():
             np.testing.assert_array_equal(got, value)
         else:
             assert got == value
+
+
+@gen_test()
+async def test_requests_that_together_have_more_frames_than_the_peer_takes_fail_saying_so():
+    """Each within the limit, together over it: they fail with the reason (they used to
+    wait for good, the error only logged from the loop)."""
+    import numpy as np
+
+    from distributed3.core.comm import Limits
+
+    server = await Echo().start(port=0)
+    try:
+        channel = await Channel.open(server.address, limits=Limits(max_frames=4))
+        lone = asyncio.ensure_future(channel.call({"op": "add", "x": 1, "y": 0}))
+        await asyncio.sleep(0)  # sent at once, alone: the next two are queued together
+        big = [np.ones(10_000), np.zeros(10_000)]
+        calls = [channel.call({"op": "later", "x": big, "delay": 0}) for _ in range(2)]
+        for outcome in await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10):
+            assert isinstance(outcome, SerializationError), outcome
+            assert "more than a peer takes (4)" in str(outcome)
+        assert await lone == 1
+        assert await channel.call({"op": "add", "x": 2, "y": 0}) == 2  # the channel goes on
+        channel.close()
+    finally:
+        await server.close()
+
+
+GARBAGE_CYCLES_OWN_REDUCE = """
+import gc
+import pickle
+from distributed3.core.channel import pack
+
+class Blob:  # its reduce hands out a memoryview of its bytearray
+    def __init__(self, b):
+        self.b = b
+
+    def __reduce_ex__(self, protocol):
+        return Blob, (pickle.PickleBuffer(memoryview(self.b)),)
+
+class Node:
+    pass
+
+for i in range(150):
+    entry = pack({"op": "compute", "args": (Blob(bytearray(100_000)),)})
+    node = Node()
+    node.entry, node.me = entry, node
+    del entry, node
+gc.collect()
+print("collected")
+"""
+
+
+def test_an_entrys_buffer_over_a_memoryview_of_a_memoryview_survives_the_collector():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", GARBAGE_CYCLES_OWN_REDUCE],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "exported buffer" not in done.stderr, done.stderr

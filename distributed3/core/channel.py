@@ -83,10 +83,11 @@ def _entry_buffer(frame):
     view = memoryview(frame)
     if view.nbytes < _OUT_OF_BAND:
         return bytes(view)
-    if type(frame) is not memoryview:
-        return pickle.PickleBuffer(frame)
-    if memoryview(frame.obj).nbytes == view.nbytes:
-        return pickle.PickleBuffer(frame.obj)
+    base = frame
+    while type(base) is memoryview:  # down to what owns the memory (an object's own
+        base = base.obj  # reduce may hand out a memoryview of its bytearray)
+    if memoryview(base).nbytes == view.nbytes:
+        return pickle.PickleBuffer(base)
     return bytes(view)  # a part of something bigger: copied rather than exported
 
 
@@ -153,7 +154,7 @@ class Channel:
         idle = not self.waiting
         self.waiting[i] = future
         if idle:  # nothing to wait for: a lone request leaves at once
-            self.comm.send_nowait({"op": "many", "msgs": [(i, entry)], "reply": False})
+            self._send([(i, entry)])
             return i, future
         if not self.queued:  # those of this turn leave together at its end
             self._loop.call_soon(self._flush)
@@ -180,7 +181,19 @@ class Channel:
     def _flush(self):
         queued, self.queued = self.queued, []
         if self.error is None and queued:
-            self.comm.send_nowait({"op": "many", "msgs": queued, "reply": False})
+            self._send(queued)
+
+    def _send(self, entries):
+        """Send ``entries`` in one message; if the peer would refuse it (more frames than
+        it takes), their requests fail saying why, rather than wait for good."""
+        try:
+            self.comm.send_nowait({"op": "many", "msgs": entries, "reply": False})
+        except SerializationError as e:
+            for i, _ in entries:
+                future = self.waiting.pop(i, None)
+                if future is not None and not future.done():
+                    future.set_exception(SerializationError(
+                        f"could not send a request to {self.name}: {e}"))  # fmt: skip
 
     async def _read(self):
         try:
