@@ -201,3 +201,37 @@ def test_every_call_after_close_says_the_pool_is_closed(center, call):
     pool.close()
     with pytest.raises(CommClosedError, match="is not running"):
         CALLS_AFTER_CLOSE[call](pool, d)
+
+
+def test_closing_the_pool_fails_a_call_waiting_for_a_worker_to_join(two_workers):
+    """With no worker left, a call waits for one to join -- for good where the pool
+    belongs to a deployed cluster (``worker_wait`` infinite); closing the pool must
+    end that wait too."""
+    import math
+    import threading
+
+    from distributed3 import Pool
+    from distributed3.testing import run_in_cluster_loop
+    from distributed3.utils import wait_for_sync
+
+    center, workers = two_workers
+    pool = Pool(center.address)
+    pool.session.worker_wait = math.inf  # as Pool(cluster) sets it
+    for w in workers:
+        run_in_cluster_loop(w.close())
+    wait_for_sync(lambda: not pool.session.cores, 10, "the workers are still listed")
+    outcome = {}
+
+    def caller():
+        try:
+            pool.map(abs, [-1, -2])
+        except Exception as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=caller, daemon=True)
+    thread.start()
+    wait_for_sync(lambda: pool.session.unfinished(), 10, "the map never started")
+    pool.close()
+    thread.join(10)
+    assert not thread.is_alive(), "the map still waits for a worker after the pool closed"
+    assert isinstance(outcome.get("error"), CommClosedError), outcome

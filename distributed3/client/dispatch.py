@@ -135,6 +135,7 @@ class Batch(Reach, Setbacks, Sharing):
 
     async def run(self):
         """Run every task; raise the batch's error (a timeout, an unsendable task)."""
+        self.session.check()  # closed while its tasks were made: no one would fail it
         self.session.listen(self)
         rounds, ended = 0, 0  # recovery rounds since a task last ended; tasks ended
         try:
@@ -147,6 +148,8 @@ class Batch(Reach, Setbacks, Sharing):
                     rounds, ended = (rounds + 1 if self.ended == ended else 1), self.ended
                     await self._recover_inputs(rounds)
                 await self._wait_for_any_worker()
+                if self.error is not None and not self.running:
+                    raise self.error
                 if await self._start_round():
                     continue
                 if not self.remaining:

@@ -154,16 +154,18 @@ class Setbacks:
         """Return once a worker not counted lost is there; after ``LOST_GRACE`` the
         lost ones count again, and then one may join within the session's wait."""
         session = self.session
-        if session.cores.keys() - self.lost:
+        if session.cores.keys() - self.lost or self.error is not None:
             return
         try:  # the center drops a dead worker in a moment; one that rejoins has a new port
-            await wait_for(lambda: session.cores.keys() - self.lost, LOST_GRACE, "")
+            await wait_for(lambda: session.cores.keys() - self.lost or self.error is not None,
+                           LOST_GRACE, "")  # fmt: skip
             return
         except TimeoutError:
             pass
         self.lost.clear()  # give reconnecting workers another chance
-        try:
-            await session.wait_for_workers(1)
+        try:  # a failed batch (the pool closed) stops waiting, however long it may wait
+            await wait_for(lambda: session.cores or self.error is not None,
+                           session.worker_wait or session.timeout, "")  # fmt: skip
         except TimeoutError:
             raise WorkerLostError(
                 f"no workers left to run {self.remaining} tasks of {self.name}; "
@@ -180,6 +182,7 @@ class Setbacks:
                 lambda: set(session.cores) - known
                 or not self.remaining
                 or self.running
+                or self.error is not None  # failed meanwhile (the pool closed)
                 or not self.resting >= resting,  # one rested: offer it the tasks
                 session.worker_wait or session.timeout,
                 "",
