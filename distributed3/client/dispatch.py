@@ -367,16 +367,16 @@ class Batch(Reach, Setbacks, Sharing):
         session = self.session  # whose `cores` is a new dict after each resubscription
         if new:
             self.starting -= 1
-        waited = False
+        waited = 0
         try:
             while self.error is None and worker in session.cores and worker not in self.lost:
                 task, first = first, None
                 if task is None:
-                    if self.starting and not waited:  # their tasks were taken first
-                        waited = True  # one turn: they were scheduled before it
-                        await asyncio.sleep(0)
+                    if self.starting and waited < 3:  # their tasks were taken first: they
+                        waited += 1  # send them on their first step, a turn or two away
+                        await asyncio.sleep(0)  # (this turn's, if made after we yielded)
                         continue
-                    waited = False
+                    waited = 0
                     if self.runners[worker] > self._slots(worker):
                         return  # fewer tasks in flight from now on
                     if self._crowded(worker, runner=True):
