@@ -97,3 +97,21 @@ def test_a_script_that_leaves_an_imap_open_exits():
                           timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_task_past_its_timeout_ends_the_stream_with_its_error(pool, gate, ordered):
+    """The timed-out task's own error, at once: the stream used to wait for good for a
+    task whose handle it had let go of (the batch failed it without a word)."""
+    import time
+
+    items = [1, 2, 3, 0, 4, 5, 6]  # gated(0) waits for the gate, past the timeout
+    stream = pool.imap if ordered else pool.imap_unordered
+    start = time.monotonic()
+    got = []
+    with pytest.raises(TimeoutError, match=r"task 3 of gated .* did not finish within 0.5 s"):
+        for value in stream(gated, items, timeout=0.5):
+            got.append(value)
+    assert time.monotonic() - start < 10
+    if ordered:
+        assert got == [10, 20, 30]

@@ -197,8 +197,15 @@ class Batch(Reach, Setbacks, Sharing):
 
     def fail(self, error):
         """Stop: drop the queued tasks, let those in flight end, and have :meth:`run`
-        raise ``error``."""
+        raise ``error``.  The dropped tasks' results fail with it, and ``on_done`` hears
+        of them: a stream waits for every task it sent, having let go of their handles."""
         self._fail(error)
+        if self.on_done is not None:
+            for task in [*self.free, *(t for q in self.pinned.values() for t in q),
+                         *self.stalled]:  # fmt: skip
+                if any(h.status == "pending" for h in task.results):
+                    task.results.set_error(error, "", None)
+                    self.on_done(task.results)
         dropped = self.queued() + len(self.stalled)
         self.free.clear()
         self.pinned.clear()

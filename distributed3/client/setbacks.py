@@ -133,10 +133,9 @@ class Setbacks:
             task.results.set_error(error, text, worker)
             self._finished_one(task)
             return
-        if self.independent:
-            task.results.set_error(error, text, None)
-            self._finished_one(task)
-        else:
+        task.results.set_error(error, text, None)  # its own error, whoever waits for it:
+        self._finished_one(task)  # a stream has let go of its handle (see feed.py)
+        if not self.independent:
             self._fail(error)
 
     def _which(self, task, key=True):
