@@ -85,3 +85,29 @@ def test_run_errors_come_back_per_item():
             assert [o.status for o in out] == ["finished", "error", "finished"]
             with pytest.raises(ValueError, match="negative: -1"):
                 out[1].get()
+
+
+def test_a_worker_back_on_the_same_address_gets_its_instance_made_again(pool, center, workers):
+    """A nanny restarts a worker on its fixed port: the pool must make the instance in
+    the new process (it kept asking for one the old process had, for good); a worker
+    seen anew that still has it (after a center restart) keeps it."""
+    INITS.clear()
+    with pool.stateful(Counter, 0) as sp:
+        assert sorted(pool.gather(sp.map(range(4)))) == [0, 1, 2, 3]
+        sp.update_workers(step=10)
+        gone = workers[0]
+        address = gone.address
+        run_in_cluster_loop(gone.close())
+        wait_for_sync(lambda: address not in pool.available_cores, 10, "the worker is still listed")
+        back = run_in_cluster_loop(Worker(center.address, ncores=1).start(port=address[1]))
+        try:
+            wait_for_sync(lambda: address in pool.available_cores, 10, "it did not come back")
+            assert pool.gather(sp.map(range(20))) == [10 * x for x in range(20)]
+            wait_for_sync(lambda: back.tasks_done > 0, 5, "the worker back ran no task")
+            assert back.stateful[sp.name].updates == [((), {"step": 10})]
+            inits = len(INITS)
+            pool.session._joined(workers[1].address)  # seen anew, as after a center restart
+            assert pool.gather(sp.map(range(20))) == [10 * x for x in range(20)]
+            assert len(INITS) == inits  # kept, not made again
+        finally:
+            run_in_cluster_loop(back.close())

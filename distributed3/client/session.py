@@ -90,6 +90,7 @@ class Session(Resources):
         self.loop = None if asynchronous else self._loop_thread.loop
         self._counter = itertools.count()
         self._listeners = set()  # told of each worker that joins (running batches)
+        self.joins = {}  # worker -> how often it joined again: a new process, maybe
         self._init_resources()
         self._subscription = None
         self._watcher = None
@@ -395,6 +396,7 @@ class Session(Resources):
         self._listeners.discard(listener)
 
     def _joined(self, worker):
+        self.joins[worker] = self.joins.get(worker, 0) + 1
         for listener in list(self._listeners):
             listener.add_worker(worker)
 

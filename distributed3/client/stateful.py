@@ -71,7 +71,7 @@ class StatefulPool:
         self.cls_bytes = dumps_function(cls)
         self.args, self.kwargs = args, kwargs
         self.updates = []
-        self.ready = {}  # worker -> updates it has applied
+        self.ready = {}  # worker -> (its session.joins then, updates it has applied)
         self._locks = defaultdict(asyncio.Lock)
 
     def __repr__(self):
@@ -94,21 +94,25 @@ class StatefulPool:
         return drain(self.session, agen)
 
     async def _prepare(self, worker):
-        """Make this worker's instance, or bring it up to date, before it runs a task."""
-        if self.ready.get(worker) == len(self.updates):
+        """Make this worker's instance, or bring it up to date, before it runs a task.
+        A worker that joined again since (restarted by its nanny on the same address, or
+        seen anew after a center restart) is asked to make it again: one that still has
+        it keeps it (see ``Worker.stateful_init``)."""
+        joined = self.session.joins.get(worker, 0)
+        if self.ready.get(worker) == (joined, len(self.updates)):
             return
         async with self._locks[worker]:
             call = self.session.rpc(worker)
-            if worker not in self.ready:
+            if self.ready.get(worker, (None,))[0] != joined:
                 await call.stateful_init(name=self.name, cls=self.cls_bytes, args=self.args,
                                          kwargs=self.kwargs, updates=list(self.updates))  # fmt: skip
-                self.ready[worker] = len(self.updates)
-            while self.ready[worker] < len(self.updates):
-                version = self.ready[worker] + 1
+                self.ready[worker] = (joined, len(self.updates))
+            while self.ready[worker][1] < len(self.updates):
+                version = self.ready[worker][1] + 1
                 args, kwargs = self.updates[version - 1]
                 await call.stateful_update(name=self.name, args=args, kwargs=kwargs,
                                            version=version)  # fmt: skip
-                self.ready[worker] = version
+                self.ready[worker] = (joined, version)
 
     def map(self, items, chunksize=1, timeout=DEFAULTS.timeout, retries=DEFAULTS.retries):
         """``instance.run(item)`` for each item on the workers' instances; a

@@ -300,14 +300,19 @@ class Worker(CenterLink, Leaving, Server):
     # -- stateful instances ------------------------------------------------------
 
     async def stateful_init(self, comm, name, cls, args=(), kwargs=None, updates=()):
-        """Make ``cls(*args, **kwargs)`` once here, then replay ``updates`` in order."""
+        """Make ``cls(*args, **kwargs)`` once here, then replay ``updates`` in order; an
+        instance made already (its pool saw this worker join again, after a center
+        restart) is kept, and given only the updates it has not had."""
         loop = asyncio.get_running_loop()
+        instance, done = self.stateful.get(name), self.stateful_version.get(name, 0)
+        if instance is None or done > len(updates):
+            instance, done = None, 0
 
         def make():
-            instance = loads_function(cls)(*args, **(kwargs or {}))
-            for up_args, up_kwargs in updates:
-                instance.handle_update(*up_args, **up_kwargs)
-            return instance
+            made = instance if instance is not None else loads_function(cls)(*args, **(kwargs or {}))
+            for up_args, up_kwargs in updates[done:]:
+                made.handle_update(*up_args, **up_kwargs)
+            return made
 
         self.stateful[name] = await loop.run_in_executor(self.executor, run_guarded, make)
         self.stateful_version[name] = len(updates)
