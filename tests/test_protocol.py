@@ -159,3 +159,29 @@ def test_a_task_may_return_a_hundred_thousand_small_arrays(pool):
 
 def _small_arrays(n):
     return [np.full(2, i) for i in range(n)]
+
+
+@pytest.mark.parametrize("extra", [list(range(1000)), "small"])
+def test_what_dumps_pickled_is_freed_at_once_without_the_collector(extra):
+    """A worker spilling or sending a result must not keep it alive: with a header past
+    the size whose checker is reused, the checker went with a reference cycle that held
+    the value until a full collection (a mostly idle worker hardly runs one, so spilled
+    results stayed in memory and kept it paused)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        for by_value in (False, True):
+            array = np.ones(1000)
+            gone = weakref.ref(array)
+            value = {"x": array, "l": extra}
+            if by_value:  # something of __main__ in it: cloudpickle's path
+                namespace = {"__name__": "__main__"}
+                exec("def f():\n    pass\n", namespace)
+                value["f"] = namespace["f"]
+            frames = dumps(value)
+            del frames, value, array
+            assert gone() is None, "the array outlived its pickle"
+    finally:
+        gc.enable()

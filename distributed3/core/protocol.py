@@ -45,17 +45,20 @@ def dumps(obj):
         return [header, *map(_raw, buffers)]
     except Exception:
         pass
-    buffers = []
-    header = cloudpickle_dumps(obj, buffer_callback=_out_of_band(buffers))
-    return [header, *map(_raw, buffers)]
+    out_of_band = _OutOfBand()
+    header = cloudpickle_dumps(obj, buffer_callback=out_of_band.take)
+    return [header, *map(_raw, out_of_band.buffers)]
 
 
 IN_BAND_BYTES = 1024  # buffers smaller than this go in the pickle: a frame costs more
 
 
-def _out_of_band(buffers):
-    """A pickler's ``buffer_callback``: big buffers into ``buffers``, each to be a frame
-    of its own; small ones left in the pickle (see :func:`_in_band`).
+class _OutOfBand:
+    """A pickler's ``buffer_callback`` (:meth:`take`): big buffers into ``buffers``, each
+    to be a frame of its own; small ones left in the pickle (see :func:`_in_band`).  It
+    holds no reference to its pickler: a pickler whose callback is its own bound method
+    is a reference cycle, which keeps what it pickled alive (its memo) until the cyclic
+    collector runs -- a worker's spilled results stayed in memory that way.
 
     >>> import numpy as np
     >>> frames = dumps([np.zeros(10), np.zeros(1000)])
@@ -63,13 +66,16 @@ def _out_of_band(buffers):
     (2, [8000])
     """
 
-    def callback(buf):
+    __slots__ = ("buffers",)
+
+    def __init__(self):
+        self.buffers = []
+
+    def take(self, buf):
         if _in_band(buf):
             return True
-        buffers.append(buf)
+        self.buffers.append(buf)
         return False
-
-    return callback
 
 
 def _in_band(buf):
@@ -91,14 +97,8 @@ class _MainChecker(pickle.Pickler):
 
     def __init__(self):
         self.out = io.BytesIO()
-        self.buffers = []
-        super().__init__(self.out, protocol=5, buffer_callback=self._buffer)
-
-    def _buffer(self, buf):
-        if _in_band(buf):
-            return True
-        self.buffers.append(buf)
-        return False
+        self.out_of_band = _OutOfBand()  # not a method of ours: no reference cycle
+        super().__init__(self.out, protocol=5, buffer_callback=self.out_of_band.take)
 
     def reducer_override(self, obj):
         if isinstance(obj, type) or callable(obj):
@@ -124,11 +124,11 @@ def _by_reference(obj):
     # taken while in use: a dumps inside a dumps (from some __reduce__) gets its own
     checker = _local.__dict__.pop("checker", None) or _MainChecker()
     checker.dump(obj)  # on error it is dropped: a failed dump may leave it half-written
-    header, buffers = checker.out.getvalue(), checker.buffers
+    header, buffers = checker.out.getvalue(), checker.out_of_band.buffers
     if len(header) <= _REUSE_BELOW:  # else dropped too: its memo table has grown, and
         checker.out.seek(0)  # clearing costs as much as the table is big, however empty
         checker.out.truncate()
-        checker.buffers = []
+        checker.out_of_band.buffers = []
         checker.clear_memo()
         _local.checker = checker
     return header, buffers
