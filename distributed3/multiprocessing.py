@@ -23,7 +23,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, Self, TypeVar
 
+from .client.options import Options
 from .client.pool import Pool as _Pool
+from .client.streams import outcomes, unwrap
+from .exceptions import CommClosedError
 
 __all__ = ["Pool", "AsyncResult"]
 
@@ -92,6 +95,25 @@ class AsyncResult(Generic[T]):
             raise multiprocessing.TimeoutError(f"no result within {timeout} s") from None
 
 
+class _Values(Iterator[T]):
+    """What ``imap`` returns: a task's error is raised in its place and the iteration
+    goes on after it, as the standard library's does (a generator would end there)."""
+
+    def __init__(self, pool, outcomes):
+        self._pool = pool
+        self._outcomes = outcomes
+
+    def __next__(self) -> T:
+        try:
+            outcome = next(self._outcomes)
+        except CommClosedError:
+            if self._pool._state == "running":
+                raise
+            raise ValueError("Pool not running: its imap reads its input as it goes, so "
+                             "read the values before close() and join()") from None
+        return unwrap(outcome)
+
+
 class Pool:
     """``multiprocessing.Pool(processes, initializer, initargs)`` on a distributed3
     cluster: ``processes`` local one-core workers (``None``: one per core), or, with
@@ -117,7 +139,7 @@ class Pool:
             self._init = (f"{os.getpid()}-{id(self)}-{self._pool.id}", initializer,
                           tuple(initargs))  # fmt: skip
         self._state = "running"
-        self._results: list[cf.Future] = []
+        self._results: set[cf.Future] = set()  # those not ended yet, for join()
 
     def _call(self, func, star=False):
         if self._state != "running":
@@ -129,7 +151,8 @@ class Pool:
         assert loop is not None  # a sync pool has started
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         result = AsyncResult(future, callback, error_callback)
-        self._results.append(future)
+        self._results.add(future)
+        future.add_done_callback(self._results.discard)  # the caller holds what it needs
         return result
 
     async def _values(self, call, iterable, chunksize):
@@ -188,13 +211,21 @@ class Pool:
 
     def imap(self, func: Callable[[Any], T], iterable: Iterable[Any],
              chunksize: int = 1) -> Iterator[T]:  # fmt: skip
-        """The values in order, as they come; the input is read as it goes."""
-        return self._pool.imap(self._call(func), iterable, chunksize=chunksize)
+        """The values in order, as they come; the input is read as it goes (read the
+        values before ``join()``).  A task's error is raised in its place, and the
+        iteration goes on after it."""
+        return self._stream(func, iterable, chunksize, True)
 
     def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
                        chunksize: int = 1) -> Iterator[T]:  # fmt: skip
         """The values as tasks finish."""
-        return self._pool.imap_unordered(self._call(func), iterable, chunksize=chunksize)
+        return self._stream(func, iterable, chunksize, False)
+
+    def _stream(self, func, iterable, chunksize, ordered):
+        pool = self._pool
+        agen = pool._stream(self._call(func), (iterable,), {}, ordered,
+                            Options(chunksize=chunksize))  # fmt: skip
+        return _Values(self, outcomes(pool.session, agen))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -207,12 +238,11 @@ class Pool:
         """Wait for the tasks given, after :meth:`close` or :meth:`terminate`."""
         if self._state == "running":
             raise ValueError("Pool is still running")
-        for future in self._results:
+        for future in list(self._results):
             try:
                 future.exception()
             except BaseException:  # cancelled: terminate() stopped it
                 pass
-        self._results = []
         if self._state == "closed":
             self._pool.close()
             self._state = "terminated"
@@ -220,7 +250,7 @@ class Pool:
     def terminate(self) -> None:
         """Stop now: what still runs is abandoned (and a local cluster stopped)."""
         self._state = "terminated"
-        for future in self._results:
+        for future in list(self._results):
             future.cancel()
         self._pool.close()
 

@@ -48,6 +48,15 @@ def both(pool):
     got["starmap_async"] = pool.starmap_async(pow, [(2, 2)]).get(30)
     got["imap"] = list(pool.imap(square, iter(range(6)), 2))
     got["imap_unordered"] = sorted(pool.imap_unordered(square, range(6)))
+    values, it = [], pool.imap(fail_on_three, range(6))
+    while True:  # an error in its place, and the values after it (not a generator's end)
+        try:
+            values.append(next(it))
+        except StopIteration:
+            break
+        except ValueError as e:
+            values.append(str(e))
+    got["imap past an error"] = values
     errors = []
     bad = pool.map_async(fail_on_three, range(5), error_callback=errors.append)
     bad.wait(30)
@@ -94,3 +103,31 @@ def test_get_timeout_close_join_terminate(center, gate):
     assert slow.get(1) == 5
     with pytest.raises(ValueError, match="maxtasksperchild"):
         dmp.Pool(1, maxtasksperchild=10)
+
+
+def test_finished_results_are_not_kept_by_the_pool(center):
+    """Only the caller holds a result it got: a long-lived pool kept every one until
+    join() (2 MB results grew the client by 2 MB a call)."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    with dmp.Pool(address="%s:%d" % center.address) as p:
+        value = p.apply(np.ones, (1000,))
+        gone = weakref.ref(value)
+        del value
+        gc.collect()
+        assert gone() is None
+        assert not p._results
+
+
+def test_an_imap_read_after_join_says_why(center):
+    """Ours reads its input as it goes (the standard library's takes it all at once):
+    values not read before join() are gone, and the error says so."""
+    p = dmp.Pool(address="%s:%d" % center.address)
+    it = p.imap(square, range(5))
+    p.close()
+    p.join()
+    with pytest.raises(ValueError, match="read the values before close"):
+        list(it)

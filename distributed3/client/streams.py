@@ -121,15 +121,21 @@ async def _next_batch(session, queue, position, ready, ordered, next_index):
 
 def drain(session, agen):
     """A blocking generator of the values in the batches of ``agen`` (a :func:`stream`),
-    which runs on the session's loop."""
+    which runs on the session's loop; a failed task's error is raised in its place."""
+    for outcome in outcomes(session, agen):
+        yield unwrap(outcome)
+
+
+def outcomes(session, agen):
+    """A blocking generator of the outcomes in the batches of ``agen``: ``(True,
+    value)``, or ``(False, failed handle)`` (see :func:`unwrap`)."""
     try:
         while True:
             try:
                 batch = session.sync(agen.__anext__())
             except StopAsyncIteration:
                 return
-            for outcome in batch:
-                yield unwrap(outcome)
+            yield from batch
     finally:  # the stream's tasks stop; not once the session closed (or, at exit, the
         # interpreter ends: a generator left open is finalized then, with no loop to run)
         if session.status == "running" and not sys.is_finalizing():
