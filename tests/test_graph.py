@@ -278,3 +278,14 @@ def test_a_kill_that_needs_released_intermediates_computes_them_again():
             finally:
                 killer.join()
             assert workers[0].proc.poll() is not None
+
+
+def test_persist_passes_through_what_is_not_a_collection(pool):
+    """As ``dask.persist`` and ``pool.compute`` do (it raised AttributeError)."""
+    import dask.array as da
+
+    x = da.arange(10, chunks=5)
+    kept, five, text = pool.persist([x + 1, 5, "text"])
+    assert (five, text) == (5, "text")
+    assert int(kept.sum().compute(scheduler=pool.get)) == 55
+    assert pool.persist(7) == 7

@@ -342,20 +342,25 @@ async def compute(session, collections, options=DEFAULTS, optimize_graph=True):
 
 async def persist(session, collections, options=DEFAULTS, optimize_graph=True):
     """The same dask collections (one, or a list or tuple: then a list), their graphs
-    now pointing at data held on the cluster.  See :meth:`distributed3.Pool.persist`.
+    now pointing at data held on the cluster; other items pass through, as with
+    ``dask.persist``.  See :meth:`distributed3.Pool.persist`.
     """
+    from dask import is_dask_collection
     from dask.base import collections_to_expr
     from dask.core import flatten
 
     many = isinstance(collections, (list, tuple))
     collections = list(collections) if many else [collections]
-    expr = collections_to_expr(collections, optimize_graph).optimize()
-    keys = expr.__dask_keys__()
-    made = await GraphRun(session, expr, list(flatten(keys)), options).run()
-    out = []
-    for collection, ks in zip(collections, keys):
-        rebuild, args = collection.__dask_postpersist__()
-        out.append(rebuild({k: made[k] for k in flatten(ks)}, *args))
+    variables = [c for c in collections if is_dask_collection(c)]
+    persisted = {}
+    if variables:
+        expr = collections_to_expr(variables, optimize_graph).optimize()
+        keys = expr.__dask_keys__()
+        made = await GraphRun(session, expr, list(flatten(keys)), options).run()
+        for collection, ks in zip(variables, keys):
+            rebuild, args = collection.__dask_postpersist__()
+            persisted[id(collection)] = rebuild({k: made[k] for k in flatten(ks)}, *args)
+    out = [persisted.get(id(c), c) for c in collections]
     return out if many else out[0]
 
 
