@@ -76,3 +76,25 @@ def test_workers_leave_after_death_timeout_and_serve_health_meanwhile():
             worker.wait_for_line(r"No center at .* for 1 s \(--death-timeout\): leaving")
             # without the option a worker keeps trying, as before
             assert stays.proc.poll() is None
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_waiting_for_its_center_answers_health_but_is_not_ready():
+    """A Kubernetes liveness probe must not restart a worker pod whose center is slow
+    to come up (the image starts workers with --center-wait 60): /health answers at
+    once, /ready says 503 until the worker has registered."""
+    import socket
+
+    with socket.socket() as s:  # a port with no center yet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    with Proc([DWORKER, address, "--center-wait", "30", "--http-port", "0", "--no-nanny"]) as worker:
+        wport = worker.wait_for_line(r"Health endpoint at http://127\.0\.0\.1:(\d+)").group(1)
+        assert get(f"http://127.0.0.1:{wport}/health")[0] == 200
+        status, doc = get(f"http://127.0.0.1:{wport}/ready")
+        assert status == 503 and doc["registered"] is False
+        with Proc([DCENTER, "--port", str(port), "--no-dashboard"]) as center:
+            center.wait_for_line(r"Started center at")
+            worker.wait_for_line(rf"Register with center at {address}")
+            assert get(f"http://127.0.0.1:{wport}/ready")[0] == 200

@@ -163,8 +163,10 @@ async def serve(server, host, port, fallback_port, parent_pid=None, before_close
                  sockets=None, http=None):  # fmt: skip
     """Start ``server``, then wait for SIGINT / SIGTERM (or the parent dying) and close it
     (after awaiting ``before_close()``, if given).  ``http(server)``, when given, starts
-    its HTTP side (health endpoint, dashboard) once it serves, and returns what to
-    ``stop()`` at the end."""
+    its HTTP side (health endpoint, dashboard) once it serves -- a worker's before it
+    starts, so that it answers ``/health`` while it waits for its center
+    (``--center-wait``), and ``/ready`` with 503 -- and returns what to ``stop()`` at
+    the end."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # before starting: a signal right after the server says it is up stops it cleanly,
@@ -175,6 +177,14 @@ async def serve(server, host, port, fallback_port, parent_pid=None, before_close
         sockets = [listen(host, port, fallback_port)]
     for sock in sockets:
         sock.setblocking(False)
+    early = http is not None and isinstance(server, Worker)
+    if early:
+        try:
+            http = http(server)
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
     stopped = asyncio.ensure_future(stop.wait())
     starting = asyncio.ensure_future(server.start(host, sockets=sockets))
     await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -182,11 +192,13 @@ async def serve(server, host, port, fallback_port, parent_pid=None, before_close
         starting.cancel()
         stopped.cancel()
         await asyncio.gather(starting, stopped, return_exceptions=True)
+        if early:
+            http.stop()
         await server.close()
         if not starting.cancelled():
             starting.result()  # a failed start says why
         return
-    if http is not None:
+    if http is not None and not early:
         try:
             http = http(server)
         except OSError:
