@@ -25,7 +25,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from .client.options import Options
 from .client.pool import Pool as _Pool
-from .client.streams import outcomes, unwrap
+from .client.streams import outcomes, stream, unwrap
 from .exceptions import CommClosedError
 
 __all__ = ["Pool", "AsyncResult"]
@@ -99,15 +99,15 @@ class _Values(Iterator[T]):
     """What ``imap`` returns: a task's error is raised in its place and the iteration
     goes on after it, as the standard library's does (a generator would end there)."""
 
-    def __init__(self, pool, outcomes):
-        self._pool = pool
+    def __init__(self, outcomes, running):
         self._outcomes = outcomes
+        self._running = running  # whether its pool still runs
 
     def __next__(self) -> T:
         try:
             outcome = next(self._outcomes)
         except CommClosedError:
-            if self._pool._state == "running":
+            if self._running():
                 raise
             raise ValueError("Pool not running: its imap reads its input as it goes, so "
                              "read the values before close() and join()") from None
@@ -222,10 +222,10 @@ class Pool:
         return self._stream(func, iterable, chunksize, False)
 
     def _stream(self, func, iterable, chunksize, ordered):
-        pool = self._pool
-        agen = pool._stream(self._call(func), (iterable,), {}, ordered,
-                            Options(chunksize=chunksize))  # fmt: skip
-        return _Values(self, outcomes(pool.session, agen))
+        session = self._pool.session
+        agen = stream(session, self._call(func), zip(iterable), {}, ordered=ordered,
+                      options=Options(chunksize=chunksize))  # fmt: skip
+        return _Values(outcomes(session, agen), lambda: self._state == "running")
 
     # -- lifecycle ---------------------------------------------------------------------
 
