@@ -124,27 +124,18 @@ async def test_a_disconnected_session_is_seen_as_gone_by_the_center():
             await session.close()
 
 
-@pytest.mark.parametrize("call", ["map", "imap", "apply"])
-def test_closing_the_pool_fails_a_call_blocked_in_another_thread(center, gate, call):
-    """A call waiting for its tasks when another thread closes the pool raises why, at
-    once; it used to retry the closed connections for good."""
+def _closed_while_running(pool, call):
+    """The error ``call()`` raised in another thread when this one closed ``pool`` while
+    it ran; it must end within 10 s of the close."""
     import threading
 
-    from distributed3 import Pool
-    from distributed3.testing import held
     from distributed3.utils import wait_for_sync
 
-    pool = Pool(center.address)
     outcome = {}
 
     def caller():
         try:
-            if call == "map":
-                pool.map(held, range(4))
-            elif call == "imap":
-                list(pool.imap(held, range(4)))
-            else:
-                pool.apply(held, (1,)).get()
+            call()
         except Exception as e:
             outcome["error"] = e
 
@@ -154,8 +145,23 @@ def test_closing_the_pool_fails_a_call_blocked_in_another_thread(center, gate, c
     pool.close()
     thread.join(10)
     assert not thread.is_alive(), "the call still waits after the pool closed"
-    assert isinstance(outcome.get("error"), CommClosedError), outcome
-    assert "closed before the call ended" in str(outcome["error"])
+    return outcome.get("error")
+
+
+@pytest.mark.parametrize("call", ["map", "imap", "apply"])
+def test_closing_the_pool_fails_a_call_blocked_in_another_thread(center, gate, call):
+    """A call waiting for its tasks when another thread closes the pool raises why, at
+    once; it used to retry the closed connections for good."""
+    from distributed3 import Pool
+    from distributed3.testing import held
+
+    pool = Pool(center.address)
+    calls = {"map": lambda: pool.map(held, range(4)),
+             "imap": lambda: list(pool.imap(held, range(4))),
+             "apply": lambda: pool.apply(held, (1,)).get()}  # fmt: skip
+    error = _closed_while_running(pool, calls[call])
+    assert isinstance(error, CommClosedError), error
+    assert "closed before the call ended" in str(error)
 
 
 @gen_test()
@@ -208,7 +214,6 @@ def test_closing_the_pool_fails_a_call_waiting_for_a_worker_to_join(two_workers)
     belongs to a deployed cluster (``worker_wait`` infinite); closing the pool must
     end that wait too."""
     import math
-    import threading
 
     from distributed3 import Pool
     from distributed3.testing import run_in_cluster_loop
@@ -220,18 +225,5 @@ def test_closing_the_pool_fails_a_call_waiting_for_a_worker_to_join(two_workers)
     for w in workers:
         run_in_cluster_loop(w.close())
     wait_for_sync(lambda: not pool.session.cores, 10, "the workers are still listed")
-    outcome = {}
-
-    def caller():
-        try:
-            pool.map(abs, [-1, -2])
-        except Exception as e:
-            outcome["error"] = e
-
-    thread = threading.Thread(target=caller, daemon=True)
-    thread.start()
-    wait_for_sync(lambda: pool.session.unfinished(), 10, "the map never started")
-    pool.close()
-    thread.join(10)
-    assert not thread.is_alive(), "the map still waits for a worker after the pool closed"
-    assert isinstance(outcome.get("error"), CommClosedError), outcome
+    error = _closed_while_running(pool, lambda: pool.map(abs, [-1, -2]))
+    assert isinstance(error, CommClosedError), error
