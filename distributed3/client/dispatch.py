@@ -140,15 +140,13 @@ class Batch(Reach, Setbacks, Sharing):
         rounds, ended = 0, 0  # recovery rounds since a task last ended; tasks ended
         try:
             while self.remaining:
-                if self.error is not None and not self.running:  # failed, nothing to wait for
-                    raise self.error
                 if self.stalled and not self.running:
                     # a round without a task ending since the last counts against
                     # the limit; one worker's death may show, task by task, in many
                     rounds, ended = (rounds + 1 if self.ended == ended else 1), self.ended
                     await self._recover_inputs(rounds)
-                await self._wait_for_any_worker()
-                if self.error is not None and not self.running:
+                await self._wait_for_any_worker()  # at once if the batch failed: then,
+                if self.error is not None and not self.running:  # nothing to wait for
                     raise self.error
                 if await self._start_round():
                     continue
