@@ -17,14 +17,7 @@ import asyncio
 import logging
 from collections import defaultdict, deque
 
-from ..exceptions import (
-    CommClosedError,
-    ConnectionBrokenError,
-    TaskGivenBackError,
-    WorkerLostError,
-    WorkerPausedError,
-    WorkerRetiringError,
-)
+from ..exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
 from ..scheduling import decide_worker, pipeline_depth, steal_choice
 from .crowd import Crowd, Reach
 from .handles import total_bytes
@@ -424,33 +417,11 @@ class Batch(Reach, Setbacks, Sharing):
                 await self.options.prepare(worker)
             self._in_flight(worker, task)
             reply = await channel.call(task.msg, self.options.timeout)
-        except (ConnectionBrokenError, CommClosedError) as e:
-            if session.status == "running":  # else the pool closed it: no one to blame
-                self._worker_died(worker, task, e)
-            return False
-        except WorkerRetiringError:  # not the task's fault: elsewhere, no blame
-            self.lost.add(worker)
-            self.free.append(task)
-            return False
-        except TaskGivenBackError:  # unrun, as asked (see _shallow): the first free core
-            if self.error is None:
-                self._offer({self._place(task)})
-            else:  # the batch failed meanwhile: as fail() drops what is queued
-                self.remaining -= 1
-            return True
-        except WorkerPausedError as e:  # elsewhere, or here again after a rest
-            self._paused(worker, task, e)
-            return False
-        except WorkerLostError as e:  # the worker could not find the inputs
-            logger.info("Inputs of %s lost: %s", task.key, e)
-            self.stalled.append(task)
-            return True
-        except Exception as e:
-            self._task_failed(worker, task, e)
-            return True
         except asyncio.CancelledError:  # the call, whose own coroutine runs this runner
             cancelled = True  # (see _start_round): the task stays in flight, among those
             raise  # run() tells the worker to drop
+        except Exception as e:
+            return self._setback(worker, task, e)
         finally:
             if not cancelled:
                 self.in_flight.pop(task, None)

@@ -17,7 +17,9 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from ..exceptions import SerializationError, WorkerLostError
+from ..exceptions import (CommClosedError, ConnectionBrokenError, SerializationError,
+                          TaskGivenBackError, WorkerLostError, WorkerPausedError,
+                          WorkerRetiringError)  # fmt: skip
 from ..utils import format_address, wait_for
 
 CAUSE_WAIT = 0.5  # seconds a failing task waits for word of why its last worker died
@@ -28,7 +30,9 @@ LOST_GRACE = 1.0  # seconds to wait for a live worker before trying lost ones ag
 logger = logging.getLogger(__name__)
 
 
-async def _tell(channel, msg):
+async def tell(channel, msg):
+    """Send ``msg`` on ``channel``, for what it is worth: a worker that is gone (or went
+    meanwhile) has nothing left to cancel."""
     try:
         await channel.call(msg)
     except Exception as e:  # the worker is gone, or went meanwhile: nothing to cancel
@@ -52,7 +56,42 @@ class Setbacks:
             channel = self.session.channels.open.get(worker)
             if channel is not None and not channel.closed:
                 msg = {"op": "cancel", "keys": keys, "give_back": give_back}
-                asyncio.ensure_future(_tell(channel, msg))
+                asyncio.ensure_future(tell(channel, msg))
+
+    def _setback(self, worker, task, error):
+        """What ``task``, sent to ``worker``, ending in ``error`` instead of a reply
+        means (see :mod:`.setbacks`); ``False`` when ``worker`` may take no more tasks
+        of this batch."""
+        if isinstance(error, (ConnectionBrokenError, CommClosedError)):
+            if self.session.status == "running":  # else the pool closed it: no one to blame
+                self._worker_died(worker, task, error)
+            return False
+        if isinstance(error, WorkerRetiringError):  # not the task's fault: elsewhere
+            self.lost.add(worker)
+            self.free.append(task)
+            return False
+        if isinstance(error, TaskGivenBackError):  # unrun, as asked (see _shallow): the
+            if self.error is None:  # first free core takes it
+                self._offer({self._place(task)})
+            else:  # the batch failed meanwhile: as fail() drops what is queued
+                self.remaining -= 1
+            return True
+        if isinstance(error, WorkerPausedError):  # elsewhere, or here again after a rest
+            self._paused(worker, task, error)
+            return False
+        if isinstance(error, WorkerLostError):  # the worker could not find the inputs
+            logger.info("Inputs of %s lost: %s", task.key, error)
+            self.stalled.append(task)
+            return True
+        self._task_failed(worker, task, error)
+        return True
+
+    def take_over(self, worker, task, error):
+        """Take on ``task``, which was sent to ``worker`` outside this batch and ended
+        in ``error`` instead of a reply (see :mod:`.alone`): :meth:`run` goes on with it
+        as with any task of its own that met the same."""
+        self.remaining += 1
+        self._setback(worker, task, error)
 
     def _paused(self, worker, task, error):
         """``worker`` is paused near its memory limit and turned ``task`` away: the task
