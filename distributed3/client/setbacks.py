@@ -192,18 +192,21 @@ class Setbacks:
         """Return once a worker not counted lost is there; after ``LOST_GRACE`` the
         lost ones count again, and then one may join within the session's wait."""
         session = self.session
-        if session.cores.keys() - self.lost or self.error is not None:
+
+        def over():  # failed (the pool closed), or its last task failed meanwhile (one
+            return self.error is not None or not self.remaining  # that killed the last worker)
+
+        if session.cores.keys() - self.lost or over():
             return
         try:  # the center drops a dead worker in a moment; one that rejoins has a new port
-            await wait_for(lambda: session.cores.keys() - self.lost or self.error is not None,
-                           LOST_GRACE, "")  # fmt: skip
+            await wait_for(lambda: session.cores.keys() - self.lost or over(), LOST_GRACE, "")
             return
         except TimeoutError:
             pass
         self.lost.clear()  # give reconnecting workers another chance
-        try:  # a failed batch (the pool closed) stops waiting, however long it may wait
-            await wait_for(lambda: session.cores or self.error is not None,
-                           session.worker_wait or session.timeout, "")  # fmt: skip
+        try:  # a failed batch stops waiting, however long it may wait
+            await wait_for(lambda: session.cores or over(), session.worker_wait or session.timeout,
+                           "")  # fmt: skip
         except TimeoutError:
             raise WorkerLostError(
                 f"no workers left to run {self.remaining} tasks of {self.name}; "
