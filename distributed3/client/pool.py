@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkabl
 
 from ..utils import Address, format_address, parse_address
 from . import data, graph
+from .alone import apply_call
 from .info import ClusterInfo
 from .options import DEFAULTS, Options
 from .session import Session
@@ -33,7 +34,7 @@ from .stateful import StatefulPool
 from .streams import adrain, drain, stream
 from .sync import close_at_exit
 from .inbox import submit_now, submit_on_loop
-from .tasks import map_call, submit
+from .tasks import map_call
 
 if TYPE_CHECKING:
     from ..core.security import TLS
@@ -267,7 +268,7 @@ class Pool(ClusterInfo):
         6
         """
         options = Options(timeout=timeout, retries=retries, resources=resources)
-        return self.session.sync(self._apply(func, args, kwargs, options))
+        return self.session.sync(apply_call(self.session, func, args, kwargs, options))
 
     async def aapply(self, func: Callable[..., T], args: Iterable[Any] | Any = (),
                      kwargs: Mapping[str, Any] | None = None,
@@ -275,13 +276,7 @@ class Pool(ClusterInfo):
                      resources: dict[str, float] | None = DEFAULTS.resources) -> RemoteData[T]:  # fmt: skip
         """Async form of :meth:`apply`."""
         options = Options(timeout=timeout, retries=retries, resources=resources)
-        return await self.session.run(self._apply(func, args, kwargs, options))
-
-    async def _apply(self, func, args, kwargs, options):
-        if not isinstance(args, (tuple, list)):
-            args = (args,)
-        handles = await submit(self.session, func, [tuple(args)], kwargs or {}, options=options)
-        return handles[0]
+        return await self.session.run(apply_call(self.session, func, args, kwargs, options))
 
     def submit(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> RemoteData[T]:
         """Start ``func(*args, **kwargs)`` and return its ``RemoteData`` at once.

@@ -1,0 +1,142 @@
+"""An apply's short way (client/alone.py): straight to an idle worker, and what happens
+when that way meets a dead, paused or retiring worker, a time limit or a failing task --
+each the same as an apply that went through a batch."""
+import os
+import time
+
+import numpy as np
+import pytest
+
+from distributed3 import Pool, WorkerLostError
+from distributed3.client import dispatch
+from distributed3.client.alone import apply_alone
+from distributed3.client.options import DEFAULTS
+from distributed3.testing import held, process_cluster
+from distributed3.utils import wait_for_sync
+
+
+@pytest.fixture
+def batches(monkeypatch):
+    """How many batches were made since the test started."""
+    made = []
+    init = dispatch.Batch.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(dispatch.Batch, "__init__", counting)
+    return made
+
+
+def warm(pool):
+    """Open the pool's channel to every worker, as earlier calls would have."""
+    for worker in pool.session.cores:
+        pool.session.sync(pool.session.channels.get(worker))
+
+
+@pytest.mark.timeout(30)
+def test_an_apply_without_inputs_makes_no_batch_and_one_with_an_input_does(pool, batches):
+    warm(pool)
+    assert [pool.apply(pow, (2, i)).get() for i in range(6)] == [1, 2, 4, 8, 16, 32]
+    assert batches == []
+    handles = [pool.apply(abs, -i) for i in range(6)]
+    assert {w for h in handles for w in h.workers} == set(pool.session.cores)  # in turn
+    x = pool.scatter([5])[0]
+    assert pool.apply(abs, (x,)).get() == 5  # inputs: the long way, where they live
+    assert len(batches) == 1
+
+
+@pytest.mark.timeout(30)
+def test_short_way_results_keep_their_recipe_error_and_time(pool):
+    warm(pool)
+    handle = pool.apply(np.arange, (3,))
+    assert handle.recipe is not None and handle.recipe.args == (3,)
+    assert pool.session.task_times.get(handle.recipe.base) is not None
+    failed = pool.apply(divmod, (1, 0))
+    with pytest.raises(ZeroDivisionError):
+        failed.get()
+    assert failed.status == "error"
+
+
+@pytest.mark.timeout(30)
+def test_a_short_way_apply_past_its_time_limit_raises_naming_its_worker(pool, gate):
+    warm(pool)
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.2 s on worker 127"):
+        pool.apply(held, (1,), timeout=0.2)
+    gate.set()
+
+
+@pytest.mark.timeout(30)
+def test_a_paused_worker_turns_short_way_applies_to_the_other(pool, workers, batches):
+    warm(pool)
+    paused, other = workers
+    pool.session.loop.call_soon_threadsafe(paused.runner.pause, "test: paused")
+    wait_for_sync(lambda: paused.runner.paused is not None, 5, "paused")
+    try:
+        handles = [pool.apply(pow, (3, i)) for i in range(4)]
+        assert pool.gather(handles) == [1, 3, 9, 27]
+        assert {w for ws in pool.who_has(handles).values() for w in ws} == {other.address}
+        assert batches  # those it turned away went on in a batch
+    finally:
+        pool.session.loop.call_soon_threadsafe(paused.runner.resume)
+
+
+@pytest.mark.timeout(30)
+def test_a_retiring_worker_sends_a_short_way_apply_elsewhere(pool, workers):
+    warm(pool)
+    leaving, other = workers
+    leaving.retiring = "a test retires it"
+    try:
+        assert [pool.apply(abs, (-i,)).get() for i in range(4)] == [0, 1, 2, 3]
+        assert leaving.tasks_done == 0
+    finally:
+        leaving.retiring = None
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_dying_under_a_short_way_apply_retries_it_or_says_why(tmp_path):
+    with process_cluster(nworkers=2) as (address, _, workers):
+        with Pool(address) as pool:
+            def die_once(marker):  # defined here, so it travels by value
+                """The first call kills its worker; later ones say where they ran."""
+                if not os.path.exists(marker):
+                    open(marker, "w").close()
+                    os._exit(1)
+                return os.getpid()
+
+            warm(pool)
+            pids = {w.proc.pid for w in workers}
+            pid = pool.apply(die_once, (str(tmp_path / "once"),)).get()
+            assert pid in pids and len([w for w in workers if w.proc.poll() is None]) == 1
+            with pytest.raises(WorkerLostError, match="was running on 1 workers that died"):
+                pool.apply(die_once, (str(tmp_path / "again"),), retries=0).get()
+
+
+@pytest.mark.timeout(60)
+def test_a_short_way_result_lost_with_its_worker_is_made_again():
+    with process_cluster(nworkers=2) as (address, _, workers):
+        with Pool(address) as pool:
+            warm(pool)
+            handle = pool.apply(lambda n: np.arange(n), (100_000,))  # too big for the reply
+            (holder,) = handle.workers
+            pid = pool.worker_info()[holder]["pid"]
+            next(w for w in workers if w.proc.pid == pid).kill()
+            wait_for_sync(lambda: holder not in pool.session.cores, 15, "the center saw it")
+            assert (handle.get() == np.arange(100_000)).all()
+
+
+@pytest.mark.timeout(30)
+def test_the_short_way_steps_aside_for_resources_and_busy_workers(pool, gate):
+    warm(pool)
+    session = pool.session
+    resources = DEFAULTS.replace(resources={"GPU": 1})
+    assert session.sync(apply_alone(session, abs, (-1,), {}, resources)) is None
+    busy = [pool.submit(held, i) for i in range(2)]  # one on each worker
+    wait_for_sync(lambda: all(session.occupancy[w] for w in session.cores), 5, "both busy")
+    assert session.sync(apply_alone(session, abs, (-1,), {}, DEFAULTS)) is None
+    gate.set()
+    assert pool.gather(busy) == [0, 1]
+    started = time.monotonic()
+    assert session.sync(apply_alone(session, abs, (-1,), {}, DEFAULTS)).get() == 1
+    assert time.monotonic() - started < 5
