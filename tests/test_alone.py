@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from distributed3 import Pool, WorkerLostError
+from distributed3.exceptions import CommClosedError
 from distributed3.client import dispatch
 from distributed3.client.alone import apply_alone
 from distributed3.client.options import DEFAULTS
@@ -140,3 +141,41 @@ def test_the_short_way_steps_aside_for_resources_and_busy_workers(pool, gate):
     started = time.monotonic()
     assert session.sync(apply_alone(session, abs, (-1,), {}, DEFAULTS)).get() == 1
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.timeout(30)
+def test_a_submit_alone_goes_straight_to_an_idle_worker(pool, batches):
+    warm(pool)
+    assert [pool.submit(pow, 2, i).result(timeout=10) for i in range(6)] == [1, 2, 4, 8, 16, 32]
+    assert batches == []
+    assert pool.gather([pool.submit(abs, -i) for i in range(300)]) == list(range(300))
+
+
+@pytest.mark.timeout(30)
+def test_a_submit_alone_in_flight_when_the_pool_closes_fails_and_says_so(center, gate):
+    pool = Pool(center.address)
+    warm(pool)
+    handle = pool.submit(held, 1)
+    session = pool.session
+    wait_for_sync(lambda: any(session.occupancy.values()), 5, "the task never left")
+    pool.close()
+    gate.set()
+    wait_for_sync(handle.done, 10, "the submit in flight stayed pending")
+    with pytest.raises(CommClosedError, match="closed|not running"):
+        handle.raise_error()
+
+
+@pytest.mark.timeout(60)
+def test_a_submit_alone_whose_worker_dies_runs_again_elsewhere(tmp_path):
+    with process_cluster(nworkers=2) as (address, _, workers):
+        with Pool(address) as pool:
+            def die_once(marker):  # defined here, so it travels by value
+                if not os.path.exists(marker):
+                    open(marker, "w").close()
+                    os._exit(1)
+                return os.getpid()
+
+            warm(pool)
+            pid = pool.submit(die_once, str(tmp_path / "once")).result(timeout=30)
+            (alive,) = [w for w in workers if w.proc.poll() is None]
+            assert pid == alive.proc.pid

@@ -29,6 +29,7 @@ import itertools
 
 from ..keys import extract_keys
 from .dispatch import Batch
+from .feed import fail_pending
 from .handles import RemoteData
 from .options import DEFAULTS  # noqa: F401 -- for the doctest
 from .results import Handles, Recipe, RemoteList
@@ -37,7 +38,7 @@ from .task import Task
 from .tasks import (big_constant, funcname, function_bytes, learn_times, message_base,
                     submit)  # fmt: skip
 
-__all__ = ["apply_alone", "apply_call"]
+__all__ = ["apply_alone", "apply_call", "idle_channel", "run_alone", "send_alone"]
 
 _turns = itertools.count()  # which idle worker an apply tries first: each in turn
 
@@ -60,10 +61,9 @@ async def apply_alone(session, func, args, kwargs, options):
     ``None`` when the call does not qualify and must go the long way."""
     if options.resources or options.stateful is not None:
         return None
-    worker = idle_worker(session)
-    channel = None if worker is None else session.channels.open.get(worker)
-    if channel is None or channel.closed:
-        return None  # a first call to it connects the long way
+    found = idle_channel(session)
+    if found is None:
+        return None
     session.check()
     name = funcname(func)
     fbytes = function_bytes(func, name)  # not callable, not picklable: raised here too
@@ -76,28 +76,67 @@ async def apply_alone(session, func, args, kwargs, options):
     handle = RemoteData(session.new_key(name), session, status="pending")
     handle.recipe = recipe = Recipe(base, args, 0, options, {})  # to make it again
     session.adopt((handle.key,))
-    task = Task(Handles([handle]), recipe.message(handle.key), {}, 0)
+    await run_alone(session, *found, Task(Handles([handle]), recipe.message(handle.key), {}, 0),
+                    name, options)  # fmt: skip
+    return handle
+
+
+def send_alone(session, task, name):
+    """On the loop: start ``task`` -- a submit's, without inputs -- by the short way, in
+    the background; ``False`` (nothing done) when no worker is idle.
+
+    >>> from distributed3.client.tasks import make_tasks
+    >>> session = pool.session
+    >>> for worker in session.cores:  # channels open, as after a first call to each
+    ...     _ = session.sync(session.channels.get(worker))
+    >>> (handle,), (task,) = session.sync(make_tasks(session, abs, [(-4,)], {}))
+    >>> async def send():
+    ...     return send_alone(session, task, "submit")
+    >>> session.sync(send()), handle.get()
+    (True, 4)
+    """
+    found = idle_channel(session)
+    if found is None:
+        return False
+    asyncio.ensure_future(_in_background(session, *found, task, name))
+    return True
+
+
+async def _in_background(session, worker, channel, task, name):
+    try:
+        await run_alone(session, worker, channel, task, name, DEFAULTS, independent=True)
+    except Exception as e:  # no one awaits this: its handle says it (the pool closed)
+        fail_pending(task.results, e)
+
+
+async def run_alone(session, worker, channel, task, name, options, independent=False):
+    """Send ``task`` to ``worker`` on ``channel`` and settle its results from the reply;
+    a batch takes it over should anything else come."""
     session.occupancy[worker] += 1
     try:
         reply = await channel.call(task.msg, options.timeout)
     except asyncio.CancelledError:  # Ctrl-C: the worker drops it, if it has yet to start
-        asyncio.ensure_future(tell(channel, {"op": "cancel", "keys": [handle.key]}))
+        asyncio.ensure_future(tell(channel, {"op": "cancel", "keys": [task.key]}))
         raise
     except Exception as e:  # no reply: the long way takes it from here
-        await _take_over(session, worker, task, name, options, e)
-        return handle
+        batch = Batch(session, [], name, options=options, independent=independent)
+        batch.take_over(worker, task, e)
+        await batch.run()
+        learn_times(session.task_times, RemoteList(task.results), batch.task_seconds)
+        return
     finally:
         session.occupancy[worker] -= 1
     task.results.settle(reply, worker)
-    learn_times(session.task_times, RemoteList([handle]), reply.get("duration"))
-    return handle
+    learn_times(session.task_times, RemoteList(task.results), reply.get("duration"))
 
 
-def idle_worker(session):
-    """A worker with none of this pool's tasks in flight, each in turn; ``None`` if all
-    have some.
+def idle_channel(session):
+    """``(worker, its open channel)`` for a worker with none of this pool's tasks in
+    flight, each in turn; ``None`` if all have some, or its channel is not open yet
+    (a first call to it connects the long way).
 
-    >>> idle_worker(pool.session) in pool.session.cores
+    >>> worker, channel = idle_channel(pool.session) or (None, None)
+    >>> worker is None or channel.peer == worker
     True
     """
     workers = list(session.cores)
@@ -107,14 +146,8 @@ def idle_worker(session):
     turn = next(_turns) % len(workers)
     for w in itertools.chain(workers[turn:], workers[:turn]):
         if not occupancy[w]:
-            return w
+            channel = session.channels.open.get(w)
+            if channel is None or channel.closed:
+                return None
+            return w, channel
     return None
-
-
-async def _take_over(session, worker, task, name, options, error):
-    """A batch goes on with ``task``, which met ``error`` on ``worker``."""
-    batch = Batch(session, [], name, options=options)
-    batch.take_over(worker, task, error)
-    await batch.run()
-    learn_times(session.task_times, RemoteList(task.results), batch.task_seconds)
-

@@ -13,6 +13,7 @@ sends them together::
     ...              while submits keep coming, the caller runs the loop a turn
                      each TURN_EVERY seconds (else the loop thread does, soon)
     on the loop: drain --> tasks of h1, h2, ... --> feed.add --> one message a worker
+                 (one call alone, an idle worker: straight to it, see :mod:`.alone`)
 
 A submit whose inputs are still being computed waits for them in a coroutine of its
 own, and one whose keyword arguments are big enough to broadcast is made in one: it
@@ -29,6 +30,7 @@ import collections
 from itertools import groupby
 
 from ..exceptions import CommClosedError
+from .alone import send_alone
 from .feed import Feed
 from .handles import RemoteData
 from .options import DEFAULTS
@@ -151,6 +153,8 @@ class Inbox:
             for handle, made in self._made(list(run)):
                 handles.append(handle)
                 tasks += made
+        if len(tasks) == 1 and not tasks[0].inputs and send_alone(session, tasks[0], "submit"):
+            return  # one call alone, an idle worker: straight there (see alone.py)
         if tasks:
             submits(session).add(tasks, handles)
 
