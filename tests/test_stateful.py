@@ -111,3 +111,18 @@ def test_a_worker_back_on_the_same_address_gets_its_instance_made_again(pool, ce
             assert len(INITS) == inits  # kept, not made again
         finally:
             run_in_cluster_loop(back.close())
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_stateful_pool_refuses_calls_rather_than_make_its_instances_again(pool):
+    INITS.clear()
+    with pool.stateful(Counter, 100) as sp:
+        assert pool.gather(sp.map([1, 2])) == [101, 102]
+    made = len(INITS)
+    for call in (lambda: sp.map([3]), lambda: list(sp.imap([3])),
+                 lambda: list(sp.imap_unordered([3])), lambda: sp.update_workers(step=2)):
+        with pytest.raises(ValueError, match="is closed"):
+            call()
+    sp.close()  # again: nothing
+    assert len(INITS) == made
+    assert "closed" in repr(sp)

@@ -73,8 +73,11 @@ class StatefulPool:
         self.updates = []
         self.ready = {}  # worker -> (its session.joins then, updates it has applied)
         self._locks = defaultdict(asyncio.Lock)
+        self.closed = False
 
     def __repr__(self):
+        if self.closed:
+            return f"<StatefulPool {self.name} closed>"
         return f"<StatefulPool {self.name} on {len(self.ready)} workers>"
 
     def __enter__(self):
@@ -84,13 +87,15 @@ class StatefulPool:
         self.close()
 
     def _options(self, **kwargs):
+        if self.closed:  # a call now would make every instance again, and leave them
+            raise ValueError(f"{self!r} is closed: its instances were dropped")
         stateful = {"name": self.name, "version": len(self.updates)}
         return Options(stateful=stateful, prepare=self._prepare, **kwargs)
 
     def _stream(self, items, ordered, chunksize):
+        options = self._options(chunksize=chunksize)
         arglists = (_split(item) for item in items)
-        agen = stream(self.session, self.cls, arglists, {}, ordered=ordered,
-                      options=self._options(chunksize=chunksize))  # fmt: skip
+        agen = stream(self.session, self.cls, arglists, {}, ordered=ordered, options=options)
         return drain(self.session, agen)
 
     async def _prepare(self, worker):
@@ -134,6 +139,7 @@ class StatefulPool:
 
     def update_workers(self, *args, **kwargs):
         """Call ``handle_update(*args, **kwargs)`` on every instance, now and on later ones."""
+        self._options()  # raises once closed
         self.session.sync(self._update(args, kwargs))
 
     async def _update(self, args, kwargs):
@@ -142,8 +148,11 @@ class StatefulPool:
         await asyncio.gather(*[self._prepare(w) for w in live])
 
     def close(self):
-        """Drop the instances (calling their ``close()`` if they define one)."""
-        self.session.sync(self._close())
+        """Drop the instances (calling their ``close()`` if they define one); a call
+        after raises ``ValueError``.  A second close does nothing."""
+        if not self.closed:
+            self.closed = True
+            self.session.sync(self._close())
 
     async def _close(self):
         workers, self.ready = list(self.ready), {}
