@@ -85,3 +85,21 @@ def test_a_map_over_a_numpy_array_sends_slices_and_gets_its_scalars_back(pool, w
     seeded = pool.gather(pool.map(lambda x: x + random.random(), arr[:100], seed=7))
     assert seeded == pool.gather(pool.map(lambda x: x + random.random(), list(arr[:100]),
                                           seed=7))  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_a_result_of_another_clusters_pool_as_input_fails_naming_both(pool, center):
+    """Its workers hold a secret ours do not: rather than an AuthenticationError from a
+    worker, the call says whose result it is.  A second pool on our cluster is fine."""
+    with Pool(n_workers=1) as other:
+        theirs = other.scatter([5])[0]
+        where = r"the cluster at 127\.0\.0\.1:\d+, not of this one on 127\.0\.0\.1:\d+"
+        for call in (lambda: pool.apply(abs, (theirs,)), lambda: pool.map(abs, [theirs]),
+                     lambda: pool.map(lambda x, y: x, [1], y=theirs)):  # fmt: skip
+            with pytest.raises(ValueError, match=where):
+                call()
+        with pytest.raises(ValueError, match=where):
+            pool.submit(abs, theirs).result(timeout=10)
+    with Pool(center.address) as second:
+        ours = second.scatter([-7])[0]
+        assert pool.apply(abs, (ours,)).get() == 7

@@ -276,3 +276,28 @@ def split_off(handles):
     """
     return [h.key for h in handles
             if getattr(h, "group", None) is not None and h.index >= h.group.head]  # fmt: skip
+
+
+def check_cluster(session, handles):
+    """Raise ``ValueError`` if one of ``handles`` (a call's inputs) is a result of a pool
+    on another cluster: ``session``'s workers could not fetch it (its workers do not
+    share their secret).  Two pools on one cluster share their results freely.
+
+    >>> check_cluster(pool.session, pool.scatter([1]))
+    >>> from distributed3 import Pool
+    >>> with Pool(n_workers=1) as other:  # doctest: +ELLIPSIS
+    ...     check_cluster(pool.session, other.scatter([1]))
+    Traceback (most recent call last):
+    ValueError: input '...' is a result of the pool on the cluster at 127.0.0.1:..., not of this one on 127.0.0.1:...: its workers cannot fetch it from there. Pass its value (.get()), or use that pool
+    """
+    for h in handles:
+        other = h.session
+        if other is None or other is session or other.secret == session.secret:
+            continue
+        theirs = getattr(other, "center_address", None) or other.session.center_address
+        raise ValueError(
+            f"input {h.key!r} is a result of the pool on the cluster at "
+            f"{format_address(theirs)}, not of this one on "
+            f"{format_address(session.center_address)}: its workers cannot fetch it from "
+            f"there. Pass its value (.get()), or use that pool"
+        )

@@ -27,7 +27,7 @@ from ..utils import gc_paused
 from .data import delete, scatter
 from .dispatch import Batch
 from .feed import fail_pending
-from .handles import RemoteData
+from .handles import RemoteData, check_cluster
 from .options import DEFAULTS, Options  # noqa: F401 -- Options for the doctests
 from .progress import progress_bar
 from .results import ChunkRecipe, Handles, OverChunk, Recipe, RemoteList, ResultGroup, task_seed
@@ -266,6 +266,7 @@ def message_base(session, fbytes, kwargs, keep=(), options=DEFAULTS):
     {'n': 1}
     """
     kwargs, kw_handles = extract_keys(kwargs, RemoteData, RemoteList)
+    check_cluster(session, kw_handles.values())
     base = {"op": "compute", "function": fbytes, "owner": session.id}
     if kwargs:
         base["kwargs"] = kwargs
@@ -332,6 +333,7 @@ def element_recipes(session, name, base, arglists, kw_handles, options, start=0,
     with gc_paused(len(arglists)):
         for i, args in enumerate(arglists, start):
             args, inputs = extract_keys(args, RemoteData, RemoteList)
+            check_cluster(session, inputs.values())
             if kw_handles:
                 inputs = {**inputs, **kw_handles}
             if made is None:
