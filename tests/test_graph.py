@@ -289,3 +289,15 @@ def test_persist_passes_through_what_is_not_a_collection(pool):
     assert (five, text) == (5, "text")
     assert int(kept.sum().compute(scheduler=pool.get)) == 55
     assert pool.persist(7) == 7
+
+
+@pytest.mark.timeout(60)
+def test_a_graph_holding_another_clusters_result_fails_naming_both(pool):
+    with Pool(n_workers=1) as other:
+        theirs = other.scatter([5])[0]
+        where = r"the cluster at 127\.0\.0\.1:\d+, not of this one"
+        with pytest.raises(ValueError, match=where):
+            pool.get({"x": theirs, "y": (inc, "x")}, "y")
+        with pytest.raises(ValueError, match=where):
+            pool.get({"y": (inc, theirs)}, "y")
+    assert pool.get({"x": pool.scatter([5])[0], "y": (inc, "x")}, "y") == 6

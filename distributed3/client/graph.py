@@ -30,7 +30,7 @@ from ..keys import ELEMENT, extract_keys
 from ..scheduling import PROBE_CORES, graph_chunksize, root_window
 from ..utils import format_address
 from .dispatch import Batch
-from .handles import RemoteData
+from .handles import RemoteData, check_cluster
 from .tasks import input_error
 from .options import DEFAULTS
 from .results import Handles, Recipe
@@ -88,6 +88,8 @@ class GraphRun:
             find_handles(node, RemoteData, found)
             if found:
                 self.embedded[key] = found
+        check_cluster(session, [*graph.given.values(),
+                                *(h for found in self.embedded.values() for h in found.values())])
         self.key_of = {}  # our key -> graph key
         self.base = {"op": "compute", "function": _RUN_NODE, "owner": session.id}
         deps = graph.dependencies
