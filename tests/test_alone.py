@@ -2,6 +2,7 @@
 when that way meets a dead, paused or retiring worker, a time limit or a failing task --
 each the same as an apply that went through a batch."""
 import os
+import threading
 import time
 
 import numpy as np
@@ -53,7 +54,6 @@ def test_short_way_results_keep_their_recipe_error_and_time(pool):
     warm(pool)
     handle = pool.apply(np.arange, (3,))
     assert handle.recipe is not None and handle.recipe.args == (3,)
-    assert pool.session.task_times.get(handle.recipe.base) is not None
     failed = pool.apply(divmod, (1, 0))
     with pytest.raises(ZeroDivisionError):
         failed.get()
@@ -179,3 +179,84 @@ def test_a_submit_alone_whose_worker_dies_runs_again_elsewhere(tmp_path):
             pid = pool.submit(die_once, str(tmp_path / "once")).result(timeout=30)
             (alive,) = [w for w in workers if w.proc.poll() is None]
             assert pid == alive.proc.pid
+
+
+def fails_fast_else_slow(x):
+    if x < 0:
+        raise ValueError("negative")
+    time.sleep(0.02)
+    return x
+
+
+@pytest.mark.timeout(30)
+def test_a_short_way_apply_teaches_no_task_time_as_the_long_way_does_not(pool):
+    """One call's time says little of a map's; a failed one's, nothing: a map after a
+    fast-failing apply of slow tasks still goes one task per message."""
+    warm(pool)
+    failed = pool.apply(fails_fast_else_slow, (-1,))
+    assert failed.status == "error"
+    assert pool.apply(fails_fast_else_slow, (0,)).get() == 0
+    assert pool.session.task_times.get(failed.recipe.base) is None
+    assert len(pool.map(fails_fast_else_slow, range(40)).spans) == 40
+
+
+@pytest.mark.timeout(30)
+def test_a_short_way_task_counts_as_unfinished_and_in_the_backlog(pool, gate):
+    warm(pool)
+    session = pool.session
+    handle = pool.submit(held, 1)
+    wait_for_sync(lambda: session.unfinished() == 1, 5, "the submit was not counted")
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(h=pool.apply(held, (2,))))
+    thread.start()
+
+    def backlog():
+        return sum(session.sync(session.center("backlog")).values())
+
+    try:
+        wait_for_sync(lambda: session.unfinished() == 2 and backlog() == 2, 5,
+                      "the center never heard of both")  # fmt: skip
+    finally:
+        gate.set()
+        thread.join(10)
+    assert handle.result(timeout=10) == 1 and out["h"].get() == 2
+    wait_for_sync(lambda: session.unfinished() == 0, 5, "still counted once done")
+    assert not any(session.occupancy.values())
+
+
+@pytest.mark.timeout(30)
+def test_closing_the_pool_fails_a_short_way_apply_in_another_thread_saying_why(center, gate):
+    pool = Pool(center.address)
+    warm(pool)
+    out = {}
+
+    def call():
+        try:
+            pool.apply(held, (1,))
+        except BaseException as e:
+            out["error"] = e
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    wait_for_sync(lambda: any(pool.session.occupancy.values()), 5, "the apply never left")
+    pool.close()
+    thread.join(10)
+    gate.set()
+    assert not thread.is_alive()
+    assert isinstance(out.get("error"), CommClosedError), out
+    assert "closed before the call ended" in str(out["error"])
+
+
+@pytest.mark.timeout(60)
+def test_a_result_made_again_uses_the_keyword_arguments_of_its_call():
+    with process_cluster(nworkers=2) as (address, _, workers):
+        with Pool(address) as pool:
+            warm(pool)
+            kwargs = {"fill_value": 1}
+            handle = pool.apply(np.full, (100_000,), kwargs)  # too big for the reply
+            kwargs["fill_value"] = 2
+            (holder,) = handle.workers
+            pid = pool.worker_info()[holder]["pid"]
+            next(w for w in workers if w.proc.pid == pid).kill()
+            wait_for_sync(lambda: holder not in pool.session.cores, 15, "the center saw it")
+            assert (handle.get() == 1).all()

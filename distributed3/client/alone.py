@@ -8,13 +8,18 @@ goes straight to an idle worker on its open channel, and its reply settles the
 handle::
 
     apply(f, args) --> no handles among the arguments, an idle worker, its channel open
-                   --> the compute message, sent now --> the reply --> the handle
-    anything else on the way (the worker died, was paused, retiring; a time limit;
-    the task failed) --> a Batch takes the task over with that outcome
-                         (Batch.take_over), and the usual rules apply from there
+                   --> the compute message, sent now --> the reply (a result, or the
+                       task's own error) --> the handle
+    anything but a reply (the worker died, was paused or retiring; a time limit)
+                   --> a Batch takes the task over with that outcome (Batch.take_over),
+                       and the usual rules apply from there
 
-A call that does not qualify -- inputs, big keyword arguments to broadcast,
-``resources``, a stateful pool, no idle worker -- goes the long way from the start.
+Meanwhile the session counts it as a batch's task (:class:`Flight`): its worker busy
+for the next call's choice, one task unfinished in the backlog an adaptive cluster
+hears of, and failed, saying so, if the pool closes.  A call that does not qualify --
+inputs, big keyword arguments to broadcast, ``resources``, a stateful pool, no idle
+worker -- goes the long way from the start.  ``submit`` takes the short way for a call
+alone in its turn of the loop (:func:`send_alone`, from :mod:`.inbox`).
 
 >>> session = pool.session
 >>> for worker in session.cores:  # channels open, as after a first call to each
@@ -31,14 +36,13 @@ from ..keys import extract_keys
 from .dispatch import Batch
 from .feed import fail_pending
 from .handles import RemoteData
-from .options import DEFAULTS  # noqa: F401 -- for the doctest
+from .options import DEFAULTS
 from .results import Handles, Recipe, RemoteList
 from .setbacks import tell
 from .task import Task
-from .tasks import (big_constant, funcname, function_bytes, learn_times, message_base,
-                    submit)  # fmt: skip
+from .tasks import big_constant, funcname, function_bytes, message_base, submit
 
-__all__ = ["apply_alone", "apply_call", "idle_channel", "run_alone", "send_alone"]
+__all__ = ["Flight", "apply_alone", "apply_call", "idle_channel", "run_alone", "send_alone"]
 
 _turns = itertools.count()  # which idle worker an apply tries first: each in turn
 
@@ -70,14 +74,16 @@ async def apply_alone(session, func, args, kwargs, options):
     args, inputs = extract_keys(args, RemoteData, RemoteList)
     if inputs or any(big_constant(v) for v in kwargs.values()):
         return None
-    base, kw_inputs = message_base(session, fbytes, kwargs, (), options)
+    # a dict of its own, as the long way's: the caller's, changed later, would be what
+    # a recomputation of a lost result reads
+    base, kw_inputs = message_base(session, fbytes, dict(kwargs), (), options)
     if kw_inputs:
         return None
     handle = RemoteData(session.new_key(name), session, status="pending")
     handle.recipe = recipe = Recipe(base, args, 0, options, {})  # to make it again
     session.adopt((handle.key,))
-    await run_alone(session, *found, Task(Handles([handle]), recipe.message(handle.key), {}, 0),
-                    name, options)  # fmt: skip
+    task = Task(Handles([handle]), recipe.message(handle.key), {}, 0)
+    await run_alone(Flight(session, *found), task, name, options)
     return handle
 
 
@@ -98,36 +104,75 @@ def send_alone(session, task, name):
     found = idle_channel(session)
     if found is None:
         return False
-    asyncio.ensure_future(_in_background(session, *found, task, name))
+    # in flight from now: the next drain sees its worker busy
+    asyncio.ensure_future(_in_background(Flight(session, *found), task, name))
     return True
 
 
-async def _in_background(session, worker, channel, task, name):
+async def _in_background(flight, task, name):
     try:
-        await run_alone(session, worker, channel, task, name, DEFAULTS, independent=True)
+        await run_alone(flight, task, name, DEFAULTS, independent=True)
     except Exception as e:  # no one awaits this: its handle says it (the pool closed)
         fail_pending(task.results, e)
 
 
-async def run_alone(session, worker, channel, task, name, options, independent=False):
-    """Send ``task`` to ``worker`` on ``channel`` and settle its results from the reply;
-    a batch takes it over should anything else come."""
-    session.occupancy[worker] += 1
+class Flight:
+    """A task on its short way, as the session counts it: its worker busy, and one task
+    unfinished among the session's listeners (the backlog an adaptive cluster hears of),
+    until :meth:`land`; a pool that closes meanwhile fails it (``error``), as it fails
+    its running batches.
+
+    >>> flight = Flight(pool.session, *idle_channel(pool.session))
+    >>> pool.session.unfinished(), pool.session.occupancy[flight.worker]
+    (1, 1)
+    >>> flight.land(); pool.session.unfinished(), pool.session.occupancy[flight.worker]
+    (0, 0)
+    """
+
+    __slots__ = ("session", "worker", "channel", "remaining", "error")
+
+    def __init__(self, session, worker, channel):
+        self.session, self.worker, self.channel = session, worker, channel
+        self.remaining, self.error = 1, None
+        session.occupancy[worker] += 1
+        session.listen(self)
+
+    def add_worker(self, worker):
+        """A worker joined: nothing to start here (a listener hears of each)."""
+
+    def fail(self, error):
+        self.error = error
+
+    def land(self):
+        if self.remaining:
+            self.remaining = 0
+            self.session.occupancy[self.worker] -= 1
+            self.session.unlisten(self)
+
+
+async def run_alone(flight, task, name, options, independent=False):
+    """Send ``task`` on its ``flight`` (a :class:`Flight`) and settle its results from
+    the reply; a batch takes it over should anything else come."""
+    session, worker, channel = flight.session, flight.worker, flight.channel
     try:
         reply = await channel.call(task.msg, options.timeout)
     except asyncio.CancelledError:  # Ctrl-C: the worker drops it, if it has yet to start
+        flight.land()
         asyncio.ensure_future(tell(channel, {"op": "cancel", "keys": [task.key]}))
         raise
-    except Exception as e:  # no reply: the long way takes it from here
+    except Exception as e:
+        flight.land()
+        if flight.error is not None:  # the pool closed: its channels did
+            raise flight.error from None
+        # no reply: the long way takes it from here (the batch counts it meanwhile)
         batch = Batch(session, [], name, options=options, independent=independent)
         batch.take_over(worker, task, e)
         await batch.run()
-        learn_times(session.task_times, RemoteList(task.results), batch.task_seconds)
         return
-    finally:
-        session.occupancy[worker] -= 1
+    flight.land()
     task.results.settle(reply, worker)
-    learn_times(session.task_times, RemoteList(task.results), reply.get("duration"))
+    if flight.error is not None:  # ended as the pool closed: as a batch would, it says so
+        raise flight.error
 
 
 def idle_channel(session):
