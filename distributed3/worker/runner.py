@@ -32,6 +32,7 @@ can ask for a result before it is kept.
 ((['k'], [3]), 'k')
 """
 import asyncio
+import queue
 import threading
 import time
 from collections import deque
@@ -61,7 +62,11 @@ class TaskRunner:
         self.ncores = ncores
         self.store = store
         self.memory_limit = memory_limit  # a result over it fails its task (MemoryError)
+        # for a stateful pool's set-up and updates; tasks run in threads of our own
         self.executor = ThreadPoolExecutor(ncores, thread_name_prefix="distributed3-task")
+        self._wakes = queue.SimpleQueue()  # one per drain to start; False: a thread ends
+        self._threads = 0  # task threads started
+        self._idle = 0  # of them, waiting for a drain to start
         self.active = 0
         self._queue = deque()  # jobs not yet taken by a thread
         self._shares = {}  # name -> the Share of a chunk queued or running, see split()
@@ -93,8 +98,26 @@ class TaskRunner:
             start = self._draining < self.ncores
             if start:
                 self._draining += 1
+                new = not self._idle  # else an idle thread is claimed for it, now
+                self._idle -= not new
+                self._threads += new
         if start:
-            self.executor.submit(self._drain)
+            # a thread of our own, woken: no pool's future, work item and thread count
+            # per task, a third of a tiny task's hand-over on these machines
+            if new:
+                threading.Thread(target=self._task_thread, daemon=True,
+                                 name=f"distributed3-task-{self._threads}").start()  # fmt: skip
+            self._wakes.put(True)
+
+    def _task_thread(self):
+        """Drain the queue each time a launch wakes this thread (see :meth:`launch`)."""
+        while self._wakes.get():
+            try:
+                self._drain()
+            except RuntimeError:  # its loop closed (the worker went) under a task: no one
+                return  # is there to answer
+            with self._lock:
+                self._idle += 1
 
     def pause(self, why="the worker is paused"):
         """Start no new task (running ones go on) until :meth:`resume`: the worker is
@@ -231,6 +254,8 @@ class TaskRunner:
             self._shares.clear()
         self.active -= dropped
         self.resume()  # a paused thread finds the queue empty and ends
+        for _ in range(self._threads):
+            self._wakes.put(False)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
