@@ -95,26 +95,38 @@ def test_a_retiring_worker_sends_a_short_way_apply_elsewhere(pool, workers):
         leaving.retiring = None
 
 
+def dies_once():
+    """A function whose first call kills its worker; later ones say where they ran.
+    Made here, nested, so that it travels by value (the workers cannot import tests)."""
+
+    def die_once(marker):
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return os.getpid()
+
+    return die_once
+
+
 @pytest.mark.timeout(60)
-def test_a_worker_dying_under_a_short_way_apply_retries_it_or_says_why(tmp_path):
+@pytest.mark.parametrize("way", ["apply", "submit"])
+def test_a_worker_dying_under_a_short_way_task_runs_it_again_or_says_why(tmp_path, way):
     with process_cluster(nworkers=2) as (address, _, workers):
         with Pool(address) as pool:
-            def die_once(marker):  # defined here, so it travels by value
-                """The first call kills its worker; later ones say where they ran."""
-                if not os.path.exists(marker):
-                    open(marker, "w").close()
-                    os._exit(1)
-                return os.getpid()
-
             warm(pool)
-            pids = {w.proc.pid for w in workers}
-            pid = pool.apply(die_once, (str(tmp_path / "once"),)).get()
-            assert pid in pids
+            die_once, marker = dies_once(), str(tmp_path / "once")
+            if way == "apply":
+                pid = pool.apply(die_once, (marker,)).get()
+            else:
+                pid = pool.submit(die_once, marker).result(timeout=30)
             # its sockets close before it is gone: wait for it to end
             wait_for_sync(lambda: sum(w.proc.poll() is None for w in workers) == 1, 10,
                           "the worker it killed is still there")  # fmt: skip
-            with pytest.raises(WorkerLostError, match="was running on 1 workers that died"):
-                pool.apply(die_once, (str(tmp_path / "again"),), retries=0).get()
+            (alive,) = [w for w in workers if w.proc.poll() is None]
+            assert pid == alive.proc.pid
+            if way == "apply":  # no retries: the task fails, naming why
+                with pytest.raises(WorkerLostError, match="was running on 1 workers that died"):
+                    pool.apply(die_once, (str(tmp_path / "again"),), retries=0).get()
 
 
 @pytest.mark.timeout(60)
@@ -166,24 +178,6 @@ def test_a_submit_alone_in_flight_when_the_pool_closes_fails_and_says_so(center,
     wait_for_sync(handle.done, 10, "the submit in flight stayed pending")
     with pytest.raises(CommClosedError, match="closed|not running"):
         handle.raise_error()
-
-
-@pytest.mark.timeout(60)
-def test_a_submit_alone_whose_worker_dies_runs_again_elsewhere(tmp_path):
-    with process_cluster(nworkers=2) as (address, _, workers):
-        with Pool(address) as pool:
-            def die_once(marker):  # defined here, so it travels by value
-                if not os.path.exists(marker):
-                    open(marker, "w").close()
-                    os._exit(1)
-                return os.getpid()
-
-            warm(pool)
-            pid = pool.submit(die_once, str(tmp_path / "once")).result(timeout=30)
-            wait_for_sync(lambda: sum(w.proc.poll() is None for w in workers) == 1, 10,
-                          "the worker it killed is still there")  # fmt: skip
-            (alive,) = [w for w in workers if w.proc.poll() is None]
-            assert pid == alive.proc.pid
 
 
 def fails_fast_else_slow(x):
