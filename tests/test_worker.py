@@ -1,5 +1,6 @@
 """Every worker op, peer-to-peer input fetching, reports to the center, hand-offs on close."""
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from distributed3.core.protocol import dumps_function
 from distributed3.keys import KeyRef
 from distributed3.testing import cluster, gen_test, held
 from distributed3.utils import wait_for
+from distributed3.worker.runner import TaskRunner
 
 
 def compute_msg(key, func, *args, who_has=None, **kwargs):
@@ -344,3 +346,37 @@ async def test_queued_tasks_are_cancelled_by_key_or_with_their_connection(monkey
             await asyncio.gather(*calls, return_exceptions=True)  # the closed channel's
     finally:
         GATE.set()
+
+
+class _Replies:
+    """A connection's reply side, as task threads use it: counts what they sent."""
+
+    def __init__(self):
+        self.sent = 0
+        self.lock = threading.Lock()  # two threads send at once
+
+    def prepare(self, msg):
+        return msg
+
+    def send_prepared(self, msg, loop, now=False):
+        with self.lock:
+            self.sent += 1
+
+
+@gen_test()
+async def test_bursts_of_tasks_start_no_more_task_threads_than_cores():
+    """Tasks come in bursts, one now and then while threads end their drains: each
+    wakes an idle thread or starts one, never more than ``ncores`` in all, and every
+    task is answered."""
+    runner, replies, function = TaskRunner(2, lambda *stored: None), _Replies(), dumps_function(abs)
+    try:
+        for i in range(5000):
+            runner.launch(replies, [f"k{i}"], function, [(-i,)], True, None, None, None, True)
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        await wait_for(lambda: not runner.active, 10, "tasks left unanswered")
+        assert replies.sent == 5000
+        names = [t.name for t in threading.enumerate() if t.name.startswith("distributed3-task-")]
+        assert len(names) <= 2 and runner._threads <= 2
+    finally:
+        runner.close()

@@ -98,9 +98,12 @@ class TaskRunner:
             start = self._draining < self.ncores
             if start:
                 self._draining += 1
-                new = not self._idle  # else an idle thread is claimed for it, now
-                self._idle -= not new
-                self._threads += new
+                if self._idle:  # an idle thread is claimed for it, now
+                    self._idle -= 1
+                    new = False
+                else:  # none idle, so fewer than ncores threads (each drains or idles)
+                    new = self._threads < self.ncores
+                    self._threads += new
         if start:
             # a thread of our own, woken: no pool's future, work item and thread count
             # per task, a third of a tiny task's hand-over on these machines
@@ -116,8 +119,6 @@ class TaskRunner:
                 self._drain()
             except RuntimeError:  # its loop closed (the worker went) under a task: no one
                 return  # is there to answer
-            with self._lock:
-                self._idle += 1
 
     def pause(self, why="the worker is paused"):
         """Start no new task (running ones go on) until :meth:`resume`: the worker is
@@ -141,8 +142,9 @@ class TaskRunner:
         while True:
             self._go.wait()
             with self._lock:
-                if not self._queue:
+                if not self._queue:  # idle from now: a launch may claim this thread
                     self._draining -= 1
+                    self._idle += 1
                     return
                 job = self._queue.popleft()
             self._run(*job)
