@@ -180,8 +180,11 @@ def idle_channel(session):
     flight, each in turn; ``None`` if all have some, or its channel is not open yet
     (a first call to it connects the long way).
 
-    >>> worker, channel = idle_channel(pool.session) or (None, None)
-    >>> worker is None or channel.peer == worker
+    >>> session = pool.session
+    >>> for worker in session.cores:  # channels open, as after a first call to each
+    ...     _ = session.sync(session.channels.get(worker))
+    >>> worker, channel = idle_channel(session)
+    >>> worker in session.cores and channel.peer == worker
     True
     """
     workers = list(session.cores)
