@@ -54,12 +54,15 @@ class SimRunner(TaskRunner):
         self.service_time = service_time
         self.cores_free_at = [0.0] * ncores  # a heap: when each simulated core is free
 
-    def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
+    def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
+               budget=None):  # fmt: skip
+        """As a real runner's, on the loop; a ``budget`` stops nothing here: the chunk's
+        simulated time is known before it runs."""
         loop = self._loop = self._loop or asyncio.get_running_loop()
         if self.paused is not None:
             super().launch(comm, keys, function, args_list, spread, kwargs, seeds, owner, lone)
             return
-        self.active += 1
+        self.active += len(args_list)
         now = loop.time()
         start = max(now, heapq.heappop(self.cores_free_at))
         done = start + self.service_time * len(args_list)

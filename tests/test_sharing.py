@@ -5,6 +5,7 @@ any others (values, seeds, maps over them, release)."""
 import asyncio
 import random
 import threading
+import time
 
 import pytest
 
@@ -103,9 +104,20 @@ def test_a_chunk_of_tasks_with_inputs_shares_with_a_worker_that_can_fetch_them(p
     assert ran_on(out) == {w.address for w in workers}
 
 
-def test_a_worker_stops_a_running_chunk_exactly_where_the_split_says():
-    """Element 0 runs until an event; the split keeps elements 1 to 4 and gives 5 to 8
-    away: the chunk's reply has the first five, each run once."""
+class _Answers:
+    """Where a runner's replies go, in these tests: kept."""
+
+    def prepare(self, msg):
+        return msg
+
+    def send_prepared(self, msg, loop, now=False):
+        self.reply = msg
+
+
+def stopped_chunk(stop, keys="g", budget=None):
+    """Run a chunk of nine elements on a one-core runner; element 0 runs until
+    ``stop(runner, comm)`` has been called.  ``(what stop returned, the runner's
+    active tasks right after, the values kept, the elements called, the reply)``."""
     started, go, calls = threading.Event(), threading.Event(), []
 
     def element(x):
@@ -115,31 +127,69 @@ def test_a_worker_stops_a_running_chunk_exactly_where_the_split_says():
             assert go.wait(10)
         return x * 10
 
-    class Answers:
-        def prepare(self, msg):
-            return msg
-
-        def send_prepared(self, msg, loop, now=False):
-            self.reply = msg
-
     async def run():
         stored = []
         runner = TaskRunner(1, lambda *kept: stored.append(kept))
-        comm = Answers()
-        runner.launch(comm, "g", element, list(range(9)), False, None, None, None, False)
+        comm = _Answers()
+        runner.launch(comm, keys, element, list(range(9)), False, None, None, None, False,
+                      budget)  # fmt: skip
         await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
-        stop = runner.split("g")
-        assert runner.split("elsewhere") == -1  # not here (yet): the pool asks later
+        stopped = stop(runner, comm)
+        active = runner.active
         go.set()
         while not stored:
             await asyncio.sleep(0.005)
         runner.close()
-        return stop, stored[0][1], comm.reply["result"]
+        assert runner.active == 0
+        return stopped, active, stored[0][1], calls, comm.reply["result"]
 
-    stop, values, reply = asyncio.run(run())
-    assert stop == 5
+    return asyncio.run(run())
+
+
+def test_a_worker_stops_a_running_chunk_exactly_where_the_split_says():
+    """Element 0 runs until an event; the split keeps elements 1 to 4 and gives 5 to 8
+    away: the chunk's reply has the first five, each run once."""
+
+    def split(runner, comm):
+        assert runner.split("elsewhere") == -1  # not here (yet): the pool asks later
+        return runner.split("g")
+
+    stop, active, values, calls, reply = stopped_chunk(split)
+    assert stop == 5 and active == 5  # those given away no longer count
     assert values == [0, 10, 20, 30, 40] and calls == [0, 1, 2, 3, 4]
     assert reply["ran"] == 5
+
+
+@pytest.mark.parametrize("how", ["keys", "connection"])
+def test_a_cancel_stops_a_running_chunk_after_the_element_it_runs(how):
+    """Its client stopped waiting (interrupted, or gone): the chunk starts no element
+    past the one it runs -- not the whole chunk behind the next call."""
+
+    def cancel(runner, comm):
+        if how == "keys":
+            return runner.cancel(keys=["g"])
+        return runner.cancel(connection=comm)
+
+    dropped, active, values, calls, reply = stopped_chunk(cancel)
+    assert dropped == 0 and active == 1  # none queued; eight given up
+    assert values == [0] and calls == [0] and reply["ran"] == 1
+
+
+def test_a_given_back_chunk_runs_on():
+    """Tasks given back go to another core; a chunk already running is not one of
+    them (the pool splits it if it wants)."""
+    _, active, values, calls, reply = stopped_chunk(
+        lambda runner, comm: runner.cancel(keys=["g"], give_back=True))
+    assert active == 9 and calls == list(range(9)) and "ran" not in reply
+
+
+def test_a_chunk_with_a_budget_starts_no_element_once_past_it():
+    """Element 0 runs past the chunk's budget: the chunk ends with it, and its reply
+    says one ran (the pool sends the rest elsewhere, see client/bundle.py)."""
+    _, active, values, calls, reply = stopped_chunk(
+        lambda runner, comm: time.sleep(0.02), keys=[f"k{i}" for i in range(9)],
+        budget=0.01)  # fmt: skip
+    assert active == 9 and values == [0] and calls == [0] and reply["ran"] == 1
 
 
 def test_the_center_says_only_their_own_holders_have_the_elements_split_off(

@@ -55,7 +55,8 @@ class TaskRunner:
     """Runs a worker's tasks in ``ncores`` threads and answers each from its thread.
 
     ``store(keys, values, errors, sizes, owner)`` is called on the loop with each
-    task's results.  ``active`` counts tasks launched and not yet stored.
+    task's results.  ``active`` counts tasks launched and not yet stored (a chunk's
+    elements each).
     """
 
     def __init__(self, ncores, store, memory_limit=None):
@@ -69,7 +70,10 @@ class TaskRunner:
         self._idle = 0  # of them, waiting for a drain to start
         self.active = 0
         self._queue = deque()  # jobs not yet taken by a thread
-        self._shares = {}  # name -> the Share of a chunk queued or running, see split()
+        # name -> (Share, comm) of a chunk queued or running (see split()), and where
+        # its reply goes
+        self._shares = {}
+        self._given = {}  # Share -> its elements given away, no longer counted in active
         self._lock = threading.Lock()  # the queue and the count of threads draining it
         self._draining = 0
         self._landed = deque()  # results of task threads the loop has yet to keep
@@ -80,7 +84,8 @@ class TaskRunner:
         self.paused = None  # while paused: why, as a WorkerPausedError for turned-away tasks
         self.telemetry = None  # a worker.telemetry.Telemetry, for a center's dashboard
 
-    def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone):
+    def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
+               budget=None):  # fmt: skip
         """Queue a task (see :meth:`~distributed3.worker.Worker.compute_chunk` for the
         arguments); its reply goes to ``comm`` (``prepare``/``send_prepared`` from its
         thread, or ``answer`` on the loop)."""
@@ -88,10 +93,11 @@ class TaskRunner:
         if self.paused is not None:  # turned away: the pool sends it elsewhere
             comm.answer(error_message(self.paused))
             return
-        self.active += 1
+        self.active += len(args_list)
         share = None
         if not lone and len(args_list) > 1:  # a chunk: its tail may go to another core
-            share = self._shares[_name(keys)] = Share(len(args_list))
+            share = Share(len(args_list), budget)
+            self._shares[_name(keys)] = (share, comm)
         with self._lock:
             self._queue.append((comm, keys, function, args_list, spread, kwargs, seeds, owner,
                                 lone, share))  # fmt: skip
@@ -132,7 +138,7 @@ class TaskRunner:
         for job in queued:
             if job[-1] is not None:
                 self._unshare(job[1], job[-1])
-            self._failed(job[0], self.paused)
+            self._failed(job[0], self.paused, len(job[3]), job[-1])
 
     def resume(self):
         self.paused = None
@@ -177,27 +183,39 @@ class TaskRunner:
             answer = reply if prepared is None else None
             # kept by the loop before it handles any message, sent after: the results
             # are the loop's before anyone can ask for them
-            self._landed.append((comm, keys, values, errors, sizes, owner, answer))
+            self._landed.append((comm, keys, values, errors, sizes, owner, answer,
+                                 len(args_list), share))  # fmt: skip
             if prepared is not None:  # a long task's reply does not wait for the others'
                 comm.send_prepared(prepared, loop, took >= REPLY_AT_ONCE)
             if not self._catch_up_due:  # once for every result handed over meanwhile
                 self._catch_up_due = True
                 loop.call_soon_threadsafe(self.catch_up)
         except BaseException as e:  # the task must not go unanswered
-            loop.call_soon_threadsafe(self._failed, comm, e)
+            loop.call_soon_threadsafe(self._failed, comm, e, len(args_list), share)
 
     def _unshare(self, keys, share):
-        if self._shares.get(_name(keys)) is share:
+        if self._shares.get(_name(keys), (None,))[0] is share:
             del self._shares[_name(keys)]
 
-    def split(self, name):
+    def split(self, name, rest=False):
         """Stop the chunk named ``name`` (queued or running) at an element it has not
-        started, keeping half of those it has not; the other half is for another core
-        to run.  The chunk's new end; ``None`` when it has nothing left to give
-        (finished, or at its last element); ``-1`` when it is not here (yet: it may
-        still be fetching its inputs)."""
-        share = self._shares.get(name)
-        return -1 if share is None else share.split()
+        started, keeping half of those it has not (none, with ``rest``); the others are
+        for another core to run.  The chunk's new end; ``None`` when it has nothing
+        left to give (finished, or at its last element); ``-1`` when it is not here
+        (yet: it may still be fetching its inputs)."""
+        found = self._shares.get(name)
+        return -1 if found is None else self._give_away(found[0], rest)
+
+    def _give_away(self, share, rest):
+        """On the loop: ``share.split(rest)``; the elements it gives away stop counting
+        as ``active`` now, not when their chunk ends."""
+        before = share.limit
+        end = share.split(rest)
+        given = before - share.limit  # (or taken off by its thread meanwhile: as well)
+        if given > 0:
+            self.active -= given
+            self._given[share] = self._given.get(share, 0) + given
+        return end
 
     def _took(self, start, n):
         """Seconds the ``n`` tasks run since ``start`` took: what their reply reports."""
@@ -209,20 +227,22 @@ class TaskRunner:
         self._catch_up_due = False  # before taking: a result landing now wakes us again
         landed = self._landed
         while landed:
-            comm, keys, values, errors, sizes, owner, answer = landed.popleft()
-            self.active -= 1
+            comm, keys, values, errors, sizes, owner, answer, n, share = landed.popleft()
+            self.active -= n - self._given.pop(share, 0)
             self.store(keys, values, errors, sizes, owner)
             if answer is not None:
                 comm.answer(ok_message(answer))
 
-    def _failed(self, comm, error):
-        self.active -= 1
+    def _failed(self, comm, error, n=1, share=None):
+        self.active -= n - self._given.pop(share, 0)
         comm.answer(error_message(error))
 
     def cancel(self, keys=None, connection=None, give_back=False):
         """Drop the queued tasks (none a thread has taken) of ``keys``, or whose replies
         were to go to ``connection``; how many.  Their client stopped waiting for them,
-        or (``give_back``) will run them on another core: they are answered so.
+        or (``give_back``) will run them on another core: they are answered so.  Unless
+        given back, the chunks of those that a thread runs stop after the element each
+        runs (their reply says how many ran).
         """
         keys = set(keys or ())
 
@@ -243,15 +263,20 @@ class TaskRunner:
                 what = job[1][0] if type(job[1]) is list and len(job[1]) == 1 else job[1]
                 error = (TaskGivenBackError(f"task {what!r} was given back unrun") if give_back
                          else CancelledError(f"task {what!r} was cancelled"))  # fmt: skip
-                self._failed(job[0], error)
+                self._failed(job[0], error, len(job[3]), job[-1])
             else:  # nobody is there to answer
-                self.active -= 1
+                self.active -= len(job[3]) - self._given.pop(job[-1], 0)
+        if not give_back:
+            for name, (share, comm) in list(self._shares.items()):  # a thread may unshare
+                if name in keys or (connection is not None
+                                    and getattr(comm, "comm", comm) is connection):  # fmt: skip
+                    self._give_away(share, rest=True)
         return len(gone)
 
     def close(self):
         """Drop the tasks no thread has taken yet; stop the threads once they are idle."""
         with self._lock:
-            dropped = len(self._queue)
+            dropped = sum(len(job[3]) - self._given.pop(job[-1], 0) for job in self._queue)
             self._queue.clear()
             self._shares.clear()
         self.active -= dropped

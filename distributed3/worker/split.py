@@ -23,6 +23,22 @@ the block was cut, it is left for the chunk's reply to say (``ran``).
 ...     values.extend(block)                  # the thread, running its blocks
 >>> values, share.split()   # it stopped at 5, and has nothing left to give
 ([0, 1, 2, 3, 4], None)
+
+With ``rest``, every element not started goes: the thread ends with the one it runs.
+
+>>> share, values = Share(10), []
+>>> share.claim(0, list(range(10)), values), share.split(rest=True)
+([0], 1)
+
+With a ``budget`` (seconds), the elements go one at a time, and none starts once the
+chunk has run that long: the rest are for another core, as if split off.
+
+>>> share, values = Share(10, budget=0.01), []
+>>> share.claim(0, list(range(10)), values)
+[0]
+>>> values.append(0); time.sleep(0.02)   # element 0 ran long
+>>> share.claim(1, list(range(10)), values), share.limit
+([], 1)
 """
 import threading
 import time
@@ -39,10 +55,13 @@ class Share:
     has taken those before ``claimed``, the last of them as the list ``block`` from
     ``start`` on; ``values`` is its list of results, one per element ended."""
 
-    __slots__ = ("limit", "claimed", "size", "start", "block", "values", "started", "_lock")
+    __slots__ = ("limit", "claimed", "size", "start", "block", "values", "started", "budget",
+                 "began", "_lock")  # fmt: skip
 
-    def __init__(self, size):
+    def __init__(self, size, budget=None):
         self.limit = size
+        self.budget = budget  # s: past it, the chunk stops after the element that ran
+        self.began = None
         self.claimed = self.start = 0
         self.size = 1  # elements in the next block
         self.block = None
@@ -56,7 +75,11 @@ class Share:
         the chunk stops at ``i``."""
         now = time.perf_counter()
         with self._lock:
-            if self.started is not None:
+            if self.budget is not None:  # one element a block, each after a look at the
+                self.began = self.began or now  # time: a chunk that must not run long
+                if now - self.began > self.budget:
+                    self.limit = min(self.limit, i)
+            elif self.started is not None:
                 took = now - self.started
                 if took < FAST:
                     self.size = min(MOST, 2 * self.size)
@@ -78,11 +101,12 @@ class Share:
             self.claimed = self.limit
             return self.limit
 
-    def split(self):
+    def split(self, rest=False):
         """Stop the chunk after an element its thread has not started, keeping half of
-        those it has not (rounded down) and giving the other half away: the new end;
-        ``None`` when it has nothing left to give, or when the thread moved on while
-        its block was cut (its reply then says where it stopped)."""
+        those it has not (rounded down) and giving the other half away -- or, with
+        ``rest``, giving them all away: the new end; ``None`` when it has nothing left
+        to give, or when the thread moved on while its block was cut (its reply then
+        says where it stopped)."""
         with self._lock:  # no block is taken meanwhile
             values, block, start = self.values, self.block, self.start
             ended = len(values)
@@ -91,7 +115,7 @@ class Share:
             left = self.limit - first
             if left < 1:
                 return None
-            end = self.limit - (left + 1) // 2
+            end = first if rest else self.limit - (left + 1) // 2
             self.limit = end
             if end >= self.claimed:  # past the block: the thread stops at its next claim
                 return end

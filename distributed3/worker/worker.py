@@ -198,7 +198,7 @@ class Worker(CenterLink, Leaving, Server):
     def compute_chunk(self, comm, keys=None, function=None, args_list=(), kwargs=None,
                             who_has=None, seeds=None, keep=(), stateful=None,
                             owner=None, lone=False, group=None, over=None,
-                            single_args=None):  # fmt: skip
+                            single_args=None, budget=None):  # fmt: skip
         """Run one function over many argument tuples in one message (``single_args``:
         over many arguments, one per task, ``f(x)`` rather than ``f(*args)``).
 
@@ -217,6 +217,11 @@ class Worker(CenterLink, Leaving, Server):
         every one is small, else ``None``; ``lone``: the reply of :meth:`compute`
         instead, see :func:`~.execute.lone_reply`.)  The reply leaves from the task
         thread, as soon as the loop holds the results (see :mod:`.runner`).
+
+        ``budget`` (seconds): the elements run one at a time, and none starts once
+        the chunk has run that long; the reply then says how many ran (``"ran"``),
+        and the pool sends the rest elsewhere (tiny tasks sent together, see
+        :mod:`distributed3.client.bundle`).
         """
         if self.retiring is not None:
             raise WorkerRetiringError(
@@ -229,7 +234,7 @@ class Worker(CenterLink, Leaving, Server):
             function = self._stateful_function(stateful)
         if not who_has:  # nothing to wait for: queued now, answered from its thread
             self.runner.launch(comm, keys, function, args_list, spread, kwargs, seeds, owner,
-                               lone)  # fmt: skip
+                               lone, budget)  # fmt: skip
             return REPLIED
         return self._compute_with_inputs(comm, keys, function, args_list, spread, kwargs,
                                          who_has, seeds, keep, owner, lone, over)  # fmt: skip
@@ -367,11 +372,11 @@ class Worker(CenterLink, Leaving, Server):
         interrupted, or will run them elsewhere: ``give_back``); how many."""
         return self.runner.cancel(keys=keys, give_back=give_back)
 
-    def split(self, comm, key):
+    def split(self, comm, key, rest=False):
         """Stop the chunk ``key`` (a chunk's key, or its first element's) at an element
-        it has not started, for another core to run the rest: its new end, or ``None``
-        (see :meth:`~.runner.TaskRunner.split`)."""
-        return self.runner.split(key)
+        it has not started, for another core to run half the rest (all of it, with
+        ``rest``): its new end, or ``None`` (see :meth:`~.runner.TaskRunner.split`)."""
+        return self.runner.split(key, rest)
 
     def connection_closed(self, comm):
         """Drop the queued tasks whose replies were to go there: their client is gone."""
