@@ -19,6 +19,7 @@ from collections import defaultdict, deque
 
 from ..exceptions import CommClosedError, ConnectionBrokenError, WorkerLostError
 from ..scheduling import decide_worker, pipeline_depth, steal_choice
+from .bundle import Bundles
 from .crowd import Crowd, Reach
 from .handles import total_bytes
 from .options import DEFAULTS
@@ -28,7 +29,7 @@ from .sharing import Sharing
 logger = logging.getLogger(__name__)
 
 
-class Batch(Reach, Setbacks, Sharing):
+class Batch(Reach, Setbacks, Sharing, Bundles):
     """The tasks of one call, fed to the workers as their slots free up.
 
     A task with remote inputs is pinned to the worker :func:`decide_worker`
@@ -100,6 +101,7 @@ class Batch(Reach, Setbacks, Sharing):
         self.task_seconds = None
         self.message_seconds = None
         self._init_sharing()
+        self._init_bundles()
         for task in tasks:
             self._place(task)
 
@@ -257,7 +259,8 @@ class Batch(Reach, Setbacks, Sharing):
                 or (self.crowd.outside(worker) and self._crowded(worker))):  # fmt: skip
             return []
         self._unpin_departed()
-        slots = self._slots(worker) if limit is None else min(limit, self._slots(worker))
+        slots = self._messages(worker)
+        slots = slots if limit is None else min(limit, slots)
         # its free slots, for its own pinned tasks and others' it may take
         want = min(slots - self.runners[worker], self.queued())
         out = []
@@ -275,7 +278,7 @@ class Batch(Reach, Setbacks, Sharing):
 
     def _mark_spare(self, worker):
         """Keep ``spare`` what it says: the workers with runners and a slot free."""
-        if 0 < self.runners[worker] < self._slots(worker):
+        if 0 < self.runners[worker] < self._messages(worker):
             self.spare.add(worker)
         else:
             self.spare.discard(worker)
@@ -341,6 +344,7 @@ class Batch(Reach, Setbacks, Sharing):
             self.depth[worker] = 1
         self.depth_changes += 1
         self._cancel_in_flight(workers, give_back=True)
+        self._cut_bundles(workers)
 
     def _next(self, worker):
         mine = self.pinned.get(worker)
@@ -350,7 +354,7 @@ class Batch(Reach, Setbacks, Sharing):
         if self.free:
             return self.free.popleft()
         # only from workers with every slot taken: an idle holder runs its own tasks
-        busy = {w: q for w, q in self.pinned.items() if self.runners[w] >= self._slots(w)}
+        busy = {w: q for w, q in self.pinned.items() if self.runners[w] >= self._messages(w)}
         owner = steal_choice(busy, lambda task: task.missing_bytes(worker), self.steal_bytes)
         if owner is None:
             return None
@@ -375,7 +379,7 @@ class Batch(Reach, Setbacks, Sharing):
                         await asyncio.sleep(0)  # (this turn's, if made after we yielded)
                         continue
                     waited = 0
-                    if self.runners[worker] > self._slots(worker):
+                    if self.runners[worker] > self._messages(worker):
                         return  # fewer tasks in flight from now on
                     if self._crowded(worker, runner=True):
                         return  # tiny tasks: the other workers take all there is
@@ -398,13 +402,15 @@ class Batch(Reach, Setbacks, Sharing):
                 self.done.set_result(None)
 
     async def _run_one(self, worker, task):
-        """Send ``task`` to ``worker`` and take its reply; ``False`` when ``worker`` may
-        take no more tasks of this batch."""
+        """Send ``task`` (and the tasks that go with it, see :mod:`.bundle`) to
+        ``worker`` and take the reply; ``False`` when ``worker`` may take no more tasks
+        of this batch."""
         session = self.session
         if self.need:
             await session.reserve(worker, self.need)
         session.occupancy[worker] += 1
-        cancelled = False
+        # what is in flight (a cut shortens a bundle's list), and whether it is a bundle
+        tasks, bundled, cancelled = [task], False, False
         try:
             channel = session.channels.open.get(worker)  # one coroutine less than call()
             if channel is None or channel.closed:
@@ -415,21 +421,33 @@ class Batch(Reach, Setbacks, Sharing):
                     return False
             if self.options.prepare is not None:
                 await self.options.prepare(worker)
-            self._in_flight(worker, task)
-            reply = await channel.call(task.msg, self.options.timeout)
+            tasks = self._bundle(worker, task)
+            session.occupancy[worker] += len(tasks) - 1
+            for t in tasks:
+                self._in_flight(worker, t)
+            bundled = len(tasks) > 1
+            msg = self._bundle_out(worker, tasks) if bundled else task.msg
+            reply = await channel.call(msg, self.options.timeout)
         except asyncio.CancelledError:  # the call, whose own coroutine runs this runner
             cancelled = True  # (see _start_round): the task stays in flight, among those
             raise  # run() tells the worker to drop
         except Exception as e:
+            if bundled:
+                return self._bundle_setback(worker, tasks, e)
             return self._setback(worker, task, e)
         finally:
             if not cancelled:
-                self.in_flight.pop(task, None)
-                self.sent_at.pop(task, None)
-            session.occupancy[worker] -= 1
+                for t in tasks:
+                    self.in_flight.pop(t, None)
+                    self.sent_at.pop(t, None)
+                self.bundles_out.pop(task, None)
+            session.occupancy[worker] -= len(tasks)  # (a cut took off its own)
             if self.need:
                 session.give_back(worker, self.need)
-        self._replied(worker, task, reply)
+        if bundled:
+            self._bundle_replied(worker, tasks, reply)
+        else:
+            self._replied(worker, task, reply)
         return True
 
     def _in_flight(self, worker, task):

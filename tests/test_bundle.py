@@ -1,0 +1,115 @@
+"""Tiny tasks of one call sent a few to a message (client/bundle.py): fewer messages,
+and each task still its own -- key, result, error, seed, retries -- and a long task
+among them holds no other back while a core is free."""
+import os
+import random
+import threading
+
+import pytest
+
+from distributed3.bench.tasks import inc
+from distributed3.exceptions import SerializationError
+from distributed3.testing import process_cluster, released, waiting
+from distributed3.utils import wait_for_sync
+from distributed3 import Pool
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def messages_and_tasks(workers):
+    """Task messages and tasks the in-process ``workers`` have had so far."""
+    return (sum(w.counters["compute"] + w.counters["compute_chunk"] for w in workers),
+            sum(w.tasks_done for w in workers))  # fmt: skip
+
+
+def draw(_):
+    """A number from the task's seeded ``random``."""
+    return random.random()
+
+
+def explode():
+    raise ValueError("this argument cannot be loaded here")
+
+
+class Unloadable:
+    """Pickles, but cannot be unpickled: a worker cannot load the task it is in."""
+
+    def __reduce__(self):
+        return (explode, ())
+
+
+def test_tiny_tasks_of_one_call_go_several_to_a_message(pool, workers):
+    messages, tasks = messages_and_tasks(workers)
+    out = pool.map(inc, range(3000), chunksize=1)
+    assert pool.gather(out) == list(range(1, 3001))
+    more_messages, more_tasks = messages_and_tasks(workers)
+    assert more_tasks - tasks == 3000  # each ran once
+    assert more_messages - messages < 3000 / 4, (more_messages - messages)  # one each before
+    assert len({h.key for h in out}) == 3000  # each its own key, on one worker
+    assert all(len(h.workers) == 1 for h in out)
+
+
+def test_bundled_tasks_get_the_seeds_they_get_in_a_map(pool, workers):
+    messages, _ = messages_and_tasks(workers)
+    one_by_one = pool.gather(pool.map(draw, range(2000), seed=42, chunksize=1))
+    assert messages_and_tasks(workers)[0] - messages < 2000 / 4  # they went bundled
+    assert one_by_one == pool.gather(pool.map(draw, range(2000), seed=42, chunksize=500))
+    assert len(set(one_by_one)) == 2000
+
+
+@pytest.mark.parametrize("bad, error", [(threading.Lock, "cannot pickle"),
+                                        (Unloadable, "cannot be loaded here")])  # fmt: skip
+def test_a_bad_argument_fails_only_its_own_submit(pool, workers, bad, error):
+    """One whose argument does not pickle here, or does not load on the worker, fails
+    alone: the other tasks of its message go again, each on its own."""
+    pool.gather([pool.submit(inc, i) for i in range(500)])  # they are tiny: bundled now
+    messages, _ = messages_and_tasks(workers)
+    futures = [pool.submit(inc, bad() if i == 1500 else i) for i in range(2000)]
+    for i, future in enumerate(futures):
+        if i == 1500:
+            with pytest.raises(SerializationError, match=error):
+                future.result()
+        else:
+            assert future.result() == i + 1
+    assert messages_and_tasks(workers)[0] - messages < 2000 / 2  # mostly bundled
+
+
+def test_a_worker_that_dies_under_a_bundle_loses_none_of_its_tasks(tmp_path):
+    """The tasks of the message it ran go elsewhere, each as a task that was in flight
+    there: retried, and each ends once."""
+    path = str(tmp_path / "died")
+
+    def die_once(x, path):  # made here, it travels by value, to the worker processes
+        """``x + 1``; task 2000 first ends its worker's process, once."""
+        if x == 2000 and not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return x + 1
+
+    with process_cluster(2) as (address, _, _), Pool(address) as pool:
+        out = pool.map(die_once, range(3000), path=path, chunksize=1)
+        assert pool.gather(out) == list(range(1, 3001))
+        assert os.path.exists(path)  # one worker did die under it
+
+
+def test_tasks_behind_a_long_one_in_its_message_go_to_a_free_core(pool, tmp_path):
+    """Tiny tasks, then four that wait: those sent in one message with the first one
+    that waits come back unrun for the other worker, when it has nothing left to do,
+    rather than wait for it to end: two wait at once, one on each worker."""
+    go = str(tmp_path / "go")
+
+    def task(x):
+        return released(go, x, mark=True) if x == 1 else x
+
+    values = [2] * 600 + [1] * 4 + [2] * 20
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        out=pool.gather(pool.map(task, values, chunksize=1))))  # fmt: skip
+    thread.start()
+    try:
+        wait_for_sync(lambda: waiting(go) >= 2, 20,
+                      "a task waited behind another on one worker while the other idled")
+    finally:
+        open(go, "w").close()
+        thread.join(20)
+    assert result["out"] == values
