@@ -110,7 +110,6 @@ class Bundles:
         options = self.options
         self.bundling = (not self.need and options.timeout is None
                          and options.prepare is None)  # fmt: skip
-        self.alone = set()  # tasks a bundle could not carry: each goes on its own
         self.bundles_out = {}  # first task of a bundle in flight -> (its worker, tasks)
 
     def _bundling(self, worker):
@@ -177,9 +176,11 @@ class Bundles:
         self._requeue(back)
 
     def _requeue(self, tasks):
-        """``tasks`` of a bundle did not run: first in the queue, each to go alone (they
-        came after a long task: they may be long too)."""
-        self.alone.update(tasks)
+        """``tasks`` of a bundle did not run: first in the queue, each to go alone (its
+        worker could not take them together; or they came after a long task, and may
+        be long too); failed at once if the batch failed meanwhile."""
+        for task in tasks:
+            task.alone = True
         self.free.extendleft(reversed(tasks))
         if self.error is not None:  # failed meanwhile: they fail as the queued did
             self.fail(self.error)
@@ -189,7 +190,7 @@ class Bundles:
     def _lone(self, task):
         """Whether ``task`` may join a bundle: a lone call, no inputs, never failed."""
         return (task.msg.get("op") == "compute" and not task.inputs and not task.deaths
-                and "stateful" not in task.msg and task not in self.alone)  # fmt: skip
+                and not task.alone and "stateful" not in task.msg)  # fmt: skip
 
     def _bundle_setback(self, worker, tasks, error):
         """The bundle ``tasks`` sent to ``worker`` ended in ``error``: a worker's fate
@@ -198,8 +199,7 @@ class Bundles:
         if isinstance(error, _WORKERS_FATE):
             ok = [self._setback(worker, task, error) for task in tasks]
             return all(ok)
-        self.alone.update(tasks)
-        self.free.extendleft(reversed(tasks))
+        self._requeue(tasks)
         return True
 
     def _bundle_replied(self, worker, tasks, reply):

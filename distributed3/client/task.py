@@ -19,7 +19,7 @@ class Task:
     chunk's :class:`~.results.ResultGroup`: the same interface), its compute message,
     its input handles, and the index of its first element."""
 
-    __slots__ = ("results", "msg", "inputs", "index", "deaths", "fallback")
+    __slots__ = ("results", "msg", "inputs", "index", "deaths", "fallback", "alone")
 
     def __init__(self, results, msg, inputs, index):
         self.results = results
@@ -28,6 +28,7 @@ class Task:
         self.index = index
         self.deaths = 0
         self.fallback = None  # makes it name its inputs one by one, should they be lost
+        self.alone = False  # a bundle could not carry it: it goes in a message of its own
 
     @property
     def key(self):
