@@ -55,7 +55,7 @@ class SimRunner(TaskRunner):
         self.cores_free_at = [0.0] * ncores  # a heap: when each simulated core is free
 
     def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
-               budget=None):  # fmt: skip
+               budget=None, values_only=False):  # fmt: skip
         """As a real runner's, on the loop; a ``budget`` stops nothing here: the chunk's
         simulated time is known before it runs."""
         loop = self._loop = self._loop or asyncio.get_running_loop()
@@ -67,7 +67,8 @@ class SimRunner(TaskRunner):
         start = max(now, heapq.heappop(self.cores_free_at))
         done = start + self.service_time * len(args_list)
         heapq.heappush(self.cores_free_at, done)
-        job = (comm, keys, function, args_list, spread, kwargs, seeds, owner, lone, None)
+        job = (comm, keys, function, args_list, spread, kwargs, seeds, owner, lone, values_only,
+               None)  # fmt: skip
         if done <= now:
             self._run(*job)
         else:

@@ -36,6 +36,21 @@ def test_imap_releases_what_it_yielded(pool, workers):
     wait_for_sync(lambda: not any(w.data for w in workers), 10, "imap left results behind")
 
 
+def test_a_streams_small_results_are_not_kept_nor_told_to_the_center(pool, center, workers):
+    """Its values are all a stream wants: those that came with the replies were never
+    kept on the workers, so no report of them reaches the center, and no release."""
+    before = dict(center.counters)
+    held = [set(w.data) for w in workers]
+    assert list(pool.imap(abs, range(-2000, 0))) == list(range(2000, 0, -1))
+    assert sorted(pool.imap_unordered(abs, range(-500, 0))) == list(range(1, 501))
+    assert sum(w.tasks_done for w in workers) >= 2500
+    wait_for_sync(lambda: not any(w._pending_add or w._pending_remove for w in workers), 10,
+                  "the workers' reports to go out")  # fmt: skip
+    assert [set(w.data) for w in workers] == held
+    for op in ("add_keys", "remove_keys", "release_keys"):
+        assert center.counters[op] == before.get(op, 0), op
+
+
 def test_aimap_from_the_callers_own_loop(pool):
     async def main():  # the caller's loop, as in Jupyter: not the pool's
         ordered = [v async for v in pool.aimap(lambda x, y: x - y, range(5), range(5, 10))]

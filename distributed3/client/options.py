@@ -29,7 +29,10 @@ class Options:
     * ``resources``: what each task needs free on its worker, ``{"GPU": 1}``;
     * ``stateful``: ``{"name", "version"}`` of a stateful pool's instances, and
       ``prepare``, a coroutine function awaited with a worker before its first task
-      (both set by :class:`~distributed3.client.stateful.StatefulPool`).
+      (both set by :class:`~distributed3.client.stateful.StatefulPool`);
+    * ``values_only``: the call wants the tasks' values, never their handles (a
+      stream, see :mod:`~distributed3.client.streams`): results small enough to come
+      with the reply are not kept on the workers.
     """
 
     timeout: float | None = None
@@ -41,6 +44,7 @@ class Options:
     stateful: dict | None = dataclasses.field(default=None, repr=False)
     prepare: Callable[..., Awaitable[Any]] | None = dataclasses.field(default=None, repr=False,
                                                                        compare=False)  # fmt: skip
+    values_only: bool = dataclasses.field(default=False, repr=False)
 
     def replace(self, **changes: Any) -> "Options":
         """A copy with ``changes``.

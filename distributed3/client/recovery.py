@@ -90,8 +90,9 @@ async def _compute_again(session, handles):
         tasks = []
         for index, handle in enumerate(group):
             handle.status = "pending"
-            task = Task(Handles([handle]), handle.recipe.message(handle.key),
-                        handle.recipe.inputs, index)  # fmt: skip
+            msg = handle.recipe.message(handle.key)
+            msg.pop("values_only", None)  # kept this time: it is wanted from a worker
+            task = Task(Handles([handle]), msg, handle.recipe.inputs, index)
             task.refresh_hints()
             tasks.append(task)
         batches.append(Batch(session, tasks, "recompute", options=options.replace(progress=False)))

@@ -64,7 +64,9 @@ async def stream(session, func, items, kwargs, *, ordered=True, options=DEFAULTS
     [1, 2]
     """
     options = stream_options(options)
-    quiet = options.replace(progress=False)  # one bar for the stream, not one a window
+    # one bar for the stream, not one a window; values only: the small results that
+    # come with the replies are not kept on the workers (nor released later)
+    quiet = options.replace(progress=False, values_only=True)
     least = max(16, 4 * sum(session.cores.values()), 2 * options.chunksize)
     grows = window is None and options.chunksize == 1  # with the depth of short tasks
     items = iter(items)
@@ -108,6 +110,9 @@ async def _next_batch(session, queue, position, ready, ordered, next_index):
         finished.extend(queue.get_nowait())
     good = {h.key: h for h in finished if h.status == "finished"}
     values = await values_of(session, good) if good else {}
+    for h in good.values():
+        if h.inline is not None:  # its worker kept nothing: nothing to release
+            h.status = "released"
     outcomes = [(position.pop(h.key), (True, values[h.key]) if h.key in good else (False, h))
                 for h in finished]  # fmt: skip
     if not ordered:

@@ -274,6 +274,8 @@ def message_base(session, fbytes, kwargs, keep=(), options=DEFAULTS):
         base["keep"] = keep
     if options.stateful is not None:
         base["stateful"] = options.stateful
+    if options.values_only:
+        base["values_only"] = True
     return base, kw_handles
 
 

@@ -85,7 +85,7 @@ class TaskRunner:
         self.telemetry = None  # a worker.telemetry.Telemetry, for a center's dashboard
 
     def launch(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
-               budget=None):  # fmt: skip
+               budget=None, values_only=False):  # fmt: skip
         """Queue a task (see :meth:`~distributed3.worker.Worker.compute_chunk` for the
         arguments); its reply goes to ``comm`` (``prepare``/``send_prepared`` from its
         thread, or ``answer`` on the loop)."""
@@ -100,7 +100,7 @@ class TaskRunner:
             self._shares[_name(keys)] = (share, comm)
         with self._lock:
             self._queue.append((comm, keys, function, args_list, spread, kwargs, seeds, owner,
-                                lone, share))  # fmt: skip
+                                lone, values_only, share))  # fmt: skip
             start = self._draining < self.ncores
             if start:
                 self._draining += 1
@@ -155,7 +155,8 @@ class TaskRunner:
                 job = self._queue.popleft()
             self._run(*job)
 
-    def _run(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone, share):
+    def _run(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
+             values_only, share):  # fmt: skip
         loop = self._loop
         try:
             telemetry = self.telemetry
@@ -176,14 +177,18 @@ class TaskRunner:
             reply = chunk_reply(values, errors, took, whole=type(keys) is str)
             if len(values) < len(args_list):  # split: the rest runs elsewhere
                 reply["ran"] = len(values)
-            sizes = reply["nbytes"]
+            sizes, kept = reply["nbytes"], errors
+            if values_only and type(keys) is not str:  # a stream's: what the reply
+                # carries is not kept here (nor told to the center)
+                inline = reply["pickled"]
+                kept = {**errors, **{i: None for i, p in enumerate(inline) if p is not None}}
             if lone:
                 reply = lone_reply(keys[0], reply, values)
             prepared = comm.prepare(ok_message(reply))  # None: the loop answers
             answer = reply if prepared is None else None
             # kept by the loop before it handles any message, sent after: the results
             # are the loop's before anyone can ask for them
-            self._landed.append((comm, keys, values, errors, sizes, owner, answer,
+            self._landed.append((comm, keys, values, kept, sizes, owner, answer,
                                  len(args_list), share))  # fmt: skip
             if prepared is not None:  # a long task's reply does not wait for the others'
                 comm.send_prepared(prepared, loop, took >= REPLY_AT_ONCE)

@@ -182,23 +182,24 @@ class Worker(CenterLink, Leaving, Server):
     # -- handlers --------------------------------------------------------------
 
     def compute(self, comm, key, function=None, args=(), kwargs=None, who_has=None,
-                      seed=None, keep=(), stateful=None, owner=None):  # fmt: skip
+                      seed=None, keep=(), stateful=None, owner=None,
+                      values_only=False):  # fmt: skip
         """Run ``function(*args, **kwargs)`` with remote inputs filled in; keep the result as ``key``.
 
         ``seed`` seeds ``random`` (and ``numpy.random``) for this task; ``keep``
         names fetched inputs to keep here (constants shared by many tasks);
         ``stateful`` names an instance made by ``stateful_init`` whose ``run``
         is the function; ``owner`` is the client the result belongs to, which the
-        center learns with the key's report.
+        center learns with the key's report; ``values_only``: see :meth:`compute_chunk`.
         """
         return self.compute_chunk(comm, [key], function, [args], kwargs, who_has,
                                   None if seed is None else [seed], keep, stateful, owner,
-                                  lone=True)  # fmt: skip
+                                  lone=True, values_only=values_only)  # fmt: skip
 
     def compute_chunk(self, comm, keys=None, function=None, args_list=(), kwargs=None,
                             who_has=None, seeds=None, keep=(), stateful=None,
                             owner=None, lone=False, group=None, over=None,
-                            single_args=None, budget=None):  # fmt: skip
+                            single_args=None, budget=None, values_only=False):  # fmt: skip
         """Run one function over many argument tuples in one message (``single_args``:
         over many arguments, one per task, ``f(x)`` rather than ``f(*args)``).
 
@@ -221,7 +222,9 @@ class Worker(CenterLink, Leaving, Server):
         ``budget`` (seconds): the elements run one at a time, and none starts once
         the chunk has run that long; the reply then says how many ran (``"ran"``),
         and the pool sends the rest elsewhere (tiny tasks sent together, see
-        :mod:`distributed3.client.bundle`).
+        :mod:`distributed3.client.bundle`).  ``values_only`` (a stream's tasks, whose
+        values are all the pool wants): a result small enough to come with the reply
+        is not kept here, nor reported to the center.
         """
         if self.retiring is not None:
             raise WorkerRetiringError(
@@ -234,10 +237,11 @@ class Worker(CenterLink, Leaving, Server):
             function = self._stateful_function(stateful)
         if not who_has:  # nothing to wait for: queued now, answered from its thread
             self.runner.launch(comm, keys, function, args_list, spread, kwargs, seeds, owner,
-                               lone, budget)  # fmt: skip
+                               lone, budget, values_only)  # fmt: skip
             return REPLIED
         return self._compute_with_inputs(comm, keys, function, args_list, spread, kwargs,
-                                         who_has, seeds, keep, owner, lone, over)  # fmt: skip
+                                         who_has, seeds, keep, owner, lone, over,
+                                         values_only)  # fmt: skip
 
     def _stateful_function(self, stateful):
         instance = self.stateful.get(stateful["name"])
@@ -249,7 +253,8 @@ class Worker(CenterLink, Leaving, Server):
         return functools.partial(stateful_call, instance)
 
     async def _compute_with_inputs(self, comm, keys, function, args_list, spread, kwargs,
-                                   who_has, seeds, keep, owner, lone, over):  # fmt: skip
+                                   who_has, seeds, keep, owner, lone, over,
+                                   values_only=False):  # fmt: skip
         self.waiting += 1  # for inputs: busy, for retire
         try:
             values = await self._gather_inputs(who_has)
@@ -264,7 +269,8 @@ class Worker(CenterLink, Leaving, Server):
             args_list = [substitute(args, values) for args in args_list]
         kwargs = substitute(kwargs, values) if kwargs else kwargs
         del values
-        self.runner.launch(comm, keys, function, args_list, spread, kwargs, seeds, owner, lone)
+        self.runner.launch(comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
+                           values_only=values_only)  # fmt: skip
         return REPLIED
 
     def _chunk_slice(self, values, key, start, stop):
