@@ -22,17 +22,12 @@ Tasks that are not tiny (depth below ``BUNDLE_DEPTH``), that a batch runs carefu
 (after a death), with a time limit, resources or a stateful pool's set-up, or that
 already killed a worker, go one to a message as before.
 
->>> first = {"op": "compute", "function": b"f", "owner": "c", "key": "a", "args": (1,)}
->>> second = {**first, "key": "b", "args": (2,)}
->>> joinable(first, second), joinable(first, {**second, "function": b"g"})
-(True, False)
->>> msg = bundle_message([first, second])
->>> msg["op"], msg["keys"], msg["args_list"], "key" in msg
-('compute_chunk', ['a', 'b'], [(1,), (2,)], False)
->>> reply = {"nbytes": [28, None], "pickled": [b"x", None], "duration": 0.002,
-...          "errors": {1: {"exception": ValueError("no"), "traceback": ""}}}
->>> [r["nbytes"] for r in split_reply(reply, 2)], list(split_reply(reply, 2)[1]["errors"])
-([[28], [None]], [0])
+::
+
+    runner: task --> _bundle(): + the joinable tasks behind it --> bundle_message()
+    worker: compute_chunk(keys=[...], budget=BUNDLE_SECONDS) --> {"nbytes": [...], ...,
+            "ran": n if it stopped early}
+    runner: split_reply() --> each task's results settle; those past "ran" queue again
 """
 import asyncio
 import logging
@@ -59,7 +54,14 @@ logger = logging.getLogger(__name__)
 def joinable(first, msg):
     """Whether the task message ``msg`` is of the same call as ``first``, so that both
     can go in one message: the same fields, each the same object or an equal plain
-    value (function bytes, owner), and an ``op`` of ``compute`` with no inputs."""
+    value (function bytes, owner), and an ``op`` of ``compute`` with no inputs.
+
+    >>> first = {"op": "compute", "function": b"f", "owner": "c", "key": "a", "args": (1,)}
+    >>> joinable(first, {**first, "key": "b", "args": (2,)})
+    True
+    >>> joinable(first, {**first, "function": b"g"}), joinable(first, {**first, "seed": 1})
+    (False, False)
+    """
     if len(msg) != len(first) or msg.get("op") != "compute" or "who_has" in msg:
         return False
     for field, value in first.items():
@@ -77,7 +79,13 @@ def joinable(first, msg):
 
 def bundle_message(msgs):
     """One ``compute_chunk`` message that runs the lone task messages ``msgs`` (all
-    :func:`joinable` with the first), each result kept under its task's key."""
+    :func:`joinable` with the first), each result kept under its task's key.
+
+    >>> first = {"op": "compute", "function": b"f", "key": "a", "args": (1,), "seed": 7}
+    >>> msg = bundle_message([first, {**first, "key": "b", "args": (2,), "seed": 8}])
+    >>> msg["op"], msg["keys"], msg["args_list"], msg["seeds"], "key" in msg
+    ('compute_chunk', ['a', 'b'], [(1,), (2,)], [7, 8], False)
+    """
     first = msgs[0]
     out = {field: value for field, value in first.items() if field not in _OWN}
     out["op"] = "compute_chunk"
@@ -90,12 +98,21 @@ def bundle_message(msgs):
 
 
 def split_reply(reply, n):
-    """The ``compute_chunk`` reply of a bundle of ``n`` tasks, as ``n`` replies of one
-    element each (what each task's results settle from); each reports its share of the
-    run time."""
+    """The ``compute_chunk`` reply of the ``n`` tasks of a bundle that ran, as ``n``
+    replies of one element each (what each task's results settle from); each reports
+    its share of the run time.
+
+    >>> reply = {"nbytes": [28, None], "pickled": [b"x", None], "duration": 0.002,
+    ...          "errors": {1: {"exception": ValueError("no"), "traceback": ""}}}
+    >>> parts = split_reply(reply, 2)
+    >>> [p["nbytes"] for p in parts], [list(p["errors"]) for p in parts], parts[0]["duration"]
+    ([[28], [None]], [[], [0]], 0.001)
+    >>> split_reply({"nbytes": [], "pickled": [], "errors": {}, "duration": 0.0, "ran": 0}, 0)
+    []
+    """
     errors, nbytes, pickled = reply["errors"], reply["nbytes"], reply["pickled"]
     each = reply.get("duration")
-    each = None if each is None else each / n
+    each = None if each is None or not n else each / n
     return [{"nbytes": [nbytes[i]], "pickled": [pickled[i]], "duration": each,
              "errors": {0: errors[i]} if i in errors else {}} for i in range(n)]  # fmt: skip
 
