@@ -18,7 +18,7 @@ own keys.  What each task is does not change:
   the client could not pickle): its tasks go again one by one, so that only the bad
   one fails.
 
-Tasks that are not tiny (depth below ``BUNDLE_DEPTH``), that a batch runs carefully
+Tasks that are not tiny (a depth below ``2 * MESSAGES``), that a batch runs carefully
 (after a death), with a time limit, resources or a stateful pool's set-up, or that
 already killed a worker, go one to a message as before.
 
@@ -35,10 +35,10 @@ import logging
 from ..exceptions import (CommClosedError, ConnectionBrokenError, TaskGivenBackError,
                           WorkerPausedError, WorkerRetiringError)  # fmt: skip
 
-__all__ = ["Bundles", "BUNDLE", "BUNDLE_DEPTH", "joinable", "bundle_message", "split_reply"]
+__all__ = ["Bundles", "BUNDLE", "MESSAGES", "joinable", "bundle_message", "split_reply"]
 
 BUNDLE = 16  # tasks in one message, at most
-BUNDLE_DEPTH = 4  # tasks in flight per core (see pipeline_depth) from which they bundle
+MESSAGES = 4  # messages in flight per core, about, once tasks bundle
 # s a bundle runs, past which its worker starts none of the rest: they come back unrun
 BUNDLE_SECONDS = 0.01
 # a message's own fields: the rest (function, kwargs, owner, ...) is the call's
@@ -129,26 +129,31 @@ class Bundles:
                          and options.prepare is None)  # fmt: skip
         self.bundles_out = {}  # first task of a bundle in flight -> (its worker, tasks)
 
-    def _bundling(self, worker):
-        return (self.bundling and not self.careful
-                and self.depth.get(worker, 1) >= BUNDLE_DEPTH)  # fmt: skip
+    def _bundle_size(self, worker):
+        """How many tasks a message to ``worker`` carries at most: its slots over about
+        ``MESSAGES`` messages a core, up to ``BUNDLE``; 1 while they do not bundle.
+
+        Tasks of 0.25 ms or more (a depth of 8 a core or less) go one to a message."""
+        if not self.bundling or self.careful:
+            return 1
+        cores = self.session.cores.get(worker, 0)
+        slots = self._slots(worker)
+        return max(1, min(BUNDLE, slots // max(MESSAGES * cores, 1)))
 
     def _messages(self, worker):
         """How many messages of this batch ``worker`` may have in flight: its slots
         (tasks), or fewer carrying several tasks each once they bundle."""
         slots = self._slots(worker)
-        if not self._bundling(worker):
-            return slots
-        return max(4 * self.session.cores.get(worker, 0), -(-slots // BUNDLE))
+        return -(-slots // self._bundle_size(worker))
 
     def _bundle(self, worker, task):
         """``task`` and the tasks queued behind it that go in its message to ``worker``
         (taken from the queue): ``[task]`` when it goes alone."""
         free = self.free
         # runners yet to send tasks taken before those queued: none may go ahead of them
-        if not free or self.starting or not self._bundling(worker) or not self._lone(task):
+        if not free or self.starting or not self._lone(task):
             return [task]
-        size = min(BUNDLE, self._slots(worker) // max(self._messages(worker), 1))
+        size = self._bundle_size(worker)
         tasks, first = [task], task.msg
         while free and len(tasks) < size:
             other = free[0]
