@@ -1,5 +1,6 @@
 """``imap``, ``imap_unordered``, ``aimap``: values as their tasks finish, released once yielded."""
 import asyncio
+import gc
 
 import numpy as np
 import pytest
@@ -49,6 +50,8 @@ def test_a_streams_small_results_are_not_kept_nor_told_to_the_center(pool, cente
     assert [set(w.data) for w in workers] == held
     for op in ("add_keys", "remove_keys", "release_keys"):
         assert center.counters[op] == before.get(op, 0), op
+    gc.collect()  # nor does the pool hold them as its own (a resubscription names those)
+    assert not pool.session._owned
 
 
 def test_aimap_from_the_callers_own_loop(pool):

@@ -135,7 +135,12 @@ class Sharing:
         tiny one: more workers are worth using (see :mod:`~distributed3.client.crowd`),
         and none may wait behind it on its worker."""
         rest = task.split(stop)
-        if rest is None or self.error is not None:  # failed: dropped, as fail() drops
+        if rest is None:
+            return
+        if self.error is not None:  # failed meanwhile (interrupted): they fail with it,
+            rest.results.set_error(self.error, "", None)  # as fail() fails the queued
+            if self.on_done is not None:
+                self.on_done(rest.results)
             return
         now = asyncio.get_running_loop().time()
         ran = now - self.sent_at.get(task, now)

@@ -110,9 +110,10 @@ async def _next_batch(session, queue, position, ready, ordered, next_index):
         finished.extend(queue.get_nowait())
     good = {h.key: h for h in finished if h.status == "finished"}
     values = await values_of(session, good) if good else {}
-    for h in good.values():
-        if h.inline is not None:  # its worker kept nothing: nothing to release
-            h.status = "released"
+    kept_nowhere = [h for h in good.values() if h.inline is not None]
+    for h in kept_nowhere:  # its worker kept nothing: nothing to release, ever
+        h.status = "released"
+    session.forget([h.key for h in kept_nowhere])
     outcomes = [(position.pop(h.key), (True, values[h.key]) if h.key in good else (False, h))
                 for h in finished]  # fmt: skip
     if not ordered:
