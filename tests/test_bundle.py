@@ -7,11 +7,13 @@ import threading
 
 import pytest
 
-from distributed3.bench.tasks import inc
-from distributed3.exceptions import SerializationError
-from distributed3.testing import process_cluster, released, waiting
-from distributed3.utils import wait_for_sync
 from distributed3 import Pool
+from distributed3.bench.tasks import inc
+from distributed3.client.dispatch import Batch
+from distributed3.client.tasks import make_tasks
+from distributed3.exceptions import SerializationError, WorkerPausedError
+from distributed3.testing import process_cluster, released, run_in_cluster_loop, waiting
+from distributed3.utils import wait_for_sync
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,3 +115,17 @@ def test_tasks_behind_a_long_one_in_its_message_go_to_a_free_core(pool, tmp_path
         open(go, "w").close()
         thread.join(20)
     assert result["out"] == values
+
+
+def test_a_bundle_that_a_paused_worker_turned_away_goes_again_in_order(pool):
+    """Its tasks go first in the queue, in their order, and the worker rests once."""
+
+    async def turned_away():
+        _, tasks = await make_tasks(pool.session, inc, [(i,) for i in range(5)], {})
+        batch = Batch(pool.session, [], "paused")
+        worker = next(iter(pool.session.cores))
+        batch.remaining = len(tasks)
+        may_go_on = batch._bundle_setback(worker, tasks, WorkerPausedError("paused here"))
+        return may_go_on, list(batch.free) == tasks, batch.resting == {worker}
+
+    assert run_in_cluster_loop(turned_away()) == (False, True, True)

@@ -218,6 +218,9 @@ class Bundles:
         """The bundle ``tasks`` sent to ``worker`` ended in ``error``: a worker's fate
         is each task's; anything else (the worker could not take the message) sends its
         tasks again one by one.  ``False`` when ``worker`` may take no more tasks."""
+        if isinstance(error, WorkerPausedError):  # one rest for it; the tasks, in order,
+            self.free.extendleft(reversed(tasks[1:]))  # first in the queue
+            return self._setback(worker, tasks[0], error)
         if isinstance(error, _WORKERS_FATE):
             ok = [self._setback(worker, task, error) for task in tasks]
             return all(ok)
