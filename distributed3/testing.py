@@ -83,6 +83,35 @@ def waiting(path):
     return sum(f.startswith(f"{name}.waiting-") for f in os.listdir(folder))
 
 
+def both_waiting(go, call, what="two tasks to wait at once"):
+    """Run ``call`` in a thread until two tasks wait in :func:`released` for ``go``
+    (with ``mark``) at once -- one on each of two one-core workers -- then let them
+    end and return what ``call`` returned; ``TimeoutError`` saying ``what`` did not
+    happen within 20 s.
+
+    >>> import tempfile
+    >>> go = os.path.join(tempfile.mkdtemp(), "go")
+    >>> def call():  # two threads wait, as two workers' tasks would
+    ...     threads = [threading.Thread(target=released, args=(go, i, True)) for i in (1, 2)]
+    ...     for t in threads: t.start()
+    ...     for t in threads: t.join()
+    ...     return "both ended"
+    >>> both_waiting(go, call)
+    'both ended'
+    """
+    from .utils import wait_for_sync
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(out=call()))
+    thread.start()
+    try:
+        wait_for_sync(lambda: waiting(go) >= 2, 20, what)
+    finally:
+        open(go, "w").close()
+        thread.join(20)
+    return result["out"]
+
+
 def held(x):
     """``x``, once :data:`GATE` is open (at most 30 s): a task that runs until the test
     says so.

@@ -12,8 +12,7 @@ from distributed3.bench.tasks import inc
 from distributed3.client.dispatch import Batch
 from distributed3.client.tasks import make_tasks
 from distributed3.exceptions import SerializationError, WorkerPausedError
-from distributed3.testing import process_cluster, released, run_in_cluster_loop, waiting
-from distributed3.utils import wait_for_sync
+from distributed3.testing import both_waiting, process_cluster, released, run_in_cluster_loop
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,17 +103,9 @@ def test_tasks_behind_a_long_one_in_its_message_go_to_a_free_core(pool, tmp_path
         return released(go, x, mark=True) if x == 1 else x
 
     values = [2] * 600 + [1] * 4 + [2] * 20
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(
-        out=pool.gather(pool.map(task, values, chunksize=1))))  # fmt: skip
-    thread.start()
-    try:
-        wait_for_sync(lambda: waiting(go) >= 2, 20,
-                      "a task waited behind another on one worker while the other idled")
-    finally:
-        open(go, "w").close()
-        thread.join(20)
-    assert result["out"] == values
+    out = both_waiting(go, lambda: pool.gather(pool.map(task, values, chunksize=1)),
+                       "a task waited behind another on one worker while the other idled")
+    assert out == values
 
 
 def test_a_bundle_that_a_paused_worker_turned_away_goes_again_in_order(pool):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from distributed3 import Pool
-from distributed3.testing import process_cluster, released, waiting
+from distributed3.testing import both_waiting, process_cluster, released
 from distributed3.utils import wait_for_sync
 from distributed3.worker.execute import run_chunk
 from distributed3.worker.runner import TaskRunner
@@ -33,16 +33,8 @@ def both_busy(go, call):
     """Run ``call`` (a map whose waiting elements all start in one chunk) until two
     elements wait at once, on the two one-core workers: the chunk was split.  Then let
     them end, and return the map's results."""
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(out=call()))
-    thread.start()
-    try:
-        wait_for_sync(lambda: waiting(go) >= 2, 20,
-                      "the elements the chunk had not started did not go to the idle worker")
-    finally:
-        open(go, "w").close()
-        thread.join(20)
-    return result["out"]
+    return both_waiting(go, call, "the elements the chunk had not started did not go to "
+                                  "the idle worker")  # fmt: skip
 
 
 @pytest.fixture
