@@ -44,7 +44,9 @@ def test_a_streams_small_results_are_not_kept_nor_told_to_the_center(pool, cente
     held = [set(w.data) for w in workers]
     assert list(pool.imap(abs, range(-2000, 0))) == list(range(2000, 0, -1))
     assert sorted(pool.imap_unordered(abs, range(-500, 0))) == list(range(1, 501))
-    assert sum(w.tasks_done for w in workers) >= 2500
+    # a reply leaves from its task thread before the worker's loop counts the task
+    wait_for_sync(lambda: sum(w.tasks_done for w in workers) >= 2500, 10,
+                  "the workers to count the tasks they ran")  # fmt: skip
     wait_for_sync(lambda: not any(w._pending_add or w._pending_remove for w in workers), 10,
                   "the workers' reports to go out")  # fmt: skip
     assert [set(w.data) for w in workers] == held
