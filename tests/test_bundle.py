@@ -124,3 +124,40 @@ def test_a_bundle_that_a_paused_worker_turned_away_goes_again_in_order(pool):
         return may_go_on, list(batch.free) == tasks, batch.resting == {worker}
 
     assert run_in_cluster_loop(turned_away()) == (False, True, True)
+
+
+def test_only_tasks_under_a_quarter_millisecond_bundle_and_keep_their_pipeline(pool):
+    """A worker's slots (tasks in flight) stay what its depth says: tasks that bundle
+    go 16 to a message in 4 messages a core, and those of a depth under 8 (0.25 ms or
+    more) one to a message in as many messages as before."""
+
+    async def sizes():
+        batch = Batch(pool.session, [], "sizes")
+        worker = next(iter(pool.session.cores))  # one core
+        out = []
+        for depth in (1, 6, 8, 64):
+            batch.depth[worker] = depth
+            out.append((batch._slots(worker), batch._messages(worker),
+                        batch._bundle_size(worker)))  # fmt: skip
+        return out
+
+    assert run_in_cluster_loop(sizes()) == [(1, 1, 1), (6, 6, 1), (8, 4, 2), (64, 4, 16)]
+
+
+def test_a_bundle_refused_after_its_call_failed_fails_its_tasks(pool):
+    """Its tasks are not queued for a batch that runs no more: they fail with the
+    call's error, and whoever streams them hears of it (on_done)."""
+
+    async def refused():
+        _, tasks = await make_tasks(pool.session, inc, [(i,) for i in range(3)], {})
+        told = []
+        batch = Batch(pool.session, [], "failed", on_done=told.extend)
+        batch.remaining = len(tasks)
+        batch.fail(RuntimeError("the call was interrupted"))
+        batch._bundle_setback(next(iter(pool.session.cores)), tasks, ValueError("refused"))
+        return ([str(t.results[0].exception) for t in tasks], len(told), batch.remaining,
+                list(batch.free))  # fmt: skip
+
+    errors, told, remaining, queued = run_in_cluster_loop(refused())
+    assert errors == ["the call was interrupted"] * 3
+    assert told == 3 and remaining == 0 and queued == []
