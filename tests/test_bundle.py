@@ -137,8 +137,8 @@ def test_only_tasks_under_a_quarter_millisecond_bundle_and_keep_their_pipeline(p
         out = []
         for depth in (1, 6, 8, 64):
             batch.depth[worker] = depth
-            out.append((batch._slots(worker), batch._messages(worker),
-                        batch._bundle_size(worker)))  # fmt: skip
+            slots = batch._slots(worker)
+            out.append((slots, batch._messages(worker), batch._bundle_size(worker, slots)))
         return out
 
     assert run_in_cluster_loop(sizes()) == [(1, 1, 1), (6, 6, 1), (8, 4, 2), (64, 4, 16)]

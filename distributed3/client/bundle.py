@@ -45,8 +45,9 @@ BUNDLE_SECONDS = 0.01
 _OWN = frozenset({"key", "args", "seed"})
 _SAME = (bytes, str, int, float, bool, type(None))
 # what befalls a bundle's worker, not its tasks: each task meets it as if it went alone
+# (a paused one's refusal too, which _bundle_setback takes first: one rest for all)
 _WORKERS_FATE = (ConnectionBrokenError, CommClosedError, WorkerRetiringError,
-                 TaskGivenBackError, WorkerPausedError)  # fmt: skip
+                 TaskGivenBackError)  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -129,22 +130,21 @@ class Bundles:
                          and options.prepare is None)  # fmt: skip
         self.bundles_out = {}  # first task of a bundle in flight -> (its worker, tasks)
 
-    def _bundle_size(self, worker):
-        """How many tasks a message to ``worker`` carries at most: its slots over about
-        ``MESSAGES`` messages a core, up to ``BUNDLE``; 1 while they do not bundle.
+    def _bundle_size(self, worker, slots):
+        """How many tasks a message to ``worker`` carries at most: its ``slots`` over
+        about ``MESSAGES`` messages a core, up to ``BUNDLE``; 1 while they do not bundle.
 
         Tasks of 0.25 ms or more (a depth of 8 a core or less) go one to a message."""
         if not self.bundling or self.careful:
             return 1
         cores = self.session.cores.get(worker, 0)
-        slots = self._slots(worker)
         return max(1, min(BUNDLE, slots // max(MESSAGES * cores, 1)))
 
     def _messages(self, worker):
         """How many messages of this batch ``worker`` may have in flight: its slots
         (tasks), or fewer carrying several tasks each once they bundle."""
         slots = self._slots(worker)
-        return -(-slots // self._bundle_size(worker))
+        return -(-slots // self._bundle_size(worker, slots))
 
     def _bundle(self, worker, task):
         """``task`` and the tasks queued behind it that go in its message to ``worker``
@@ -153,7 +153,7 @@ class Bundles:
         # runners yet to send tasks taken before those queued: none may go ahead of them
         if not free or self.starting or not self._lone(task):
             return [task]
-        size = self._bundle_size(worker)
+        size = self._bundle_size(worker, self._slots(worker))
         tasks, first = [task], task.msg
         while free and len(tasks) < size:
             other = free[0]

@@ -423,8 +423,7 @@ class Batch(Reach, Setbacks, Sharing, Bundles):
                 await self.options.prepare(worker)
             tasks = self._bundle(worker, task)
             session.occupancy[worker] += len(tasks) - 1
-            for t in tasks:
-                self._in_flight(worker, t)
+            self._in_flight(worker, tasks)
             bundled = len(tasks) > 1
             msg = self._bundle_out(worker, tasks) if bundled else task.msg
             reply = await channel.call(msg, self.options.timeout)
@@ -450,11 +449,13 @@ class Batch(Reach, Setbacks, Sharing, Bundles):
             self._replied(worker, task, reply)
         return True
 
-    def _in_flight(self, worker, task):
-        """``task`` is in flight on ``worker`` from now."""
-        self.in_flight[task] = worker
-        self.sent_at[task] = asyncio.get_running_loop().time()
-        self.whole.discard(task)  # a new run, which a split may find going
+    def _in_flight(self, worker, tasks):
+        """``tasks`` (one message's) are in flight on ``worker`` from now."""
+        now = asyncio.get_running_loop().time()
+        for task in tasks:
+            self.in_flight[task] = worker
+            self.sent_at[task] = now
+            self.whole.discard(task)  # a new run, which a split may find going
         if self.probe is None:
             self._probe_later()  # its time counts from the first send, not a connect
 

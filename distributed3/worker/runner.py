@@ -177,18 +177,19 @@ class TaskRunner:
             reply = chunk_reply(values, errors, took, whole=type(keys) is str)
             if len(values) < len(args_list):  # split: the rest runs elsewhere
                 reply["ran"] = len(values)
-            sizes, kept = reply["nbytes"], errors
-            if values_only and type(keys) is not str:  # a stream's: what the reply
-                # carries is not kept here (nor told to the center)
+            # the positions store() skips: failed ones, and for a stream what the reply
+            # carries (not kept here, nor told to the center)
+            sizes, unkept = reply["nbytes"], errors
+            if values_only and type(keys) is not str:
                 inline = reply["pickled"]
-                kept = {**errors, **{i: None for i, p in enumerate(inline) if p is not None}}
+                unkept = {**errors, **{i: None for i, p in enumerate(inline) if p is not None}}
             if lone:
                 reply = lone_reply(keys[0], reply, values)
             prepared = comm.prepare(ok_message(reply))  # None: the loop answers
             answer = reply if prepared is None else None
             # kept by the loop before it handles any message, sent after: the results
             # are the loop's before anyone can ask for them
-            self._landed.append((comm, keys, values, kept, sizes, owner, answer,
+            self._landed.append((comm, keys, values, unkept, sizes, owner, answer,
                                  len(args_list), share))  # fmt: skip
             if prepared is not None:  # a long task's reply does not wait for the others'
                 comm.send_prepared(prepared, loop, took >= REPLY_AT_ONCE)
