@@ -15,5 +15,6 @@
     data.py       scatter, gather, delete, replicate
     streams.py    imap and friends; futures.py: as_completed, wait
     stateful.py   a user class made once per worker
-    sync.py       the blocking facade's event loop; progress.py: progress bars
+    sync.py       the blocking facade's event loop; polling.py: its selector, which
+                  polls a moment before it sleeps; progress.py: progress bars
 """

@@ -33,6 +33,8 @@ import threading
 import time
 import weakref
 
+from .polling import PollingSelector
+
 try:  # the C functions under ``signal``'s: without its enum wrapping, ~5 us less a call
     from _signal import getsignal as _getsignal
     from _signal import signal as _setsignal
@@ -52,7 +54,9 @@ class LoopThread:
     LINGER = 0.005  # seconds the loop may go unrun after a call before the daemon takes it
 
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
+        # polls a moment before it sleeps while a caller waits: see polling.py
+        self.selector = PollingSelector(wanted=self._caller_waits)
+        self.loop = asyncio.SelectorEventLoop(self.selector)
         self.pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
         self._driver = None  # ident of the thread running the loop now
@@ -88,6 +92,12 @@ class LoopThread:
                 with cond:
                     self._driver = None
                     cond.notify_all()
+
+    def _caller_waits(self):
+        """Whether a blocking call waits on the loop now: a caller's thread runs it,
+        or a caller waits for the daemon to run its coroutine."""
+        driver = self._driver
+        return bool(self._waiting) or (driver is not None and driver != self.thread.ident)
 
     # -- callers ---------------------------------------------------------------
 
