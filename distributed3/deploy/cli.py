@@ -218,7 +218,7 @@ def _forked_worker(center, host, args, secret, tls, listener):
         worker.handoff_timeout = 0
         await serve(worker, host, 0, fallback_port=True, parent_pid=parent)
 
-    run(main)
+    run(main, worker=True)
 
 
 async def _reap(pids, center, n, failed, tender):

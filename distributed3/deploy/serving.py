@@ -22,6 +22,7 @@ from ..core.admission import raise_open_files_limit
 from ..core.security import TLS, read_secret_file
 from ..exceptions import DistributedError
 from ..utils import is_loopback
+from ..worker import relay
 from ..worker.worker import Worker
 from ..dashboard.health import start_http
 
@@ -227,9 +228,14 @@ async def _watch_parent(pid):
     logger.warning("Parent process %d is gone; shutting down", pid)
 
 
-def run(main):
+def run(main, worker=False):
+    """Run the coroutine function ``main`` until it ends; a ``worker`` process's loop
+    is relayed between its task threads (see :mod:`distributed3.worker.relay`)."""
     try:
-        asyncio.run(main())
+        if worker:
+            relay.run(main())
+        else:
+            asyncio.run(main())
     except KeyboardInterrupt:
         pass
     except (OSError, TimeoutError, DistributedError) as e:

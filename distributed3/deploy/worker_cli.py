@@ -126,7 +126,7 @@ def dworker(argv=None):
         await serve(worker, host, args.port, fallback_port=True, parent_pid=args.parent_pid,
                     http=health_endpoint(host, args.http_port))  # fmt: skip
 
-    run(main)
+    run(main, worker=True)
 
 
 def _memory_options(parser, args, processes):

@@ -12,7 +12,8 @@ going back to the thread pool, so a burst of small tasks costs no thread wake-up
 per task; and it wakes the loop once for all the results it hands over meanwhile.
 The reply leaves from the thread once the results are in ``landed``: the loop takes
 them (:meth:`TaskRunner.catch_up`) before it handles any other message, so no one
-can ask for a result before it is kept.
+can ask for a result before it is kept.  In a worker process of its own, the thread
+that leads the loop runs a lone task itself when a core is free (see relay.py).
 
 >>> import asyncio
 >>> from distributed3.core.protocol import dumps_function
@@ -42,6 +43,7 @@ from ..core.messages import error_message, ok_message
 from ..core.protocol import sizeof
 from ..exceptions import TaskGivenBackError, WorkerPausedError
 from .execute import chunk_reply, lone_reply, run_chunk
+from .relay import relay_of
 from .split import Share
 
 __all__ = ["TaskRunner"]
@@ -67,6 +69,8 @@ class TaskRunner:
         self.executor = ThreadPoolExecutor(ncores, thread_name_prefix="distributed3-task")
         self._wakes = queue.SimpleQueue()  # one per drain to start; False: a thread ends
         self._threads = 0  # task threads started
+        self._cap = ncores  # threads at most: those draining, and one leading (relay.py)
+        self._relay = None  # the Relay of this worker process's loop, if it has one
         self._idle = 0  # of them, waiting for a drain to start
         self.active = 0
         self._queue = deque()  # jobs not yet taken by a thread
@@ -89,7 +93,8 @@ class TaskRunner:
         """Queue a task (see :meth:`~distributed3.worker.Worker.compute_chunk` for the
         arguments); its reply goes to ``comm`` (``prepare``/``send_prepared`` from its
         thread, or ``answer`` on the loop)."""
-        self._loop = self._loop or asyncio.get_running_loop()
+        if self._loop is None:
+            self._first_launch()
         if self.paused is not None:  # turned away: the pool sends it elsewhere
             comm.answer(error_message(self.paused))
             return
@@ -98,30 +103,85 @@ class TaskRunner:
         if not lone and len(args_list) > 1:  # a chunk: its tail may go to another core
             share = Share(len(args_list), budget)
             self._shares[_name(keys)] = (share, comm)
+        job = (comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
+               values_only, share)  # fmt: skip
+        relay = self._relay
+        if lone and relay is not None and relay.may_hand_off() and self._claim(lead=True):
+            relay.hand_off(job)  # this thread runs it between two turns (see relay.py)
+            return
         with self._lock:
-            self._queue.append((comm, keys, function, args_list, spread, kwargs, seeds, owner,
-                                lone, values_only, share))  # fmt: skip
+            self._queue.append(job)
+        self._claim()
+
+    def _first_launch(self):
+        """On the loop: in a worker process of its own, this runner's threads take turns
+        to lead the loop (see relay.py): the one that leads runs lone tasks itself."""
+        self._loop = asyncio.get_running_loop()
+        relay = relay_of(self._loop)
+        if relay is not None and relay.adopt(self):
+            self._relay = relay
+            self._cap += 1
+
+    def _claim(self, lead=False):
+        """Claim a thread to drain the queue, unless ``ncores`` do; with ``lead``, the
+        core for the thread that leads the loop, to run a task itself (see relay.py).
+        Whether one was."""
+        with self._lock:
             start = self._draining < self.ncores
             if start:
                 self._draining += 1
-                if self._idle:  # an idle thread is claimed for it, now
-                    self._idle -= 1
-                    new = False
-                else:  # none idle, so fewer than ncores threads (each drains or idles)
-                    new = self._threads < self.ncores
-                    self._threads += new
-        if start:
-            # a thread of our own, woken: no pool's future, work item and thread count
-            # per task, a third of a tiny task's hand-over on these machines
-            if new:
-                threading.Thread(target=self._task_thread, daemon=True,
-                                 name=f"distributed3-task-{self._threads}").start()  # fmt: skip
-            self._wakes.put(True)
+                new = None if lead else self._claim_thread()
+        if start and not lead:
+            self._wake(new, True)
+        return start
+
+    def _claim_thread(self):
+        """Under the lock: an idle thread claimed, or ``True``: a new one is to start
+        (there are fewer than ``_cap``: each drains, idles or leads)."""
+        if self._idle:
+            self._idle -= 1
+            return False
+        self._threads += 1
+        return True
+
+    def _wake(self, new, command):
+        # a thread of our own, woken: no pool's future, work item and thread count per
+        # task, a third of a tiny task's hand-over on these machines
+        if new:
+            threading.Thread(target=self._task_thread, daemon=True,
+                             name=f"distributed3-task-{self._threads}").start()  # fmt: skip
+        self._wakes.put(command)
+
+    def _lead(self):
+        """Lead the loop, running the lone tasks it hands to this thread meanwhile (see
+        relay.py), until another thread leads (``True``: this one drains the queue
+        from now), or the process ends (``False``)."""
+        relay = self._relay
+        while (job := relay.lead()) is not None:
+            relay.running()
+            self._run(*job)
+            if not relay.ran():  # it ran long: another thread took the lead meanwhile
+                return True
+            with self._lock:  # this one leads again
+                self._draining -= 1
+            if self._queue:  # queued in the turn that handed this one over, counting on
+                self._claim()  # this thread to drain them: another will
+        return False
+
+    def lead_from_now(self):
+        """From the relay's watch (see relay.py): another thread of this runner leads
+        from now on -- the leader runs a long task, or run()'s thread led until now."""
+        with self._lock:
+            new = self._claim_thread()
+        self._wake(new, "lead")
 
     def _task_thread(self):
-        """Drain the queue each time a launch wakes this thread (see :meth:`launch`)."""
-        while self._wakes.get():
+        """Drain the queue each time a launch wakes this thread (see :meth:`launch`), or
+        lead the loop until a task of its own comes (see relay.py)."""
+        while command := self._wakes.get():
             try:
+                if command == "lead" and not self._lead():  # the process ends
+                    return
                 self._drain()
             except RuntimeError:  # its loop closed (the worker went) under a task: no one
                 return  # is there to answer
