@@ -100,6 +100,8 @@ def run(quick=False, systems=None, scaling=(), repeat=None, log=print):
                "scaling": {}}  # fmt: skip
     log("raw limits: tornado ping-pong, loopback socket ...")
     results["raw"]["ping_pong_us"] = ping_pong_us(config["roundtrip"], repeat=config["repeat"])
+    results["raw"]["ping_pong_polling_us"] = ping_pong_us(config["roundtrip"],
+                                                          repeat=config["repeat"], polling=True)
     for size in config["transfer"]:
         results["raw"][f"socket {size}"] = loopback_mb_per_s(size, config["repeat"])
         results["raw"][f"socket fresh {size}"] = loopback_mb_per_s(size, config["repeat"], True)

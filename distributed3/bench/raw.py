@@ -4,7 +4,7 @@ Both run a server in a forked child and a client here, with the framing our
 comms use (an 8-byte length, then the payload), so they show what the wire and
 the event loop cost before any of our code runs.
 
->>> ping_pong_us(50) > 0
+>>> ping_pong_us(50) > 0 and ping_pong_us(50, polling=True) > 0
 True
 >>> loopback_mb_per_s(1 << 20, repeat=1) > 0
 True
@@ -18,6 +18,7 @@ import time
 
 import numpy
 
+from ..client.polling import PollingSelector
 from .timing import median_of
 
 _LEN = struct.Struct("<Q")
@@ -59,9 +60,11 @@ def _fork(target, *args):
     return proc
 
 
-def ping_pong_us(n=1000, payload=100, repeat=1):
+def ping_pong_us(n=1000, payload=100, repeat=1, polling=False):
     """Mean microseconds per round trip of ``payload`` bytes, tornado to tornado (the
-    median over ``repeat`` runs of ``n``: one run on these VMs swings by a third)."""
+    median over ``repeat`` runs of ``n``: one run on these VMs swings by a third).
+    With ``polling``, the client's loop polls before it sleeps, as a blocking
+    distributed3 call's does (see :mod:`distributed3.client.polling`)."""
     from tornado.iostream import IOStream
 
     sock = _listen()
@@ -87,7 +90,12 @@ def ping_pong_us(n=1000, payload=100, repeat=1):
             stream.close()
             return statistics.median(runs)
 
-        return asyncio.run(client())
+        factory = None
+        if polling:
+            def factory():
+                return asyncio.SelectorEventLoop(PollingSelector(wanted=lambda: True))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(client())
     finally:
         proc.kill()
         sock.close()
