@@ -46,6 +46,14 @@ def test_an_empty_poll_sleeps_out_the_rest_of_its_timeout(pair):
     selector.close()
 
 
+def test_a_wait_a_timer_ended_counts_as_long(pair):
+    selector = _selector(pair, [True])
+    assert selector.select(10 * PollingSelector.POLL) == []  # it polled, then slept
+    polls = selector.polls
+    assert selector.select(10 * PollingSelector.POLL) == [] and selector.polls == polls
+    selector.close()
+
+
 def test_a_long_wait_stops_polling_until_a_short_one(pair):
     selector = _selector(pair, [True])
     # a reply that comes well after the polling window: the wait is long

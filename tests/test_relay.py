@@ -10,6 +10,7 @@ import pytest
 from distributed3 import Pool
 from distributed3.core.channel import pack
 from distributed3.core.protocol import dumps_function
+from distributed3.testing import process_cluster
 from distributed3.worker import relay
 
 
@@ -36,15 +37,42 @@ def test_run_from_another_thread_too():
     assert out == ["x"]
 
 
-def _handed_over():
-    """In a task: whether it runs on the thread that led its worker's loop (``None``
-    where the worker has no relay); and whether another thread leads meanwhile."""
+def _relay_here():
+    """In a task: its worker's Relay, or ``None`` (a worker without one)."""
     from distributed3.worker.relay import _relays
 
     found = [r for r in list(_relays.values()) if r.runner is not None]
-    if not found:
+    return found[0] if found else None
+
+
+def _handed_over():
+    """In a task: whether it runs on the thread that led its worker's loop (``None``
+    where the worker has no relay); and whether another thread leads meanwhile."""
+    relay, me = _relay_here(), threading.get_ident()
+    if relay is None:
         return None, None
-    return found[0].running_since is not None, found[0].taken
+    relieved = me in relay.relieved
+    return relieved or (relay.running or (None,))[0] == me, relieved
+
+
+def _relieved_then_wait(flag, deadline=30):
+    """In a task run by the leader: once another thread leads in its place, say so
+    (``flag.relieved``), and wait for ``flag``; whether it was relieved."""
+    relay, me = _relay_here(), threading.get_ident()
+    end = time.monotonic() + deadline
+    while me not in relay.relieved and time.monotonic() < end:
+        time.sleep(0.005)
+    open(flag + ".relieved", "w").close()
+    while not os.path.exists(flag) and time.monotonic() < end:
+        time.sleep(0.005)
+    return me in relay.relieved
+
+
+def _wait_for_file(path, deadline=30):
+    end = time.monotonic() + deadline
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.005)
+    return os.path.exists(path)
 
 
 def _handed_over_after(flag, deadline=30):
@@ -73,10 +101,7 @@ def test_a_long_task_does_not_hold_up_its_worker(process_pool, tmp_path):
     flag = str(tmp_path / "go")
     pool.apply(_handed_over).get()  # the loop is off the main thread: hand-overs now
     handle = pool.submit(_handed_over_after, flag)
-    end = time.monotonic() + 30
-    while not os.path.exists(flag + ".started") and time.monotonic() < end:
-        time.sleep(0.005)
-    assert os.path.exists(flag + ".started")
+    assert _wait_for_file(flag + ".started")
     # while the task runs on the thread that read it, the worker's loop serves on
     (worker,) = pool.session.cores
     start = time.monotonic()
@@ -117,3 +142,70 @@ def test_tasks_queued_beside_a_hand_over_are_not_stranded(process_pool):
 
 def test_in_process_workers_have_no_relay(pool):
     assert pool.apply(_handed_over).get() == (None, None)
+
+
+@pytest.mark.parametrize("second", ["tiny", "long"])
+def test_two_cores_two_leaders_own_tasks_at_once(tmp_path, second, monkeypatch):
+    # the thread that took the lead from a long task runs a lone task of its own: the
+    # watch must time that one, and the first one's end must not take its lead away
+    tests = os.path.dirname(os.path.abspath(__file__))  # the worker imports this module
+    monkeypatch.setenv("PYTHONPATH", tests + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with process_cluster(nworkers=1, ncores=2) as (address, _, _workers), Pool(address) as pool:
+        pool.wait_for_workers(1, timeout=20)
+        assert [pool.apply(abs, (-i,)).get(timeout=10) for i in range(3)] == [0, 1, 2]
+        (worker,) = pool.session.cores
+        first, then = str(tmp_path / "first"), str(tmp_path / "then")
+        handles = [pool.submit(_relieved_then_wait, first)]
+        try:
+            assert _wait_for_file(first + ".relieved")  # another thread leads now
+            if second == "tiny":
+                assert pool.apply(abs, (-5,)).get(timeout=10) == 5
+            else:
+                handles.append(pool.submit(_relieved_then_wait, then))
+                assert _wait_for_file(then + ".relieved")
+            ident = pool.session.sync(pool.session.rpc(worker).identity(), timeout=5)
+            assert ident["type"] == "Worker"  # the loop is led while both may run
+        finally:
+            open(first, "w").close()
+            open(then, "w").close()
+        assert [h.get(timeout=30) for h in handles] == [True] * len(handles)
+
+
+class _Answers:
+    """A connection's stand-in for tasks launched straight on a runner."""
+
+    def prepare(self, msg):
+        return None  # the loop answers
+
+    def answer(self, msg):
+        pass
+
+
+def test_a_hand_over_in_the_turn_the_process_ends_does_not_hang_it():
+    from distributed3.worker.runner import TaskRunner
+
+    async def main():
+        runner = TaskRunner(1, lambda *stored: None)
+        runners.append(runner)
+        function = dumps_function(abs)
+        runner.launch(_Answers(), ["k0"], function, [(-1,)], True, None, None, None, True)
+        # the first lone task moved the loop off this thread: a runner thread leads now
+        deadline = time.monotonic() + 10
+        while threading.get_ident() == caller[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        # a lone task read in the turn in which the main task's end stops the loop
+        asyncio.get_running_loop().call_soon(runner.launch, _Answers(), ["k1"], function,
+                                             [(-2,)], True, None, None, None, True)
+        return "done"
+
+    caller, out, runners = [], [], []
+
+    def serve():
+        caller.append(threading.get_ident())
+        out.append(relay.run(main()))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    thread.join(10)
+    runners[0].close()  # its idle threads end
+    assert out == ["done"], "run() did not return"

@@ -34,8 +34,8 @@ __all__ = ["PollingSelector"]
 
 class PollingSelector(selectors.DefaultSelector):
     """A :class:`selectors.DefaultSelector` that polls for up to ``POLL`` seconds
-    before it sleeps, while ``wanted()`` says a caller waits and the last wait was no
-    longer than ``POLL``.  ``polls`` counts the polls that found nothing ready yet
+    before it sleeps, while ``wanted()`` says a caller waits and the last wait (for
+    something to read, or for a timer) was shorter than ``POLL``.  ``polls`` counts the polls that found nothing ready yet
     and the one that found it (none when it slept at once)."""
 
     POLL = 0.0003  # s: longer than an apply's round trip here (150-250 us), short
@@ -51,7 +51,7 @@ class PollingSelector(selectors.DefaultSelector):
         if timeout is not None and timeout <= 0:
             return super().select(0)
         start = time.perf_counter()
-        if self.last_wait <= self.POLL and self.wanted():
+        if self.last_wait < self.POLL and self.wanted():
             window = self.POLL if timeout is None else min(self.POLL, timeout)
             while True:
                 self.polls += 1
@@ -64,9 +64,9 @@ class PollingSelector(selectors.DefaultSelector):
                     break
             if timeout is not None:
                 timeout -= now - start
-                if timeout <= 0:
+                if timeout <= 0:  # a timer is due: this wait was as long as it
+                    self.last_wait = now - start
                     return []
         ready = super().select(timeout)
-        if ready:
-            self.last_wait = time.perf_counter() - start
+        self.last_wait = time.perf_counter() - start  # woken by a timer too: as long
         return ready

@@ -9,9 +9,12 @@ between two turns of the loop, and then leads on::
     leader:  reads a lone task --> runner.launch: it is mine (Relay.hand_off)
              --> loop.stop() --> the loop's turn ends --> it runs the task and
              replies --> loop.run_forever() again
-    watch:   a leader's own task has run WATCH (10 ms): another thread is told
-             to lead (the runner's, see runner.lead_from_now); the old leader
-             drains the task queue from then, as any task thread does
+    watch:   a leader's own task has run WATCH (10 ms): the leader is relieved,
+             and another thread is told to lead (the runner's, see
+             runner.lead_from_now); the old one drains the task queue once its
+             task ends, as any task thread does.  With several cores the new
+             leader may run a lone task of its own meanwhile: the watch times
+             that one in turn (one leader at a time, and the relieved by name)
 
 So the loop goes unled for a tiny task's length, and at most about 10-20 ms for
 a long one, or one that waits for something this worker's loop must do.  The
@@ -68,10 +71,10 @@ class Relay:
         self.relocating = False  # run()'s thread leads: it hands the loop on at once
         self.ended = threading.Event()  # the main task ended, or the loop failed
         self.error = None
-        # the watch on a leader running a task of its own (see watch()), under cond
+        # the watch on the leader running a task of its own (see watch()), under cond
         self.cond = threading.Condition(threading.Lock())
-        self.running_since = None  # when it began: the loop is unled since
-        self.taken = False  # another thread was given the lead meanwhile
+        self.running = None  # (thread, when it began): the loop is unled since
+        self.relieved = set()  # threads whose lead another thread took: they lead no more
         self.last = 0.0  # when the last such task began
         self.watching = False  # the watch looks every WATCH (else it sleeps until told)
 
@@ -100,19 +103,24 @@ class Relay:
         self.job = job
         self.loop.stop()
 
-    def running(self):
+    def begin(self):
         """The leader runs its job now, the loop unled: the watch times it."""
         with self.cond:
-            self.running_since = self.last = time.perf_counter()
+            self.last = time.perf_counter()
+            self.running = (threading.get_ident(), self.last)
             if not self.watching:  # asleep: the one wake-up of a burst of hand-overs
                 self.cond.notify()
 
-    def ran(self):
-        """The leader's job ended: whether it leads on (nobody took the lead meanwhile)."""
+    def done(self):
+        """This thread's job ended: whether it leads on, or was relieved meanwhile (and
+        another thread leads, which may be running a job of its own by now)."""
+        me = threading.get_ident()
         with self.cond:
-            self.running_since = None
-            taken, self.taken = self.taken, False
-        return not taken
+            if me in self.relieved:
+                self.relieved.discard(me)
+                return False
+            self.running = None
+        return True
 
     def watch(self):
         """In run()'s thread, until the process ends: give the lead to another thread
@@ -123,15 +131,27 @@ class Relay:
             while not self.ended.is_set():
                 self.watching = time.perf_counter() - self.last < self.HOT
                 cond.wait(self.WATCH if self.watching else None)
-                since = self.running_since
-                if since is None or self.taken or time.perf_counter() - since < self.WATCH:
-                    continue
-                self.taken = True
-                cond.release()
-                try:
-                    self.runner.lead_from_now()
-                finally:
-                    cond.acquire()
+                running = self.running
+                if running is not None and time.perf_counter() - running[1] >= self.WATCH:
+                    self._relieve()
+
+    def _relieve(self):
+        """Under ``cond``: the leader's own task runs on; another thread leads now."""
+        self.relieved.add(self.running[0])
+        self.running = None
+        self.cond.release()
+        try:
+            self.runner.lead_from_now()
+        finally:
+            self.cond.acquire()
+
+    def stop(self):
+        """run()'s thread stops waiting (Ctrl-C, say): the main task is cancelled, by
+        another thread if the leader runs a task of its own."""
+        with self.cond:
+            if self.running is not None:
+                self._relieve()
+        self.loop.call_soon_threadsafe(self.main.cancel)
 
     def _end(self, error=None):
         with self.cond:
@@ -143,6 +163,9 @@ class Relay:
         """In a runner thread: run the loop until this thread has a task to run, and
         return it; ``None`` once the process ends (the main task is done)."""
         while True:
+            if self.main.done():  # its stop may have come in the turn of a hand-over
+                self._end()
+                return None
             try:
                 self.loop.run_forever()
             except BaseException as e:  # a callback raised SystemExit, say: the end
@@ -181,7 +204,7 @@ def run(main):
             try:
                 relay.watch()
             except BaseException:  # Ctrl-C with no handler of a server's: end it first
-                loop.call_soon_threadsafe(task.cancel)
+                relay.stop()
                 relay.ended.wait()
                 raise
         if relay.error is not None:

@@ -69,8 +69,8 @@ class TaskRunner:
         self.executor = ThreadPoolExecutor(ncores, thread_name_prefix="distributed3-task")
         self._wakes = queue.SimpleQueue()  # one per drain to start; False: a thread ends
         self._threads = 0  # task threads started
-        self._cap = ncores  # threads at most: those draining, and one leading (relay.py)
         self._relay = None  # the Relay of this worker process's loop, if it has one
+        self.closed = False  # no task is handed to the leader after close()
         self._idle = 0  # of them, waiting for a drain to start
         self.active = 0
         self._queue = deque()  # jobs not yet taken by a thread
@@ -106,7 +106,8 @@ class TaskRunner:
         job = (comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
                values_only, share)  # fmt: skip
         relay = self._relay
-        if lone and relay is not None and relay.may_hand_off() and self._claim(lead=True):
+        if (lone and relay is not None and not self.closed and relay.may_hand_off()
+                and self._claim(lead=True)):  # fmt: skip
             relay.hand_off(job)  # this thread runs it between two turns (see relay.py)
             return
         with self._lock:
@@ -120,7 +121,6 @@ class TaskRunner:
         relay = relay_of(self._loop)
         if relay is not None and relay.adopt(self):
             self._relay = relay
-            self._cap += 1
 
     def _claim(self, lead=False):
         """Claim a thread to drain the queue, unless ``ncores`` do; with ``lead``, the
@@ -137,7 +137,8 @@ class TaskRunner:
 
     def _claim_thread(self):
         """Under the lock: an idle thread claimed, or ``True``: a new one is to start
-        (there are fewer than ``_cap``: each drains, idles or leads)."""
+        (each thread drains, idles or leads: ``ncores`` of them, and with a relay one
+        more, at most)."""
         if self._idle:
             self._idle -= 1
             return False
@@ -158,9 +159,9 @@ class TaskRunner:
         from now), or the process ends (``False``)."""
         relay = self._relay
         while (job := relay.lead()) is not None:
-            relay.running()
+            relay.begin()
             self._run(*job)
-            if not relay.ran():  # it ran long: another thread took the lead meanwhile
+            if not relay.done():  # it ran long: another thread took the lead meanwhile
                 return True
             with self._lock:  # this one leads again
                 self._draining -= 1
@@ -341,6 +342,7 @@ class TaskRunner:
 
     def close(self):
         """Drop the tasks no thread has taken yet; stop the threads once they are idle."""
+        self.closed = True
         with self._lock:
             dropped = sum(len(job[3]) - self._given.pop(job[-1], 0) for job in self._queue)
             self._queue.clear()
