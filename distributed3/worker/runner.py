@@ -110,9 +110,7 @@ class TaskRunner:
                 and self._claim(lead=True)):  # fmt: skip
             relay.hand_off(job)  # this thread runs it between two turns (see relay.py)
             return
-        with self._lock:
-            self._queue.append(job)
-        self._claim()
+        self._claim(job)
 
     def _first_launch(self):
         """On the loop: in a worker process of its own, this runner's threads take turns
@@ -122,11 +120,13 @@ class TaskRunner:
         if relay is not None and relay.adopt(self):
             self._relay = relay
 
-    def _claim(self, lead=False):
-        """Claim a thread to drain the queue, unless ``ncores`` do; with ``lead``, the
-        core for the thread that leads the loop, to run a task itself (see relay.py).
-        Whether one was."""
+    def _claim(self, job=None, lead=False):
+        """Queue ``job``, if given, and claim a thread to drain the queue, unless
+        ``ncores`` do; with ``lead``, the core for the thread that leads the loop, to
+        run a task itself (see relay.py).  Whether one was."""
         with self._lock:
+            if job is not None:
+                self._queue.append(job)
             start = self._draining < self.ncores
             if start:
                 self._draining += 1
