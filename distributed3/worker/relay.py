@@ -173,10 +173,7 @@ class Relay:
                 return None
             job, self.job = self.job, None
             if job is not None:
-                return job
-            if self.main.done():
-                self._end()
-                return None  # (else a stray stop: lead on)
+                return job  # (else the end, or a stray stop: lead on)
 
     def caller_leads(self):
         """In run()'s thread: run the loop until the first task asks for a hand-over
@@ -193,9 +190,8 @@ class Relay:
 def run(main):
     """Run the coroutine ``main`` as :func:`asyncio.run` does, on a loop whose threads
     relay its lead (see above); its result, or its exception."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
+    with asyncio.Runner() as runner:  # its close() ends what is left, as asyncio.run's
+        loop = runner.get_loop()
         task = loop.create_task(main)
         task.add_done_callback(lambda _: loop.stop())
         relay = _relays[loop] = Relay(loop, task)
@@ -210,21 +206,3 @@ def run(main):
         if relay.error is not None:
             raise relay.error
         return task.result()
-    finally:
-        _close(loop)
-
-
-def _close(loop):
-    """What :func:`asyncio.run` does after its coroutine: cancel what is left, close
-    the async generators, the default executor, the loop."""
-    try:
-        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
