@@ -35,8 +35,9 @@ __all__ = ["PollingSelector"]
 class PollingSelector(selectors.DefaultSelector):
     """A :class:`selectors.DefaultSelector` that polls for up to ``POLL`` seconds
     before it sleeps, while ``wanted()`` says a caller waits and the last wait (for
-    something to read, or for a timer) was shorter than ``POLL``.  ``polls`` counts the polls that found nothing ready yet
-    and the one that found it (none when it slept at once)."""
+    something to read, or for a timer) was shorter than ``POLL``.  ``polls`` counts
+    the polls that found nothing ready yet and the one that found it (none when it
+    slept at once)."""
 
     POLL = 0.0003  # s: longer than an apply's round trip here (150-250 us), short
     # enough that a wait it does not catch costs little
@@ -44,7 +45,7 @@ class PollingSelector(selectors.DefaultSelector):
     def __init__(self, wanted=lambda: False):
         super().__init__()
         self.wanted = wanted
-        self.last_wait = 0.0  # s the last wait that found something took
+        self.last_wait = 0.0  # s the last wait took, for something to read or a timer
         self.polls = 0
 
     def select(self, timeout=None):
@@ -62,11 +63,8 @@ class PollingSelector(selectors.DefaultSelector):
                     return ready
                 if now - start >= window:
                     break
-            if timeout is not None:
-                timeout -= now - start
-                if timeout <= 0:  # a timer is due: this wait was as long as it
-                    self.last_wait = now - start
-                    return []
+            if timeout is not None:  # what is left of it, if a timer is not due yet
+                timeout = max(0.0, timeout - (now - start))
         ready = super().select(timeout)
-        self.last_wait = time.perf_counter() - start  # woken by a timer too: as long
+        self.last_wait = time.perf_counter() - start
         return ready
