@@ -222,3 +222,47 @@ def test_a_remote_error_leaves_no_reference_cycle_through_its_traceback():
         assert gc.collect() == 0  # nothing left that only the cyclic collector frees
     finally:
         gc.enable()
+
+
+class Taking(Server):
+    """A server whose ``take`` has a thread take the loop once the turn ends, as a
+    worker's relay does for a lone task (see worker/relay.py)."""
+
+    def __init__(self):
+        super().__init__({"take": self.take})
+        self.taking = False
+        self.conn = None  # the connection the last request came on
+
+    def take(self, comm, x):
+        self.conn = comm.comm  # (comm: the request's view of it, see channel.SubComm)
+        if x == "stop":
+            self.taking = True
+            asyncio.get_running_loop().stop()
+        return x
+
+    def turn_taken(self):
+        return self.taking
+
+
+@pytest.mark.timeout(30)
+def test_the_next_read_is_set_up_after_a_taken_turn():
+    """Reading the next message is set up once the thread that took the turn gives the
+    loop back, not on the way to that task's reply -- and then it is, so the next
+    request is served."""
+    from distributed3.core.channel import Channel
+
+    loop = asyncio.new_event_loop()
+    try:
+        server = loop.run_until_complete(Taking().start(port=0))
+        channel = loop.run_until_complete(Channel.open(server.address))
+        reply = loop.create_task(channel.call({"op": "take", "x": "stop"}))
+        loop.run_forever()  # until take() stops it
+        assert server.conn is not None and not server.conn.stream.reading()
+        server.taking = False
+        assert loop.run_until_complete(reply) == "stop"
+        assert server.conn.stream.reading()  # set up once the loop ran again
+        assert loop.run_until_complete(channel.call({"op": "take", "x": 2})) == 2
+        channel.close()
+        loop.run_until_complete(server.close())
+    finally:
+        loop.close()

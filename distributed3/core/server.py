@@ -161,6 +161,12 @@ class Server(TCPServer):
         the server acts on anything it hears (a worker keeps the results its task
         threads have answered for)."""
 
+    def turn_taken(self):
+        """Hook: whether a thread of this process takes the loop once this turn ends
+        (a worker's lone task, see worker/relay.py).  Reading the next message is then
+        set up after that, not on the way to the task's reply."""
+        return False
+
     async def handle_stream(self, stream, address):
         host = address[0] if isinstance(address, tuple) else str(address)
         admission = self.admission
@@ -203,7 +209,7 @@ class Server(TCPServer):
                 logger.exception("%s: connection_closed hook failed", self)
 
     async def _serve(self, comm):
-        peer = format_address(comm.peer)
+        peer = comm.name
         while not self._closing:
             msg = response = None  # the last ones are not held while the next is awaited
             try:
@@ -226,6 +232,8 @@ class Server(TCPServer):
             if msg["op"] == "many":
                 self.counters["many"] += 1
                 serve_many(self, comm, msg.get("msgs"))
+                if self.turn_taken():
+                    await asyncio.sleep(0)
                 continue
             want_reply = msg.pop("reply", True)
             response = self.dispatch(comm, msg)

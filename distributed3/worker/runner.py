@@ -112,6 +112,11 @@ class TaskRunner:
             return
         self._claim(job)
 
+    def handing_off(self):
+        """On the loop: whether a lone task waits for this turn's end, to be run by the
+        thread that leads (see relay.py)."""
+        return self._relay is not None and self._relay.job is not None
+
     def _first_launch(self):
         """On the loop: in a worker process of its own, this runner's threads take turns
         to lead the loop (see relay.py): the one that leads runs lone tasks itself."""
@@ -160,8 +165,11 @@ class TaskRunner:
         relay = self._relay
         while (job := relay.lead()) is not None:
             relay.begin()
-            self._run(*job)
-            if not relay.done():  # it ran long: another thread took the lead meanwhile
+            self._run(*job, wake=False)
+            leads_on = relay.done()
+            # the loop waits for this thread, unless another took the lead meanwhile
+            self._catch_up_soon(threadsafe=not leads_on)
+            if not leads_on:  # it ran long: another thread leads now
                 return True
             with self._lock:  # this one leads again
                 self._draining -= 1
@@ -217,7 +225,9 @@ class TaskRunner:
             self._run(*job)
 
     def _run(self, comm, keys, function, args_list, spread, kwargs, seeds, owner, lone,
-             values_only, share):  # fmt: skip
+             values_only, share, wake=True):  # fmt: skip
+        """Run a job in this thread and reply; with ``wake``, the loop is woken to keep
+        the results (else the caller sees to it: :meth:`_catch_up_soon`)."""
         loop = self._loop
         try:
             telemetry = self.telemetry
@@ -254,11 +264,19 @@ class TaskRunner:
                                  len(args_list), share))  # fmt: skip
             if prepared is not None:  # a long task's reply does not wait for the others'
                 comm.send_prepared(prepared, loop, took >= REPLY_AT_ONCE)
-            if not self._catch_up_due:  # once for every result handed over meanwhile
-                self._catch_up_due = True
-                loop.call_soon_threadsafe(self.catch_up)
+            if wake:
+                self._catch_up_soon()
         except BaseException as e:  # the task must not go unanswered
             loop.call_soon_threadsafe(self._failed, comm, e, len(args_list), share)
+
+    def _catch_up_soon(self, threadsafe=True):
+        """Have the loop keep the results handed over (once for all those handed over
+        meanwhile); ``threadsafe=False`` from the thread that leads the loop, between
+        two turns: no wake-up through the loop's self-pipe."""
+        if not self._catch_up_due:
+            self._catch_up_due = True
+            schedule = self._loop.call_soon_threadsafe if threadsafe else self._loop.call_soon
+            schedule(self.catch_up)
 
     def _unshare(self, keys, share):
         if self._shares.get(_name(keys), (None,))[0] is share:
