@@ -36,7 +36,6 @@ import pickle
 import threading
 
 from ..exceptions import CommClosedError, ConnectionBrokenError, ProtocolError, SerializationError
-from ..utils import format_address
 from .comm import DEFAULT_LIMITS, check_frames, connect
 from .messages import REPLIED, error_message, result_of, unpicklable_error
 from .protocol import dumps, loads
@@ -112,7 +111,7 @@ class Channel:
     def __init__(self, comm):
         self.comm = comm
         self.peer = comm.peer
-        self.name = format_address(comm.peer)
+        self.name = comm.name
         self.waiting = {}  # id -> future of its reply
         self.queued = []  # (id, frames) to send at the end of this turn
         self.error = None  # why it broke
@@ -326,7 +325,7 @@ class ReplyBox:
             if reply.get("status") == "error":  # its exception: sent as its type and text
                 return i, pack(unpicklable_error(reply))
             return i, pack(error_message(SerializationError(
-                f"could not serialize a reply for {format_address(self.comm.peer)}: {e}"), ""))
+                f"could not serialize a reply for {self.comm.name}: {e}"), ""))
 
     def put(self, entry):
         """On the loop: send ``entry`` now if it answers the last open request, else at
@@ -437,7 +436,7 @@ def serve_many(server, comm, msgs):
     box = getattr(comm, "box", None)
     if box is None:
         box = comm.box = ReplyBox(comm)
-    peer = format_address(comm.peer)
+    peer = comm.name
     if type(msgs) is not list:
         comm.send_nowait(error_message(ProtocolError(
             f"malformed 'many' message from {peer}: expected a list of requests"), ""))

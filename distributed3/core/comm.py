@@ -116,6 +116,7 @@ class Comm:
     def __init__(self, stream, peer, limits=DEFAULT_LIMITS):
         self.stream = stream
         self.peer = peer
+        self.name = format_address(peer)  # for messages: made once, not per read
         self.limits = limits
         self._closed_by_us = False
         self._pending = bytearray()  # bytes read past the end of the last message
@@ -123,7 +124,7 @@ class Comm:
 
     def __repr__(self):
         state = "closed" if self.closed else "open"
-        return f"<Comm to {format_address(self.peer)} {state}>"
+        return f"<Comm to {self.name} {state}>"
 
     @property
     def closed(self):
@@ -136,10 +137,10 @@ class Comm:
 
     def _broken(self, exc=None):
         if self._closed_by_us:
-            return CommClosedError(f"connection to {format_address(self.peer)} was closed by us")
+            return CommClosedError(f"connection to {self.name} was closed by us")
         why = f": {exc}" if exc and str(exc) else ""
         return ConnectionBrokenError(
-            f"connection to {format_address(self.peer)} was closed by the peer{why}"
+            f"connection to {self.name} was closed by the peer{why}"
         )
 
     def encode(self, msg):
@@ -149,7 +150,7 @@ class Comm:
             frames = dumps(msg)
         except Exception as e:
             raise SerializationError(
-                f"could not serialize a message for {format_address(self.peer)}: "
+                f"could not serialize a message for {self.name}: "
                 f"{type(e).__name__}: {e}"
             ) from e
         check_frames(frames, self.limits)
@@ -176,7 +177,7 @@ class Comm:
         except ssl.SSLError as e:
             self.close()
             raise ConnectionBrokenError(
-                f"TLS error on the connection to {format_address(self.peer)}: {e}"
+                f"TLS error on the connection to {self.name}: {e}"
             ) from None
         return nbytes
 
@@ -262,7 +263,7 @@ class Comm:
 
     async def read(self):
         """Receive one message; checks its sizes against ``limits`` before allocating."""
-        peer = format_address(self.peer)
+        peer = self.name
         limits = self.limits
         try:
             await self._more(8)
