@@ -38,6 +38,7 @@ False
 import sys
 import types
 import weakref
+from itertools import repeat
 
 try:  # cloudpickle's own answers to "which globals" and "by reference?", so ours agree
     from cloudpickle.cloudpickle import (_PICKLE_BY_VALUE_MODULES, _extract_code_globals,
@@ -50,6 +51,7 @@ __all__ = ["keep", "keep_loaded", "loaded", "pickled", "reused", "witness"]
 _EMPTY = object()  # the contents of an empty closure cell
 _ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None), type(...), range})
 _MODULE_NAMES = ("__package__", "__name__", "__path__", "__file__")  # pickled with it too
+_EMPTIES = (_EMPTY,) * len(_MODULE_NAMES)
 _DEEPEST = 20  # tuples nested deeper than this are not looked into: pickled each time
 KEEP_BYTES = 1 << 16  # a bigger pickle is made anew each time, not kept
 KEEP_LOADED = 256  # functions a worker keeps unpickled, see keep_loaded
@@ -182,9 +184,12 @@ def _loaded_entry(func):
 
 def _state(func):
     """What cloudpickle pickles of ``func``, as a tuple of the objects themselves."""
+    # in C where it can: this runs for every task, on the client and on the worker
     code = func.__code__
-    globs = func.__globals__
+    get = func.__globals__.get
     closure = func.__closure__
+    kwdefaults, annotations, attrs = func.__kwdefaults__, func.__annotations__, func.__dict__
+    names = _extract_code_globals(code)
     return (
         code,
         func.__name__,
@@ -192,17 +197,13 @@ def _state(func):
         func.__module__,
         func.__doc__,
         func.__defaults__,
-        _items(func.__kwdefaults__),
-        _items(func.__annotations__),
-        _items(func.__dict__),
-        () if closure is None else tuple(_contents(c) for c in closure),
-        tuple(globs.get(name, _EMPTY) for name in _extract_code_globals(code)),
-        tuple(globs.get(name, _EMPTY) for name in _MODULE_NAMES),
+        tuple(kwdefaults.items()) if kwdefaults else (),
+        tuple(annotations.items()) if annotations else (),
+        tuple(attrs.items()) if attrs else (),
+        () if closure is None else tuple([_contents(c) for c in closure]),
+        tuple(map(get, names, repeat(_EMPTY, len(names)))),
+        tuple(map(get, _MODULE_NAMES, _EMPTIES)),
     )
-
-
-def _items(d):
-    return () if not d else tuple(d.items())
 
 
 def _contents(cell):
