@@ -194,11 +194,11 @@ def test_a_big_receive_buffer_costs_memory_only_as_bytes_arrive():
     buffer for it must not be zero-filled or committed up front."""
     import psutil
 
-    from distributed3.core.comm import _allocate
+    from distributed3.core.framing import allocate
 
     process = psutil.Process()
     before = process.memory_info().rss
-    buf = _allocate(512 << 20)
+    buf = allocate(512 << 20)
     grown = process.memory_info().rss - before
     assert len(memoryview(buf).cast("B")) == 512 << 20
     # zero-filling it, as committing it, would touch every page: the RSS would grow by 512 MiB

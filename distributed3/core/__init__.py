@@ -3,7 +3,9 @@
 ::
 
     protocol   dumps(obj) -> [frames], loads(frames); functions by cloudpickle
-    comm       frames on a socket, the HMAC handshake, connect / read / write
+    framing    the wire format read: bytes in, whole messages out, sizes checked first
+    sockets    SocketStream: a plain TCP connection read and written on the loop
+    comm       messages on a connection, the HMAC handshake, connect / read / write
     messages   requests and replies: request(comm, msg), ok_message, error_message
     server     Server ({op: handler}), rpc(addr).op(**kw), ConnectionPool
     channel    Channel: many requests on one connection, sent and answered together

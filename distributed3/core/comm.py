@@ -1,4 +1,9 @@
-"""Framing and authentication on a tornado IOStream: ``connect``, ``Comm.read``, ``Comm.write``.
+"""A connection's messages and its authentication: ``connect``, ``accept``, ``Comm.read``,
+``Comm.write``.
+
+tornado's servers accept connections and its ``SSLIOStream`` carries TLS ones; a
+plain TCP connection is read and written by a :class:`~.sockets.SocketStream`, and
+what comes in is cut into messages by a :class:`~.framing.Framer`.
 
 Wire format (everything little-endian)::
 
@@ -17,9 +22,10 @@ Wire format (everything little-endian)::
       out-of-band buffers (see ``protocol.py``).
 
 The reader checks the frame count, each length and their sum against ``Limits``
-before it allocates anything, then reads the whole payload into one
-preallocated writable buffer (arrays built over it are writable, not copies);
-a large one is left uninitialised, so the kernel commits it only as bytes arrive.
+before it allocates anything; a message's frames lie in one writable buffer of
+its own (arrays built over it are writable, not copies), into which a large
+payload is read straight from the socket; a large one is left uninitialised,
+so the kernel commits it only as bytes arrive (see framing.py).
 
 >>> import asyncio
 >>> from tornado.tcpserver import TCPServer
@@ -45,7 +51,6 @@ import os
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
 
 from tornado.iostream import SSLIOStream, StreamClosedError
 from tornado.netutil import DefaultLoopResolver, Resolver
@@ -59,32 +64,15 @@ from ..exceptions import (
 )
 from ..utils import format_address, parse_address
 from .messages import error_message, unpicklable_error
+from .framing import DEFAULT_LIMITS, Framer, Limits
 from .protocol import IN_BAND_BYTES, dumps, loads
+from .sockets import SocketStream, connect_socket, take_over
 from .handshake import NONCE, client_handshake, server_handshake, silence
 from .security import TLS, normalize_secret
 
 logger = logging.getLogger(__name__)
 
-_U64 = struct.Struct("<Q")
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds checked on every incoming message before any allocation.
-
-    >>> Limits().max_frames
-    100000
-    """
-
-    max_frames: int = 100_000
-    max_frame_bytes: int = 2**34  # 16 GiB: one array
-    max_message_bytes: int = 2**35  # 32 GiB: one message
-    handshake_timeout: float = 10.0
-    max_connections_per_peer: int = 1024  # authenticated, per peer host (see admission)
-    max_handshaking_per_peer: int = 64  # still in their handshake: the oldest make room
-
-
-DEFAULT_LIMITS = Limits()
 
 
 def check_frames(frames, limits):
@@ -119,7 +107,11 @@ class Comm:
         self.name = format_address(peer)  # for messages: made once, not per read
         self.limits = limits
         self._closed_by_us = False
-        self._pending = bytearray()  # bytes read past the end of the last message
+        if isinstance(stream, SocketStream):  # it frames what it reads
+            stream.frame(limits, self.name)
+            self._framer = None
+        else:  # tornado's TLS stream: we frame what it reads
+            self._framer = Framer(limits, self.name)
         self.last_nbytes = 0  # payload bytes of the last message read
 
     def __repr__(self):
@@ -183,7 +175,7 @@ class Comm:
 
     def send_nowait(self, msg):
         """On the loop: serialize ``msg`` and send it without waiting -- into the socket
-        what it takes at once, the rest queued behind tornado's earlier writes.  A broken
+        what it takes at once, the rest queued behind the stream's earlier writes.  A broken
         connection is left for the reader to report; raises ``SerializationError``."""
         buffers, _ = self.encode(msg)
         for buf in self.send_direct(buffers):
@@ -233,9 +225,9 @@ class Comm:
 
     def send_direct(self, buffers):
         """What is left of ``buffers`` once the socket took what it takes at once of a
-        small message, past tornado's buffers (which cost more than the send itself).
-        Only on plain TCP with nothing queued before it; a broken socket takes nothing
-        here, and tornado's own write then says what broke."""
+        small message, past the stream's queue (and, from a task thread, without the
+        loop).  Only on plain TCP with nothing queued before it; a broken socket takes
+        nothing here, and the stream's own write then says what broke."""
         stream, sock = self.stream, self.stream.socket
         if (len(buffers) != 1 or sock is None or isinstance(stream, SSLIOStream)
                 or self.closed or stream.writing()):  # fmt: skip
@@ -250,97 +242,39 @@ class Comm:
         for buf in buffers:
             self.write_soon(buf)
 
-    async def _more(self, need):
-        """Read until ``need`` bytes are buffered here; whatever the stream has, at once.
-
-        Taking all that is there in one call leaves tornado's buffer empty, so the
-        socket stays registered for reading between messages instead of being
-        unregistered and registered again for each one.
-        """
-        pending = self._pending
-        while len(pending) < need:
-            pending += await self.stream.read_bytes(_READ_CHUNK, partial=True)
-
     async def read(self):
-        """Receive one message; checks its sizes against ``limits`` before allocating."""
-        peer = self.name
-        limits = self.limits
+        """Receive one message; its sizes are checked against ``limits`` before anything
+        is allocated for it (see framing.py)."""
         try:
-            await self._more(8)
-            pending = self._pending
-            (n,) = _U64.unpack_from(pending)
-            if not 0 < n <= limits.max_frames:
-                raise ProtocolError(f"{peer} announced {n} frames (limit {limits.max_frames})")
-            head = 8 + 8 * n
-            await self._more(head)
-            lengths = struct.unpack_from(f"<{n}Q", pending, 8)
-            total = sum(lengths)
-            big = max(lengths)
-            if big > limits.max_frame_bytes:
-                raise ProtocolError(
-                    f"{peer} announced a frame of {big} bytes (limit {limits.max_frame_bytes})"
-                )
-            if total > limits.max_message_bytes:
-                raise ProtocolError(
-                    f"{peer} announced a message of {total} bytes "
-                    f"(limit {limits.max_message_bytes})"
-                )
-            self.last_nbytes = total
-            try:
-                buf = _allocate(total)
-            except MemoryError:
-                raise ProtocolError(
-                    f"{peer} announced a message of {total} bytes, more than this process "
-                    "can allocate"
-                ) from None
-            have = min(len(pending) - head, total)
-            with memoryview(pending) as view:  # released before pending shrinks
-                buf[:have] = view[head : head + have]
-            del pending[: head + have]
-            if have < total:  # the rest goes straight from the socket into place
-                await self.stream.read_into(memoryview(buf)[have:])
+            if self._framer is None:  # plain TCP: our SocketStream frames as it reads
+                frames, nbytes = await self.stream.read_message()
+            else:
+                frames, nbytes = await self._read_tls()
         except StreamClosedError as e:
             raise self._broken(e.real_error) from None
         except ssl.SSLError as e:  # a TLS alert, e.g. the server wanted our certificate
             self.close()
-            raise ConnectionBrokenError(f"TLS error on the connection to {peer}: {e}") from None
+            raise ConnectionBrokenError(f"TLS error on the connection to {self.name}: {e}") from None
         except ProtocolError:
             self.close()
             raise
-        view = memoryview(buf)
-        frames, start = [], 0
-        for length in lengths:
-            frames.append(view[start : start + length])
-            start += length
+        self.last_nbytes = nbytes
         try:
             return loads(frames)
         except Exception as e:
             raise SerializationError(
-                f"could not deserialize a message from {peer}: {type(e).__name__}: {e}"
+                f"could not deserialize a message from {self.name}: {type(e).__name__}: {e}"
             ) from e
 
+    async def _read_tls(self):
+        """The next message off tornado's TLS stream, through our framer."""
+        framer = self._framer
+        while not framer.ready:
+            framer.buffer_updated(await self.stream.read_into(framer.get_buffer(), partial=True))
+        return framer.ready.popleft()
 
-_READ_CHUNK = 1 << 16
-_LAZY_ALLOCATION = 1 << 20
+
 _COALESCE = 1 << 16
-
-
-def _allocate(nbytes):
-    """A writable buffer of ``nbytes``; big ones are left uninitialised.
-
-    ``bytearray(n)`` would zero-fill every page up front, so a peer announcing
-    a huge message and sending little of it would cost memory and time.  An
-    uninitialised numpy buffer is committed by the kernel only as bytes arrive,
-    and numpy asks for huge pages for it: receiving 100 MB into one ran at
-    ~2.2 GB/s here against ~1.2 GB/s into an anonymous ``mmap``.  (numpy is
-    imported on the first big message, so processes that never get one start
-    without it.)
-    """
-    if nbytes < _LAZY_ALLOCATION:
-        return bytearray(nbytes)
-    import numpy
-
-    return numpy.empty(nbytes, dtype=numpy.uint8)
 
 
 def _tune(stream):
@@ -382,6 +316,7 @@ async def accept(stream, address, secret=None, limits=DEFAULT_LIMITS):
     secret = normalize_secret(secret)
     peer = address if isinstance(address, tuple) else ("?", 0)
     peer = (peer[0], peer[1])
+    stream = take_over(stream)  # plain TCP: our SocketStream from now on
     _tune(stream)
     nonce_s = os.urandom(NONCE)
     mode = 1 if secret else 0
@@ -427,13 +362,13 @@ async def connect(address, secret=None, timeout=10, limits=DEFAULT_LIMITS, tls=N
     tls = TLS.coerce(tls)
     peer = parse_address(address)
     name = format_address(peer)
-    ssl_options = tls.client_context() if tls else None
+    if tls:
+        opening = _tcp_client.connect(peer[0], peer[1], ssl_options=tls.client_context(),
+                                      max_buffer_size=limits.max_message_bytes)  # fmt: skip
+    else:  # not through tornado: it would start reading before our stream takes over
+        opening = connect_socket(peer[0], peer[1])
     try:
-        stream = await _with_deadline(
-            _tcp_client.connect(peer[0], peer[1], ssl_options=ssl_options,
-                                max_buffer_size=limits.max_message_bytes),  # fmt: skip
-            timeout, "connecting", peer,
-        )
+        stream = await _with_deadline(opening, timeout, "connecting", peer)
     except (StreamClosedError, OSError) as e:
         why = e.real_error if isinstance(e, StreamClosedError) and e.real_error else e
         if isinstance(why, ssl.SSLError):

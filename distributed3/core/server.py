@@ -62,6 +62,7 @@ from .messages import (  # noqa: F401 -- the request/reply helpers, importable f
     unpicklable_error,
 )
 from .security import TLS, normalize_secret
+from .sockets import take_over
 
 logger = logging.getLogger(__name__)
 _PLAIN = frozenset({dict, list, tuple, str, bytes, int, float, bool, type(None)})
@@ -168,6 +169,7 @@ class Server(TCPServer):
         return False
 
     async def handle_stream(self, stream, address):
+        stream = take_over(stream)  # plain TCP: read and written by our SocketStream
         host = address[0] if isinstance(address, tuple) else str(address)
         admission = self.admission
         if not admission.admit(host, stream):

@@ -1,0 +1,138 @@
+"""SocketStream: a plain TCP connection read and written on the loop by our own code."""
+import asyncio
+import socket
+import struct
+
+import pytest
+from tornado.iostream import StreamClosedError
+
+from distributed3 import ProtocolError
+from distributed3.core.framing import Limits
+from distributed3.core.sockets import SocketStream, connect_socket
+from distributed3.testing import gen_test
+
+
+def pair():
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setblocking(False)
+    return SocketStream(a), SocketStream(b)
+
+
+def wire(*frames):
+    return struct.pack(f"<Q{len(frames)}Q", len(frames), *map(len, frames)) + b"".join(frames)
+
+
+@pytest.mark.timeout(60)
+@gen_test()
+async def test_writes_bigger_than_the_kernel_takes_arrive_whole_and_in_order():
+    """What the socket does not take at once waits, in order, uncopied; each write's
+    future is done once its bytes are all out."""
+    left, right = pair()
+    right.frame(Limits(), "left")
+    big = bytes(range(256)) * (32 << 12)  # 32 MiB: far more than a socket buffers
+    first = left.write(wire(b"small"))
+    second = left.write(wire(b"head", big))
+    assert left.writing()  # the kernel took part of it: the rest waits
+    got = [await right.read_message() for _ in range(2)]
+    await asyncio.gather(first, second)
+    assert not left.writing()
+    assert [bytes(f) for f in got[0][0]] == [b"small"]
+    assert bytes(got[1][0][0]) == b"head" and got[1][0][1] == big
+    left.close(); right.close()
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_nobody_reading_stops_reading_until_somebody_does():
+    """With a message waiting and nobody reading, it stops taking bytes off the socket
+    (the sender's writes then wait in the kernel, then in its queue), and goes on
+    when a reader comes."""
+    left, right = pair()
+    right.frame(Limits(), "left")
+    assert await asyncio.wait_for(left.write(wire(b"one")), 5) is None
+    await right.read_message()  # registered for reading from here
+    writes = [left.write(wire(b"x" * (1 << 20))) for _ in range(64)]  # 64 MiB
+    deadline = asyncio.get_running_loop().time() + 10
+    while right.reading() or right.waiting() == 0:  # the first came, no one reads
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert left.writing() and right.waiting() == 1  # it stopped at one message
+    got = [await right.read_message() for _ in range(64)]
+    await asyncio.gather(*writes)
+    assert all(nbytes == 1 << 20 for _, nbytes in got)
+    left.close(); right.close()
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_a_peer_that_closes_ends_reads_after_what_it_sent_and_fails_writes():
+    left, right = pair()
+    right.frame(Limits(), "left")
+    await left.write(wire(b"last words"))
+    left.close()
+    frames, _ = await right.read_message()  # what came before the close first
+    assert bytes(frames[0]) == b"last words"
+    with pytest.raises(StreamClosedError):
+        await right.read_message()
+    with pytest.raises(StreamClosedError):
+        right.write(b"anyone?")
+    right.close()  # twice: nothing more happens
+    assert right.closed() and left.closed()
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_a_write_waiting_when_the_connection_breaks_fails_saying_so():
+    left, right = pair()
+    right.frame(Limits(), "left")
+    pending = left.write(b"x" * (64 << 20))  # more than the kernel takes: it waits
+    assert not pending.done()
+    right.close()
+    with pytest.raises(StreamClosedError) as info:
+        await pending
+    assert isinstance(info.value.real_error, (BrokenPipeError, ConnectionResetError))
+    left.close()
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_a_message_over_the_limits_ends_the_connection_with_the_reason():
+    left, right = pair()
+    right.frame(Limits(max_frames=2), "left:1")
+    await left.write(struct.pack("<Q", 3))
+    with pytest.raises(ProtocolError, match=r"left:1 announced 3 frames \(limit 2\)"):
+        await right.read_message()
+    assert right.closed()
+    left.close()
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_bytes_read_before_framing_are_framed_first():
+    """The handshake reads bytes; a message that came right behind them is not lost."""
+    left, right = pair()
+    await left.write(b"hello" + wire(b"first") + wire(b"second"))
+    assert await right.read_bytes(5) == b"hello"
+    right.frame(Limits(), "left")
+    got = [bytes((await right.read_message())[0][0]) for _ in range(2)]
+    assert got == [b"first", b"second"]
+    left.close(); right.close()
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_connect_socket_takes_addresses_and_names_and_says_what_failed():
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    try:
+        for host in ("127.0.0.1", "localhost"):
+            stream = await connect_socket(host, port)
+            conn, _ = server.accept()
+            assert conn.getpeername() == stream.socket.getsockname()
+            conn.close(); stream.close()
+    finally:
+        server.close()
+    with pytest.raises(ConnectionRefusedError):
+        await connect_socket("127.0.0.1", port)  # nothing listens there now
