@@ -82,7 +82,8 @@ def take_over(stream):
 
 def adopt(stream):
     """A :class:`SocketStream` on the socket of tornado's plain ``stream``, which nothing
-    has read from yet (just accepted, or just connected); it stops watching it."""
+    has read from yet (just accepted: a connected one may have been); tornado stops
+    watching it."""
     sock = stream.socket
     stream.io_loop.remove_handler(sock.fileno())  # what tornado registered (a connect's)
     sock = socket.socket(fileno=sock.detach())
