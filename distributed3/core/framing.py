@@ -95,6 +95,10 @@ class Framer:
             self._compact()
         return memoryview(self._buf)[self._end:]
 
+    def filling(self):
+        """Whether a big payload is coming in, straight into its buffer."""
+        return self._into is not None
+
     def buffer_updated(self, n):
         """``n`` bytes came into the last :meth:`get_buffer`; raises ``ProtocolError``
         for a message over the limits (nothing more on the connection can be read)."""

@@ -40,6 +40,7 @@ from collections import deque
 
 from tornado.iostream import IOStream, StreamClosedError
 
+from ..exceptions import ProtocolError
 from .framing import Framer
 
 __all__ = ["SocketStream", "adopt", "connect_socket", "take_over"]
@@ -169,34 +170,46 @@ class SocketStream:
         framer = self._framer
         try:
             if framer is None:
-                data = self.socket.recv(65536)
-                self._raw += data
-                n = len(data)
+                got = self._read_raw()
             else:
-                n = self.socket.recv_into(framer.get_buffer())
+                got = self._read_framed(framer)
+        except ProtocolError as e:  # over the limits: nothing more can be read
+            self._unreadable = e
+            self.close()
+            return
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
             self.close(e)
             return
-        if not n:  # the peer closed it
-            self.close()
+        if not got:
             return
-        if framer is not None:
-            try:
-                framer.buffer_updated(n)
-            except Exception as e:  # over the limits: nothing more can be read
-                self._unreadable = e
-                self.close()
-                return
-            if not framer.ready:
-                return
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         elif waiter is None:  # nobody reads: stop until somebody does
             self._reading = False
             self.loop.remove_reader(self.fd)
+
+    def _read_raw(self):
+        data = self.socket.recv(65536)
+        if not data:  # the peer closed it
+            self.close()
+        self._raw += data
+        return bool(data)
+
+    def _read_framed(self, framer):
+        """Whether a whole message came.  A big payload is read on until it is all in or
+        the socket has nothing more, not one ``recv`` per turn of the loop."""
+        recv_into = self.socket.recv_into
+        while True:
+            n = recv_into(framer.get_buffer())
+            if not n:  # the peer closed it
+                self.close()
+                return False
+            framer.buffer_updated(n)
+            if not framer.filling():
+                return bool(framer.ready)
 
     def _why(self, reading=True):
         """What a reader (or a writer) of the closed stream raises: the framer's error
