@@ -26,7 +26,8 @@ def test_quick_benchmark_runs_and_prints_its_tables(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--json", str(out),
-         "--systems", "distributed3,multiprocessing,concurrent.futures,dask-threads"],
+         "--systems", "distributed3,distributed3-dcenter,multiprocessing,concurrent.futures,"
+         "dask-threads"],
         capture_output=True, text=True, timeout=220,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -41,6 +42,9 @@ def test_quick_benchmark_runs_and_prints_its_tables(tmp_path):
     assert ours["transfer"]["10000000"] > 0 and ours["worker_rss_mb"] > 0
     assert ours["moved_bytes"] == 0  # locality is a property, not a speed
     assert results["startup"]["distributed3"] > 0 and results["raw"]["ping_pong_us"] > 0
+    apart = results["systems"]["distributed3-dcenter"]  # a pool on a dcenter: those paths only
+    assert apart["roundtrip_us"] > 0 and apart["map1"]["2000"] > 0 and "pipeline" not in apart
+    assert "round trip, a pool on a dcenter" in proc.stdout
     for name in ("distributed3", "multiprocessing", "concurrent.futures"):
         assert results["systems"][name]["pipeline"]["makespan"] > 0
     for name in ("distributed3", "dask-threads"):  # answers checked, or no figures

@@ -7,6 +7,8 @@ figures of so short a run mean little).  Every system gets a local cluster of
 
 * distributed3, multiprocessing and concurrent.futures always; dask and ray when
   installed (``pip install 'distributed3[bench]'``), else skipped with a note;
+* distributed3-dcenter: a pool on a ``dcenter`` and ``dworker`` processes started
+  apart, as deployed -- one task per message and the round trip only;
 * each system runs in a fresh interpreter of its own (:mod:`distributed3.bench.one`),
   so nothing one leaves behind touches the next;
 * the raw limits run here too: tornado ping-pong and a loopback socket

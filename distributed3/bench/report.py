@@ -196,6 +196,7 @@ def targets(results):
     check("round trip: / raw ping-pong, its client polling too (<= 2)",
           _ratio(_get(d3, "roundtrip_us"), results["raw"].get("ping_pong_polling_us")),
           lambda r: r <= 2)  # fmt: skip
+    _apart_targets(results, check)
     for size in results["config"]["transfer"]:
         ours = _get(d3, "transfer", str(size))
         check(f"{_size(size)} transfer: / raw socket (>= 0.70)",
@@ -223,6 +224,21 @@ def targets(results):
             check(f"{size:,} map, {n} workers: tasks/s / with {smallest} (flat or rising: >= 0.9)",
                   _ratio(rate, rates[smallest]), lambda r: r >= 0.9)
     return out
+
+
+def _apart_targets(results, check):
+    """A pool on a ``dcenter`` (the ``distributed3-dcenter`` system): the round trip, and
+    one task per message against multiprocessing, as for ``Pool()``."""
+    apart = results["systems"].get("distributed3-dcenter")
+    if apart is None:
+        return
+    check("round trip, a pool on a dcenter: / raw tornado ping-pong (<= 2)",
+          _ratio(_get(apart, "roundtrip_us"), results["raw"].get("ping_pong_us")),
+          lambda r: r <= 2)  # fmt: skip
+    for n in results["config"]["map"]:
+        mp1 = _get(results["systems"], "multiprocessing", "map1", str(n))
+        check(f"{n:,} map, 1 task/message, a pool on a dcenter: / multiprocessing "
+              "chunksize=1 (>= 1)", _ratio(_get(apart, "map1", str(n)), mp1), lambda r: r >= 1)
 
 
 def _map_targets(systems, sizes, check):

@@ -129,6 +129,33 @@ class Distributed3:
         return sum(n for op, n in counters.items() if op != "bytes_in")
 
 
+class Distributed3Apart(Distributed3):
+    """distributed3 as deployed: a pool connected to a ``dcenter`` and ``dworker``
+    processes started through ``bin/``, not to the cluster ``Pool()`` starts itself."""
+
+    name = "distributed3-dcenter"
+
+    def __enter__(self):
+        from distributed3 import Pool
+        from distributed3.testing import process_cluster
+
+        self.cluster = process_cluster(nworkers=self.n_workers)
+        address, _, _ = self.cluster.__enter__()
+        try:
+            self.pool = Pool(address)
+            self.pool.gather(self.pool.map(noop, range(200)))  # connections, caches warm
+        except BaseException:
+            self.cluster.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.pool.close()
+        finally:
+            self.cluster.__exit__(*exc)
+
+
 def _pool_processes():
     """The pids of this process's multiprocessing children: a pool's workers, here."""
     import multiprocessing
@@ -374,8 +401,8 @@ class DaskThreads:
         return [os.getpid()]
 
 
-SYSTEMS = {s.name: s for s in (Distributed3, Multiprocessing, ProcessPool, Dask, Ray,
-                               DaskThreads)}  # fmt: skip
+SYSTEMS = {s.name: s for s in (Distributed3, Distributed3Apart, Multiprocessing, ProcessPool,
+                               Dask, Ray, DaskThreads)}  # fmt: skip
 
 _FIRST = "from distributed3.bench.tasks import inc\n"
 STARTUP = {
