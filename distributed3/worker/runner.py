@@ -238,10 +238,6 @@ class TaskRunner:
             finally:
                 if share is not None:
                     self._unshare(keys, share)
-            if telemetry is not None:
-                first = next(iter(errors.values()), None)
-                telemetry.task(wall, time.time(), keys, len(values), len(errors),
-                               None if first is None else f"{type(first).__name__}: {first}")
             if self.memory_limit is not None:
                 too_big(keys, values, errors, self.memory_limit)
             took = self._took(start, len(values))
@@ -264,6 +260,10 @@ class TaskRunner:
                                  len(args_list), share))  # fmt: skip
             if prepared is not None:  # a long task's reply does not wait for the others'
                 comm.send_prepared(prepared, loop, took >= REPLY_AT_ONCE)
+            if telemetry is not None:  # the dashboard's record: after the reply left
+                first = next(iter(errors.values()), None)
+                telemetry.task(wall, wall + took, keys, len(values), len(errors),
+                               None if first is None else f"{type(first).__name__}: {first}")
             if wake:
                 self._catch_up_soon()
         except BaseException as e:  # the task must not go unanswered
