@@ -136,5 +136,5 @@ def test_small_results_travel_with_the_reply_big_ones_stay():
     reply = chunk_reply([small, big], {}, 0.01)
     assert pickle.loads(reply["pickled"][0]) == small and reply["pickled"][1] is None
     assert reply["nbytes"][1] == big.nbytes
-    assert lone_reply("k", chunk_reply([big], {}, 0.01), [big]) == {
+    assert lone_reply("k", [big], {}, 0.01) == {
         "key": "k", "nbytes": big.nbytes, "type": "ndarray", "duration": 0.01}  # fmt: skip

@@ -269,16 +269,22 @@ def _small_numbers(numbers, types, limit):
     return max(map(int.bit_length, ints)) <= 8 * limit
 
 
-def lone_reply(key, reply, values):
-    """What a worker's ``compute`` answers: :func:`chunk_reply` of one task, flat.
+def lone_reply(key, values, errors, duration):
+    """What a worker's ``compute`` answers for one task's ``run_chunk`` result: as
+    :func:`chunk_reply` would, flat, and made without its lists.
 
-    >>> lone_reply("k", chunk_reply([5], {}, 0.1), [5])["type"]
-    'int'
+    >>> lone_reply("k", [5], {}, 0.1)
+    {'key': 'k', 'nbytes': 28, 'type': 'int', 'duration': 0.1, 'pickled': b'\\x80\\x05K\\x05.'}
     """
-    if reply["errors"]:
-        return {"key": key, **reply["errors"][0], "duration": reply["duration"]}
-    out = {"key": key, "nbytes": reply["nbytes"][0], "type": type(values[0]).__name__,
-           "duration": reply["duration"]}  # fmt: skip
-    if reply["pickled"][0] is not None:
-        out["pickled"] = reply["pickled"][0]
+    if errors:
+        error = errors[0]
+        return {"key": key, "exception": portable(error),
+                "traceback": format_task_traceback(error), "duration": duration}  # fmt: skip
+    value = values[0]
+    nbytes = sizeof(value)
+    out = {"key": key, "nbytes": nbytes, "type": type(value).__name__, "duration": duration}
+    if nbytes <= INLINE_BYTES:
+        pickled = small_pickle(value, INLINE_BYTES)
+        if pickled is not None:
+            out["pickled"] = pickled
     return out

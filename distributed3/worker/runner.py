@@ -241,17 +241,9 @@ class TaskRunner:
             if self.memory_limit is not None:
                 too_big(keys, values, errors, self.memory_limit)
             took = self._took(start, len(values))
-            reply = chunk_reply(values, errors, took, whole=type(keys) is str)
+            reply, sizes, unkept = _reply(keys, values, errors, took, lone, values_only)
             if len(values) < len(args_list):  # split: the rest runs elsewhere
                 reply["ran"] = len(values)
-            # the positions store() skips: failed ones, and for a stream what the reply
-            # carries (not kept here, nor told to the center)
-            sizes, unkept = reply["nbytes"], errors
-            if values_only and type(keys) is not str:
-                inline = reply["pickled"]
-                unkept = {**errors, **{i: None for i, p in enumerate(inline) if p is not None}}
-            if lone:
-                reply = lone_reply(keys[0], reply, values)
             prepared = comm.prepare(ok_message(reply))  # None: the loop answers
             answer = reply if prepared is None else None
             # kept by the loop before it handles any message, sent after: the results
@@ -370,6 +362,22 @@ class TaskRunner:
         for _ in range(self._threads):
             self._wakes.put(False)
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _reply(keys, values, errors, took, lone, values_only):
+    """``(reply, sizes, unkept)`` of a job's results: its reply (:func:`lone_reply` for a
+    lone task), their sizes, and the positions store() skips -- failed ones, and for a
+    stream what the reply carries (neither kept here nor told to the center)."""
+    if lone:
+        reply = lone_reply(keys[0], values, errors, took)
+        inline = values_only and "pickled" in reply
+        return reply, [reply.get("nbytes")], {0: None} if inline else errors
+    reply = chunk_reply(values, errors, took, whole=type(keys) is str)
+    unkept = errors
+    if values_only and type(keys) is not str:
+        inline = reply["pickled"]
+        unkept = {**errors, **{i: None for i, p in enumerate(inline) if p is not None}}
+    return reply, reply["nbytes"], unkept
 
 
 def _name(keys):
