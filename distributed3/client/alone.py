@@ -72,7 +72,7 @@ async def apply_alone(session, func, args, kwargs, options):
     name = funcname(func)
     fbytes = function_bytes(func, name)  # not callable, not picklable: raised here too
     args, inputs = extract_keys(args, RemoteData, RemoteList)
-    if inputs or any(big_constant(v) for v in kwargs.values()):
+    if inputs or (kwargs and any(big_constant(v) for v in kwargs.values())):
         return None
     # a dict of its own, as the long way's: the caller's, changed later, would be what
     # a recomputation of a lost result reads

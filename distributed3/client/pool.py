@@ -267,7 +267,8 @@ class Pool(ClusterInfo):
         >>> pool.apply(sum, [pool.scatter([1, 2, 3])]).get()
         6
         """
-        options = Options(timeout=timeout, retries=retries, resources=resources)
+        options = (DEFAULTS if timeout is None and retries == DEFAULTS.retries and resources is None
+                   else Options(timeout=timeout, retries=retries, resources=resources))
         return self.session.sync(apply_call(self.session, func, args, kwargs, options))
 
     async def aapply(self, func: Callable[..., T], args: Iterable[Any] | Any = (),

@@ -265,10 +265,11 @@ def message_base(session, fbytes, kwargs, keep=(), options=DEFAULTS):
     >>> message_base(pool.session, b"f", {"n": 1})[0]["kwargs"]
     {'n': 1}
     """
-    kwargs, kw_handles = extract_keys(kwargs, RemoteData, RemoteList)
-    check_cluster(session, kw_handles.values())
     base = {"op": "compute", "function": fbytes, "owner": session.id}
+    kw_handles = {}
     if kwargs:
+        kwargs, kw_handles = extract_keys(kwargs, RemoteData, RemoteList)
+        check_cluster(session, kw_handles.values())
         base["kwargs"] = kwargs
     if keep:
         base["keep"] = keep
