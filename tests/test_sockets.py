@@ -136,3 +136,58 @@ async def test_connect_socket_takes_addresses_and_names_and_says_what_failed():
         server.close()
     with pytest.raises(ConnectionRefusedError):
         await connect_socket("127.0.0.1", port)  # nothing listens there now
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_a_whole_message_is_read_while_a_big_one_behind_it_still_comes():
+    """One recv brings a small message whole and the start of a big one: the reader
+    gets the small one now, not once the big one is in -- and still gets it if the
+    connection then ends before the big one is."""
+    for then in ("rest", "close"):
+        left, right = pair()
+        right.frame(Limits(), "left")
+        reader = asyncio.ensure_future(right.read_message())
+        await asyncio.sleep(0)
+        big = wire(b"x" * (1 << 20))
+        await left.write(wire(b"small") + big[:1000])
+        frames, _ = await asyncio.wait_for(reader, 5)
+        assert bytes(frames[0]) == b"small"
+        if then == "rest":
+            await left.write(big[1000:])
+            assert (await right.read_message())[1] == 1 << 20
+        else:
+            left.close()
+            with pytest.raises(StreamClosedError):
+                await right.read_message()
+        left.close(); right.close()
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_messages_that_came_before_the_connection_ended_are_read_first():
+    """A whole message, then in the same read a head over the limits: the reader gets
+    the message, then the error."""
+    left, right = pair()
+    right.frame(Limits(max_frames=2), "left:1")
+    reader = asyncio.ensure_future(right.read_message())
+    await asyncio.sleep(0)
+    await left.write(wire(b"fine") + struct.pack("<Q", 5))
+    frames, _ = await asyncio.wait_for(reader, 5)
+    assert bytes(frames[0]) == b"fine"
+    with pytest.raises(ProtocolError, match=r"left:1 announced 5 frames"):
+        await right.read_message()
+    left.close()
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_bytes_over_the_limits_before_framing_end_the_connection_at_the_first_read():
+    left, right = pair()
+    await left.write(b"hi" + struct.pack("<Q", 5))  # a head of 5 frames behind the hello
+    assert await right.read_bytes(2) == b"hi"
+    right.frame(Limits(max_frames=2), "left:1")  # no exception here: at the read
+    with pytest.raises(ProtocolError, match=r"left:1 announced 5 frames"):
+        await right.read_message()
+    assert right.closed()
+    left.close()

@@ -122,8 +122,9 @@ class Framer:
                 raise ProtocolError(f"{self.peer} announced {n} frames "
                                     f"(limit {self.limits.max_frames})")  # fmt: skip
             if end - start < head:
+                self._start = start
                 self._make_room(head)
-                break
+                return
             lengths = struct.unpack_from(f"<{n}Q", buf, start + 8)
             total = self._check(lengths)
             have = min(end - start - head, total)
@@ -136,8 +137,9 @@ class Framer:
                 self._into = [payload, lengths, have]
                 return
             if have < total:
+                self._start = start
                 self._make_room(head + total)
-                break
+                return
             with memoryview(buf) as view:
                 payload = bytearray(view[begin:begin + total])
             start = begin + total
@@ -176,7 +178,8 @@ class Framer:
         self.ready.append((frames, at))
 
     def _make_room(self, need):
-        """The message begun at ``_start`` needs ``need`` bytes in the buffer."""
+        """The message begun at ``_start`` (set: compacting moves it to the front) needs
+        ``need`` bytes in the buffer."""
         if need > len(self._buf) - self._start:
             self._compact()
             if need > len(self._buf):  # a head of many frames: a bigger buffer

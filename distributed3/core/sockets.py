@@ -40,16 +40,21 @@ from collections import deque
 
 from tornado.iostream import IOStream, StreamClosedError
 
-from ..exceptions import ProtocolError
+from ..exceptions import ConnectionBrokenError, ProtocolError
 from .framing import Framer
 
 __all__ = ["SocketStream", "adopt", "connect_socket", "take_over"]
 
 
+# s an address of a name may take to answer before the next one is tried: one may be
+# silently unreachable (an IPv6 address where IPv6 goes nowhere); the last gets the rest
+NEXT_ADDRESS_AFTER = 1.0
+
+
 async def connect_socket(host, port):
     """A :class:`SocketStream` connected to ``host`` (an IP address, or a name looked up
     without blocking) and ``port``; the ``OSError`` of the last address tried if none
-    answers."""
+    answers (one silent for ``NEXT_ADDRESS_AFTER`` s gives way to the next)."""
     loop = asyncio.get_running_loop()
     try:
         ip = ipaddress.ip_address(host)
@@ -59,12 +64,13 @@ async def connect_socket(host, port):
         found = [(info[0], info[4]) for info in await loop.getaddrinfo(
             host, port, type=socket.SOCK_STREAM)]  # fmt: skip
     error = OSError(f"no address found for {host}")
-    for family, address in found:
+    for i, (family, address) in enumerate(found):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await loop.sock_connect(sock, address)
-        except OSError as e:
+            async with asyncio.timeout(None if i == len(found) - 1 else NEXT_ADDRESS_AFTER):
+                await loop.sock_connect(sock, address)
+        except OSError as e:  # (TimeoutError too)
             sock.close()
             error = e
             continue
@@ -123,13 +129,17 @@ class SocketStream:
         beginning with the bytes received and not read yet."""
         framer = self._framer = Framer(limits, peer)
         raw, self._raw = self._raw, bytearray()
-        while raw:
-            into = framer.get_buffer()
-            n = min(len(into), len(raw))
-            into[:n] = raw[:n]
-            del into
-            del raw[:n]
-            framer.buffer_updated(n)
+        try:
+            while raw:
+                into = framer.get_buffer()
+                n = min(len(into), len(raw))
+                into[:n] = raw[:n]
+                del into
+                del raw[:n]
+                framer.buffer_updated(n)
+        except ProtocolError as e:  # the first read says so, naming the peer
+            self._unreadable = e
+            self.close()
 
     async def read_message(self):
         """The next whole message, ``(frames, nbytes)``; raises ``StreamClosedError``
@@ -182,6 +192,11 @@ class SocketStream:
         except OSError as e:
             self.close(e)
             return
+        except Exception as e:  # (a MemoryError, say): the reader is told, not left waiting
+            self._unreadable = ConnectionBrokenError(
+                f"reading from {self._framer.peer if framer else 'the peer'} failed: {e!r}")
+            self.close()
+            return
         if not got:
             return
         waiter, self._waiter = self._waiter, None
@@ -203,12 +218,15 @@ class SocketStream:
         the socket has nothing more, not one ``recv`` per turn of the loop."""
         recv_into = self.socket.recv_into
         while True:
-            n = recv_into(framer.get_buffer())
+            try:
+                n = recv_into(framer.get_buffer())
+            except (BlockingIOError, InterruptedError):  # for now: what came is read
+                return bool(framer.ready)
             if not n:  # the peer closed it
                 self.close()
                 return False
             framer.buffer_updated(n)
-            if not framer.filling():
+            if not framer.filling() or framer.ready:  # a whole one waits: read it first
                 return bool(framer.ready)
 
     def _why(self, reading=True):
@@ -288,6 +306,10 @@ class SocketStream:
         waiters += [(future, False) for _, future in self._futures]
         self._waiter, self._futures = None, deque()
         for future, reading in waiters:
+            if reading and self._framer is not None and self._framer.ready:
+                if not future.done():  # whole messages came first: they are read first
+                    future.set_result(None)
+                continue
             if not future.done():
                 future.set_exception(self._why(reading))
                 future.exception()  # nobody may be there to ask: retrieved
