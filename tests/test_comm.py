@@ -260,3 +260,61 @@ def test_a_message_of_more_frames_than_a_peer_takes_fails_at_its_sender():
     with pytest.raises(SerializationError, match=r"4 frames \(3 buffers of 1,024 bytes or "
                                                  r"more\) is more than a peer takes \(3\)"):
         comm.encode([np.zeros(200), np.ones(200), np.ones(300)])
+
+
+async def comm_pair():
+    """Two ends of one authenticated plain TCP connection: ``(client, server)``."""
+    from tornado.netutil import bind_sockets
+    from tornado.tcpserver import TCPServer
+
+    from distributed3.core.comm import accept
+
+    accepted = asyncio.get_running_loop().create_future()
+
+    class Accept(TCPServer):
+        async def handle_stream(self, stream, address):
+            accepted.set_result(await accept(stream, address, secret=b"s"))
+
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = Accept()
+    server.add_sockets(sockets)
+    client = await connect(("127.0.0.1", sockets[0].getsockname()[1]), secret=b"s")
+    return client, await accepted, server
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_on_message_takes_what_comes_while_the_reader_waits(caplog):
+    """The handler takes a message in the I/O callback; one it declines, or that cannot
+    be deserialized, goes to read(); a handler that raises ends the connection."""
+    from distributed3 import CommClosedError, SerializationError
+
+    client, peer, server = await comm_pair()
+    taken = []
+    client.on_message(lambda msg: msg != "declined" and not taken.append(msg))
+    reader = asyncio.ensure_future(client.read())
+    await asyncio.sleep(0)
+    await peer.write({"x": 1})
+    await peer.write([2])
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(taken) < 2:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.001)
+    assert taken == [{"x": 1}, [2]] and not reader.done()
+    await peer.write("declined")
+    assert await reader == "declined"
+    reader = asyncio.ensure_future(client.read())
+    await asyncio.sleep(0)
+    bad = pickle.dumps(1)[:-1]  # cut short: no STOP opcode
+    await peer.stream.write(struct.pack("<QQ", 1, len(bad)) + bad)
+    with pytest.raises(SerializationError, match="could not deserialize a message from"):
+        await reader
+    client.on_message(lambda msg: 1 / 0)
+    reader = asyncio.ensure_future(client.read())
+    await asyncio.sleep(0)
+    await peer.write("boom")
+    with pytest.raises(CommClosedError):
+        await reader
+    assert "handling a message from" in caplog.text and "ZeroDivisionError" in caplog.text
+    peer.close()
+    server.stop()

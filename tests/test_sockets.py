@@ -140,6 +140,38 @@ async def test_connect_socket_takes_addresses_and_names_and_says_what_failed():
 
 @pytest.mark.timeout(30)
 @gen_test()
+async def test_a_message_that_comes_while_the_reader_waits_goes_to_fast_at_once():
+    """``fast`` takes it in the I/O callback: the waiting reader is not woken for it.
+    One it declines, and those after it, go to the reader, in order; so does one that
+    comes while no reader waits."""
+    left, right = pair()
+    right.frame(Limits(), "left")
+    taken = []
+    right.fast = lambda frames, nbytes: bytes(frames[0]) != b"no" and not taken.append(
+        bytes(frames[0]))  # fmt: skip
+    reader = asyncio.ensure_future(right.read_message())
+    await asyncio.sleep(0)  # the reader waits
+    await left.write(wire(b"one") + wire(b"two"))
+    await wait_until(lambda: taken == [b"one", b"two"])
+    assert not reader.done()  # nothing for it: it waits on
+    await left.write(wire(b"no") + wire(b"three"))
+    assert [bytes((await reader)[0][0]), bytes((await right.read_message())[0][0])] == [
+        b"no", b"three"]  # fmt: skip
+    await left.write(wire(b"four"))  # nobody waits now: it waits for the reader
+    await wait_until(lambda: right.waiting() == 1)
+    assert bytes((await right.read_message())[0][0]) == b"four" and taken == [b"one", b"two"]
+    left.close(); right.close()
+
+
+async def wait_until(condition, timeout=5):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+@pytest.mark.timeout(30)
+@gen_test()
 async def test_a_whole_message_is_read_while_a_big_one_behind_it_still_comes():
     """One recv brings a small message whole and the start of a big one: the reader
     gets the small one now, not once the big one is in -- and still gets it if the

@@ -117,6 +117,7 @@ class Channel:
         self.error = None  # why it broke
         self._ids = itertools.count()
         self._loop = asyncio.get_running_loop()
+        comm.on_message(self._take)  # replies taken as they come (else by _read)
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
@@ -194,21 +195,29 @@ class Channel:
                     future.set_exception(SerializationError(
                         f"could not send a request to {self.name}: {e}"))  # fmt: skip
 
+    def _take(self, replies):
+        """Settle the requests that ``replies`` answer; ``False`` if it is not a list of
+        them (``_read`` then says so)."""
+        if type(replies) is not list:
+            return False
+        waiting = self.waiting
+        for i, frames in replies:
+            future = waiting.pop(i, None)
+            if future is None or future.done():
+                continue
+            try:
+                future.set_result(unpack(frames, self.name))
+            except SerializationError as e:
+                future.set_exception(e)
+        return True
+
     async def _read(self):
         try:
             while True:
                 replies = await self.comm.read()
-                if type(replies) is not list:
+                if not self._take(replies):
                     raise ProtocolError(f"{self.name} answered a 'many' message with "
                                         f"{type(replies).__name__}, not a list")  # fmt: skip
-                for i, frames in replies:
-                    future = self.waiting.pop(i, None)
-                    if future is None or future.done():
-                        continue
-                    try:
-                        future.set_result(unpack(frames, self.name))
-                    except SerializationError as e:
-                        future.set_exception(e)
         except (CommClosedError, ConnectionBrokenError, SerializationError) as e:
             self._broke(e)
         except Exception as e:  # a malformed reply: nothing more on it can be trusted

@@ -33,6 +33,7 @@ traceback as ``__cause__``.
 all of these names.
 """
 import asyncio
+import functools
 import inspect
 import logging
 import uuid
@@ -162,12 +163,6 @@ class Server(TCPServer):
         the server acts on anything it hears (a worker keeps the results its task
         threads have answered for)."""
 
-    def turn_taken(self):
-        """Hook: whether a thread of this process takes the loop once this turn ends
-        (a worker's lone task, see worker/relay.py).  Reading the next message is then
-        set up after that, not on the way to the task's reply."""
-        return False
-
     async def handle_stream(self, stream, address):
         stream = take_over(stream)  # plain TCP: read and written by our SocketStream
         host = address[0] if isinstance(address, tuple) else str(address)
@@ -212,6 +207,7 @@ class Server(TCPServer):
 
     async def _serve(self, comm):
         peer = comm.name
+        comm.on_message(functools.partial(self._take_many, comm))
         while not self._closing:
             msg = response = None  # the last ones are not held while the next is awaited
             try:
@@ -224,18 +220,13 @@ class Server(TCPServer):
                 if isinstance(e, ProtocolError):
                     logger.warning("%s: closing connection from %s: %s", self, peer, e)
                 return
-            self.counters["bytes_in"] += comm.last_nbytes
-            self.counters["frames_in"] += 1
-            self.catch_up()
+            self._took_frame(comm)
             if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
                 err = ProtocolError(f"malformed message from {peer}: expected a dict with an 'op'")
                 await self._reply(comm, error_message(err, ""))
                 continue
             if msg["op"] == "many":
-                self.counters["many"] += 1
-                serve_many(self, comm, msg.get("msgs"))
-                if self.turn_taken():
-                    await asyncio.sleep(0)
+                self._serve_many(comm, msg)
                 continue
             want_reply = msg.pop("reply", True)
             response = self.dispatch(comm, msg)
@@ -243,6 +234,24 @@ class Server(TCPServer):
                 response = await response
             if response is not REPLIED and want_reply and not await self._reply(comm, response):
                 return
+
+    def _take_many(self, comm, msg):
+        """A ``many`` message handled as it comes, while ``_serve`` waits for the next
+        (see Comm.on_message); whether it was one."""
+        if type(msg) is not dict or msg.get("op") != "many" or self._closing:
+            return False
+        self._took_frame(comm)
+        self._serve_many(comm, msg)
+        return True
+
+    def _took_frame(self, comm):
+        self.counters["bytes_in"] += comm.last_nbytes
+        self.counters["frames_in"] += 1
+        self.catch_up()
+
+    def _serve_many(self, comm, msg):
+        self.counters["many"] += 1
+        serve_many(self, comm, msg.get("msgs"))
 
     def dispatch(self, comm, msg):
         """Handle ``msg`` (a dict with an ``op``) from ``comm``: its reply message,

@@ -6,10 +6,12 @@ For a plain TCP connection (TLS stays with tornado's ``SSLIOStream``) a
 before tornado read anything), or that :func:`connect_socket` connected.
 
 * **reading**: the socket stays registered while messages are wanted; each time it is
-  readable, one ``recv_into`` goes straight into the :class:`~.framing.Framer`'s
-  buffer, and a whole message wakes the reader.  tornado's ``read_bytes`` cost two
-  dozen Python calls a message, and as many again, with a ``recv`` that found
-  nothing, to ask for the next -- on the way of every request and every reply.
+  readable, ``recv_into`` goes straight into the :class:`~.framing.Framer`'s buffer,
+  and a whole message wakes the reader -- or, while the reader waits, goes to
+  ``fast`` right there, if it takes it (see :meth:`~.comm.Comm.on_message`).
+  tornado's ``read_bytes`` cost two dozen Python calls a message, and as many again,
+  with a ``recv`` that found nothing, to ask for the next -- on the way of every
+  request and every reply.
   With nobody reading, it stops once a message waits (the peer's sends then stall
   in the kernel, as with any socket nobody reads).
 * **writing**: into the socket what it takes now; the rest queued, in order, sent as
@@ -118,6 +120,9 @@ class SocketStream:
         self._sent = 0  # bytes sent since the start
         self._futures = deque()  # (sent count at which it is done, future) of writes
         self._writing = False  # registered with the loop for writing
+        # takes a whole message, (frames, nbytes), that comes while a reader waits, in
+        # the I/O callback itself; returns whether it took it (see Comm.on_message)
+        self.fast = None
 
     def __repr__(self):
         return f"<SocketStream fd={self.fd}{' closed' if self._closed else ''}>"
@@ -199,12 +204,27 @@ class SocketStream:
             return
         if not got:
             return
+        if self.fast is not None and self._waiter is not None and self._hand_over():
+            return  # all taken: the reader waits on
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         elif waiter is None:  # nobody reads: stop until somebody does
             self._reading = False
             self.loop.remove_reader(self.fd)
+
+    def _hand_over(self):
+        """While a reader waits: the whole messages, in order, that ``fast`` takes;
+        whether it took them all (else the reader gets the rest)."""
+        ready, fast = self._framer.ready, self.fast
+        while ready:
+            message = ready.popleft()
+            if not fast(*message):
+                ready.appendleft(message)
+                return False
+            if self._closed:  # it closed the connection: its reader was told
+                return True
+        return True
 
     def _read_raw(self):
         data = self.socket.recv(65536)

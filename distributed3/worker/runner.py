@@ -112,11 +112,6 @@ class TaskRunner:
             return
         self._claim(job)
 
-    def handing_off(self):
-        """On the loop: whether a lone task waits for this turn's end, to be run by the
-        thread that leads (see relay.py)."""
-        return self._relay is not None and self._relay.job is not None
-
     def _first_launch(self):
         """On the loop: in a worker process of its own, this runner's threads take turns
         to lead the loop (see relay.py): the one that leads runs lone tasks itself."""

@@ -280,10 +280,6 @@ class Worker(CenterLink, Leaving, Server):
                                    f"{key!r} with elements missing")  # fmt: skip
         return parts[start:stop]
 
-    def turn_taken(self):
-        """Whether this loop's leading thread runs a lone task once the turn ends."""
-        return self.runner.handing_off()
-
     def catch_up(self):
         """On the loop: keep the results threads finished, queue their report, reply."""
         self.runner.catch_up()
