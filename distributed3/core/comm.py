@@ -64,16 +64,14 @@ from ..exceptions import (
     SerializationError,
 )
 from ..utils import format_address, parse_address
-from .messages import error_message, unpicklable_error
 from .framing import DEFAULT_LIMITS, Framer, Limits
-from .protocol import IN_BAND_BYTES, dumps, loads
-from .sockets import SocketStream, connect_socket, take_over
 from .handshake import NONCE, client_handshake, server_handshake, silence
+from .messages import error_message, unpicklable_error
+from .protocol import IN_BAND_BYTES, dumps, loads
 from .security import TLS, normalize_secret
+from .sockets import SocketStream, connect_socket, take_over
 
 logger = logging.getLogger(__name__)
-
-
 
 
 def check_frames(frames, limits):
