@@ -389,3 +389,32 @@ def test_an_entrys_buffer_over_a_memoryview_of_a_memoryview_survives_the_collect
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "exported buffer" not in done.stderr, done.stderr
+
+
+@pytest.mark.timeout(30)
+@gen_test()
+async def test_a_malformed_reply_fails_the_open_requests_saying_so():
+    """Not a list, or a list of something else than ``(id, frames)`` pairs: nothing more
+    on that connection can be trusted."""
+    from tornado.netutil import bind_sockets
+    from tornado.tcpserver import TCPServer
+
+    from distributed3.core.comm import accept
+
+    class Liar(TCPServer):
+        async def handle_stream(self, stream, address):
+            comm = await accept(stream, address)
+            await comm.read()
+            await comm.write(self.reply)
+
+    for reply, error in (({"not": "a list"}, "answered a 'many' message with dict"),
+                         ([(0,)], "sent a malformed reply")):  # fmt: skip
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = Liar()
+        server.reply = reply
+        server.add_sockets(sockets)
+        channel = await Channel.open(("127.0.0.1", sockets[0].getsockname()[1]))
+        with pytest.raises(ProtocolError, match=error):
+            await channel.call({"op": "anything"})
+        assert channel.closed
+        server.stop()

@@ -117,7 +117,7 @@ class Channel:
         self.error = None  # why it broke
         self._ids = itertools.count()
         self._loop = asyncio.get_running_loop()
-        comm.on_message(self._take)  # replies taken as they come (else by _read)
+        comm.on_message(self._take_fast)  # replies taken as they come (else by _read)
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
@@ -210,6 +210,12 @@ class Channel:
             except SerializationError as e:
                 future.set_exception(e)
         return True
+
+    def _take_fast(self, replies):
+        try:
+            return self._take(replies)
+        except Exception:  # malformed: _read says so, and ends the channel
+            return False
 
     async def _read(self):
         try:
