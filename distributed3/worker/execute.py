@@ -175,8 +175,7 @@ def chunk_reply(values, errors, duration, whole=False):
     >>> import pickle; pickle.loads(chunk_reply([5, 6], {}, 0.1, whole=True)["pickled"])
     [5, 6]
     """
-    failed = {i: {"exception": portable(e), "traceback": format_task_traceback(e)}
-              for i, e in errors.items()}  # fmt: skip
+    failed = {i: failure(e) for i, e in errors.items()}
     run = scalar_run(values) if whole and not errors else None
     if run is not None:  # numpy scalars of one type: one array on the wire
         pickled = small_pickle(run, INLINE_BYTES * len(values))
@@ -192,8 +191,7 @@ def chunk_reply(values, errors, duration, whole=False):
     if whole:
         pickled = None
     else:
-        pickled = [small_pickle(v, INLINE_BYTES) if n is not None and n <= INLINE_BYTES
-                   else None for v, n in zip(values, sizes)]  # fmt: skip
+        pickled = [inline(v, n) for v, n in zip(values, sizes)]
     return {"nbytes": sizes, "pickled": pickled, "errors": failed, "duration": duration}
 
 
@@ -277,14 +275,24 @@ def lone_reply(key, values, errors, duration):
     {'key': 'k', 'nbytes': 28, 'type': 'int', 'duration': 0.1, 'pickled': b'\\x80\\x05K\\x05.'}
     """
     if errors:
-        error = errors[0]
-        return {"key": key, "exception": portable(error),
-                "traceback": format_task_traceback(error), "duration": duration}  # fmt: skip
+        return {"key": key, **failure(errors[0]), "duration": duration}
     value = values[0]
     nbytes = sizeof(value)
     out = {"key": key, "nbytes": nbytes, "type": type(value).__name__, "duration": duration}
-    if nbytes <= INLINE_BYTES:
-        pickled = small_pickle(value, INLINE_BYTES)
-        if pickled is not None:
-            out["pickled"] = pickled
+    pickled = inline(value, nbytes)
+    if pickled is not None:
+        out["pickled"] = pickled
     return out
+
+
+def failure(error):
+    """A failed task's entry in a reply: its exception (as it can travel) and traceback."""
+    return {"exception": portable(error), "traceback": format_task_traceback(error)}
+
+
+def inline(value, nbytes):
+    """``value`` pickled to travel with its reply, if it is small (``nbytes``, ``None``
+    for a failed task's); else None."""
+    if nbytes is None or nbytes > INLINE_BYTES:
+        return None
+    return small_pickle(value, INLINE_BYTES)
