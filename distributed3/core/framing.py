@@ -95,6 +95,18 @@ class Framer:
             self._compact()
         return memoryview(self._buf)[self._end:]
 
+    def feed(self, data):
+        """Take ``data``, bytes received elsewhere (before framing began), as if read
+        into :meth:`get_buffer` a buffer at a time."""
+        data = memoryview(data)
+        while data:
+            into = self.get_buffer()
+            n = min(len(into), len(data))
+            into[:n] = data[:n]
+            del into  # no export of the buffer left when it is moved or grown
+            self.buffer_updated(n)
+            data = data[n:]
+
     def filling(self):
         """Whether a big payload is coming in, straight into its buffer."""
         return self._into is not None

@@ -116,8 +116,8 @@ class SocketStream:
         self._waiter = None  # the future a reader waits on
         self._reading = False  # registered with the loop for reading
         self._queue = deque()  # memoryviews to send, in order
-        self._queued = 0  # their bytes
-        self._sent = 0  # bytes sent since the start
+        self._accepted = 0  # bytes given to write() since the start
+        self._sent = 0  # of them, bytes sent
         self._futures = deque()  # (sent count at which it is done, future) of writes
         self._writing = False  # registered with the loop for writing
         # takes a whole message, (frames, nbytes), that comes while a reader waits, in
@@ -132,16 +132,10 @@ class SocketStream:
     def frame(self, limits, peer):
         """From now on, read whole messages (:meth:`read_message`) within ``limits``,
         beginning with the bytes received and not read yet."""
-        framer = self._framer = Framer(limits, peer)
+        self._framer = Framer(limits, peer)
         raw, self._raw = self._raw, bytearray()
         try:
-            while raw:
-                into = framer.get_buffer()
-                n = min(len(into), len(raw))
-                into[:n] = raw[:n]
-                del into
-                del raw[:n]
-                framer.buffer_updated(n)
+            self._framer.feed(raw)
         except ProtocolError as e:  # the first read says so, naming the peer
             self._unreadable = e
             self.close()
@@ -270,9 +264,9 @@ class SocketStream:
         if view.ndim != 1 or view.format != "B":
             view = view.cast("B")
         self._queue.append(view)
-        self._queued += view.nbytes
+        self._accepted += view.nbytes
         future = self.loop.create_future()
-        self._futures.append((self._sent + self._queued, future))
+        self._futures.append((self._accepted, future))
         if not self._writing:
             self._send()
         return future
@@ -288,7 +282,6 @@ class SocketStream:
                 self.close(e)
                 return
             self._sent += n
-            self._queued -= n
             if n < queue[0].nbytes:  # the kernel's buffer is full
                 queue[0] = queue[0][n:]
                 break
